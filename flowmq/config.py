@@ -1,0 +1,196 @@
+"""FlowMQ's settings: every default in one place, and the one loader that the
+command line, the TOML config file and etc/flowmq.tac all go through.
+
+A config file is TOML with one table per section::
+
+    [broker]
+    data_dir = "/var/lib/flowmq"
+
+    [nats]
+    port = 4222
+
+Each setting is also a command-line option named ``--<section>-<key>`` with
+underscores as dashes (``--nats-max-payload``); the command line overrides the
+file, and the file overrides the defaults. Errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # PyPy 3.9
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the key and its source."""
+
+
+def _integer(text):
+    if isinstance(text, (bool, float)):
+        raise ValueError("must be a whole number")
+    return int(text)
+
+
+def _positive_int(text):
+    value = _integer(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _port(text):
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535 (0 picks a free port)")
+    return value
+
+
+def _positive_float(text):
+    if isinstance(text, bool):
+        raise ValueError("must be a number")
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _boolean(text):
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _string(text):
+    if not isinstance(text, str):
+        raise ValueError("must be a string")
+    return text
+
+
+def _choice(*choices):
+    def parse(text):
+        if text not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text
+    return parse
+
+
+class Setting:
+    """One setting: where it lives, how to read it, its default and its help."""
+
+    def __init__(self, section, key, parse, default, help):
+        self.section = section
+        self.key = key
+        self.parse = parse
+        self.default = default
+        self.help = help
+
+    @property
+    def name(self):
+        return "%s.%s" % (self.section, self.key)
+
+    @property
+    def option(self):
+        return ("%s-%s" % (self.section, self.key)).replace("_", "-")
+
+
+SETTINGS = (
+    Setting("broker", "data_dir", _string, "flowmq-data",
+            "directory for FlowMQ's data files (created if missing)"),
+    Setting("broker", "server_name", _string, "flowmq",
+            "name this server reports to clients"),
+    Setting("broker", "log_level", _choice("debug", "info", "warn", "error"), "info",
+            "least severe log events written: debug, info, warn or error"),
+    Setting("broker", "route_cache_size", _positive_int, 4096,
+            "number of topics whose routing result is cached"),
+    Setting("nats", "enabled", _boolean, True, "serve the NATS protocol"),
+    Setting("nats", "host", _string, "0.0.0.0", "address the NATS listener binds to"),
+    Setting("nats", "port", _port, 4222, "NATS port (0 picks a free port)"),
+    Setting("nats", "max_payload", _positive_int, 1048576,
+            "largest message payload (headers included) in bytes"),
+    Setting("nats", "max_control_line", _positive_int, 4096,
+            "longest protocol line (PUB, SUB, CONNECT ...) in bytes"),
+    Setting("nats", "max_connections", _positive_int, 65536,
+            "most NATS client connections at once"),
+    Setting("nats", "max_subscriptions", _positive_int, 1000000,
+            "most subscriptions on one connection"),
+    Setting("nats", "max_pending", _positive_int, 67108864,
+            "bytes that may wait for one slow client before it is cut off as a slow consumer"),
+    Setting("nats", "ping_interval", _positive_float, 120.0,
+            "seconds between the server's keepalive PINGs"),
+    Setting("nats", "max_pings_out", _positive_int, 2,
+            "unanswered PINGs after which a connection is closed as stale"),
+    Setting("nats", "write_deadline", _positive_float, 10.0,
+            "seconds a closing connection gets to take its last bytes before it is cut"),
+)
+
+SECTIONS = tuple(dict.fromkeys(setting.section for setting in SETTINGS))
+
+
+def defaults() -> SimpleNamespace:
+    """The embedded defaults, as ``settings.<section>.<key>``."""
+    return load(None, {})
+
+
+def load(path, overrides) -> SimpleNamespace:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides``.
+
+    ``overrides`` maps setting names (``"nats.port"``) to raw values (strings
+    from the command line, or already typed values).
+    """
+    values = {setting.name: setting.default for setting in SETTINGS}
+    if path is not None:
+        values.update(_read_file(path))
+    for name, raw in overrides.items():
+        values[name] = _parse(_setting_named(name, "the command line"), raw, "the command line")
+    settings = SimpleNamespace(**{section: SimpleNamespace() for section in SECTIONS})
+    for name, value in values.items():
+        section, key = name.split(".")
+        setattr(getattr(settings, section), key, value)
+    settings.source = path
+    return settings
+
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def _setting_named(name, source):
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ConfigError("%s: unknown setting %r" % (source, name)) from None
+
+
+def _parse(setting, raw, source):
+    try:
+        return setting.parse(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("%s: %s = %r is not valid: %s" % (source, setting.name, raw, e)) from None
+
+
+def _read_file(path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("%s: cannot read config file: %s" % (path, e.strerror)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: not valid TOML: %s" % (path, e)) from None
+    values = {}
+    for section, table in document.items():
+        if section not in SECTIONS:
+            raise ConfigError("%s: unknown section [%s] (known: %s)" % (path, section, ", ".join(SECTIONS)))
+        if not isinstance(table, dict):
+            raise ConfigError("%s: %s must be a table ([%s])" % (path, section, section))
+        for key, raw in table.items():
+            setting = _setting_named("%s.%s" % (section, key), path)
+            values[setting.name] = _parse(setting, raw, path)
+    return values

@@ -1,0 +1,1 @@
+"""The protocol-independent core: topics, router, messages and the broker service."""

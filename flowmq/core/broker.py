@@ -1,0 +1,72 @@
+"""The broker Service: the one core shared by every protocol listener.
+
+It owns the router and the write batcher and does the protocol-neutral part
+of publishing: match the topic, hand the message to each stand-alone
+subscription and to one member of each queue group. Listeners (one per
+protocol) are sibling services that get the broker handed in.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+
+from flowmq.core.router import Router
+
+
+class WriteBatcher:
+    """Collects the connections that have output waiting and flushes them once
+    per reactor turn, so that a burst of deliveries becomes one write each.
+
+    A connection calls ``mark(self)`` when it queues its first pending bytes;
+    ``flush_output()`` is then called on it at the end of the turn.
+    """
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._dirty: list = []
+        self._call = None
+
+    def mark(self, connection) -> None:
+        self._dirty.append(connection)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        self._call = None
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush_output()
+
+
+class Broker(service.Service):
+    """Routes messages from any protocol to the subscriptions of every protocol."""
+
+    def __init__(self, settings, clock):
+        self.settings = settings
+        self.clock = clock
+        self.router = Router(cache_size=settings.broker.route_cache_size)
+        self.batcher = WriteBatcher(clock)
+
+    def subscribe(self, subscription) -> None:
+        self.router.subscribe(subscription)
+
+    def unsubscribe(self, subscription) -> bool:
+        return self.router.unsubscribe(subscription)
+
+    def publish(self, message) -> int:
+        """Deliver ``message`` to everything that matches; returns how many got it."""
+        subscriptions, groups = self.router.match(message.topic)
+        origin = message.origin
+        delivered = 0
+        for subscription in subscriptions:
+            consumer = subscription.consumer
+            if consumer is origin and not consumer.echo:
+                continue
+            consumer.deliver(message, subscription)
+            delivered += 1
+        for group in groups:
+            member = group.pick(origin)
+            if member is not None:
+                member.consumer.deliver(message, member)
+                delivered += 1
+        return delivered

@@ -1,0 +1,1 @@
+"""The NATS client protocol (core NATS; JetStream builds on it)."""

@@ -1,0 +1,227 @@
+"""The NATS client protocol codec: bytes in, operations out, and the encoders
+for what the server sends. Sans-IO: no Twisted, no broker.
+
+The parser works on whole buffers (``bytes.find`` for line ends, one slice per
+payload) and only splits bytes: it checks sizes and syntax, and hands complete
+operations to the protocol, which decides what they mean. Once it meets an
+error it reports it after the operations before it and then stops for good,
+because the server closes such a connection (nats-server does the same).
+
+Operations are tuples whose first item is one of the ``OP_*`` codes:
+
+- ``(OP_PUB, subject, reply|None, payload)``
+- ``(OP_HPUB, subject, reply|None, header_block, payload)``
+- ``(OP_SUB, subject, queue|None, sid)``
+- ``(OP_UNSUB, sid, max_msgs|None)``
+- ``(OP_CONNECT, json_bytes)``, ``(OP_PING,)``, ``(OP_PONG,)``
+- ``(OP_ERROR, text)``: the input was malformed; the text is the -ERR text.
+
+Subjects, queues and sids are bytes, as they arrived.
+"""
+
+from __future__ import annotations
+
+import json
+
+OP_PUB, OP_HPUB, OP_SUB, OP_UNSUB, OP_CONNECT, OP_PING, OP_PONG, OP_ERROR = range(8)
+
+CRLF = b"\r\n"
+PING = b"PING\r\n"
+PONG = b"PONG\r\n"
+OK = b"+OK\r\n"
+
+ERR_UNKNOWN_OP = "Unknown Protocol Operation"
+ERR_MAX_PAYLOAD = "Maximum Payload Violation"
+ERR_MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
+
+
+class NatsParser:
+    """Incremental parser for what a NATS client sends."""
+
+    def __init__(self, max_control_line: int = 4096, max_payload: int = 1048576):
+        self.max_control_line = max_control_line
+        self.max_payload = max_payload
+        self._buffer = b""
+        self._chunks: list = []  # data held back until ``_needed`` bytes are here
+        self._held = 0
+        self._needed = 0
+        self._failed = False
+
+    def feed(self, data: bytes) -> list:
+        """Take the next bytes from the wire; return the operations they complete."""
+        if self._failed:
+            return []
+        if self._needed:
+            self._held += len(data)
+            self._chunks.append(data)
+            if self._held < self._needed:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._needed = 0
+        elif self._buffer:
+            data = self._buffer + data
+        self._buffer = b""
+        return self._parse(data)
+
+    def _parse(self, buf: bytes) -> list:
+        ops = []
+        pos = 0
+        end = len(buf)
+        find = buf.find
+        max_line = self.max_control_line
+        while pos < end:
+            eol = find(b"\n", pos)
+            if eol < 0:
+                # The limit is on the line without its CR LF ending.
+                if end - pos - (buf[end - 1] == 13) > max_line:
+                    return self._fail(ops, ERR_MAX_CONTROL_LINE)
+                break
+            line = buf[pos:eol]
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > max_line:
+                return self._fail(ops, ERR_MAX_CONTROL_LINE)
+            args = line.split()
+            if not args:
+                return self._fail(ops, ERR_UNKNOWN_OP)
+            verb = args[0].upper()
+            if verb == b"PUB" or verb == b"HPUB":
+                headers = verb == b"HPUB"
+                op = self._pub(args, headers)
+                if isinstance(op, str):
+                    return self._fail(ops, op)
+                start = eol + 1
+                stop = start + op[-1]
+                if stop + 2 > end:
+                    self._hold(buf[pos:], stop + 2 - pos)
+                    return ops
+                if buf[stop:stop + 2] != CRLF:
+                    return self._fail(ops, ERR_UNKNOWN_OP)
+                if headers:
+                    split = start + op[2]
+                    ops.append((OP_HPUB, op[0], op[1], buf[start:split], buf[split:stop]))
+                else:
+                    ops.append((OP_PUB, op[0], op[1], buf[start:stop]))
+                pos = stop + 2
+                continue
+            pos = eol + 1
+            if verb == b"PING":
+                ops.append((OP_PING,))
+            elif verb == b"PONG":
+                ops.append((OP_PONG,))
+            elif verb == b"SUB":
+                if len(args) == 3:
+                    ops.append((OP_SUB, args[1], None, args[2]))
+                elif len(args) == 4:
+                    ops.append((OP_SUB, args[1], args[2], args[3]))
+                else:
+                    return self._fail(ops, "Parse Error: SUB takes <subject> [queue group] <sid>")
+            elif verb == b"UNSUB":
+                if len(args) == 2:
+                    ops.append((OP_UNSUB, args[1], None))
+                elif len(args) == 3 and args[2].isdigit():
+                    ops.append((OP_UNSUB, args[1], int(args[2])))
+                else:
+                    return self._fail(ops, "Parse Error: UNSUB takes <sid> [max_msgs]")
+            elif verb == b"CONNECT":
+                ops.append((OP_CONNECT, line.split(None, 1)[1] if len(args) > 1 else b""))
+            else:
+                return self._fail(ops, ERR_UNKNOWN_OP)
+        if pos < end:
+            self._buffer = buf[pos:]
+        return ops
+
+    def _pub(self, args: list, headers: bool):
+        """``(subject, reply, [header_size,] total_size)`` of a PUB/HPUB line, or an error text."""
+        count = len(args) - (1 if headers else 0)
+        if count not in (3, 4):
+            if headers:
+                return "Parse Error: HPUB takes <subject> [reply] <header size> <total size>"
+            return "Parse Error: PUB takes <subject> [reply] <size>"
+        sizes = args[-2:] if headers else args[-1:]
+        if not all(size.isdigit() for size in sizes):
+            return "Parse Error: bad or missing size"
+        total = int(sizes[-1])
+        if total > self.max_payload:
+            return ERR_MAX_PAYLOAD
+        reply = args[2] if count == 4 else None
+        if headers:
+            header_size = int(sizes[0])
+            if header_size > total:
+                return "Parse Error: header size larger than total size"
+            return (args[1], reply, header_size, total)
+        return (args[1], reply, total)
+
+    def _hold(self, partial: bytes, needed: int) -> None:
+        """Keep an incomplete PUB until ``needed`` bytes of it have arrived."""
+        self._chunks = [partial]
+        self._held = len(partial)
+        self._needed = needed
+
+    def _fail(self, ops: list, text: str) -> list:
+        self._failed = True
+        self._buffer = b""
+        ops.append((OP_ERROR, text))
+        return ops
+
+
+def encode_info(info: dict) -> bytes:
+    return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + CRLF
+
+
+def encode_err(text: str) -> bytes:
+    return b"-ERR '" + text.encode("utf-8", "replace") + b"'" + CRLF
+
+
+def encode_msg(subject: bytes, sid: bytes, reply: bytes | None, payload: bytes) -> bytes:
+    """A MSG frame (header line, payload and trailing CRLF), as one bytes object."""
+    size = b"%d" % len(payload)
+    if reply:
+        head = b"MSG %s %s %s %s\r\n" % (subject, sid, reply, size)
+    else:
+        head = b"MSG %s %s %s\r\n" % (subject, sid, size)
+    return head + payload + CRLF
+
+
+def encode_hmsg(subject: bytes, sid: bytes, reply: bytes | None, header_block: bytes, payload: bytes) -> bytes:
+    """An HMSG frame; ``header_block`` is the whole ``NATS/1.0...\\r\\n\\r\\n`` block."""
+    hsize = len(header_block)
+    sizes = b"%d %d" % (hsize, hsize + len(payload))
+    if reply:
+        head = b"HMSG %s %s %s %s\r\n" % (subject, sid, reply, sizes)
+    else:
+        head = b"HMSG %s %s %s\r\n" % (subject, sid, sizes)
+    return head + header_block + payload + CRLF
+
+
+HEADER_VERSION = b"NATS/1.0"
+
+
+class BadHeader(ValueError):
+    """A header block that does not follow the NATS/1.0 header format."""
+
+
+def parse_headers(block: bytes):
+    """``(status, pairs)`` of a header block: the status code (b"" if none) and
+    the ``(name, value)`` string pairs in order."""
+    if not block.startswith(HEADER_VERSION) or not block.endswith(b"\r\n\r\n"):
+        raise BadHeader(block[:40])
+    lines = block[:-4].split(b"\r\n")
+    status = lines[0][len(HEADER_VERSION):].strip()[:3]
+    pairs = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name.strip():
+            raise BadHeader(line[:40])
+        pairs.append((name.strip().decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")))
+    return status, tuple(pairs)
+
+
+def encode_headers(pairs, status: bytes = b"") -> bytes:
+    """A NATS/1.0 header block for ``(name, value)`` pairs, with an optional status code."""
+    first = HEADER_VERSION + (b" " + status if status else b"")
+    lines = [first]
+    for name, value in pairs:
+        lines.append(("%s: %s" % (name, value)).encode("utf-8"))
+    return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -1,0 +1,385 @@
+"""The NATS client protocol, as nats-server 2.x speaks it to clients.
+
+One ``NatsConnection`` per client: it feeds bytes to the sans-IO parser, acts
+on the operations (CONNECT, PUB/HPUB, SUB/UNSUB, PING/PONG), turns them into
+core calls (``broker.publish``, ``broker.subscribe``) and, as the delivery
+target of its subscriptions, encodes MSG/HMSG frames.
+
+Output is queued per connection and written once per reactor turn (the
+broker's WriteBatcher). The connection is a streaming producer of its
+transport: while the kernel and Twisted cannot take more, output waits in the
+queue, and once more than ``max_pending`` bytes wait the client is cut off as
+a slow consumer, so one slow reader never grows the broker without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+from flowmq import __version__
+from flowmq.core.message import Message
+from flowmq.core.router import Subscription, filter_matches
+from flowmq.core.topics import SEPARATOR, InvalidTopic
+from flowmq.listener import ConnectionRegistry
+from flowmq.logs import logger
+from flowmq.nats import codec
+from flowmq.nats.codec import (
+    OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB,
+)
+from flowmq.nats.subjects import filter_to_topic_filter, subject_to_topic, topic_to_subject
+
+#: The nats-server protocol level FlowMQ implements. Clients (nats-py among
+#: them) gate features on the server version, so INFO reports this one;
+#: FlowMQ's own version is in the ``flowmq_version`` field.
+NATS_SERVER_VERSION = "2.10.0"
+
+# The texts of nats-server's -ERR lines that clients recognise.
+ERR_STALE = "Stale Connection"
+ERR_SLOW_CONSUMER = "Slow Consumer"
+ERR_MAX_CONNECTIONS = "maximum connections exceeded"
+ERR_MAX_SUBSCRIPTIONS = "maximum subscriptions exceeded"
+ERR_INVALID_SUBJECT = "Invalid Subject"
+ERR_INVALID_PUBLISH_SUBJECT = "Invalid Publish Subject"
+ERR_BAD_HEADER = "bad message header detected"
+ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
+
+_HEADERS_KEY = "nats.headers"
+# ADR-9 of the NATS project: the status a requester gets when nobody listens.
+_NO_RESPONDERS_BLOCK = codec.encode_headers((), status=b"503")
+
+
+def _header_block(message) -> bytes:
+    return codec.encode_headers(message.headers)
+
+
+def make_server_id() -> str:
+    """A nats-server style server id: 'N' and 55 base-32 characters."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return "N" + "".join(alphabet[b % 32] for b in os.urandom(55))
+
+
+class NatsSubscription(Subscription):
+    """A subscription of one NATS connection, with its sid and UNSUB limit."""
+
+    __slots__ = ("sid", "max_msgs", "delivered")
+
+    def __init__(self, consumer, topic_filter, group, sid: bytes):
+        Subscription.__init__(self, consumer, topic_filter, group)
+        self.sid = sid
+        self.max_msgs = 0
+        self.delivered = 0
+
+
+@implementer(IPushProducer)
+class NatsConnection(Protocol):
+    """One NATS client connection."""
+
+    log = logger("flowmq.nats")
+
+    def __init__(self, factory: "NatsFactory"):
+        self.factory = factory
+        self.broker = factory.broker
+        self.settings = factory.settings
+        self.clock = factory.clock
+        self.client_id = factory.next_client_id()
+        self.parser = codec.NatsParser(self.settings.max_control_line, self.settings.max_payload)
+        self.subscriptions: dict = {}  # sid bytes -> NatsSubscription
+        # CONNECT options (defaults as in nats-server).
+        self.verbose = False
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.name = ""
+        self._out: list = []
+        self._pending = 0
+        self._marked = False
+        self._paused = False
+        self._closing = False
+        self._pings_out = 0
+        self._ping_call = None
+        self._abort_call = None
+        self.peer = "?"
+        self._handlers = {
+            OP_PUB: self._on_pub, OP_HPUB: self._on_hpub, OP_SUB: self._on_sub,
+            OP_UNSUB: self._on_unsub, OP_CONNECT: self._on_connect,
+            OP_PING: self._on_ping, OP_PONG: self._on_pong, OP_ERROR: self._on_error,
+        }
+
+    # -- connection life cycle ------------------------------------------------
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
+        self.transport.registerProducer(self, True)
+        within_limit = self.factory.register(self)
+        self._send(codec.encode_info(self._info(peer)))
+        if not within_limit:
+            self.log.warn("[cid {cid}] {peer} refused: {max} connections already open",
+                          cid=self.client_id, peer=self.peer, max=self.factory.max_connections)
+            self.close_with_error(ERR_MAX_CONNECTIONS)
+            return
+        self.log.debug("[cid {cid}] client connected from {peer}", cid=self.client_id, peer=self.peer)
+        self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
+
+    def _info(self, peer) -> dict:
+        host = self.transport.getHost()
+        return {
+            "server_id": self.factory.server_id,
+            "server_name": self.factory.server_name,
+            "version": NATS_SERVER_VERSION,
+            "flowmq_version": __version__,
+            "proto": 1,
+            "host": getattr(host, "host", ""),
+            "port": getattr(host, "port", 0),
+            "headers": True,
+            "max_payload": self.settings.max_payload,
+            "client_id": self.client_id,
+            "client_ip": getattr(peer, "host", ""),
+        }
+
+    def connectionLost(self, reason):
+        self._closing = True
+        self._drop_subscriptions()
+        for call in (self._ping_call, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._out = []
+        self._pending = 0
+        self.factory.unregister(self)
+        self.log.debug("[cid {cid}] {peer} closed", cid=self.client_id, peer=self.peer)
+
+    def _drop_subscriptions(self):
+        subscriptions, self.subscriptions = self.subscriptions, {}
+        for subscription in subscriptions.values():
+            self.broker.unsubscribe(subscription)
+
+    def close_with_error(self, text: str) -> None:
+        """Send ``-ERR 'text'`` after what is queued, then close."""
+        self._send(codec.encode_err(text))
+        self.close_gracefully()
+
+    def close_gracefully(self) -> None:
+        """Stop taking work, write what is queued, close; cut it off if the
+        client does not take its bytes within the write deadline."""
+        if self._closing:
+            return
+        self._closing = True
+        self._drop_subscriptions()
+        if self._out:
+            self.transport.write(b"".join(self._out))
+            self._out = []
+            self._pending = 0
+        # A registered producer holds the close back until it is resumed.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._abort_call = self.clock.callLater(self.settings.write_deadline, self.transport.abortConnection)
+
+    # -- input ------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self._closing:
+            return
+        handlers = self._handlers
+        for op in self.parser.feed(data):
+            handlers[op[0]](op)
+            if self._closing:
+                return
+
+    def _on_error(self, op):
+        self.log.info("[cid {cid}] protocol error from {peer}: {error}",
+                      cid=self.client_id, peer=self.peer, error=op[1])
+        self.close_with_error(op[1])
+
+    def _on_connect(self, op):
+        try:
+            options = json.loads(op[1])
+            if not isinstance(options, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.close_with_error("Parse Error: CONNECT needs a JSON object")
+            return
+        self.verbose = options.get("verbose") is True
+        self.echo = options.get("echo", True) is not False
+        self.headers = options.get("headers") is True
+        self.no_responders = options.get("no_responders") is True
+        self.name = str(options.get("name") or "")
+        if self.no_responders and not self.headers:
+            self.close_with_error(ERR_NO_RESPONDERS_NEEDS_HEADERS)
+            return
+        self.log.debug("[cid {cid}] CONNECT name={name!r} lang={lang!r} version={version!r}",
+                       cid=self.client_id, name=self.name, lang=options.get("lang"),
+                       version=options.get("version"))
+        self._ok()
+
+    def _on_ping(self, op):
+        self._send(codec.PONG)
+
+    def _on_pong(self, op):
+        self._pings_out = 0
+
+    def _on_pub(self, op):
+        self._publish(op[1], op[2], op[3], None)
+
+    def _on_hpub(self, op):
+        block = op[3]
+        try:
+            status, pairs = codec.parse_headers(block)
+        except codec.BadHeader:
+            self._send(codec.encode_err(ERR_BAD_HEADER))
+            return
+        self._publish(op[1], op[2], op[4], (pairs, block))
+
+    def _publish(self, subject: bytes, reply: bytes, payload: bytes, headers) -> None:
+        try:
+            topic = subject_to_topic(subject.decode("utf-8"))
+            reply_to = subject_to_topic(reply.decode("utf-8")) if reply else None
+        except (InvalidTopic, UnicodeDecodeError):
+            self._send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
+            return
+        message = Message(topic, payload, None, reply_to, self)
+        if headers is not None:
+            message.headers = headers[0]
+            message.wire_cache = {_HEADERS_KEY: headers[1]}
+        delivered = self.broker.publish(message)
+        if not delivered and reply_to is not None and self.no_responders:
+            self._answer_no_responders(reply_to)
+        self._ok()
+
+    def _answer_no_responders(self, reply_to: str) -> None:
+        """Tell a requester at once that nobody listens: a 503 status message on
+        its reply subject, to this connection only (as nats-server does)."""
+        status = Message(reply_to, b"")
+        status.headers = ()
+        status.wire_cache = {_HEADERS_KEY: _NO_RESPONDERS_BLOCK}
+        levels = reply_to.split(SEPARATOR)
+        for subscription in self.subscriptions.values():
+            if filter_matches(subscription.filter.split(SEPARATOR), levels):
+                self.deliver(status, subscription)
+                return
+
+    def _on_sub(self, op):
+        subject, queue, sid = op[1], op[2], op[3]
+        try:
+            topic_filter = filter_to_topic_filter(subject.decode("utf-8"))
+            group = queue.decode("utf-8") if queue is not None else None
+        except (InvalidTopic, UnicodeDecodeError):
+            self._send(codec.encode_err(ERR_INVALID_SUBJECT))
+            return
+        if sid in self.subscriptions:
+            self._ok()  # nats-server ignores a SUB that reuses a live sid
+            return
+        if len(self.subscriptions) >= self.settings.max_subscriptions:
+            self._send(codec.encode_err(ERR_MAX_SUBSCRIPTIONS))
+            return
+        subscription = NatsSubscription(self, topic_filter, group, sid)
+        self.subscriptions[sid] = subscription
+        self.broker.subscribe(subscription)
+        self._ok()
+
+    def _on_unsub(self, op):
+        sid, max_msgs = op[1], op[2]
+        subscription = self.subscriptions.get(sid)
+        if subscription is not None:
+            if max_msgs and subscription.delivered < max_msgs:
+                subscription.max_msgs = max_msgs
+            else:
+                self._remove(subscription)
+        self._ok()
+
+    def _remove(self, subscription) -> None:
+        if self.subscriptions.pop(subscription.sid, None) is not None:
+            self.broker.unsubscribe(subscription)
+
+    def _ok(self):
+        if self.verbose:
+            self._send(codec.OK)
+
+    # -- output ---------------------------------------------------------------
+
+    def deliver(self, message, subscription) -> None:
+        """Called by the broker for each message that matches one of our subscriptions."""
+        if self._closing:
+            return
+        subject = topic_to_subject(message.topic)
+        reply = topic_to_subject(message.reply_to) if message.reply_to is not None else None
+        if message.headers is not None and self.headers:
+            block = message.cached(_HEADERS_KEY, _header_block)
+            self._send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+        else:
+            self._send(codec.encode_msg(subject, subscription.sid, reply, message.payload))
+        subscription.delivered += 1
+        if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+            self._remove(subscription)
+
+    def _send(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._out.append(data)
+        self._pending += len(data)
+        if self._pending > self.settings.max_pending:
+            self._slow_consumer()
+        elif not self._marked:
+            self._marked = True
+            self.broker.batcher.mark(self)
+
+    def flush_output(self) -> None:
+        """Write what is queued (the WriteBatcher calls this once per turn)."""
+        if self._paused or self._closing:
+            return  # resumeProducing writes it; stays marked so it is not re-queued
+        self._marked = False
+        if self._out:
+            data = b"".join(self._out)
+            self._out = []
+            self._pending = 0
+            self.transport.write(data)
+
+    def _slow_consumer(self) -> None:
+        self.log.warn("[cid {cid}] slow consumer {peer}: more than {max} bytes pending, closing",
+                      cid=self.client_id, peer=self.peer, max=self.settings.max_pending)
+        self._out = []
+        self._pending = 0
+        self.transport.write(codec.encode_err(ERR_SLOW_CONSUMER))
+        self.close_gracefully()
+
+    def _keepalive(self) -> None:
+        if self._pings_out + 1 > self.settings.max_pings_out:
+            self.log.info("[cid {cid}] stale connection {peer}: {n} PINGs unanswered",
+                          cid=self.client_id, peer=self.peer, n=self._pings_out)
+            self._ping_call = None
+            self.close_with_error(ERR_STALE)
+            return
+        self._pings_out += 1
+        self._send(codec.PING)
+        self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
+
+    # -- IPushProducer: the transport tells us when it is full -------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        if self._marked:
+            self.flush_output()
+
+    def stopProducing(self):
+        self._paused = True
+
+
+class NatsFactory(ConnectionRegistry):
+    """Makes a NatsConnection per client; shared state of the NATS listener."""
+
+    def __init__(self, broker, settings, clock):
+        ConnectionRegistry.__init__(self, clock, settings.max_connections)
+        self.broker = broker
+        self.settings = settings
+        self.server_id = make_server_id()
+        self.server_name = broker.settings.broker.server_name
+
+    def buildProtocol(self, addr):
+        return NatsConnection(self)

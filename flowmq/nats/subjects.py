@@ -1,0 +1,107 @@
+"""NATS subjects <-> unified topics (the rule table is in README.md).
+
+- A subject's tokens are the topic's levels: ``a.b.c`` <-> ``a/b/c``.
+- In filters, ``*`` and FlowMQ's ``+`` are one level and a final ``>`` is one
+  or more levels, which is the unified filter ``+/#`` (``a.>`` does not match
+  ``a``, as in NATS).
+- A level value that a subject cannot hold (a ``.``, white space, an empty
+  level, a level that is just ``*``, ``>`` or ``+``) is percent-escaped, and
+  a ``/`` inside a NATS token is escaped on the topic side; see
+  ``flowmq.core.topics`` for the reversible rule.
+
+Conversions of the same address repeat all the time, so both directions are
+memoised in bounded dicts.
+"""
+
+from __future__ import annotations
+
+from flowmq.core.topics import (
+    MULTI_LEVEL,
+    SEPARATOR,
+    SINGLE_LEVEL,
+    TOPIC_LEVEL,
+    InvalidTopic,
+    LevelGrammar,
+)
+
+# What the protocol parser splits arguments on (bytes.split()): never in a subject.
+_WHITE_SPACE = " \t\r\n\x0b\x0c"
+
+#: How a topic level value is written as a NATS token.
+NATS_TOKEN = LevelGrammar("." + _WHITE_SPACE, alone=("*", ">", "+"), empty_level=False)
+
+_WILDCARD_TOKENS = frozenset(("*", ">", "+"))
+# Characters that send a conversion down the slow, token-by-token path.
+_SUBJECT_SPECIAL = frozenset("%/#+*>")
+_TOPIC_SPECIAL = frozenset("%.*>")
+_CACHE_LIMIT = 65536
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= _CACHE_LIMIT:
+        del cache[next(iter(cache))]
+    cache[key] = value
+    return value
+
+
+def _tokens(subject: str) -> list:
+    if not subject or any(c in subject for c in _WHITE_SPACE):
+        raise InvalidTopic("invalid subject %r" % (subject,))
+    tokens = subject.split(".")
+    if "" in tokens:
+        raise InvalidTopic("empty token in subject %r" % (subject,))
+    return tokens
+
+
+_topics: dict = {}
+
+
+def subject_to_topic(subject: str) -> str:
+    """The topic a message published to ``subject`` goes to.
+
+    Raises InvalidTopic for a subject with wildcards or empty tokens.
+    """
+    topic = _topics.get(subject)
+    if topic is not None:
+        return topic
+    tokens = _tokens(subject)
+    if _SUBJECT_SPECIAL.isdisjoint(subject):
+        return _remember(_topics, subject, SEPARATOR.join(tokens))
+    if not _WILDCARD_TOKENS.isdisjoint(tokens):
+        raise InvalidTopic("wildcard in publish subject %r" % (subject,))
+    topic = SEPARATOR.join(TOPIC_LEVEL.encode(NATS_TOKEN.decode(t)) for t in tokens)
+    return _remember(_topics, subject, topic)
+
+
+def filter_to_topic_filter(subject: str) -> str:
+    """The unified topic filter of a NATS subscription subject."""
+    tokens = _tokens(subject)
+    levels = []
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        if token == "*" or token == "+":
+            levels.append(SINGLE_LEVEL)
+        elif token == ">":
+            if index != last:
+                raise InvalidTopic("'>' must be the last token of %r" % (subject,))
+            levels.append(SINGLE_LEVEL)
+            levels.append(MULTI_LEVEL)
+        else:
+            levels.append(TOPIC_LEVEL.encode(NATS_TOKEN.decode(token)))
+    return SEPARATOR.join(levels)
+
+
+_subjects: dict = {}
+
+
+def topic_to_subject(topic: str) -> bytes:
+    """The NATS subject, as wire bytes, under which a message on ``topic`` is delivered."""
+    subject = _subjects.get(topic)
+    if subject is not None:
+        return subject
+    levels = topic.split(SEPARATOR)
+    if _TOPIC_SPECIAL.isdisjoint(topic) and "" not in levels and not any(c in topic for c in _WHITE_SPACE):
+        text = ".".join(levels)
+    else:
+        text = ".".join(NATS_TOKEN.encode(TOPIC_LEVEL.decode(level)) for level in levels)
+    return _remember(_subjects, topic, text.encode("utf-8"))

@@ -1,0 +1,158 @@
+"""Shared fixtures: a real broker listening on an ephemeral loopback port.
+
+The Twisted reactor runs in a background thread for the whole test session;
+each test that asks for ``broker`` gets its own BrokerService (own settings,
+own port) started and stopped through ``blockingCallFromThread``, and talks
+to it over real sockets: with nats-py (asyncio, in the test's thread) or
+with raw bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+
+from flowmq import config
+from flowmq.tap import build_service
+
+_reactor_thread = None
+
+
+def _ensure_reactor():
+    global _reactor_thread
+    if _reactor_thread is None:
+        _reactor_thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        _reactor_thread.start()
+        while not reactor.running:
+            time.sleep(0.01)
+
+
+class RunningBroker:
+    """A broker started in the reactor thread; ``url`` is its NATS address."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.service = blockingCallFromThread(reactor, self._start)
+        self.port = self.service.listeners["NATS"].port.getHost().port
+        self.url = "nats://127.0.0.1:%d" % self.port
+
+    def _start(self):
+        service = build_service(self.settings, reactor)
+        service.privilegedStartService()
+        service.startService()
+        return service
+
+    def call(self, function, *args):
+        """Run ``function(*args)`` in the reactor thread and return its result."""
+        return blockingCallFromThread(reactor, function, *args)
+
+    def stop(self):
+        if self.service.running:
+            self.call(self.service.stopService)
+
+
+@pytest.fixture
+def start_broker(tmp_path):
+    """Start a broker with setting overrides: ``start_broker(**{"nats.max_payload": 1024})``."""
+    _ensure_reactor()
+    started = []
+
+    def start(**overrides):
+        values = {"nats.host": "127.0.0.1", "nats.port": 0, "broker.data_dir": str(tmp_path / "data")}
+        values.update(overrides)
+        broker = RunningBroker(config.load(None, values))
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(start_broker):
+    return start_broker()
+
+
+def run(coroutine, timeout=30):
+    """Run an asyncio coroutine (a nats-py scenario) to completion."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+class RawClient:
+    """A NATS client made of a plain socket, for byte-exact scenarios."""
+
+    def __init__(self, port, timeout=5.0, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.buffer = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def read_line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by server; unread: %r" % self.buffer)
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def read_exact(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by server")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_until_closed(self) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            self.buffer += chunk
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def handshake(self, connect=b'{"verbose":false,"headers":true,"no_responders":true}'):
+        """Read INFO, send CONNECT and a PING, wait for the PONG."""
+        info = self.read_line()
+        assert info.startswith(b"INFO ")
+        self.send(b"CONNECT " + connect + b"\r\nPING\r\n")
+        assert self.read_line() == b"PONG"
+        return info
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_client(broker):
+    clients = []
+
+    def connect(port=None, **kwargs):
+        client = RawClient(port or broker.port, **kwargs)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()

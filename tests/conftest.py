@@ -140,6 +140,11 @@ class RawClient:
         assert self.read_line() == b"PONG"
         return info
 
+    def subscribe(self, subject: bytes, sid: bytes = b"1"):
+        """SUB, then a PING round trip so that the subscription is in place."""
+        self.send(b"SUB %s %s\r\nPING\r\n" % (subject, sid))
+        assert self.read_line() == b"PONG"
+
     def close(self):
         self.sock.close()
 

@@ -111,8 +111,7 @@ def test_unsub_max_on_the_wire(raw_client):
 def test_pipelined_frames_in_one_lump(raw_client):
     subscriber = raw_client()
     subscriber.handshake()
-    subscriber.send(b"SUB lump.* 1\r\nPING\r\n")
-    assert subscriber.read_line() == b"PONG"
+    subscriber.subscribe(b"lump.*")
     publisher = raw_client()
     publisher.handshake()
     payloads = [b"x" * n + b"\r\n" for n in range(50)]
@@ -148,8 +147,7 @@ def test_max_payload_violation_closes_only_the_offender(start_broker):
     broker = start_broker(**{"nats.max_payload": 1024})
     bystander = RawClient(broker.port)
     bystander.handshake()
-    bystander.send(b"SUB big 1\r\nPING\r\n")
-    assert bystander.read_line() == b"PONG"
+    bystander.subscribe(b"big")
     offender = RawClient(broker.port)
     offender.handshake()
     offender.send(b"PUB big 1025\r\n")
@@ -231,12 +229,10 @@ def test_info_describes_the_server(raw_client, broker):
 def test_headers_go_only_to_clients_that_support_them(raw_client):
     plain = raw_client()
     plain.handshake(b"{}")
-    plain.send(b"SUB h 1\r\nPING\r\n")
-    assert plain.read_line() == b"PONG"
+    plain.subscribe(b"h")
     modern = raw_client()
     modern.handshake()
-    modern.send(b"SUB h 9\r\nPING\r\n")
-    assert modern.read_line() == b"PONG"
+    modern.subscribe(b"h", b"9")
     block = b"NATS/1.0\r\nk: v\r\n\r\n"
     modern.send(b"HPUB h %d %d\r\n%shello\r\n" % (len(block), len(block) + 5, block))
     assert plain.read_line() == b"MSG h 1 5"
@@ -321,8 +317,7 @@ def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(start_broker)
     broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 60.0})
     slow = RawClient(broker.port, rcvbuf=4096)
     slow.handshake()
-    slow.send(b"SUB feed 1\r\nPING\r\n")
-    assert slow.read_line() == b"PONG"
+    slow.subscribe(b"feed")
     count, size = 3000, 4096
 
     async def scenario():
@@ -366,8 +361,7 @@ def test_shutdown_flushes_and_closes_connections(start_broker):
     broker = start_broker()
     subscriber = RawClient(broker.port)
     subscriber.handshake()
-    subscriber.send(b"SUB bye 1\r\nPING\r\n")
-    assert subscriber.read_line() == b"PONG"
+    subscriber.subscribe(b"bye")
     publisher = RawClient(broker.port)
     publisher.handshake()
     publisher.send(b"".join(b"PUB bye 3\r\n%03d\r\n" % i for i in range(200)))

@@ -172,6 +172,9 @@ def test_max_payload_violation_closes_only_the_offender(start_broker):
         (b"PUB " + b"a" * 5000, b"-ERR 'Maximum Control Line Exceeded'"),
         (b"PUB a notanumber\r\n", b"-ERR 'Parse Error: bad or missing size'"),
         (b"CONNECT {not json}\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
+        (b"CONNECT [1]\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
+        (b"CONNECT " + b"[" * 4000 + b"\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
+        (b"CONNECT \xff\xfe\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
         (b'CONNECT {"no_responders":true}\r\n', b"-ERR 'no responders requires headers support'"),
     ],
 )

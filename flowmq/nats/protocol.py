@@ -200,7 +200,7 @@ class NatsConnection(Protocol):
             options = json.loads(op[1])
             if not isinstance(options, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             self.close_with_error("Parse Error: CONNECT needs a JSON object")
             return
         self.verbose = options.get("verbose") is True

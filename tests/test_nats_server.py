@@ -176,6 +176,8 @@ def test_max_payload_violation_closes_only_the_offender(start_broker):
         (b"CONNECT " + b"[" * 4000 + b"\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
         (b"CONNECT \xff\xfe\r\n", b"-ERR 'Parse Error: CONNECT needs a JSON object'"),
         (b'CONNECT {"no_responders":true}\r\n', b"-ERR 'no responders requires headers support'"),
+        (b'CONNECT {"verbose":false}\r\nHPUB a 12 12\r\nNATS/1.0\r\n\r\n\r\n',
+         b"-ERR 'message headers not supported'"),
     ],
 )
 def test_fatal_protocol_errors_close_with_err(raw_client, wire, error):
@@ -206,13 +208,16 @@ def test_recoverable_errors_keep_the_connection(raw_client, wire, error):
     assert client.read_line() == b"PONG"
 
 
-def test_verbose_mode_acknowledges_each_operation(raw_client):
+@pytest.mark.parametrize("connect", [b'CONNECT {"verbose":true}\r\n', b"CONNECT {}\r\n", b""])
+def test_verbose_mode_acknowledges_each_operation(raw_client, connect):
+    """Verbose is on unless CONNECT turns it off, as in nats-server; +OK comes before delivery."""
     client = raw_client()
     client.read_line()
-    client.send(b'CONNECT {"verbose":true}\r\nSUB v 1\r\nPUB v 1\r\nx\r\nUNSUB 1\r\nPING\r\n')
-    assert [client.read_line() for _ in range(7)] == [
-        b"+OK", b"+OK", b"MSG v 1 1", b"x", b"+OK", b"+OK", b"PONG",
-    ]
+    client.send(connect + b"SUB v 1\r\nPUB v 1\r\nx\r\nUNSUB 1\r\nPING\r\n")
+    expected = [b"+OK", b"+OK", b"MSG v 1 1", b"x", b"+OK", b"PONG"]
+    if connect:
+        expected.insert(0, b"+OK")
+    assert [client.read_line() for _ in range(len(expected))] == expected
 
 
 def test_info_describes_the_server(raw_client, broker):
@@ -231,7 +236,7 @@ def test_info_describes_the_server(raw_client, broker):
 
 def test_headers_go_only_to_clients_that_support_them(raw_client):
     plain = raw_client()
-    plain.handshake(b"{}")
+    plain.handshake(b'{"verbose":false}')
     plain.subscribe(b"h")
     modern = raw_client()
     modern.handshake()
@@ -376,3 +381,30 @@ def test_shutdown_flushes_and_closes_connections(start_broker):
     assert publisher.read_until_closed() == b""
     with pytest.raises(OSError):
         RawClient(broker.port, timeout=1).read_line()
+
+
+def test_deep_subjects_are_bounded(raw_client, broker):
+    """Filters deeper than broker.max_topic_levels are refused; deep publish
+    subjects still reach '>' subscribers; nothing is left behind at shutdown."""
+    client = raw_client()
+    client.handshake()
+    deep = b".".join([b"a"] * 1500)
+    client.send(b"SUB " + b".".join([b"*"] * 129) + b" 1\r\nSUB > 2\r\nPUB " + deep + b" 2\r\nhi\r\nPING\r\n")
+    assert client.read_line() == b"-ERR 'Invalid Subject'"
+    assert client.read_line() == b"MSG " + deep + b" 2 2"
+    assert client.read_line() == b"hi"
+    assert client.read_line() == b"PONG"
+
+
+def test_no_responders_status_does_not_count_against_unsub_limit(raw_client):
+    client = raw_client()
+    client.handshake()
+    client.send(b"SUB _INBOX.me.* 7\r\nUNSUB 7 2\r\n")
+    for i in range(3):
+        client.send(b"PUB nobody _INBOX.me.%d 0\r\n\r\n" % i)
+        assert client.read_line() == b"HMSG _INBOX.me.%d 7 16 16" % i
+        assert client.read_exact(18) == b"NATS/1.0 503\r\n\r\n\r\n"
+    client.send(b"PUB _INBOX.me.x 1\r\na\r\nPUB _INBOX.me.y 1\r\nb\r\nPUB _INBOX.me.z 1\r\nc\r\nPING\r\n")
+    assert [client.read_line() for _ in range(5)] == [
+        b"MSG _INBOX.me.x 7 1", b"a", b"MSG _INBOX.me.y 7 1", b"b", b"PONG",
+    ]

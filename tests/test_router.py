@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from flowmq.core.router import QueueGroup, Router, Subscription
+from flowmq.core.router import QueueGroup, Router, Subscription, filter_matches
+from flowmq.core.topics import InvalidTopic
 
 
 class Consumer:
@@ -424,3 +425,48 @@ def test_cache_literal_change_invalidates_only_that_topic():
     assert inbox in router.match("a/b")[0]
     router.unsubscribe(inbox)
     assert inbox not in router.match("a/b")[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    topic_filter=st.lists(st.sampled_from(["a", "b", "+", "#"]), min_size=1, max_size=6).map("/".join),
+    topic=st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=7).map("/".join),
+)
+def test_filter_matches_equals_naive(topic_filter, topic):
+    assert filter_matches(topic_filter.split("/"), topic.split("/")) == naive_matches(topic_filter, topic)
+
+
+def test_deep_topics_against_deep_filters():
+    """No recursion limit: a 5000-level topic against filters with many '#'."""
+    topic = "/".join(["a"] * 5000)
+    assert filter_matches(["#"] * 50 + ["a"], topic.split("/"))
+    assert not filter_matches(["#", "b", "#"], topic.split("/"))
+    router = Router()
+    everything = Subscription(Consumer(), "#")
+    router.subscribe(everything)
+    router.subscribe(Subscription(Consumer(), "/".join(["#", "a"] * 20)))
+    assert everything in router.match(topic)[0]
+    assert len(router.match(topic)[0]) == 2
+
+
+def test_filters_deeper_than_the_limit_are_refused():
+    router = Router(max_levels=4)
+    router.subscribe(Subscription(Consumer(), "a/b/c/d"))
+    with pytest.raises(InvalidTopic):
+        router.subscribe(Subscription(Consumer(), "a/b/c/d/e"))
+    assert router.count == 1
+
+
+def test_group_members_removed_in_any_order():
+    router = Router()
+    members = [Subscription(Consumer(), "jobs", "workers") for _ in range(1000)]
+    for member in members:
+        router.subscribe(member)
+    kept = set(members[::7])
+    for member in members[::-1]:
+        if member not in kept:
+            assert router.unsubscribe(member)
+    (group,) = router.match("jobs")[1]
+    picked = Counter(group.pick() for _ in range(len(kept) * 3))
+    assert set(picked) == kept
+    assert set(picked.values()) == {3}

@@ -18,7 +18,6 @@ from flowmq.core.router import Router, Subscription
 from flowmq.core.topics import (
     TOPIC_LEVEL,
     InvalidTopic,
-    LevelGrammar,
     is_wildcard_filter,
     levels_of_topic,
     topic_from_levels,
@@ -65,7 +64,6 @@ any_subjects = st.lists(any_tokens, min_size=1, max_size=5).map(".".join)
 @given(value=level_values)
 def test_topic_level_round_trip(value):
     encoded = TOPIC_LEVEL.encode(value)
-    assert LevelGrammar.decode(encoded) == value
     assert TOPIC_LEVEL.decode(encoded) == value
     assert "/" not in encoded
     assert "+" not in encoded
@@ -76,7 +74,7 @@ def test_topic_level_round_trip(value):
 @given(value=level_values)
 def test_nats_token_round_trip(value):
     encoded = NATS_TOKEN.encode(value)
-    assert LevelGrammar.decode(encoded) == value
+    assert NATS_TOKEN.decode(encoded) == value
     assert "." not in encoded
     assert encoded != ""
     assert encoded not in ("*", ">", "+")
@@ -116,19 +114,33 @@ def test_nats_token_has_no_white_space(value):
         (NATS_TOKEN, "50%", "50%"),
         (NATS_TOKEN, "%2E", "%252E"),
         (NATS_TOKEN, "%00", "%2500"),
+        (NATS_TOKEN, "%2A", "%252A"),  # a literal that would read as the escape of "*"
+        (NATS_TOKEN, "x%2Ay", "x%2Ay"),  # "%2A" stands for "*" only as a whole token
+        (NATS_TOKEN, "a%2Fb", "a%2Fb"),  # "%2F" is no NATS escape: passes through
+        (TOPIC_LEVEL, "a%2Eb", "a%2Eb"),  # "%2E" is no topic escape
     ],
 )
 def test_encode_examples(grammar, value, encoded):
     assert grammar.encode(value) == encoded
-    assert LevelGrammar.decode(encoded) == value
+    assert grammar.decode(encoded) == value
 
 
-def test_decode_leaves_unknown_percent_alone():
-    assert LevelGrammar.decode("50%") == "50%"
-    assert LevelGrammar.decode("%zz") == "%zz"
-    assert LevelGrammar.decode("%2e") == "%2e"  # codes are upper case
-    assert LevelGrammar.decode("%41") == "%41"  # not a listed escape
-    assert LevelGrammar.decode("%2525") == "%25"
+@pytest.mark.parametrize("grammar", [TOPIC_LEVEL, NATS_TOKEN])
+def test_decode_leaves_unknown_percent_alone(grammar):
+    assert grammar.decode("50%") == "50%"
+    assert grammar.decode("%zz") == "%zz"
+    assert grammar.decode("%2e") == "%2e"  # codes are upper case
+    assert grammar.decode("%41") == "%41"  # not a listed escape
+    assert grammar.decode("%2525") == "%25"
+
+
+def test_each_grammar_decodes_only_its_own_escapes():
+    assert TOPIC_LEVEL.decode("a%2Fb") == "a/b"
+    assert NATS_TOKEN.decode("a%2Fb") == "a%2Fb"
+    assert NATS_TOKEN.decode("a%2Eb") == "a.b"
+    assert TOPIC_LEVEL.decode("a%2Eb") == "a%2Eb"
+    assert NATS_TOKEN.decode("%2A") == "*"
+    assert NATS_TOKEN.decode("x%2A") == "x%2A"
 
 
 @settings(max_examples=200, deadline=None)

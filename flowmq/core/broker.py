@@ -44,7 +44,7 @@ class Broker(service.Service):
     def __init__(self, settings, clock):
         self.settings = settings
         self.clock = clock
-        self.router = Router(cache_size=settings.broker.route_cache_size)
+        self.router = Router(settings.broker.route_cache_size, settings.broker.max_topic_levels)
         self.batcher = WriteBatcher(clock)
 
     def subscribe(self, subscription) -> None:

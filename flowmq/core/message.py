@@ -11,7 +11,8 @@ class Message:
     """One published message.
 
     - ``topic``: the canonical unified topic (``a/b/c``).
-    - ``payload``: the body, as bytes; never copied after it is built.
+    - ``payload``: the body, as bytes, sliced once out of the receive buffer;
+      the core passes this one object to every delivery.
     - ``headers``: None, or a tuple of ``(name, value)`` string pairs, in
       order; a name may repeat (NATS and Kafka headers, MQTT 5 user
       properties all allow it).

@@ -11,16 +11,24 @@ belongs to a queue group: a group is keyed by (filter, group name), and each
 message that matches the filter goes to exactly one member of the group,
 chosen round-robin so that members get an even share.
 
-Match results are cached per topic in a bounded dict. A subscription change
-drops only the cached topics that the changed filter matches (a literal
-filter touches one entry), so churn on reply inboxes does not empty the cache.
+Match results are cached per topic in a bounded dict. A change to a literal
+filter drops the one cached entry it can affect, so churn on reply inboxes
+leaves the cache warm; a change to a wildcard filter empties the cache, which
+costs O(1) now and one trie walk per topic later, where finding the affected
+entries would cost a scan of the whole cache per change.
+
+Every cost is bounded by the input: filters have at most ``max_levels``
+levels (so the trie, and the walk's recursion, are that deep at most), and a
+walk enters each ``#`` node at each level at most once, so filters with
+several ``#`` levels cannot make it exponential.
 """
 
 from __future__ import annotations
 
-from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, is_wildcard_filter
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic, is_wildcard_filter
 
 DEFAULT_CACHE_SIZE = 4096
+DEFAULT_MAX_LEVELS = 128
 _NO_MATCH = ((), ())
 
 
@@ -45,14 +53,37 @@ class Subscription:
 
 
 class QueueGroup:
-    """The members of one queue group on one filter; hands out messages round-robin."""
+    """The members of one queue group on one filter; hands out messages round-robin.
 
-    __slots__ = ("name", "members", "_next")
+    Members are kept in a list (for picking) with each one's index beside it,
+    so that adding and removing are O(1) however large the group is.
+    """
+
+    __slots__ = ("name", "members", "_index", "_next")
 
     def __init__(self, name: str):
         self.name = name
         self.members: list = []
+        self._index: dict = {}  # member -> its position in ``members``
         self._next = 0
+
+    def __len__(self):
+        return len(self.members)
+
+    def __contains__(self, member):
+        return member in self._index
+
+    def add(self, member) -> None:
+        self._index[member] = len(self.members)
+        self.members.append(member)
+
+    def remove(self, member) -> None:
+        """Remove a member: the last one takes its place."""
+        position = self._index.pop(member)
+        last = self.members.pop()
+        if last is not member:
+            self.members[position] = last
+            self._index[last] = position
 
     def pick(self, origin=None):
         """The member that gets the next message, or None.
@@ -112,16 +143,23 @@ class _Node:
 class Router:
     """Topic filter trie with queue groups and a bounded match cache."""
 
-    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE):
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, max_levels: int = DEFAULT_MAX_LEVELS):
         self._root = _Node()
         self._cache: dict = {}
         self._cache_size = cache_size
+        self.max_levels = max_levels
         self.count = 0
 
     def subscribe(self, subscription: Subscription) -> None:
-        """Add a subscription; its filter must be a valid canonical topic filter."""
+        """Add a subscription; its filter must be a valid canonical topic filter.
+
+        Raises InvalidTopic for a filter of more than ``max_levels`` levels.
+        """
+        levels = subscription.filter.split(SEPARATOR)
+        if len(levels) > self.max_levels:
+            raise InvalidTopic("filter has %d levels, more than %d" % (len(levels), self.max_levels))
         node = self._root
-        for level in subscription.filter.split(SEPARATOR):
+        for level in levels:
             node = node.step(level, True)
         if subscription.group is None:
             node.subscriptions[subscription] = None
@@ -129,7 +167,7 @@ class Router:
             group = node.groups.get(subscription.group)
             if group is None:
                 group = node.groups[subscription.group] = QueueGroup(subscription.group)
-            group.members.append(subscription)
+            group.add(subscription)
         self.count += 1
         self._invalidate(subscription.filter)
 
@@ -149,10 +187,10 @@ class Router:
             del node.subscriptions[subscription]
         else:
             group = node.groups.get(subscription.group)
-            if group is None or subscription not in group.members:
+            if group is None or subscription not in group:
                 return False
-            group.members.remove(subscription)
-            if not group.members:
+            group.remove(subscription)
+            if not group:
                 del node.groups[subscription.group]
         self.count -= 1
         for parent, level in reversed(path):
@@ -171,7 +209,7 @@ class Router:
             return result
         subscriptions: dict = {}
         groups: dict = {}
-        _collect(self._root, topic.split(SEPARATOR), 0, subscriptions, groups)
+        _collect(self._root, topic.split(SEPARATOR), 0, subscriptions, groups, {})
         result = (tuple(subscriptions), tuple(groups)) if (subscriptions or groups) else _NO_MATCH
         cache = self._cache
         if len(cache) >= self._cache_size:
@@ -184,24 +222,23 @@ class Router:
         return bool(subscriptions or groups)
 
     def _invalidate(self, topic_filter: str) -> None:
-        cache = self._cache
-        if not cache:
-            return
-        if not is_wildcard_filter(topic_filter):
-            cache.pop(topic_filter, None)
-            return
-        pattern = topic_filter.split(SEPARATOR)
-        stale = [topic for topic in cache if filter_matches(pattern, topic.split(SEPARATOR))]
-        for topic in stale:
-            del cache[topic]
+        if is_wildcard_filter(topic_filter):
+            self._cache.clear()
+        else:
+            self._cache.pop(topic_filter, None)
 
 
-def _collect(node: _Node, levels: list, index: int, subscriptions: dict, groups: dict) -> None:
+def _collect(node: _Node, levels: list, index: int, subscriptions: dict, groups: dict, seen: dict) -> None:
     multi = node.multi
     if multi is not None:
-        # '#' swallows zero or more levels: try what follows it at every suffix.
-        for rest in range(index, len(levels) + 1):
-            _collect(multi, levels, rest, subscriptions, groups)
+        # '#' swallows zero or more levels: try what follows it at every
+        # suffix. ``seen`` holds, per '#' node, the first suffix tried from
+        # it; all later ones were tried then, so no suffix is tried twice.
+        tried_from = seen.get(id(multi), len(levels) + 1)
+        if index < tried_from:
+            seen[id(multi)] = index
+            for rest in range(index, tried_from):
+                _collect(multi, levels, rest, subscriptions, groups, seen)
     if index == len(levels):
         if node.subscriptions:
             subscriptions.update(node.subscriptions)
@@ -211,21 +248,33 @@ def _collect(node: _Node, levels: list, index: int, subscriptions: dict, groups:
         return
     child = node.children.get(levels[index])
     if child is not None:
-        _collect(child, levels, index + 1, subscriptions, groups)
+        _collect(child, levels, index + 1, subscriptions, groups, seen)
     if node.single is not None:
-        _collect(node.single, levels, index + 1, subscriptions, groups)
+        _collect(node.single, levels, index + 1, subscriptions, groups, seen)
 
 
 def filter_matches(pattern: list, levels: list) -> bool:
-    """Does a filter (split into levels) match a topic (split into levels)?"""
-    if not pattern:
-        return not levels
-    head = pattern[0]
-    if head == MULTI_LEVEL:
-        rest = pattern[1:]
-        return any(filter_matches(rest, levels[i:]) for i in range(len(levels) + 1))
-    if not levels:
-        return False
-    if head == SINGLE_LEVEL or head == levels[0]:
-        return filter_matches(pattern[1:], levels[1:])
-    return False
+    """Does a filter (split into levels) match a topic (split into levels)?
+
+    Glob matching over levels, with ``#`` as the star: on a mismatch, go back
+    to the last ``#`` and let it swallow one more level. O(len(pattern) *
+    len(levels)) at worst, without recursion.
+    """
+    p = t = 0
+    star = -1  # position in pattern just after the last '#' seen
+    star_t = 0  # topic position that '#' was last tried at
+    while t < len(levels):
+        if p < len(pattern) and pattern[p] == MULTI_LEVEL:
+            star, star_t = p + 1, t
+            p += 1
+        elif p < len(pattern) and (pattern[p] == SINGLE_LEVEL or pattern[p] == levels[t]):
+            p += 1
+            t += 1
+        elif star >= 0:
+            star_t += 1
+            p, t = star, star_t
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == MULTI_LEVEL:
+        p += 1
+    return p == len(pattern)

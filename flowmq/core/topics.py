@@ -6,22 +6,25 @@ topic whose levels may also be the wildcards ``+`` (exactly one level) and
 ``#`` (zero or more levels, at any position).
 
 Every wire protocol converts its own addresses to and from this form (see
-``flowmq/nats/subjects.py`` for NATS). A level value that one grammar cannot
-express is written with a percent escape, ``%XX`` (two upper-case hex digits),
-and only the escapes listed in ``ESCAPES`` exist. The rule is the same in
-every grammar and is reversible:
+``flowmq/nats/subjects.py`` for NATS). A level value that a protocol's
+grammar cannot express is written with a percent escape, ``%XX`` (two
+upper-case hex digits, listed in ``ESCAPES``). Each grammar knows only the
+escapes it needs, and the rule is reversible in every grammar:
 
 - encoding writes ``%XX`` for each character the grammar cannot hold, and
-  writes a literal ``%`` as ``%25`` only where it is followed by two
-  characters that would otherwise read as an escape (so ``50%`` and ``%zz``
+  writes a literal ``%`` as ``%25`` only where it would otherwise be read as
+  one of the grammar's escapes (so ``50%``, ``%zz`` and, in NATS, ``a%2Fb``
   stay as they are);
-- decoding replaces every escape listed in ``ESCAPES`` by its character and
-  leaves any other ``%`` alone;
-- ``%00`` stands for an empty level in grammars that have no empty levels.
+- decoding replaces only the grammar's escapes and leaves any other ``%``
+  alone;
+- some escapes stand only for a whole level: ``%00`` for an empty level in a
+  grammar that has none, and (in NATS) ``%2A`` for a level that is just
+  ``*``.
 
-So ``decode(encode(level)) == level`` for every level value, in every
-grammar. The canonical topic grammar escapes ``/`` (the separator) and ``+``
-and ``#`` (the wildcards, which a topic name may never contain).
+So ``decode(encode(level)) == level`` for every level value, and an address
+that needed no escapes passes through another grammar byte for byte. The
+canonical topic grammar escapes ``/`` (the separator) and ``+`` and ``#``
+(the wildcards, which a topic name may never contain).
 """
 
 from __future__ import annotations
@@ -50,8 +53,7 @@ ESCAPES = {
     "3E": ">",
 }
 _CODE_OF = {char: "%" + code for code, char in ESCAPES.items() if char}
-_ESCAPE_RE = re.compile("%(" + "|".join(ESCAPES) + ")")
-_LITERAL_PERCENT_RE = re.compile("%(?=" + "|".join(ESCAPES) + ")")
+_EMPTY_LEVEL = "%00"
 
 
 class InvalidTopic(ValueError):
@@ -71,25 +73,36 @@ class LevelGrammar:
         self.always = always
         self.alone = frozenset(alone)
         self.empty_level = empty_level
-        self._needs_escape = re.compile("[%" + re.escape(always) + "]") if always else re.compile("%")
+        codes = "|".join(sorted(_CODE_OF[c][1:] for c in always + "%"))
+        self._escape_re = re.compile("%(" + codes + ")")
+        self._literal_percent_re = re.compile("%(?=" + codes + ")")
+        self._needs_escape_re = re.compile("[" + re.escape(always + "%") + "]")
+        # Whole-level escapes: the text of the level -> the value it stands for.
+        self._whole = {_CODE_OF[value]: value for value in alone}
+        if not empty_level:
+            self._whole[_EMPTY_LEVEL] = ""
 
     def encode(self, value: str) -> str:
         """Write the level value ``value`` in this grammar."""
         if not value:
-            return value if self.empty_level else "%00"
+            return value if self.empty_level else _EMPTY_LEVEL
         if value in self.alone:
             return _CODE_OF[value]
-        if not self._needs_escape.search(value):
+        if value in self._whole:  # a literal "%2A" would read as the escape of "*"
+            return "%25" + value[1:]
+        if not self._needs_escape_re.search(value):
             return value
-        value = _LITERAL_PERCENT_RE.sub("%25", value)
+        value = self._literal_percent_re.sub("%25", value)
         return "".join(_CODE_OF[c] if c in self.always else c for c in value)
 
-    @staticmethod
-    def decode(text: str) -> str:
-        """Read a level written in any grammar back to its value."""
+    def decode(self, text: str) -> str:
+        """Read a level written in this grammar back to its value."""
+        whole = self._whole.get(text)
+        if whole is not None:
+            return whole
         if "%" not in text:
             return text
-        return _ESCAPE_RE.sub(lambda m: ESCAPES[m.group(1)], text)
+        return self._escape_re.sub(lambda m: ESCAPES[m.group(1)], text)
 
 
 #: The canonical topic grammar (identity for MQTT topic names).

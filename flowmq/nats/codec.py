@@ -120,8 +120,9 @@ class NatsParser:
             elif verb == b"UNSUB":
                 if len(args) == 2:
                     ops.append((OP_UNSUB, args[1], None))
-                elif len(args) == 3 and args[2].isdigit():
-                    ops.append((OP_UNSUB, args[1], int(args[2])))
+                elif len(args) == 3:
+                    # nats-server reads a max that is not a number as "none"
+                    ops.append((OP_UNSUB, args[1], _size(args[2])))
                 else:
                     return self._fail(ops, "Parse Error: UNSUB takes <sid> [max_msgs]")
             elif verb == b"CONNECT":
@@ -139,15 +140,15 @@ class NatsParser:
             if headers:
                 return "Parse Error: HPUB takes <subject> [reply] <header size> <total size>"
             return "Parse Error: PUB takes <subject> [reply] <size>"
-        sizes = args[-2:] if headers else args[-1:]
-        if not all(size.isdigit() for size in sizes):
+        sizes = [_size(size) for size in (args[-2:] if headers else args[-1:])]
+        if None in sizes:
             return "Parse Error: bad or missing size"
-        total = int(sizes[-1])
+        total = sizes[-1]
         if total > self.max_payload:
             return ERR_MAX_PAYLOAD
         reply = args[2] if count == 4 else None
         if headers:
-            header_size = int(sizes[0])
+            header_size = sizes[0]
             if header_size > total:
                 return "Parse Error: header size larger than total size"
             return (args[1], reply, header_size, total)
@@ -164,6 +165,13 @@ class NatsParser:
         self._buffer = b""
         ops.append((OP_ERROR, text))
         return ops
+
+
+def _size(text: bytes):
+    """A size or count from the wire: decimal digits, at most 18 of them, else None."""
+    if text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
 
 
 def encode_info(info: dict) -> bytes:

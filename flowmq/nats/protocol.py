@@ -47,6 +47,7 @@ ERR_INVALID_SUBJECT = "Invalid Subject"
 ERR_INVALID_PUBLISH_SUBJECT = "Invalid Publish Subject"
 ERR_BAD_HEADER = "bad message header detected"
 ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
+ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
 
 _HEADERS_KEY = "nats.headers"
 # ADR-9 of the NATS project: the status a requester gets when nobody listens.
@@ -89,8 +90,9 @@ class NatsConnection(Protocol):
         self.client_id = factory.next_client_id()
         self.parser = codec.NatsParser(self.settings.max_control_line, self.settings.max_payload)
         self.subscriptions: dict = {}  # sid bytes -> NatsSubscription
-        # CONNECT options (defaults as in nats-server).
-        self.verbose = False
+        # CONNECT options, with nats-server's defaults: a client that sends
+        # no CONNECT, or one without "verbose", gets +OK after each operation.
+        self.verbose = True
         self.echo = True
         self.headers = False
         self.no_responders = False
@@ -144,13 +146,15 @@ class NatsConnection(Protocol):
 
     def connectionLost(self, reason):
         self._closing = True
-        self._drop_subscriptions()
+        self._out = []
+        self._pending = 0
         for call in (self._ping_call, self._abort_call):
             if call is not None and call.active():
                 call.cancel()
-        self._out = []
-        self._pending = 0
-        self.factory.unregister(self)
+        try:
+            self._drop_subscriptions()
+        finally:
+            self.factory.unregister(self)
         self.log.debug("[cid {cid}] {peer} closed", cid=self.client_id, peer=self.peer)
 
     def _drop_subscriptions(self):
@@ -203,7 +207,7 @@ class NatsConnection(Protocol):
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             self.close_with_error("Parse Error: CONNECT needs a JSON object")
             return
-        self.verbose = options.get("verbose") is True
+        self.verbose = options.get("verbose", True) is not False
         self.echo = options.get("echo", True) is not False
         self.headers = options.get("headers") is True
         self.no_responders = options.get("no_responders") is True
@@ -226,6 +230,9 @@ class NatsConnection(Protocol):
         self._publish(op[1], op[2], op[3], None)
 
     def _on_hpub(self, op):
+        if not self.headers:  # nats-server: HPUB needs "headers": true in CONNECT
+            self.close_with_error(ERR_HEADERS_NOT_SUPPORTED)
+            return
         block = op[3]
         try:
             status, pairs = codec.parse_headers(block)
@@ -241,25 +248,23 @@ class NatsConnection(Protocol):
         except (InvalidTopic, UnicodeDecodeError):
             self._send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
             return
+        self._ok()  # nats-server acknowledges before it delivers
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
             message.headers = headers[0]
             message.wire_cache = {_HEADERS_KEY: headers[1]}
         delivered = self.broker.publish(message)
         if not delivered and reply_to is not None and self.no_responders:
-            self._answer_no_responders(reply_to)
-        self._ok()
+            self._answer_no_responders(reply)
 
-    def _answer_no_responders(self, reply_to: str) -> None:
+    def _answer_no_responders(self, reply: bytes) -> None:
         """Tell a requester at once that nobody listens: a 503 status message on
-        its reply subject, to this connection only (as nats-server does)."""
-        status = Message(reply_to, b"")
-        status.headers = ()
-        status.wire_cache = {_HEADERS_KEY: _NO_RESPONDERS_BLOCK}
-        levels = reply_to.split(SEPARATOR)
+        its reply subject, to this connection only (as nats-server does; it
+        does not count against an UNSUB limit)."""
+        levels = subject_to_topic(reply.decode("utf-8")).split(SEPARATOR)
         for subscription in self.subscriptions.values():
-            if filter_matches(subscription.filter.split(SEPARATOR), levels):
-                self.deliver(status, subscription)
+            if subscription.group is None and filter_matches(subscription.filter.split(SEPARATOR), levels):
+                self._send(codec.encode_hmsg(reply, subscription.sid, None, _NO_RESPONDERS_BLOCK, b""))
                 return
 
     def _on_sub(self, op):
@@ -277,8 +282,12 @@ class NatsConnection(Protocol):
             self._send(codec.encode_err(ERR_MAX_SUBSCRIPTIONS))
             return
         subscription = NatsSubscription(self, topic_filter, group, sid)
+        try:
+            self.broker.subscribe(subscription)
+        except InvalidTopic:  # deeper than broker.max_topic_levels
+            self._send(codec.encode_err(ERR_INVALID_SUBJECT))
+            return
         self.subscriptions[sid] = subscription
-        self.broker.subscribe(subscription)
         self._ok()
 
     def _on_unsub(self, op):

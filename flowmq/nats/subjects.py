@@ -10,7 +10,7 @@
   ``flowmq.core.topics`` for the reversible rule.
 
 Conversions of the same address repeat all the time, so both directions are
-memoised in bounded dicts.
+memoised in dicts bounded in entries and in key length.
 """
 
 from __future__ import annotations
@@ -34,13 +34,16 @@ _WILDCARD_TOKENS = frozenset(("*", ">", "+"))
 # Characters that send a conversion down the slow, token-by-token path.
 _SUBJECT_SPECIAL = frozenset("%/#+*>")
 _TOPIC_SPECIAL = frozenset("%.*>")
-_CACHE_LIMIT = 65536
+# The memo of each direction: its entries, and the longest address it keeps.
+_CACHE_LIMIT = 16384
+_CACHE_KEY_LIMIT = 256
 
 
 def _remember(cache: dict, key, value):
-    if len(cache) >= _CACHE_LIMIT:
-        del cache[next(iter(cache))]
-    cache[key] = value
+    if len(key) <= _CACHE_KEY_LIMIT:
+        if len(cache) >= _CACHE_LIMIT:
+            del cache[next(iter(cache))]
+        cache[key] = value
     return value
 
 

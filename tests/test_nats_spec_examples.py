@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 
 import nats
 import pytest
@@ -228,3 +230,15 @@ def test_error_handling_example(broker, capsys):
     assert lines[0] == "Processed: {'value': 1}"
     assert lines[1].startswith("Invalid JSON: ")
     assert len(lines) == 2
+
+
+def test_readme_first_example(broker, capsys):
+    """The README's first publish-and-subscribe example, pointed at the test broker."""
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")) as f:
+        code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+    assert "nats://127.0.0.1:4222" in code
+    exec(compile(code.replace("nats://127.0.0.1:4222", broker.url), "README.md", "exec"), {})
+    assert capsys.readouterr().out == (
+        "Received: sensors.room1.temperature -> 22.5\n"
+        'Response: {"status": "processed"}\n'
+    )

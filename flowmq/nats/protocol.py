@@ -106,11 +106,6 @@ class NatsConnection(Protocol):
         self._ping_call = None
         self._abort_call = None
         self.peer = "?"
-        self._handlers = {
-            OP_PUB: self._on_pub, OP_HPUB: self._on_hpub, OP_SUB: self._on_sub,
-            OP_UNSUB: self._on_unsub, OP_CONNECT: self._on_connect,
-            OP_PING: self._on_ping, OP_PONG: self._on_pong, OP_ERROR: self._on_error,
-        }
 
     # -- connection life cycle ------------------------------------------------
 
@@ -188,9 +183,9 @@ class NatsConnection(Protocol):
     def dataReceived(self, data):
         if self._closing:
             return
-        handlers = self._handlers
+        handlers = _HANDLERS
         for op in self.parser.feed(data):
-            handlers[op[0]](op)
+            handlers[op[0]](self, op)
             if self._closing:
                 return
 
@@ -378,6 +373,15 @@ class NatsConnection(Protocol):
 
     def stopProducing(self):
         self._paused = True
+
+
+# The handler of each parser operation, by its OP_* code.
+_HANDLERS = {
+    OP_PUB: NatsConnection._on_pub, OP_HPUB: NatsConnection._on_hpub,
+    OP_SUB: NatsConnection._on_sub, OP_UNSUB: NatsConnection._on_unsub,
+    OP_CONNECT: NatsConnection._on_connect, OP_PING: NatsConnection._on_ping,
+    OP_PONG: NatsConnection._on_pong, OP_ERROR: NatsConnection._on_error,
+}
 
 
 class NatsFactory(ConnectionRegistry):

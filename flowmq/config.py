@@ -30,7 +30,7 @@ class ConfigError(Exception):
 
 
 def _integer(text):
-    if isinstance(text, (bool, float)):
+    if isinstance(text, (bool, float)) or not str(text).strip().lstrip("-").isdigit():
         raise ValueError("must be a whole number")
     return int(text)
 
@@ -50,9 +50,12 @@ def _port(text):
 
 
 def _positive_float(text):
-    if isinstance(text, bool):
-        raise ValueError("must be a number")
-    value = float(text)
+    try:
+        if isinstance(text, bool):
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
     if value <= 0:
         raise ValueError("must be greater than 0")
     return value

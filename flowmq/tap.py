@@ -46,7 +46,9 @@ class Options(usage.Options):
         try:
             self.settings = config.load(self["config"], overrides)
         except config.ConfigError as e:
-            raise usage.UsageError(str(e))
+            # A settings error, not a usage error: say just what is wrong
+            # (the key and where it came from) and exit non-zero.
+            raise SystemExit("flowmq: configuration error: %s" % (e,))
 
 
 def _tcp_endpoint(reactor, host: str, port: int):

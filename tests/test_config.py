@@ -48,7 +48,8 @@ def test_file_then_overrides(tmp_path):
     [
         ("[nats]\nprot = 1\n", "unknown setting 'nats.prot'"),
         ("[natz]\nport = 1\n", "unknown section [natz]"),
-        ("[nats]\nport = 'abc'\n", "nats.port = 'abc' is not valid"),
+        ("[nats]\nport = 'abc'\n", "nats.port = 'abc' is not valid: must be a whole number"),
+        ("[nats]\nping_interval = 'soon'\n", "nats.ping_interval = 'soon' is not valid: must be a number"),
         ("[nats]\nport = 70000\n", "nats.port = 70000 is not valid: must be between 0 and 65535"),
         ("[nats]\nmax_payload = 0\n", "nats.max_payload = 0 is not valid: must be greater than 0"),
         ("[nats]\nmax_payload = 1.5\n", "nats.max_payload = 1.5 is not valid: must be a whole number"),

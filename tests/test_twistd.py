@@ -111,7 +111,9 @@ def test_config_error_names_key_and_file(tmp_path):
     process = _start(["-n", "--pidfile=", "flowmq", "--config", str(conf)], tmp_path)
     out, _ = process.communicate(timeout=30)
     assert process.returncode != 0
-    assert "%s: nats.port = 'four' is not valid" % conf in out.decode()
+    assert out.decode().strip().splitlines() == [
+        "flowmq: configuration error: %s: nats.port = 'four' is not valid: must be a whole number" % conf
+    ]
 
 
 def test_port_in_use_is_a_startup_error(tmp_path):

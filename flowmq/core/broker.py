@@ -55,7 +55,8 @@ class Broker(service.Service):
 
     def publish(self, message) -> int:
         """Deliver ``message`` to everything that matches; returns how many got it."""
-        subscriptions, groups = self.router.match(message.topic)
+        router = self.router
+        subscriptions, groups = router.cached(message.topic) or router.match(message.topic)
         origin = message.origin
         delivered = 0
         for subscription in subscriptions:

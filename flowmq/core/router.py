@@ -146,6 +146,9 @@ class Router:
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE, max_levels: int = DEFAULT_MAX_LEVELS):
         self._root = _Node()
         self._cache: dict = {}
+        #: ``cached(topic)``: the cached match result of a topic, or None (the
+        #: hot path tries this before calling ``match``).
+        self.cached = self._cache.get
         self._cache_size = cache_size
         self.max_levels = max_levels
         self.count = 0

@@ -34,6 +34,11 @@ ERR_UNKNOWN_OP = "Unknown Protocol Operation"
 ERR_MAX_PAYLOAD = "Maximum Payload Violation"
 ERR_MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
 
+_UPPER_VERBS = frozenset((b"HPUB", b"SUB", b"UNSUB", b"PING", b"PONG", b"CONNECT"))
+_PING_OP = (OP_PING,)
+_PONG_OP = (OP_PONG,)
+_MAX_DIGITS = 18  # sizes and counts: int() of longer digit strings is slow and pointless
+
 
 class NatsParser:
     """Incremental parser for what a NATS client sends."""
@@ -66,10 +71,12 @@ class NatsParser:
 
     def _parse(self, buf: bytes) -> list:
         ops = []
+        append = ops.append
         pos = 0
         end = len(buf)
         find = buf.find
         max_line = self.max_control_line
+        max_payload = self.max_payload
         while pos < end:
             eol = find(b"\n", pos)
             if eol < 0:
@@ -77,56 +84,71 @@ class NatsParser:
                 if end - pos - (buf[end - 1] == 13) > max_line:
                     return self._fail(ops, ERR_MAX_CONTROL_LINE)
                 break
-            line = buf[pos:eol]
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if len(line) > max_line:
+            # The limit is on the line without its CR LF ending; split() drops the CR.
+            if eol - pos > max_line and (eol - pos > max_line + 1 or buf[eol - 1] != 13):
                 return self._fail(ops, ERR_MAX_CONTROL_LINE)
-            args = line.split()
+            args = buf[pos:eol].split()
             if not args:
                 return self._fail(ops, ERR_UNKNOWN_OP)
-            verb = args[0].upper()
-            if verb == b"PUB" or verb == b"HPUB":
-                headers = verb == b"HPUB"
-                op = self._pub(args, headers)
-                if isinstance(op, str):
-                    return self._fail(ops, op)
+            verb = args[0]
+            if verb != b"PUB" and verb not in _UPPER_VERBS:
+                verb = verb.upper()
+            if verb == b"PUB":  # the hot path, kept inline
+                count = len(args)
+                size = args[-1]
+                if (count != 3 and count != 4) or not size.isdigit() or len(size) > _MAX_DIGITS:
+                    return self._fail(ops, self._pub(args, False))
+                size = int(size)
+                if size > max_payload:
+                    return self._fail(ops, ERR_MAX_PAYLOAD)
                 start = eol + 1
-                stop = start + op[-1]
+                stop = start + size
                 if stop + 2 > end:
                     self._hold(buf[pos:], stop + 2 - pos)
                     return ops
                 if buf[stop:stop + 2] != CRLF:
                     return self._fail(ops, ERR_UNKNOWN_OP)
-                if headers:
-                    split = start + op[2]
-                    ops.append((OP_HPUB, op[0], op[1], buf[start:split], buf[split:stop]))
-                else:
-                    ops.append((OP_PUB, op[0], op[1], buf[start:stop]))
+                append((OP_PUB, args[1], args[2] if count == 4 else None, buf[start:stop]))
                 pos = stop + 2
                 continue
-            pos = eol + 1
+            if verb == b"HPUB":
+                op = self._pub(args, True)
+                if isinstance(op, str):
+                    return self._fail(ops, op)
+                subject, reply, header_size, total = op
+                start = eol + 1
+                stop = start + total
+                if stop + 2 > end:
+                    self._hold(buf[pos:], stop + 2 - pos)
+                    return ops
+                if buf[stop:stop + 2] != CRLF:
+                    return self._fail(ops, ERR_UNKNOWN_OP)
+                split = start + header_size
+                append((OP_HPUB, subject, reply, buf[start:split], buf[split:stop]))
+                pos = stop + 2
+                continue
+            line_start, pos = pos, eol + 1
             if verb == b"PING":
-                ops.append((OP_PING,))
+                append(_PING_OP)
             elif verb == b"PONG":
-                ops.append((OP_PONG,))
+                append(_PONG_OP)
             elif verb == b"SUB":
                 if len(args) == 3:
-                    ops.append((OP_SUB, args[1], None, args[2]))
+                    append((OP_SUB, args[1], None, args[2]))
                 elif len(args) == 4:
-                    ops.append((OP_SUB, args[1], args[2], args[3]))
+                    append((OP_SUB, args[1], args[2], args[3]))
                 else:
                     return self._fail(ops, "Parse Error: SUB takes <subject> [queue group] <sid>")
             elif verb == b"UNSUB":
                 if len(args) == 2:
-                    ops.append((OP_UNSUB, args[1], None))
+                    append((OP_UNSUB, args[1], None))
                 elif len(args) == 3:
                     # nats-server reads a max that is not a number as "none"
-                    ops.append((OP_UNSUB, args[1], _size(args[2])))
+                    append((OP_UNSUB, args[1], _size(args[2])))
                 else:
                     return self._fail(ops, "Parse Error: UNSUB takes <sid> [max_msgs]")
             elif verb == b"CONNECT":
-                ops.append((OP_CONNECT, line.split(None, 1)[1] if len(args) > 1 else b""))
+                append((OP_CONNECT, buf[line_start:eol].rstrip(b"\r").split(None, 1)[1] if len(args) > 1 else b""))
             else:
                 return self._fail(ops, ERR_UNKNOWN_OP)
         if pos < end:
@@ -168,8 +190,8 @@ class NatsParser:
 
 
 def _size(text: bytes):
-    """A size or count from the wire: decimal digits, at most 18 of them, else None."""
-    if text.isdigit() and len(text) <= 18:
+    """A size or count from the wire: decimal digits, at most _MAX_DIGITS of them, else None."""
+    if text.isdigit() and len(text) <= _MAX_DIGITS:
         return int(text)
     return None
 
@@ -184,23 +206,18 @@ def encode_err(text: str) -> bytes:
 
 def encode_msg(subject: bytes, sid: bytes, reply: bytes | None, payload: bytes) -> bytes:
     """A MSG frame (header line, payload and trailing CRLF), as one bytes object."""
-    size = b"%d" % len(payload)
     if reply:
-        head = b"MSG %s %s %s %s\r\n" % (subject, sid, reply, size)
-    else:
-        head = b"MSG %s %s %s\r\n" % (subject, sid, size)
-    return head + payload + CRLF
+        return b"MSG %s %s %s %d\r\n%s\r\n" % (subject, sid, reply, len(payload), payload)
+    return b"MSG %s %s %d\r\n%s\r\n" % (subject, sid, len(payload), payload)
 
 
 def encode_hmsg(subject: bytes, sid: bytes, reply: bytes | None, header_block: bytes, payload: bytes) -> bytes:
     """An HMSG frame; ``header_block`` is the whole ``NATS/1.0...\\r\\n\\r\\n`` block."""
     hsize = len(header_block)
-    sizes = b"%d %d" % (hsize, hsize + len(payload))
+    total = hsize + len(payload)
     if reply:
-        head = b"HMSG %s %s %s %s\r\n" % (subject, sid, reply, sizes)
-    else:
-        head = b"HMSG %s %s %s\r\n" % (subject, sid, sizes)
-    return head + header_block + payload + CRLF
+        return b"HMSG %s %s %s %d %d\r\n%s%s\r\n" % (subject, sid, reply, hsize, total, header_block, payload)
+    return b"HMSG %s %s %d %d\r\n%s%s\r\n" % (subject, sid, hsize, total, header_block, payload)
 
 
 HEADER_VERSION = b"NATS/1.0"

@@ -29,9 +29,14 @@ from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
 from flowmq.nats import codec
 from flowmq.nats.codec import (
-    OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB,
+    OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg,
 )
-from flowmq.nats.subjects import filter_to_topic_filter, subject_to_topic, topic_to_subject
+from flowmq.nats.subjects import (
+    SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, filter_to_topic_filter, subject_to_topic, topic_to_subject,
+)
+
+_cached_topic = TOPIC_OF_SUBJECT.get
+_cached_subject = SUBJECT_OF_TOPIC.get
 
 #: The nats-server protocol level FlowMQ implements. Clients (nats-py among
 #: them) gate features on the server version, so INFO reports this one;
@@ -86,6 +91,8 @@ class NatsConnection(Protocol):
         self.factory = factory
         self.broker = factory.broker
         self.settings = factory.settings
+        self._max_pending = self.settings.max_pending
+        self._broker_publish = self.broker.publish
         self.clock = factory.clock
         self.client_id = factory.next_client_id()
         self.parser = codec.NatsParser(self.settings.max_control_line, self.settings.max_payload)
@@ -184,8 +191,13 @@ class NatsConnection(Protocol):
         if self._closing:
             return
         handlers = _HANDLERS
+        publish = self._publish
+        pub = OP_PUB
         for op in self.parser.feed(data):
-            handlers[op[0]](self, op)
+            if op[0] == pub:  # the hot path: straight to publish
+                publish(op[1], op[2], op[3], None)
+            else:
+                handlers[op[0]](self, op)
             if self._closing:
                 return
 
@@ -221,9 +233,6 @@ class NatsConnection(Protocol):
     def _on_pong(self, op):
         self._pings_out = 0
 
-    def _on_pub(self, op):
-        self._publish(op[1], op[2], op[3], None)
-
     def _on_hpub(self, op):
         if not self.headers:  # nats-server: HPUB needs "headers": true in CONNECT
             self.close_with_error(ERR_HEADERS_NOT_SUPPORTED)
@@ -238,17 +247,18 @@ class NatsConnection(Protocol):
 
     def _publish(self, subject: bytes, reply: bytes, payload: bytes, headers) -> None:
         try:
-            topic = subject_to_topic(subject.decode("utf-8"))
-            reply_to = subject_to_topic(reply.decode("utf-8")) if reply else None
-        except (InvalidTopic, UnicodeDecodeError):
+            topic = _cached_topic(subject) or subject_to_topic(subject)
+            reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
+        except InvalidTopic:
             self._send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
             return
-        self._ok()  # nats-server acknowledges before it delivers
+        if self.verbose:  # nats-server acknowledges before it delivers
+            self._send(codec.OK)
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
             message.headers = headers[0]
             message.wire_cache = {_HEADERS_KEY: headers[1]}
-        delivered = self.broker.publish(message)
+        delivered = self._broker_publish(message)
         if not delivered and reply_to is not None and self.no_responders:
             self._answer_no_responders(reply)
 
@@ -256,7 +266,7 @@ class NatsConnection(Protocol):
         """Tell a requester at once that nobody listens: a 503 status message on
         its reply subject, to this connection only (as nats-server does; it
         does not count against an UNSUB limit)."""
-        levels = subject_to_topic(reply.decode("utf-8")).split(SEPARATOR)
+        levels = subject_to_topic(reply).split(SEPARATOR)
         for subscription in self.subscriptions.values():
             if subscription.group is None and filter_matches(subscription.filter.split(SEPARATOR), levels):
                 self._send(codec.encode_hmsg(reply, subscription.sid, None, _NO_RESPONDERS_BLOCK, b""))
@@ -309,13 +319,16 @@ class NatsConnection(Protocol):
         """Called by the broker for each message that matches one of our subscriptions."""
         if self._closing:
             return
-        subject = topic_to_subject(message.topic)
-        reply = topic_to_subject(message.reply_to) if message.reply_to is not None else None
-        if message.headers is not None and self.headers:
+        topic = message.topic
+        subject = _cached_subject(topic) or topic_to_subject(topic)
+        reply = message.reply_to
+        if reply is not None:
+            reply = _cached_subject(reply) or topic_to_subject(reply)
+        if message.headers is None or not self.headers:
+            self._send(encode_msg(subject, subscription.sid, reply, message.payload))
+        else:
             block = message.cached(_HEADERS_KEY, _header_block)
             self._send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
-        else:
-            self._send(codec.encode_msg(subject, subscription.sid, reply, message.payload))
         subscription.delivered += 1
         if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
             self._remove(subscription)
@@ -325,7 +338,7 @@ class NatsConnection(Protocol):
             return
         self._out.append(data)
         self._pending += len(data)
-        if self._pending > self.settings.max_pending:
+        if self._pending > self._max_pending:
             self._slow_consumer()
         elif not self._marked:
             self._marked = True
@@ -377,7 +390,7 @@ class NatsConnection(Protocol):
 
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {
-    OP_PUB: NatsConnection._on_pub, OP_HPUB: NatsConnection._on_hpub,
+    OP_HPUB: NatsConnection._on_hpub,
     OP_SUB: NatsConnection._on_sub, OP_UNSUB: NatsConnection._on_unsub,
     OP_CONNECT: NatsConnection._on_connect, OP_PING: NatsConnection._on_ping,
     OP_PONG: NatsConnection._on_pong, OP_ERROR: NatsConnection._on_error,

@@ -56,24 +56,34 @@ def _tokens(subject: str) -> list:
     return tokens
 
 
-_topics: dict = {}
+#: Memo of subject_to_topic (wire subject -> topic); the hot path reads it
+#: first and calls the function only on a miss.
+TOPIC_OF_SUBJECT: dict = {}
+_topics = TOPIC_OF_SUBJECT
 
 
-def subject_to_topic(subject: str) -> str:
-    """The topic a message published to ``subject`` goes to.
+def subject_to_topic(subject) -> str:
+    """The topic a message published to ``subject`` (wire bytes or str) goes to.
 
-    Raises InvalidTopic for a subject with wildcards or empty tokens.
+    Raises InvalidTopic for a subject with wildcards, empty tokens or bytes
+    that are not UTF-8.
     """
     topic = _topics.get(subject)
     if topic is not None:
         return topic
+    key = subject
+    if isinstance(subject, bytes):
+        try:
+            subject = subject.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTopic("subject is not UTF-8: %r" % (subject,)) from None
     tokens = _tokens(subject)
     if _SUBJECT_SPECIAL.isdisjoint(subject):
-        return _remember(_topics, subject, SEPARATOR.join(tokens))
+        return _remember(_topics, key, SEPARATOR.join(tokens))
     if not _WILDCARD_TOKENS.isdisjoint(tokens):
         raise InvalidTopic("wildcard in publish subject %r" % (subject,))
     topic = SEPARATOR.join(TOPIC_LEVEL.encode(NATS_TOKEN.decode(t)) for t in tokens)
-    return _remember(_topics, subject, topic)
+    return _remember(_topics, key, topic)
 
 
 def filter_to_topic_filter(subject: str) -> str:
@@ -94,7 +104,9 @@ def filter_to_topic_filter(subject: str) -> str:
     return SEPARATOR.join(levels)
 
 
-_subjects: dict = {}
+#: Memo of topic_to_subject (topic -> wire subject), read first like TOPIC_OF_SUBJECT.
+SUBJECT_OF_TOPIC: dict = {}
+_subjects = SUBJECT_OF_TOPIC
 
 
 def topic_to_subject(topic: str) -> bytes:

@@ -14,25 +14,40 @@ from flowmq.core.router import Router
 
 
 class WriteBatcher:
-    """Collects the connections that have output waiting and flushes them once
-    per reactor turn, so that a burst of deliveries becomes one write each.
+    """Collects the connections that have output waiting and flushes them in
+    one go, so that a burst of deliveries becomes one write per connection.
 
     A connection calls ``mark(self)`` when it queues its first pending bytes;
-    ``flush_output()`` is then called on it at the end of the turn.
+    ``flush_output()`` is then called on it when the batch ends. A protocol
+    that handles a read brackets it with ``begin()`` and ``end()``: the batch
+    is everything that read caused, flushed at once when it is done. Output
+    queued outside a read (timers) is flushed at the end of the reactor turn.
     """
 
     def __init__(self, clock):
         self._clock = clock
         self._dirty: list = []
         self._call = None
+        self._in_read = False
 
     def mark(self, connection) -> None:
         self._dirty.append(connection)
-        if self._call is None:
+        if not self._in_read and self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
+    def begin(self) -> None:
+        self._in_read = True
+
+    def end(self) -> None:
+        self._in_read = False
+        if self._dirty:
+            self.flush()
+
     def flush(self) -> None:
-        self._call = None
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             connection.flush_output()

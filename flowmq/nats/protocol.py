@@ -190,6 +190,14 @@ class NatsConnection(Protocol):
     def dataReceived(self, data):
         if self._closing:
             return
+        batcher = self.broker.batcher
+        batcher.begin()
+        try:
+            self._handle(data)
+        finally:
+            batcher.end()
+
+    def _handle(self, data):
         handlers = _HANDLERS
         publish = self._publish
         pub = OP_PUB

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
 
 import nats
 import nats.errors
@@ -322,7 +324,7 @@ def test_nats_py_answers_server_pings(start_broker):
 
 
 def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(start_broker):
-    broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 60.0})
+    broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 1.0})
     slow = RawClient(broker.port, rcvbuf=4096)
     slow.handshake()
     slow.subscribe(b"feed")
@@ -408,3 +410,34 @@ def test_no_responders_status_does_not_count_against_unsub_limit(raw_client):
     assert [client.read_line() for _ in range(5)] == [
         b"MSG _INBOX.me.x 7 1", b"a", b"MSG _INBOX.me.y 7 1", b"b", b"PONG",
     ]
+
+
+def test_a_reading_subscriber_slows_fast_publishers_down_instead_of_being_cut_off(start_broker):
+    """Flow control: 5 MB published at once towards a subscriber that reads
+    slower than that, with only 256 KB allowed to wait for it. The publisher
+    is held back while the subscriber catches up; nothing is lost."""
+    broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 10.0})
+    subscriber = RawClient(broker.port, rcvbuf=16384)
+    subscriber.handshake()
+    subscriber.subscribe(b"flow")
+    publisher = RawClient(broker.port)
+    publisher.handshake()
+    count, payload = 5000, b"p" * 1024
+    frame = b"MSG flow 1 1024\r\n" + payload + b"\r\n"
+    publisher.send(b"PUB flow 1024\r\n" + payload + b"\r\n")  # one first, so the subscriber sees traffic
+    sender = threading.Thread(
+        target=publisher.send, args=(b"".join(b"PUB flow 1024\r\n" + payload + b"\r\n" for _ in range(count - 1)),)
+    )
+    sender.start()
+    received = b""
+    while len(received) < count * len(frame):
+        chunk = subscriber.sock.recv(16384)
+        assert chunk, "the subscriber was cut off after %d messages" % (len(received) // len(frame))
+        received += chunk
+        time.sleep(0.0005)  # a reader slower than the publisher
+    sender.join()
+    assert received == frame * count
+    publisher.send(b"PING\r\n")
+    assert publisher.read_line() == b"PONG"
+    subscriber.close()
+    publisher.close()

@@ -5,11 +5,8 @@ on the operations (CONNECT, PUB/HPUB, SUB/UNSUB, PING/PONG), turns them into
 core calls (``broker.publish``, ``broker.subscribe``) and, as the delivery
 target of its subscriptions, encodes MSG/HMSG frames.
 
-Output is queued per connection and written once per reactor turn (the
-broker's WriteBatcher). The connection is a streaming producer of its
-transport: while the kernel and Twisted cannot take more, output waits in the
-queue, and once more than ``max_pending`` bytes wait the client is cut off as
-a slow consumer, so one slow reader never grows the broker without bound.
+The output queue, slow-consumer cut-off, flow control and graceful close
+are the protocol-neutral ``flowmq.connection.BrokerConnection``'s.
 """
 
 from __future__ import annotations
@@ -17,14 +14,12 @@ from __future__ import annotations
 import json
 import os
 
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
-from zope.interface import implementer
 
 from flowmq import __version__
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
+from flowmq.connection import BrokerConnection
 from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
 from flowmq.nats import codec
@@ -45,7 +40,6 @@ NATS_SERVER_VERSION = "2.10.0"
 
 # The texts of nats-server's -ERR lines that clients recognise.
 ERR_STALE = "Stale Connection"
-ERR_SLOW_CONSUMER = "Slow Consumer"
 ERR_MAX_CONNECTIONS = "maximum connections exceeded"
 ERR_MAX_SUBSCRIPTIONS = "maximum subscriptions exceeded"
 ERR_INVALID_SUBJECT = "Invalid Subject"
@@ -81,21 +75,19 @@ class NatsSubscription(Subscription):
         self.delivered = 0
 
 
-@implementer(IPushProducer)
-class NatsConnection(Protocol):
+class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
     log = logger("flowmq.nats")
 
     def __init__(self, factory: "NatsFactory"):
+        settings = factory.settings
+        BrokerConnection.__init__(self, factory.broker, factory.clock, factory.next_client_id(),
+                                  settings.max_pending, settings.write_deadline)
         self.factory = factory
-        self.broker = factory.broker
-        self.settings = factory.settings
-        self._max_pending = self.settings.max_pending
+        self.settings = settings
         self._broker_publish = self.broker.publish
-        self.clock = factory.clock
-        self.client_id = factory.next_client_id()
-        self.parser = codec.NatsParser(self.settings.max_control_line, self.settings.max_payload)
+        self.parser = codec.NatsParser(settings.max_control_line, settings.max_payload)
         self.subscriptions: dict = {}  # sid bytes -> NatsSubscription
         # CONNECT options, with nats-server's defaults: a client that sends
         # no CONNECT, or one without "verbose", gets +OK after each operation.
@@ -104,24 +96,15 @@ class NatsConnection(Protocol):
         self.headers = False
         self.no_responders = False
         self.name = ""
-        self._out: list = []
-        self._pending = 0
-        self._marked = False
-        self._paused = False
-        self._closing = False
         self._pings_out = 0
         self._ping_call = None
-        self._abort_call = None
-        self.peer = "?"
 
     # -- connection life cycle ------------------------------------------------
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
-        self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
-        self.transport.registerProducer(self, True)
+        BrokerConnection.connectionMade(self)
         within_limit = self.factory.register(self)
-        self._send(codec.encode_info(self._info(peer)))
+        self.send(codec.encode_info(self._info(self.transport.getPeer())))
         if not within_limit:
             self.log.warn("[cid {cid}] {peer} refused: {max} connections already open",
                           cid=self.client_id, peer=self.peer, max=self.factory.max_connections)
@@ -147,43 +130,26 @@ class NatsConnection(Protocol):
         }
 
     def connectionLost(self, reason):
-        self._closing = True
-        self._out = []
-        self._pending = 0
-        for call in (self._ping_call, self._abort_call):
-            if call is not None and call.active():
-                call.cancel()
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
         try:
-            self._drop_subscriptions()
+            BrokerConnection.connectionLost(self, reason)
         finally:
             self.factory.unregister(self)
         self.log.debug("[cid {cid}] {peer} closed", cid=self.client_id, peer=self.peer)
 
-    def _drop_subscriptions(self):
+    def stop_consuming(self):
         subscriptions, self.subscriptions = self.subscriptions, {}
         for subscription in subscriptions.values():
             self.broker.unsubscribe(subscription)
 
+    def farewell(self, reason: str) -> bytes:
+        return codec.encode_err(reason)
+
     def close_with_error(self, text: str) -> None:
         """Send ``-ERR 'text'`` after what is queued, then close."""
-        self._send(codec.encode_err(text))
+        self.send(codec.encode_err(text))
         self.close_gracefully()
-
-    def close_gracefully(self) -> None:
-        """Stop taking work, write what is queued, close; cut it off if the
-        client does not take its bytes within the write deadline."""
-        if self._closing:
-            return
-        self._closing = True
-        self._drop_subscriptions()
-        if self._out:
-            self.transport.write(b"".join(self._out))
-            self._out = []
-            self._pending = 0
-        # A registered producer holds the close back until it is resumed.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._abort_call = self.clock.callLater(self.settings.write_deadline, self.transport.abortConnection)
 
     # -- input ------------------------------------------------------------------
 
@@ -236,7 +202,7 @@ class NatsConnection(Protocol):
         self._ok()
 
     def _on_ping(self, op):
-        self._send(codec.PONG)
+        self.send(codec.PONG)
 
     def _on_pong(self, op):
         self._pings_out = 0
@@ -249,7 +215,7 @@ class NatsConnection(Protocol):
         try:
             status, pairs = codec.parse_headers(block)
         except codec.BadHeader:
-            self._send(codec.encode_err(ERR_BAD_HEADER))
+            self.send(codec.encode_err(ERR_BAD_HEADER))
             return
         self._publish(op[1], op[2], op[4], (pairs, block))
 
@@ -258,10 +224,10 @@ class NatsConnection(Protocol):
             topic = _cached_topic(subject) or subject_to_topic(subject)
             reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
         except InvalidTopic:
-            self._send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
+            self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
             return
         if self.verbose:  # nats-server acknowledges before it delivers
-            self._send(codec.OK)
+            self.send(codec.OK)
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
             message.headers = headers[0]
@@ -277,7 +243,7 @@ class NatsConnection(Protocol):
         levels = subject_to_topic(reply).split(SEPARATOR)
         for subscription in self.subscriptions.values():
             if subscription.group is None and filter_matches(subscription.filter.split(SEPARATOR), levels):
-                self._send(codec.encode_hmsg(reply, subscription.sid, None, _NO_RESPONDERS_BLOCK, b""))
+                self.send(codec.encode_hmsg(reply, subscription.sid, None, _NO_RESPONDERS_BLOCK, b""))
                 return
 
     def _on_sub(self, op):
@@ -286,19 +252,19 @@ class NatsConnection(Protocol):
             topic_filter = filter_to_topic_filter(subject.decode("utf-8"))
             group = queue.decode("utf-8") if queue is not None else None
         except (InvalidTopic, UnicodeDecodeError):
-            self._send(codec.encode_err(ERR_INVALID_SUBJECT))
+            self.send(codec.encode_err(ERR_INVALID_SUBJECT))
             return
         if sid in self.subscriptions:
             self._ok()  # nats-server ignores a SUB that reuses a live sid
             return
         if len(self.subscriptions) >= self.settings.max_subscriptions:
-            self._send(codec.encode_err(ERR_MAX_SUBSCRIPTIONS))
+            self.send(codec.encode_err(ERR_MAX_SUBSCRIPTIONS))
             return
         subscription = NatsSubscription(self, topic_filter, group, sid)
         try:
             self.broker.subscribe(subscription)
         except InvalidTopic:  # deeper than broker.max_topic_levels
-            self._send(codec.encode_err(ERR_INVALID_SUBJECT))
+            self.send(codec.encode_err(ERR_INVALID_SUBJECT))
             return
         self.subscriptions[sid] = subscription
         self._ok()
@@ -319,7 +285,7 @@ class NatsConnection(Protocol):
 
     def _ok(self):
         if self.verbose:
-            self._send(codec.OK)
+            self.send(codec.OK)
 
     # -- output ---------------------------------------------------------------
 
@@ -333,43 +299,15 @@ class NatsConnection(Protocol):
         if reply is not None:
             reply = _cached_subject(reply) or topic_to_subject(reply)
         if message.headers is None or not self.headers:
-            self._send(encode_msg(subject, subscription.sid, reply, message.payload))
+            self.send(encode_msg(subject, subscription.sid, reply, message.payload))
         else:
             block = message.cached(_HEADERS_KEY, _header_block)
-            self._send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+            self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+        if self._paused:
+            self.hold_publisher(message.origin)
         subscription.delivered += 1
         if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
             self._remove(subscription)
-
-    def _send(self, data: bytes) -> None:
-        if self._closing:
-            return
-        self._out.append(data)
-        self._pending += len(data)
-        if self._pending > self._max_pending:
-            self._slow_consumer()
-        elif not self._marked:
-            self._marked = True
-            self.broker.batcher.mark(self)
-
-    def flush_output(self) -> None:
-        """Write what is queued (the WriteBatcher calls this once per turn)."""
-        if self._paused or self._closing:
-            return  # resumeProducing writes it; stays marked so it is not re-queued
-        self._marked = False
-        if self._out:
-            data = b"".join(self._out)
-            self._out = []
-            self._pending = 0
-            self.transport.write(data)
-
-    def _slow_consumer(self) -> None:
-        self.log.warn("[cid {cid}] slow consumer {peer}: more than {max} bytes pending, closing",
-                      cid=self.client_id, peer=self.peer, max=self.settings.max_pending)
-        self._out = []
-        self._pending = 0
-        self.transport.write(codec.encode_err(ERR_SLOW_CONSUMER))
-        self.close_gracefully()
 
     def _keepalive(self) -> None:
         if self._pings_out + 1 > self.settings.max_pings_out:
@@ -379,22 +317,8 @@ class NatsConnection(Protocol):
             self.close_with_error(ERR_STALE)
             return
         self._pings_out += 1
-        self._send(codec.PING)
+        self.send(codec.PING)
         self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
-
-    # -- IPushProducer: the transport tells us when it is full -------------------
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        if self._marked:
-            self.flush_output()
-
-    def stopProducing(self):
-        self._paused = True
-
 
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {

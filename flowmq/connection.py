@@ -66,6 +66,9 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         peer = self.transport.getPeer()
         self.peer = "%s:%s" % (getattr(peer, "host", peer), getattr(peer, "port", ""))
         self.transport.registerProducer(self, True)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            # Small frames go out at once: no Nagle delay on replies (nats-server does the same).
+            self.transport.setTcpNoDelay(True)
 
     def connectionLost(self, reason):
         self._closing = True

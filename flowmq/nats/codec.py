@@ -93,29 +93,21 @@ class NatsParser:
             verb = args[0]
             if verb != b"PUB" and verb not in _UPPER_VERBS:
                 verb = verb.upper()
-            if verb == b"PUB":  # the hot path, kept inline
-                count = len(args)
-                size = args[-1]
-                if (count != 3 and count != 4) or not size.isdigit() or len(size) > _MAX_DIGITS:
-                    return self._fail(ops, self._pub(args, False))
-                size = int(size)
-                if size > max_payload:
-                    return self._fail(ops, ERR_MAX_PAYLOAD)
-                start = eol + 1
-                stop = start + size
-                if stop + 2 > end:
-                    self._hold(buf[pos:], stop + 2 - pos)
-                    return ops
-                if buf[stop:stop + 2] != CRLF:
-                    return self._fail(ops, ERR_UNKNOWN_OP)
-                append((OP_PUB, args[1], args[2] if count == 4 else None, buf[start:stop]))
-                pos = stop + 2
-                continue
-            if verb == b"HPUB":
-                op = self._pub(args, True)
-                if isinstance(op, str):
-                    return self._fail(ops, op)
-                subject, reply, header_size, total = op
+            if verb == b"PUB" or verb == b"HPUB":
+                if verb == b"PUB":  # the hot path: its arguments checked inline
+                    count = len(args)
+                    total = args[-1]
+                    if (count != 3 and count != 4) or not total.isdigit() or len(total) > _MAX_DIGITS:
+                        return self._fail(ops, self._pub(args, False))
+                    total = int(total)
+                    if total > max_payload:
+                        return self._fail(ops, ERR_MAX_PAYLOAD)
+                    subject, reply, header_size = args[1], (args[2] if count == 4 else None), -1
+                else:
+                    op = self._pub(args, True)
+                    if isinstance(op, str):
+                        return self._fail(ops, op)
+                    subject, reply, header_size, total = op
                 start = eol + 1
                 stop = start + total
                 if stop + 2 > end:
@@ -123,8 +115,11 @@ class NatsParser:
                     return ops
                 if buf[stop:stop + 2] != CRLF:
                     return self._fail(ops, ERR_UNKNOWN_OP)
-                split = start + header_size
-                append((OP_HPUB, subject, reply, buf[start:split], buf[split:stop]))
+                if header_size < 0:
+                    append((OP_PUB, subject, reply, buf[start:stop]))
+                else:
+                    split = start + header_size
+                    append((OP_HPUB, subject, reply, buf[start:split], buf[split:stop]))
                 pos = stop + 2
                 continue
             line_start, pos = pos, eol + 1

@@ -19,6 +19,8 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
+from flowmq.core.topics import InvalidTopic, validate_filter
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # PyPy 3.9
@@ -78,6 +80,66 @@ def _string(text):
     return text
 
 
+def _filter_list(value, where):
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("%s must be a list of topic filters" % where)
+    for item in value:
+        try:
+            validate_filter(item)
+        except InvalidTopic as e:
+            raise ValueError("%s: %s" % (where, e)) from None
+    return tuple(value)
+
+
+def _permission(value, where):
+    """A list of allowed filters, or a table {allow = [...], deny = [...]} -> (allow or None, deny)."""
+    if isinstance(value, list):
+        return _filter_list(value, where), ()
+    if not isinstance(value, dict) or set(value) - {"allow", "deny"}:
+        raise ValueError("%s must be a list of filters or a table with allow and deny lists" % where)
+    allow = _filter_list(value["allow"], where + ".allow") if "allow" in value else None
+    return allow, _filter_list(value.get("deny", []), where + ".deny")
+
+
+def _tables(keys, required, convert=None):
+    """A list of TOML tables with the given keys (``required`` ones must be there)."""
+    def parse(value):
+        if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+            raise ValueError("must be a list of tables ([[...]] entries)")
+        entries = []
+        for number, entry in enumerate(value, 1):
+            where = "entry %d" % number
+            unknown = set(entry) - set(keys)
+            if unknown:
+                raise ValueError("%s: unknown key %s (known: %s)" % (where, ", ".join(sorted(unknown)), ", ".join(keys)))
+            missing = [key for key in required if key not in entry]
+            if missing:
+                raise ValueError("%s: missing %s" % (where, ", ".join(missing)))
+            entries.append(convert(entry, where) if convert else dict(entry))
+        return tuple(entries)
+    return parse
+
+
+def _user(entry, where):
+    for key in ("name", "password"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ValueError("%s: %s must be a string" % (where, key))
+    return {
+        "name": entry["name"],
+        "password": entry.get("password"),
+        "publish": _permission(entry["publish"], where + ".publish") if "publish" in entry else (None, ()),
+        "subscribe": _permission(entry["subscribe"], where + ".subscribe") if "subscribe" in entry else (None, ()),
+        "allow_responses": _boolean(entry.get("allow_responses", False)),
+    }
+
+
+def _string_table(entry, where):
+    for key, value in entry.items():
+        if not isinstance(value, str):
+            raise ValueError("%s: %s must be a string" % (where, key))
+    return dict(entry)
+
+
 def _choice(*choices):
     def parse(text):
         if text not in choices:
@@ -87,14 +149,19 @@ def _choice(*choices):
 
 
 class Setting:
-    """One setting: where it lives, how to read it, its default and its help."""
+    """One setting: where it lives, how to read it, its default and its help.
 
-    def __init__(self, section, key, parse, default, help):
+    ``cli`` False: a structured setting (a list of tables) that only a
+    config file can give.
+    """
+
+    def __init__(self, section, key, parse, default, help, cli=True):
         self.section = section
         self.key = key
         self.parse = parse
         self.default = default
         self.help = help
+        self.cli = cli
 
     @property
     def name(self):
@@ -134,7 +201,29 @@ SETTINGS = (
     Setting("nats", "max_pings_out", _positive_int, 2,
             "unanswered PINGs after which a connection is closed as stale"),
     Setting("nats", "write_deadline", _positive_float, 10.0,
-            "seconds a closing connection gets to take its last bytes before it is cut"),
+            "seconds a client may take nothing while output waits (then it is cut off as a "
+            "slow consumer), and a closing connection gets to take its last bytes"),
+    Setting("auth", "user", _string, None, "user name of the single-user setup (with auth.password)"),
+    Setting("auth", "password", _string, None,
+            "password of auth.user: plain text or a bcrypt hash (python -m flowmq.auth.passwords)"),
+    Setting("auth", "token", _string, None, "a token every client must present (plain text or bcrypt hash)"),
+    Setting("auth", "timeout", _positive_float, 2.0,
+            "seconds a client has to authenticate (send CONNECT) when auth is on"),
+    Setting("auth", "users", _tables(("name", "password", "publish", "subscribe", "allow_responses"),
+                                     ("name",), _user), (),
+            "users: [[auth.users]] with name, password, and optional publish/subscribe "
+            "permissions and allow_responses", cli=False),
+    Setting("auth", "tokens", _tables(("token", "user"), ("token", "user"), _string_table), (),
+            "tokens: [[auth.tokens]] with token and the user it logs in as", cli=False),
+    Setting("auth", "certificates", _tables(("subject", "cn", "user"), ("user",), _string_table), (),
+            "TLS client certificates: [[auth.certificates]] with subject (full DN) or cn, and user",
+            cli=False),
+    Setting("tls", "cert", _string, None, "server certificate (PEM, chain after it); turns TLS on"),
+    Setting("tls", "key", _string, None, "private key of tls.cert (PEM)"),
+    Setting("tls", "ca", _string, None, "CA certificates (PEM) that client certificates must be signed by"),
+    Setting("tls", "verify", _boolean, False, "require a client certificate signed by tls.ca"),
+    Setting("tls", "handshake_first", _boolean, False,
+            "TLS handshake before INFO (nats-py's tls_handshake_first) instead of the upgrade after INFO"),
 )
 
 SECTIONS = tuple(dict.fromkeys(setting.section for setting in SETTINGS))
@@ -178,7 +267,8 @@ def _parse(setting, raw, source):
     try:
         return setting.parse(raw)
     except (TypeError, ValueError) as e:
-        raise ConfigError("%s: %s = %r is not valid: %s" % (source, setting.name, raw, e)) from None
+        shown = "" if isinstance(raw, (list, dict)) else " = %r" % (raw,)
+        raise ConfigError("%s: %s%s is not valid: %s" % (source, setting.name, shown, e)) from None
 
 
 def _read_file(path) -> dict:

@@ -21,6 +21,7 @@ from flowmq.core.broker import Broker
 from flowmq.listener import ListenerService
 from flowmq.logs import logger, set_level
 from flowmq.nats.protocol import NatsFactory
+from flowmq.security import Security
 from flowmq.transport import ImmediateWriteEndpoint
 
 log = logger("flowmq")
@@ -31,21 +32,26 @@ class Options(usage.Options):
     longdesc = (
         "Run the FlowMQ broker. Settings come from the embedded defaults, then "
         "from the TOML file given with --config, then from these options "
-        "(each option is the setting <section>.<key> of the file)."
+        "(each option is the setting <section>.<key> of the file). Settings "
+        "that only a config file can give: "
+        + ", ".join(setting.name for setting in config.SETTINGS if not setting.cli)
+        + "."
     )
     optParameters = [["config", "c", None, "TOML config file to load (see etc/flowmq.toml)"]] + [
         [setting.option, None, None, "%s [default: %s]" % (setting.help, setting.default)]
         for setting in config.SETTINGS
+        if setting.cli
     ]
 
     def postOptions(self):
         overrides = {
             setting.name: self[setting.option]
             for setting in config.SETTINGS
-            if self[setting.option] is not None
+            if setting.cli and self[setting.option] is not None
         }
         try:
             self.settings = config.load(self["config"], overrides)
+            self.security = Security(self.settings)
         except config.ConfigError as e:
             # A settings error, not a usage error: say just what is wrong
             # (the key and where it came from) and exit non-zero.
@@ -55,18 +61,20 @@ class Options(usage.Options):
 class BrokerService(service.MultiService):
     """The whole broker: the core service and its protocol listeners."""
 
-    def __init__(self, settings, reactor):
+    def __init__(self, settings, reactor, security):
         service.MultiService.__init__(self)
         self.settings = settings
+        self.security = security
         set_level(settings.broker.log_level)
         self.broker = Broker(settings, reactor)
         self.broker.setServiceParent(self)
         self.listeners = {}
         nats = settings.nats
         if nats.enabled:
-            self._add_listener("NATS", ImmediateWriteEndpoint(reactor, nats.port, nats.host),
-                               NatsFactory(self.broker, nats, reactor),
-                               "max_payload=%d" % nats.max_payload)
+            tls_first = security.tls_options if security.handshake_first else None
+            self._add_listener("NATS", ImmediateWriteEndpoint(reactor, nats.port, nats.host, tls_options=tls_first),
+                               NatsFactory(self.broker, nats, reactor, security),
+                               "max_payload=%d, %s" % (nats.max_payload, _describe(security)))
 
     def _add_listener(self, name, endpoint, factory, details):
         listener = ListenerService(name, endpoint, factory, details)
@@ -99,11 +107,25 @@ class BrokerService(service.MultiService):
         return service.MultiService.stopService(self)
 
 
-def build_service(settings, reactor=None) -> BrokerService:
+def _describe(security) -> str:
+    """How a listener secures its clients, for the start-up log."""
+    auth = "auth required" if security.portal is not None else "no auth"
+    if security.tls_options is None:
+        return auth + ", no TLS"
+    tls = "TLS handshake first" if security.handshake_first else "TLS required"
+    if security.verify_clients:
+        tls += ", client certificates required"
+    return "%s, %s" % (auth, tls)
+
+
+def build_service(settings, reactor=None, security=None) -> BrokerService:
+    """The broker service for ``settings``; raises ConfigError for bad auth/TLS settings."""
     if reactor is None:
         from twisted.internet import reactor
-    return BrokerService(settings, reactor)
+    if security is None:
+        security = Security(settings)
+    return BrokerService(settings, reactor, security)
 
 
 def makeService(options) -> BrokerService:
-    return build_service(options.settings)
+    return build_service(options.settings, security=options.security)

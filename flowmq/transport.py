@@ -11,13 +11,15 @@ that detour was about a fifth of a request-reply round trip.
 and hands whatever the socket did not take to the normal buffered write, so
 flow control, producers, TLS (whose writes go through the TLS layer
 unchanged) and closing all work as in Twisted. ``ImmediateWriteEndpoint``
-is a TCP server endpoint that listens with it.
+is a TCP server endpoint that listens with it, optionally with TLS from the
+first byte (Twisted's TLSMemoryBIOFactory around the protocol factory).
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 
@@ -46,13 +48,16 @@ class ImmediateWriteEndpoint:
     """Like TCP4ServerEndpoint/TCP6ServerEndpoint (the address decides), with
     ImmediateWriteServer transports."""
 
-    def __init__(self, reactor, port: int, interface: str = "", backlog: int = 50):
+    def __init__(self, reactor, port: int, interface: str = "", backlog: int = 50, tls_options=None):
         self.reactor = reactor
         self.port = port
         self.interface = interface
         self.backlog = backlog
+        self.tls_options = tls_options
 
     def listen(self, factory):
+        if self.tls_options is not None:  # TLS from the first byte
+            factory = TLSMemoryBIOFactory(self.tls_options, False, factory)
         return defer.execute(self._listen, factory)
 
     def _listen(self, factory):

@@ -25,7 +25,8 @@ def test_example_file_lists_every_setting_with_its_default():
     with open(EXAMPLE) as f:
         text = f.read()
     for setting in config.SETTINGS:
-        assert "\n%s = " % setting.key in text, setting.name
+        shown = ("\n%s = " if setting.default not in (None, ()) else "\n# %s")
+        assert shown % setting.key in text or "[[%s]]" % setting.name in text, setting.name
     loaded = config.load(EXAMPLE, {})
     for setting in config.SETTINGS:
         assert getattr(getattr(loaded, setting.section), setting.key) == setting.default
@@ -83,4 +84,5 @@ def test_readme_documents_every_setting():
     with open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")) as f:
         text = f.read()
     for setting in config.SETTINGS:
-        assert "| `%s` | `--%s` |" % (setting.name, setting.option) in text, setting.name
+        option = "`--%s`" % setting.option if setting.cli else "file only"
+        assert "| `%s` | %s |" % (setting.name, option) in text, setting.name

@@ -28,19 +28,19 @@ class WriteBatcher:
         self._clock = clock
         self._dirty: list = []
         self._call = None
-        self._in_read = False
+        self._reads = 0  # reads under way (a login that completes inside a read nests)
 
     def mark(self, connection) -> None:
         self._dirty.append(connection)
-        if not self._in_read and self._call is None:
+        if not self._reads and self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
     def begin(self) -> None:
-        self._in_read = True
+        self._reads += 1
 
     def end(self) -> None:
-        self._in_read = False
-        if self._dirty:
+        self._reads -= 1
+        if not self._reads and self._dirty:
             self.flush()
 
     def flush(self) -> None:

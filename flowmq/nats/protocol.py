@@ -14,12 +14,16 @@ from __future__ import annotations
 import json
 import os
 
+from twisted.cred.credentials import UsernamePassword
 
 from flowmq import __version__
+from flowmq.auth.credentials import CertificateCredentials, TokenCredentials
+from flowmq.auth.permissions import UNRESTRICTED
+from flowmq.auth.realm import IFlowMQSession
+from flowmq.connection import BrokerConnection
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
-from flowmq.connection import BrokerConnection
 from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
 from flowmq.nats import codec
@@ -29,6 +33,7 @@ from flowmq.nats.codec import (
 from flowmq.nats.subjects import (
     SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, filter_to_topic_filter, subject_to_topic, topic_to_subject,
 )
+from flowmq.tls import peer_identity
 
 _cached_topic = TOPIC_OF_SUBJECT.get
 _cached_subject = SUBJECT_OF_TOPIC.get
@@ -47,6 +52,8 @@ ERR_INVALID_PUBLISH_SUBJECT = "Invalid Publish Subject"
 ERR_BAD_HEADER = "bad message header detected"
 ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
 ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
+ERR_AUTHORIZATION = "Authorization Violation"
+ERR_AUTH_TIMEOUT = "Authentication Timeout"
 
 _HEADERS_KEY = "nats.headers"
 # ADR-9 of the NATS project: the status a requester gets when nobody listens.
@@ -98,6 +105,15 @@ class NatsConnection(BrokerConnection):
         self.name = ""
         self._pings_out = 0
         self._ping_call = None
+        # Authentication (when the factory has a portal): the avatar, the ops
+        # that wait while a login is under way, the auth timeout.
+        self.session = None
+        self._waiting_ops = None
+        self._auth_call = None
+        self._logout = None
+        # The user's permissions; None when unrestricted, so the hot path
+        # pays one test.
+        self._permissions = None
 
     # -- connection life cycle ------------------------------------------------
 
@@ -111,11 +127,18 @@ class NatsConnection(BrokerConnection):
             self.close_with_error(ERR_MAX_CONNECTIONS)
             return
         self.log.debug("[cid {cid}] client connected from {peer}", cid=self.client_id, peer=self.peer)
+        security = self.factory.security
+        if security.tls_options is not None and not security.handshake_first:
+            # In-band upgrade: INFO in clear text, then TLS on the same socket.
+            self.flush_output()
+            self.transport.startTLS(security.tls_options)
+        if security.portal is not None:
+            self._auth_call = self.clock.callLater(security.auth_timeout, self._auth_timed_out)
         self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
 
     def _info(self, peer) -> dict:
         host = self.transport.getHost()
-        return {
+        info = {
             "server_id": self.factory.server_id,
             "server_name": self.factory.server_name,
             "version": NATS_SERVER_VERSION,
@@ -128,10 +151,20 @@ class NatsConnection(BrokerConnection):
             "client_id": self.client_id,
             "client_ip": getattr(peer, "host", ""),
         }
+        security = self.factory.security
+        if security.portal is not None:
+            info["auth_required"] = True
+        if security.tls_options is not None:
+            info["tls_required"] = True
+            info["tls_verify"] = security.verify_clients
+        return info
 
     def connectionLost(self, reason):
-        if self._ping_call is not None and self._ping_call.active():
-            self._ping_call.cancel()
+        for call in (self._ping_call, self._auth_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self._logout is not None:
+            self._logout()
         try:
             BrokerConnection.connectionLost(self, reason)
         finally:
@@ -156,18 +189,21 @@ class NatsConnection(BrokerConnection):
     def dataReceived(self, data):
         if self._closing:
             return
-        batcher = self.broker.batcher
+        batcher = self._batcher
         batcher.begin()
         try:
-            self._handle(data)
+            ops = self.parser.feed(data)
+            if self.session is None and self.factory.security.portal is not None:
+                ops = self._authenticate(ops)
+            self._run(ops)
         finally:
             batcher.end()
 
-    def _handle(self, data):
+    def _run(self, ops):
         handlers = _HANDLERS
         publish = self._publish
         pub = OP_PUB
-        for op in self.parser.feed(data):
+        for op in ops:
             if op[0] == pub:  # the hot path: straight to publish
                 publish(op[1], op[2], op[3], None)
             else:
@@ -181,13 +217,18 @@ class NatsConnection(BrokerConnection):
         self.close_with_error(op[1])
 
     def _on_connect(self, op):
+        if self._connect_options(op) is not None:
+            self._ok()
+
+    def _connect_options(self, op):
+        """Take CONNECT's options; None (and the connection closed) if they are bad."""
         try:
             options = json.loads(op[1])
             if not isinstance(options, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             self.close_with_error("Parse Error: CONNECT needs a JSON object")
-            return
+            return None
         self.verbose = options.get("verbose", True) is not False
         self.echo = options.get("echo", True) is not False
         self.headers = options.get("headers") is True
@@ -195,11 +236,86 @@ class NatsConnection(BrokerConnection):
         self.name = str(options.get("name") or "")
         if self.no_responders and not self.headers:
             self.close_with_error(ERR_NO_RESPONDERS_NEEDS_HEADERS)
-            return
+            return None
         self.log.debug("[cid {cid}] CONNECT name={name!r} lang={lang!r} version={version!r}",
                        cid=self.client_id, name=self.name, lang=options.get("lang"),
                        version=options.get("version"))
+        return options
+
+    # -- authentication (twisted.cred) ------------------------------------------
+
+    def _authenticate(self, ops) -> list:
+        """Before login: the first operation must be CONNECT with credentials.
+        Returns the operations that can run now; the rest wait for the login."""
+        if self._waiting_ops is not None:  # a login is under way
+            self._waiting_ops.extend(ops)
+            return []
+        for index, op in enumerate(ops):
+            if op[0] == OP_ERROR:
+                return ops[index:]
+            if op[0] != OP_CONNECT:
+                self.log.info("[cid {cid}] {peer} sent {op} before authenticating",
+                              cid=self.client_id, peer=self.peer, op=op[0])
+                self.close_with_error(ERR_AUTHORIZATION)
+                return []
+            options = self._connect_options(op)
+            if options is None:
+                return []
+            self._waiting_ops = list(ops[index + 1:])
+            self.transport.pauseProducing()
+            credentials, who = self._credentials(options)
+            if credentials is None:
+                self._login_failed(None, "no credentials")
+                return []
+            login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
+            login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
+            return []
+        return []
+
+    def _credentials(self, options):
+        """The cred credentials CONNECT (or the TLS client certificate) offers, and who they name."""
+        if self.factory.security.certificate_logins:
+            identity = peer_identity(self.transport)
+            if identity is not None:
+                return CertificateCredentials(*identity), "certificate %s" % identity[1]
+        user, password, token = options.get("user"), options.get("pass"), options.get("auth_token")
+        if isinstance(user, str) and isinstance(password, str):
+            return UsernamePassword(user.encode("utf-8"), password.encode("utf-8")), "user %r" % user
+        if isinstance(token, str):
+            return TokenCredentials(token), "a token"
+        return None, "no credentials"
+
+    def _logged_in(self, result):
+        if self._closing:
+            return
+        _, self.session, self._logout = result
+        if self.session.permissions is not UNRESTRICTED:
+            self._permissions = self.session.permissions
+        if self._auth_call is not None and self._auth_call.active():
+            self._auth_call.cancel()
+        self.log.debug("[cid {cid}] {peer} logged in as {user}", cid=self.client_id, peer=self.peer,
+                       user=self.session.user)
         self._ok()
+        waiting, self._waiting_ops = self._waiting_ops, None
+        self.transport.resumeProducing()
+        self._batcher.begin()
+        try:
+            self._run(waiting)
+        finally:
+            self._batcher.end()
+
+    def _login_failed(self, failure, who):
+        # The user name and the peer, never the password.
+        self.log.info("[cid {cid}] authentication failed for {who} from {peer}",
+                      cid=self.client_id, who=who, peer=self.peer)
+        self._waiting_ops = None
+        self.close_with_error(ERR_AUTHORIZATION)
+
+    def _auth_timed_out(self):
+        self._auth_call = None
+        if self.session is None:
+            self.log.info("[cid {cid}] {peer} did not authenticate in time", cid=self.client_id, peer=self.peer)
+            self.close_with_error(ERR_AUTH_TIMEOUT)
 
     def _on_ping(self, op):
         self.send(codec.PONG)
@@ -225,6 +341,10 @@ class NatsConnection(BrokerConnection):
             reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
         except InvalidTopic:
             self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
+            return
+        if self._permissions is not None and not self._permissions.may_publish(topic):
+            self.send(codec.encode_err('Permissions Violation for Publish to "%s"'
+                                       % subject.decode("utf-8", "replace")))
             return
         if self.verbose:  # nats-server acknowledges before it delivers
             self.send(codec.OK)
@@ -253,6 +373,10 @@ class NatsConnection(BrokerConnection):
             group = queue.decode("utf-8") if queue is not None else None
         except (InvalidTopic, UnicodeDecodeError):
             self.send(codec.encode_err(ERR_INVALID_SUBJECT))
+            return
+        if self._permissions is not None and not self._permissions.may_subscribe(topic_filter):
+            self.send(codec.encode_err('Permissions Violation for Subscription to "%s"'
+                                       % subject.decode("utf-8", "replace")))
             return
         if sid in self.subscriptions:
             self._ok()  # nats-server ignores a SUB that reuses a live sid
@@ -294,8 +418,13 @@ class NatsConnection(BrokerConnection):
         if self._closing:
             return
         topic = message.topic
-        subject = _cached_subject(topic) or topic_to_subject(topic)
         reply = message.reply_to
+        if self._permissions is not None:
+            if not self._permissions.may_receive(topic):
+                return
+            if reply is not None:
+                self._permissions.note_reply(reply)
+        subject = _cached_subject(topic) or topic_to_subject(topic)
         if reply is not None:
             reply = _cached_subject(reply) or topic_to_subject(reply)
         if message.headers is None or not self.headers:
@@ -332,10 +461,11 @@ _HANDLERS = {
 class NatsFactory(ConnectionRegistry):
     """Makes a NatsConnection per client; shared state of the NATS listener."""
 
-    def __init__(self, broker, settings, clock):
+    def __init__(self, broker, settings, clock, security):
         ConnectionRegistry.__init__(self, clock, settings.max_connections)
         self.broker = broker
         self.settings = settings
+        self.security = security
         self.server_id = make_server_id()
         self.server_name = broker.settings.broker.server_name
 

@@ -155,6 +155,8 @@ def test_nats_py_reports_wrong_password_and_token(start_broker):
     assert _connect_fails(broker.url) is not None
     assert _round_trip(broker.url, user="alice", password="wonderland") == b"hello"
     assert _round_trip(broker.url, token="the-token", subject="anything") == b"hello"
+    # nats-py sends a user name without password in the URL as the token
+    assert _round_trip("nats://the-token@127.0.0.1:%d" % broker.port, subject="anything") == b"hello"
 
 
 def test_operations_before_connect_are_refused(start_broker):

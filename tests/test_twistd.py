@@ -152,3 +152,15 @@ def test_help_documents_every_setting():
         else:  # structured: the help names it and says it is for the file
             assert setting.name in out
     assert "--config" in out
+
+
+def test_unreadable_certificate_is_a_startup_error_naming_the_file(tmp_path):
+    missing = tmp_path / "nowhere.pem"
+    process = _start(["-n", "--pidfile=", "flowmq", "--tls-cert", str(missing), "--tls-key", str(missing)],
+                     tmp_path)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert out.decode().strip().splitlines() == [
+        "flowmq: configuration error: the command line: tls.cert: cannot load %s: "
+        "No such file or directory" % missing
+    ]

@@ -38,7 +38,8 @@ class Options(usage.Options):
         + "."
     )
     optParameters = [["config", "c", None, "TOML config file to load (see etc/flowmq.toml)"]] + [
-        [setting.option, None, None, "%s [default: %s]" % (setting.help, setting.default)]
+        [setting.option, None, None,
+         setting.help if setting.default is None else "%s [default: %s]" % (setting.help, setting.default)]
         for setting in config.SETTINGS
         if setting.cli
     ]

@@ -80,6 +80,12 @@ def _string(text):
     return text
 
 
+def _secret(text):
+    if not isinstance(text, str) or not text:
+        raise ValueError("must be a non-empty string")
+    return text
+
+
 def _filter_list(value, where):
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("%s must be a list of topic filters" % where)
@@ -122,8 +128,8 @@ def _tables(keys, required, convert=None):
 
 def _user(entry, where):
     for key in ("name", "password"):
-        if key in entry and not isinstance(entry[key], str):
-            raise ValueError("%s: %s must be a string" % (where, key))
+        if key in entry and not (isinstance(entry[key], str) and entry[key]):
+            raise ValueError("%s: %s must be a non-empty string" % (where, key))
     return {
         "name": entry["name"],
         "password": entry.get("password"),
@@ -204,9 +210,9 @@ SETTINGS = (
             "seconds a client may take nothing while output waits (then it is cut off as a "
             "slow consumer), and a closing connection gets to take its last bytes"),
     Setting("auth", "user", _string, None, "user name of the single-user setup (with auth.password)"),
-    Setting("auth", "password", _string, None,
+    Setting("auth", "password", _secret, None,
             "password of auth.user: plain text or a bcrypt hash (python -m flowmq.auth.passwords)"),
-    Setting("auth", "token", _string, None, "a token every client must present (plain text or bcrypt hash)"),
+    Setting("auth", "token", _secret, None, "a token every client must present (plain text or bcrypt hash)"),
     Setting("auth", "timeout", _positive_float, 2.0,
             "seconds a client has to authenticate (send CONNECT) when auth is on"),
     Setting("auth", "users", _tables(("name", "password", "publish", "subscribe", "allow_responses"),
@@ -222,6 +228,8 @@ SETTINGS = (
     Setting("tls", "key", _string, None, "private key of tls.cert (PEM)"),
     Setting("tls", "ca", _string, None, "CA certificates (PEM) that client certificates must be signed by"),
     Setting("tls", "verify", _boolean, False, "require a client certificate signed by tls.ca"),
+    Setting("tls", "timeout", _positive_float, 2.0,
+            "seconds a client has to complete its TLS handshake"),
     Setting("tls", "handshake_first", _boolean, False,
             "TLS handshake before INFO (nats-py's tls_handshake_first) instead of the upgrade after INFO"),
 )

@@ -48,6 +48,9 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self.clock = clock
         self.client_id = client_id
         self.peer = "?"
+        #: The logged-in user's Permissions, None when unrestricted; the
+        #: broker checks publishes, subscriptions and deliveries against it.
+        self.permissions = None
         self._batcher = broker.batcher
         self._max_pending = max_pending
         self._hold_at = min(max_pending // 4, HOLD_PUBLISHERS_AT)

@@ -28,6 +28,7 @@ class Security:
         self.certificate_logins = bool(auth.certificates)
         tls = settings.tls
         self.handshake_first = tls.handshake_first
+        self.tls_timeout = tls.timeout
         self.verify_clients = tls.verify
         self.tls_options = None
         if tls.cert is not None or tls.key is not None:
@@ -37,6 +38,9 @@ class Security:
                 self.tls_options = server_options(tls.cert, tls.key, tls.ca, tls.verify)
             except TLSConfigError as e:
                 raise ConfigError("%s: %s" % (_source(settings), e)) from None
+            if self.certificate_logins and tls.ca is None:
+                raise ConfigError("%s: auth.certificates needs tls.ca (client certificates are only "
+                                  "asked for when tls.ca is set)" % _source(settings))
         elif tls.verify or tls.handshake_first or tls.ca is not None or self.certificate_logins:
             raise ConfigError("%s: tls.ca, tls.verify, tls.handshake_first and auth.certificates "
                               "need tls.cert and tls.key" % _source(settings))

@@ -58,6 +58,10 @@ def test_file_then_overrides(tmp_path):
         ("[broker]\nlog_level = 'loud'\n", "broker.log_level = 'loud' is not valid: must be one of"),
         ("[broker]\ndata_dir = 5\n", "broker.data_dir = 5 is not valid: must be a string"),
         ("nats = 1\n", "nats must be a table"),
+        ("[auth]\npassword = ''\n", "auth.password = '' is not valid: must be a non-empty string"),
+        ("[[auth.users]]\nname = 'a'\npassword = ''\n", "entry 1: password must be a non-empty string"),
+        ("[[auth.users]]\nname = 'a'\npublish = ['a/+b']\n", "entry 1.publish: wildcard inside level"),
+        ("[[auth.tokens]]\ntoken = 't'\n", "entry 1: missing user"),
         ("[nats\n", "not valid TOML"),
     ],
 )

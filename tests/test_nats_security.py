@@ -299,10 +299,19 @@ def test_tls_host_name_is_verified(start_broker, pki):
     assert _connect_fails("tls://localhost:%d" % broker.port, tls=other) is not None
 
 
-def test_tls_handshake_first(start_broker, pki):
-    broker = start_broker(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key, "tls.handshake_first": True})
+@pytest.mark.parametrize("handshake_first", [False, True])
+def test_tls_connections_outlive_the_handshake_timeout(start_broker, pki, handshake_first):
+    broker = start_broker(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key,
+                             "tls.handshake_first": handshake_first, "tls.timeout": 0.2})
     context = ssl.create_default_context(cafile=pki.ca)
-    assert _round_trip("tls://localhost:%d" % broker.port, tls=context, tls_handshake_first=True) == b"hello"
+
+    async def scenario():
+        nc = await nats.connect("tls://localhost:%d" % broker.port, tls=context,
+                                tls_handshake_first=handshake_first, allow_reconnect=False)
+        await asyncio.sleep(0.5)  # past tls.timeout: the finished handshake stopped the clock
+        return await _echo_once(nc, "after", b"the timeout")
+
+    assert run(scenario()) == b"the timeout"
 
 
 def test_client_certificate_mapped_to_a_user(start_broker, pki):
@@ -335,3 +344,44 @@ def test_client_certificate_mapped_to_a_user(start_broker, pki):
         return errors
 
     assert any("permissions violation for publish" in e.lower() for e in run(forbidden()))
+
+
+def test_user_name_that_is_not_utf8_is_refused_cleanly(start_broker):
+    broker = start_broker(**{"auth.users": [ALICE]})
+    client = RawClient(broker.port)
+    client.read_line()
+    client.send(b'CONNECT {"user":"\\ud800","pass":"x"}\r\n')
+    assert client.read_until_closed() == b"-ERR 'Authorization Violation'\r\n"
+
+
+def test_own_messages_give_no_right_to_answer(start_broker):
+    """allow_responses covers requests from others, not a reply subject the
+    user set on its own message (which would let it publish anywhere)."""
+    broker = start_broker(**{"auth.users": [
+        {"name": "svc", "password": "p", "publish": ["svc/self"], "subscribe": ["svc/#"], "allow_responses": True},
+    ]})
+    client = RawClient(broker.port)
+    client.read_line()
+    client.send(b'CONNECT {"verbose":false,"user":"svc","pass":"p"}\r\nSUB svc.self 1\r\n'
+                b"PUB svc.self admin.cmd 2\r\nhi\r\nPING\r\n")
+    assert [client.read_line() for _ in range(3)] == [b"MSG svc.self 1 admin.cmd 2", b"hi", b"PONG"]
+    client.send(b"PUB admin.cmd 0\r\n\r\nPING\r\n")
+    assert client.read_line() == b"-ERR 'Permissions Violation for Publish to \"admin.cmd\"'"
+
+
+def test_password_wins_over_an_unmapped_client_certificate(start_broker, pki):
+    broker = start_broker(**{
+        "tls.cert": pki.server_cert, "tls.key": pki.server_key, "tls.ca": pki.ca,
+        "auth.users": [ALICE], "auth.certificates": [{"cn": "bob", "user": "alice"}],
+    })
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(*pki.client_cert("mallory"))
+    assert _round_trip("tls://localhost:%d" % broker.port, tls=context, user="alice",
+                       password="wonderland") == b"hello"
+
+
+def test_a_client_that_never_starts_tls_is_closed(start_broker, pki):
+    broker = start_broker(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key, "tls.timeout": 0.3})
+    client = RawClient(broker.port)
+    assert client.read_line().startswith(b"INFO ")
+    assert client.read_until_closed() == b""

@@ -59,6 +59,18 @@ def _unexpected(failure):
     return failure
 
 
+#: bcrypt checks that run at once in the reactor's thread pool; the others
+#: wait in line, and a waiting check whose login is cancelled (its client
+#: went away) is dropped, so a flood of bogus logins cannot queue minutes
+#: of hashing in front of real users.
+HASH_CHECKS_AT_ONCE = 2
+_hash_checks = defer.DeferredSemaphore(HASH_CHECKS_AT_ONCE)
+
+
+def _hash_checks_in_threads(function, *args):
+    return _hash_checks.run(threads.deferToThread, function, *args)
+
+
 @implementer(ICredentialsChecker)
 class PasswordChecker:
     """User names and passwords; ``users`` maps names to stored passwords
@@ -68,16 +80,19 @@ class PasswordChecker:
 
     def __init__(self, users: dict, defer_to_thread=None, verify=verify_password):
         self._users = dict(users)
-        self._defer_to_thread = defer_to_thread or threads.deferToThread
+        self._defer_to_thread = defer_to_thread or _hash_checks_in_threads
         self._verify = verify
         # An unknown user name is checked against this, so that it takes as
         # long as a wrong password: a bcrypt hash of the cost most users have
-        # when they are hashed, else plain text.
+        # when they are hashed, else plain text. When some passwords are
+        # hashed, plain-text ones are also checked against it, so that their
+        # quick answer does not tell their names apart.
         costs = Counter(bcrypt_cost(s) for s in self._users.values() if is_hashed(s))
         if costs:
             self._dummy = _dummy_hash(costs.most_common(1)[0][0])
         else:
             self._dummy = secrets.token_urlsafe(24)
+        self._pad_plain = bool(costs)
 
     def requestAvatarId(self, credentials):
         name = _text(credentials.username)
@@ -98,7 +113,13 @@ class PasswordChecker:
     def _check(self, stored: str, password: str):
         if is_hashed(stored):
             return self._defer_to_thread(self._verify, stored, password)
+        if self._pad_plain:
+            return self._defer_to_thread(self._padded_plain_check, stored, password)
         return defer.maybeDeferred(self._verify, stored, password)
+
+    def _padded_plain_check(self, stored: str, password: str) -> bool:
+        self._verify(self._dummy, password)
+        return self._verify(stored, password)
 
 
 @implementer(ICredentialsChecker)
@@ -110,7 +131,7 @@ class TokenChecker:
     def __init__(self, tokens: dict, defer_to_thread=None, verify=verify_password):
         self._plain = [(token.encode("utf-8"), user) for token, user in tokens.items() if not is_hashed(token)]
         self._hashed = [(token, user) for token, user in tokens.items() if is_hashed(token)]
-        self._defer_to_thread = defer_to_thread or threads.deferToThread
+        self._defer_to_thread = defer_to_thread or _hash_checks_in_threads
         self._verify = verify
 
     def requestAvatarId(self, credentials):

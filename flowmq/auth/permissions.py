@@ -23,7 +23,7 @@ from flowmq.core.router import filter_matches
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, validate_filter
 
 #: How many reply topics an ``allow_responses`` session remembers at most.
-DEFAULT_MAX_RESPONSES = 10_000
+DEFAULT_MAX_RESPONSES = 1_000
 #: Publish decisions remembered per Permissions (nats-server keeps a
 #: per-client publish permission cache of 128 entries).
 _PUBLISH_CACHE_SIZE = 256

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from twisted.application import service
 
+from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
 
 
@@ -63,26 +64,52 @@ class Broker(service.Service):
         self.batcher = WriteBatcher(clock)
 
     def subscribe(self, subscription) -> None:
+        """Add a subscription; PermissionDenied if its consumer's permissions say no."""
+        permissions = subscription.consumer.permissions
+        if permissions is not None and not permissions.may_subscribe(subscription.filter):
+            raise PermissionDenied(subscription.filter)
         self.router.subscribe(subscription)
 
     def unsubscribe(self, subscription) -> bool:
         return self.router.unsubscribe(subscription)
 
     def publish(self, message) -> int:
-        """Deliver ``message`` to everything that matches; returns how many got it."""
-        router = self.router
-        subscriptions, groups = router.cached(message.topic) or router.match(message.topic)
+        """Deliver ``message`` to everything that matches; returns how many got it.
+
+        PermissionDenied if the publisher's permissions do not allow the topic.
+        Consumers whose permissions deny them the topic are passed over, and
+        those that may answer requests learn the reply topic (allow_responses).
+        """
+        topic = message.topic
         origin = message.origin
+        if origin is not None and origin.permissions is not None and not origin.permissions.may_publish(topic):
+            raise PermissionDenied(topic)
+        router = self.router
+        subscriptions, groups = router.cached(topic) or router.match(topic)
         delivered = 0
         for subscription in subscriptions:
             consumer = subscription.consumer
             if consumer is origin and not consumer.echo:
+                continue
+            if consumer.permissions is not None and not self._may_receive(consumer, message):
                 continue
             consumer.deliver(message, subscription)
             delivered += 1
         for group in groups:
             member = group.pick(origin)
             if member is not None:
-                member.consumer.deliver(message, member)
+                consumer = member.consumer
+                if consumer.permissions is not None and not self._may_receive(consumer, message):
+                    continue
+                consumer.deliver(message, member)
                 delivered += 1
         return delivered
+
+    @staticmethod
+    def _may_receive(consumer, message) -> bool:
+        permissions = consumer.permissions
+        if not permissions.may_receive(message.topic):
+            return False
+        if message.reply_to is not None and message.origin is not consumer:
+            permissions.note_reply(message.reply_to)
+        return True

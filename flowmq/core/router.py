@@ -36,8 +36,9 @@ class Subscription:
     """One consumer's interest in a topic filter, optionally within a queue group.
 
     ``consumer`` is the delivery target: any object with ``deliver(message,
-    subscription)`` and an ``echo`` attribute (False means it does not want
-    messages that it published itself). Protocols subclass this to carry
+    subscription)``, an ``echo`` attribute (False means it does not want
+    messages that it published itself) and a ``permissions`` attribute (None,
+    or the user's flowmq.auth Permissions, which the broker applies). Protocols subclass this to carry
     their own per-subscription state (a NATS sid, an MQTT QoS ...).
     """
 

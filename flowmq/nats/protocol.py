@@ -15,12 +15,16 @@ import json
 import os
 
 from twisted.cred.credentials import UsernamePassword
+from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener
+from zope.interface import implementer
 
 from flowmq import __version__
 from flowmq.auth.credentials import CertificateCredentials, TokenCredentials
 from flowmq.auth.permissions import UNRESTRICTED
 from flowmq.auth.realm import IFlowMQSession
 from flowmq.connection import BrokerConnection
+from flowmq.core.errors import PermissionDenied
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
@@ -82,6 +86,7 @@ class NatsSubscription(Subscription):
         self.delivered = 0
 
 
+@implementer(IHandshakeListener)
 class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
@@ -110,10 +115,9 @@ class NatsConnection(BrokerConnection):
         self.session = None
         self._waiting_ops = None
         self._auth_call = None
+        self._login = None  # the Deferred of a login under way
         self._logout = None
-        # The user's permissions; None when unrestricted, so the hot path
-        # pays one test.
-        self._permissions = None
+        self._tls_call = None  # closes a client that does not finish its TLS handshake
 
     # -- connection life cycle ------------------------------------------------
 
@@ -128,10 +132,12 @@ class NatsConnection(BrokerConnection):
             return
         self.log.debug("[cid {cid}] client connected from {peer}", cid=self.client_id, peer=self.peer)
         security = self.factory.security
-        if security.tls_options is not None and not security.handshake_first:
-            # In-band upgrade: INFO in clear text, then TLS on the same socket.
-            self.flush_output()
-            self.transport.startTLS(security.tls_options)
+        if security.tls_options is not None:
+            self._tls_call = self.clock.callLater(security.tls_timeout, self._tls_timed_out)
+            if not security.handshake_first:
+                # In-band upgrade: INFO in clear text, then TLS on the same socket.
+                self.flush_output()
+                self.transport.startTLS(security.tls_options)
         if security.portal is not None:
             self._auth_call = self.clock.callLater(security.auth_timeout, self._auth_timed_out)
         self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
@@ -160,9 +166,11 @@ class NatsConnection(BrokerConnection):
         return info
 
     def connectionLost(self, reason):
-        for call in (self._ping_call, self._auth_call):
+        for call in (self._ping_call, self._auth_call, self._tls_call):
             if call is not None and call.active():
                 call.cancel()
+        if self._login is not None:
+            self._login.cancel()  # a bcrypt check still waiting is dropped
         if self._logout is not None:
             self._logout()
         try:
@@ -267,30 +275,35 @@ class NatsConnection(BrokerConnection):
             if credentials is None:
                 self._login_failed(None, "no credentials")
                 return []
-            login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
-            login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
+            self._login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
+            self._login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
             return []
         return []
 
     def _credentials(self, options):
-        """The cred credentials CONNECT (or the TLS client certificate) offers, and who they name."""
+        """The cred credentials CONNECT offers (user and password, else a
+        token, else the TLS client certificate), and who they name."""
+        user, password, token = options.get("user"), options.get("pass"), options.get("auth_token")
+        try:
+            if isinstance(user, str) and isinstance(password, str):
+                return UsernamePassword(user.encode("utf-8"), password.encode("utf-8")), "user %r" % user
+        except UnicodeEncodeError:  # JSON can carry lone surrogates
+            return None, "a user name or password that is not UTF-8"
+        if isinstance(token, str):
+            return TokenCredentials(token), "a token"
         if self.factory.security.certificate_logins:
             identity = peer_identity(self.transport)
             if identity is not None:
                 return CertificateCredentials(*identity), "certificate %s" % identity[1]
-        user, password, token = options.get("user"), options.get("pass"), options.get("auth_token")
-        if isinstance(user, str) and isinstance(password, str):
-            return UsernamePassword(user.encode("utf-8"), password.encode("utf-8")), "user %r" % user
-        if isinstance(token, str):
-            return TokenCredentials(token), "a token"
         return None, "no credentials"
 
     def _logged_in(self, result):
+        self._login = None
         if self._closing:
             return
         _, self.session, self._logout = result
         if self.session.permissions is not UNRESTRICTED:
-            self._permissions = self.session.permissions
+            self.permissions = self.session.permissions
         if self._auth_call is not None and self._auth_call.active():
             self._auth_call.cancel()
         self.log.debug("[cid {cid}] {peer} logged in as {user}", cid=self.client_id, peer=self.peer,
@@ -305,11 +318,26 @@ class NatsConnection(BrokerConnection):
             self._batcher.end()
 
     def _login_failed(self, failure, who):
+        self._login = None
+        if failure is not None and failure.check(defer.CancelledError):
+            return  # the client went away while its login waited
         # The user name and the peer, never the password.
         self.log.info("[cid {cid}] authentication failed for {who} from {peer}",
                       cid=self.client_id, who=who, peer=self.peer)
         self._waiting_ops = None
         self.close_with_error(ERR_AUTHORIZATION)
+
+    def handshakeCompleted(self):
+        """IHandshakeListener: the client finished its TLS handshake in time."""
+        if self._tls_call is not None and self._tls_call.active():
+            self._tls_call.cancel()
+        self._tls_call = None
+
+    def _tls_timed_out(self):
+        self._tls_call = None
+        self.log.info("[cid {cid}] {peer} did not complete the TLS handshake in time",
+                      cid=self.client_id, peer=self.peer)
+        self.transport.abortConnection()
 
     def _auth_timed_out(self):
         self._auth_call = None
@@ -342,19 +370,27 @@ class NatsConnection(BrokerConnection):
         except InvalidTopic:
             self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
             return
-        if self._permissions is not None and not self._permissions.may_publish(topic):
-            self.send(codec.encode_err('Permissions Violation for Publish to "%s"'
-                                       % subject.decode("utf-8", "replace")))
-            return
-        if self.verbose:  # nats-server acknowledges before it delivers
-            self.send(codec.OK)
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
             message.headers = headers[0]
             message.wire_cache = {_HEADERS_KEY: headers[1]}
-        delivered = self._broker_publish(message)
+        acknowledge_at = len(self._out)
+        try:
+            delivered = self._broker_publish(message)
+        except PermissionDenied:
+            self._publish_denied(subject)
+            return
+        if self.verbose and not self._closing:
+            if len(self._out) == acknowledge_at:
+                self.send(codec.OK)
+            else:  # nats-server acknowledges before it delivers, to this client too
+                self._out.insert(acknowledge_at, codec.OK)
+                self._pending += len(codec.OK)
         if not delivered and reply_to is not None and self.no_responders:
             self._answer_no_responders(reply)
+
+    def _publish_denied(self, subject: bytes) -> None:
+        self.send(codec.encode_err('Permissions Violation for Publish to "%s"' % subject.decode("utf-8", "replace")))
 
     def _answer_no_responders(self, reply: bytes) -> None:
         """Tell a requester at once that nobody listens: a 503 status message on
@@ -374,10 +410,6 @@ class NatsConnection(BrokerConnection):
         except (InvalidTopic, UnicodeDecodeError):
             self.send(codec.encode_err(ERR_INVALID_SUBJECT))
             return
-        if self._permissions is not None and not self._permissions.may_subscribe(topic_filter):
-            self.send(codec.encode_err('Permissions Violation for Subscription to "%s"'
-                                       % subject.decode("utf-8", "replace")))
-            return
         if sid in self.subscriptions:
             self._ok()  # nats-server ignores a SUB that reuses a live sid
             return
@@ -389,6 +421,10 @@ class NatsConnection(BrokerConnection):
             self.broker.subscribe(subscription)
         except InvalidTopic:  # deeper than broker.max_topic_levels
             self.send(codec.encode_err(ERR_INVALID_SUBJECT))
+            return
+        except PermissionDenied:
+            self.send(codec.encode_err('Permissions Violation for Subscription to "%s"'
+                                       % subject.decode("utf-8", "replace")))
             return
         self.subscriptions[sid] = subscription
         self._ok()
@@ -419,11 +455,6 @@ class NatsConnection(BrokerConnection):
             return
         topic = message.topic
         reply = message.reply_to
-        if self._permissions is not None:
-            if not self._permissions.may_receive(topic):
-                return
-            if reply is not None:
-                self._permissions.note_reply(reply)
         subject = _cached_subject(topic) or topic_to_subject(topic)
         if reply is not None:
             reply = _cached_subject(reply) or topic_to_subject(reply)

@@ -374,7 +374,7 @@ class NatsConnection(BrokerConnection):
         if headers is not None:
             message.headers = headers[0]
             message.wire_cache = {_HEADERS_KEY: headers[1]}
-        acknowledge_at = len(self._out)
+        acknowledge_at = len(self._out) if self.verbose else 0
         try:
             delivered = self._broker_publish(message)
         except PermissionDenied:
@@ -450,9 +450,8 @@ class NatsConnection(BrokerConnection):
     # -- output ---------------------------------------------------------------
 
     def deliver(self, message, subscription) -> None:
-        """Called by the broker for each message that matches one of our subscriptions."""
-        if self._closing:
-            return
+        """Called by the broker for each message that matches one of our subscriptions
+        (a closing connection has none left, and send() drops what comes meanwhile)."""
         topic = message.topic
         reply = message.reply_to
         subject = _cached_subject(topic) or topic_to_subject(topic)

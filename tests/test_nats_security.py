@@ -302,13 +302,13 @@ def test_tls_host_name_is_verified(start_broker, pki):
 @pytest.mark.parametrize("handshake_first", [False, True])
 def test_tls_connections_outlive_the_handshake_timeout(start_broker, pki, handshake_first):
     broker = start_broker(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key,
-                             "tls.handshake_first": handshake_first, "tls.timeout": 0.2})
+                             "tls.handshake_first": handshake_first, "tls.timeout": 1.0})
     context = ssl.create_default_context(cafile=pki.ca)
 
     async def scenario():
         nc = await nats.connect("tls://localhost:%d" % broker.port, tls=context,
                                 tls_handshake_first=handshake_first, allow_reconnect=False)
-        await asyncio.sleep(0.5)  # past tls.timeout: the finished handshake stopped the clock
+        await asyncio.sleep(1.5)  # past tls.timeout: the finished handshake stopped the clock
         return await _echo_once(nc, "after", b"the timeout")
 
     assert run(scenario()) == b"the timeout"

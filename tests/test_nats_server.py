@@ -295,7 +295,7 @@ def test_stale_connection_is_closed(start_broker):
 
 
 def test_answered_pings_keep_the_connection(start_broker):
-    broker = start_broker(**{"nats.ping_interval": 0.05, "nats.max_pings_out": 1})
+    broker = start_broker(**{"nats.ping_interval": 0.1, "nats.max_pings_out": 2})
     client = RawClient(broker.port)
     client.handshake()
     for _ in range(6):
@@ -311,11 +311,11 @@ def test_answered_pings_keep_the_connection(start_broker):
 
 
 def test_nats_py_answers_server_pings(start_broker):
-    broker = start_broker(**{"nats.ping_interval": 0.05, "nats.max_pings_out": 2})
+    broker = start_broker(**{"nats.ping_interval": 0.1, "nats.max_pings_out": 2})
 
     async def scenario():
         nc = await nats.connect(broker.url, allow_reconnect=False)
-        await asyncio.sleep(0.5)  # ten server PINGs
+        await asyncio.sleep(1.0)  # ten server PINGs
         connected = nc.is_connected
         await nc.close()
         return connected

@@ -262,8 +262,8 @@ class NatsConnection(BrokerConnection):
             if op[0] == OP_ERROR:
                 return ops[index:]
             if op[0] != OP_CONNECT:
-                self.log.info("[cid {cid}] {peer} sent {op} before authenticating",
-                              cid=self.client_id, peer=self.peer, op=op[0])
+                self.log.info("[cid {cid}] {peer} sent an operation other than CONNECT before authenticating",
+                              cid=self.client_id, peer=self.peer)
                 self.close_with_error(ERR_AUTHORIZATION)
                 return []
             options = self._connect_options(op)
@@ -273,7 +273,7 @@ class NatsConnection(BrokerConnection):
             self.transport.pauseProducing()
             credentials, who = self._credentials(options)
             if credentials is None:
-                self._login_failed(None, "no credentials")
+                self._login_failed(None, who)
                 return []
             self._login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
             self._login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))

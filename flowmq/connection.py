@@ -125,6 +125,9 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if self._closing:
             return
         self._closing = True
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()  # closing already: the abort below is the deadline now
+        self._stall_call = None
         self.stop_consuming()
         self._release_publishers()
         if self._out:
@@ -148,7 +151,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
 
     def pauseProducing(self):
         self._paused = True
-        if self._stall_call is None:
+        if self._stall_call is None and not self._closing:
             self._stall_call = self.clock.callLater(self._write_deadline, self._stalled)
 
     def resumeProducing(self):
@@ -166,7 +169,8 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
 
     def _stalled(self):
         self._stall_call = None
-        self._cut_off("took nothing for %g s" % self._write_deadline)
+        if not self._closing:
+            self._cut_off("took nothing for %g s" % self._write_deadline)
 
     # -- flow control -----------------------------------------------------------
 

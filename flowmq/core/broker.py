@@ -12,6 +12,9 @@ from twisted.application import service
 
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
+from flowmq.logs import logger
+
+_log = logger("flowmq.broker")
 
 
 class WriteBatcher:
@@ -51,7 +54,10 @@ class WriteBatcher:
             self._call = None
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
-            connection.flush_output()
+            try:
+                connection.flush_output()
+            except Exception:  # one broken connection must not keep the others' output back
+                _log.failure("flushing the output of {connection}", connection=connection)
 
 
 class Broker(service.Service):

@@ -33,6 +33,11 @@ def _logout() -> None:
     pass
 
 
+class UnsupportedInterface(NotImplementedError):
+    """twisted.cred's IRealm contract: a realm asked for interfaces it does not
+    provide raises NotImplementedError (this is that error, named)."""
+
+
 @implementer(IRealm)
 class FlowMQRealm:
     """Makes a Session for each login; a user without permissions of its own
@@ -45,7 +50,7 @@ class FlowMQRealm:
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if IFlowMQSession not in interfaces:
-            raise NotImplementedError("FlowMQRealm only provides IFlowMQSession")
+            raise UnsupportedInterface("FlowMQRealm only provides IFlowMQSession")
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
         permissions = self._permissions.get(user, self._default)
         # Each connection gets its own copy where permissions keep state

@@ -1,0 +1,51 @@
+"""FlowMQ's embedded storage engine: message stores for streams.
+
+A *stream* is an append-only sequence of messages numbered 1, 2, 3 ...
+(sequences are never reused), each with a unified topic, optional headers,
+a payload and a timestamp. A ``MessageStore`` keeps one stream and answers
+what JetStream (and later Kafka topics, MQTT sessions, AMQP durable queues)
+ask of it: get by sequence, the next message matching a topic filter, the
+first message at or after a time, pending counts, per-topic counts; it
+enforces the stream's ``Limits`` (count, bytes, age, per subject, message
+size; discarding old or refusing new) and removes messages by delete and
+purge.
+
+- ``MemoryStore`` (memory.py) keeps everything in memory.
+- ``FileStore`` (filestore.py, segment.py) is an append-only, segmented
+  log per stream with an in-memory index (by sequence and by time), a CRC
+  per record (records.py), deletions persisted as markers, and recovery
+  that truncates a torn or corrupt tail at start-up instead of refusing to
+  start.
+- ``StorageEngine`` (engine.py) owns the data directory: it opens streams,
+  batches flushes (``flush_all``) and applies the fsync policy, and keeps
+  small JSON documents (stream config, consumer state) beside each stream.
+
+Both stores share their bookkeeping and limit rules (base.py), so they
+behave alike; the tests run one suite against both.
+"""
+
+from flowmq.core.store.base import (
+    MAX_BYTES,
+    MAX_MSG_SIZE,
+    MAX_MSGS,
+    MAX_MSGS_PER_SUBJECT,
+    Limits,
+    LimitExceeded,
+    MessageStore,
+    StoredMessage,
+    StreamState,
+)
+from flowmq.core.store.memory import MemoryStore
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_MSG_SIZE",
+    "MAX_MSGS",
+    "MAX_MSGS_PER_SUBJECT",
+    "Limits",
+    "LimitExceeded",
+    "MemoryStore",
+    "MessageStore",
+    "StoredMessage",
+    "StreamState",
+]

@@ -1,0 +1,549 @@
+"""What every message store shares: the data types, limits and per-topic bookkeeping.
+
+``MessageStore`` implements the whole public interface (append with limits,
+lookups by filter, delete, purge, expiry, state) on top of a handful of
+primitives that each storage provides (``_put``, ``_drop``, ``_load`` ...):
+MemoryStore keeps messages in a list, FileStore in segment files. The
+bookkeeping here is the same for both:
+
+- ``_topics``: topic -> ``TopicSeqs``, the sorted sequences of the topic's
+  live messages. Literal filters are answered from it with bisect; wildcard
+  filters from the topics that match them (cached per filter until the set
+  of topics changes), or by a scan when they match many topics.
+- counters: live messages, live bytes, first and last sequence.
+
+Sequences start at 1, grow by one per append and are never reused.
+``first_seq`` is the first live sequence, or ``last_seq + 1`` when the
+stream is empty (0 for a stream that never had a message). Removals happen
+in sequence order wherever a rule removes "the oldest", so that the
+per-topic arrays shrink at their heads in O(1).
+
+Messages expire (``max_age``) and drop (discard-old limits) oldest first,
+in sequence order, as in nats-server; ``seq_for_time`` assumes timestamps
+do not decrease with the sequence (they do not, unless callers pass
+explicit timestamps out of order).
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from bisect import bisect_left
+
+from flowmq.core.router import filter_matches
+from flowmq.core.store.records import OVERHEAD, encode_headers
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
+
+MAX_MSGS = "maximum messages exceeded"
+MAX_BYTES = "maximum bytes exceeded"
+MAX_MSGS_PER_SUBJECT = "maximum messages per subject exceeded"
+MAX_MSG_SIZE = "message size exceeds maximum allowed"
+
+#: A wildcard filter that matches more topics than this is answered by a
+#: scan over the messages rather than by merging per-topic indexes.
+_MERGE_LIMIT = 64
+
+
+class LimitExceeded(Exception):
+    """An append refused by a limit; ``str(e)`` is one of the four messages above."""
+
+
+class StoredMessage:
+    """One stored message. ``size`` is what it counts toward ``max_bytes``:
+    UTF-8 topic + encoded headers + payload + 16 (see records.py)."""
+
+    __slots__ = ("seq", "topic", "headers", "payload", "timestamp", "size")
+
+    def __init__(self, seq, topic, headers, payload, timestamp, size):
+        self.seq = seq
+        self.topic = topic
+        self.headers = headers
+        self.payload = payload
+        self.timestamp = timestamp
+        self.size = size
+
+    def __eq__(self, other):
+        if not isinstance(other, StoredMessage):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self):
+        return "<StoredMessage seq=%d %r %d bytes>" % (self.seq, self.topic, len(self.payload))
+
+
+class Limits:
+    """A stream's retention limits. -1 (or 0) means unlimited; ``max_age`` is
+    in nanoseconds (0 = unlimited). ``discard_new``: refuse appends beyond
+    ``max_msgs``/``max_bytes`` instead of dropping the oldest.
+    ``discard_new_per_subject``: refuse appends beyond ``max_msgs_per_subject``
+    instead of dropping the subject's oldest. ``max_msg_size`` is compared
+    with the encoded headers plus the payload (as nats-server does)."""
+
+    __slots__ = (
+        "max_msgs",
+        "max_bytes",
+        "max_age",
+        "max_msgs_per_subject",
+        "max_msg_size",
+        "discard_new",
+        "discard_new_per_subject",
+    )
+
+    def __init__(
+        self,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        max_msgs_per_subject=-1,
+        max_msg_size=-1,
+        discard_new=False,
+        discard_new_per_subject=False,
+    ):
+        self.max_msgs = max_msgs
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.max_msgs_per_subject = max_msgs_per_subject
+        self.max_msg_size = max_msg_size
+        self.discard_new = discard_new
+        self.discard_new_per_subject = discard_new_per_subject
+
+    def __repr__(self):
+        return "Limits(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+
+class StreamState:
+    """A snapshot of a store's counters (see the module docstring for first_seq)."""
+
+    __slots__ = (
+        "messages",
+        "bytes",
+        "first_seq",
+        "first_timestamp",
+        "last_seq",
+        "last_timestamp",
+        "num_deleted",
+        "num_subjects",
+    )
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values.get(name, 0))
+
+    def __eq__(self, other):
+        if not isinstance(other, StreamState):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self):
+        return "StreamState(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+
+class TopicSeqs:
+    """The sorted live sequences of one topic: an array with a moving head,
+    so that dropping the oldest is O(1) and memory is 8 bytes a message."""
+
+    __slots__ = ("seqs", "head")
+
+    def __init__(self):
+        self.seqs = array("Q")
+        self.head = 0
+
+    def __len__(self):
+        return len(self.seqs) - self.head
+
+    def first(self) -> int:
+        return self.seqs[self.head]
+
+    def last(self) -> int:
+        return self.seqs[-1]
+
+    def remove(self, seq: int) -> None:
+        seqs = self.seqs
+        if seqs[self.head] == seq:
+            self.head += 1
+            # Give the dropped head back now and then (amortised O(1)).
+            if self.head >= 64 and self.head * 2 >= len(seqs):
+                del seqs[: self.head]
+                self.head = 0
+        else:
+            del seqs[bisect_left(seqs, seq, self.head)]
+
+    def index(self, start_seq: int) -> int:
+        """Position of the first sequence >= start_seq."""
+        return bisect_left(self.seqs, start_seq, self.head)
+
+    def __iter__(self):
+        seqs = self.seqs
+        return (seqs[i] for i in range(self.head, len(seqs)))
+
+
+class MessageStore:
+    """The store interface; subclasses provide the storage primitives.
+
+    ``on_remove``: None, or ``callable(seq)`` called for every message that
+    limits, expiry, delete or purge remove.
+    """
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits if limits is not None else Limits()
+        self.on_remove = None
+        self._topics: dict = {}  # topic -> TopicSeqs
+        self._topics_version = 0  # bumped when a topic appears or disappears
+        self._filter_cache: dict = {}  # wildcard filter -> (version, matching topics)
+        self._count = 0
+        self._bytes = 0
+        self._first = 1  # first live seq, or last + 1 when empty
+        self._last = 0
+
+    # -- the primitives a storage provides ---------------------------------
+
+    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+        """Store a new message (``topic_b``/``headers_b``: its encoded topic and headers)."""
+        raise NotImplementedError
+
+    def _drop(self, seq):
+        """Forget a live message; return ``(topic, size)``, or None if it is not live."""
+        raise NotImplementedError
+
+    def _clear(self):
+        """Forget every message at once (purge of everything); ``_first``/``_last`` are set."""
+        raise NotImplementedError
+
+    def _load(self, seq):
+        """The live message ``seq`` as a StoredMessage, or None."""
+        raise NotImplementedError
+
+    def _size(self, seq) -> int:
+        """The size of the live message ``seq``."""
+        raise NotImplementedError
+
+    def _timestamp(self, seq) -> int:
+        """The timestamp of the live message ``seq``."""
+        raise NotImplementedError
+
+    def _next_live(self, seq) -> int:
+        """The first live sequence >= seq, or ``_last + 1``."""
+        raise NotImplementedError
+
+    def _prev_live(self, seq) -> int:
+        """The last live sequence <= seq, or 0."""
+        raise NotImplementedError
+
+    def _iter_live(self, start_seq):
+        """Yield ``(seq, topic)`` of the live messages from ``start_seq`` on, in order."""
+        raise NotImplementedError
+
+    def _count_live(self, start_seq) -> int:
+        """How many live messages have a sequence >= start_seq (fast: C-level counting)."""
+        raise NotImplementedError
+
+    def _seq_for_time(self, timestamp) -> int:
+        """The first sequence (live or not) whose timestamp is >= timestamp, or ``_last + 1``."""
+        raise NotImplementedError
+
+    def _mark_dirty(self):
+        """Called after every change (FileStore: there are writes to flush)."""
+
+    # -- appending and limits ----------------------------------------------
+
+    def append(self, topic, headers, payload, timestamp=None):
+        """Store a message; return ``(seq, timestamp)``. Raises LimitExceeded."""
+        limits = self.limits
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        topic_b = topic.encode("utf-8", "surrogatepass")
+        if headers:
+            headers = tuple((name, value) for name, value in headers)
+            headers_b = encode_headers(headers)
+        else:
+            headers, headers_b = None, b""
+        size = len(topic_b) + len(headers_b) + len(payload) + OVERHEAD
+        if 0 < limits.max_msg_size < len(headers_b) + len(payload):
+            raise LimitExceeded(MAX_MSG_SIZE)
+        seqs = self._topics.get(topic)
+        per_subject = limits.max_msgs_per_subject
+        at_subject_limit = per_subject > 0 and seqs is not None and len(seqs) >= per_subject
+        if at_subject_limit and limits.discard_new_per_subject:
+            raise LimitExceeded(MAX_MSGS_PER_SUBJECT)
+        if limits.discard_new:
+            self._check_discard_new(size, seqs if at_subject_limit else None)
+        seq = self._last + 1
+        if timestamp is None:
+            timestamp = time.time_ns()
+        self._put(seq, topic, headers, payload, timestamp, topic_b, headers_b, size)
+        self._last = seq
+        if not self._count:
+            self._first = seq
+        self._count += 1
+        self._bytes += size
+        if seqs is None:
+            seqs = self._topics[topic] = TopicSeqs()
+            self._topics_version += 1
+        seqs.seqs.append(seq)
+        if at_subject_limit:
+            while len(seqs) > per_subject:
+                self._remove(seqs.first())
+        if limits.max_msgs > 0 or limits.max_bytes > 0:
+            self._enforce_front()
+        self._mark_dirty()
+        return seq, timestamp
+
+    def _check_discard_new(self, size, subject_seqs):
+        """Raise when the message would pass max_msgs/max_bytes; a message that
+        will push out its subject's oldest (``subject_seqs``) adds no message
+        and only its difference in bytes."""
+        limits = self.limits
+        if limits.max_msgs > 0 and self._count >= limits.max_msgs and subject_seqs is None:
+            raise LimitExceeded(MAX_MSGS)
+        if limits.max_bytes > 0:
+            freed = self._size(subject_seqs.first()) if subject_seqs is not None else 0
+            if self._bytes + size - freed > limits.max_bytes:
+                raise LimitExceeded(MAX_BYTES)
+
+    def _enforce_front(self) -> None:
+        """Drop the oldest messages while max_msgs or max_bytes is passed."""
+        limits = self.limits
+        max_msgs, max_bytes = limits.max_msgs, limits.max_bytes
+        while self._count and ((0 < max_msgs < self._count) or (0 < max_bytes < self._bytes)):
+            self._remove(self._first)
+
+    def update_limits(self, limits: Limits) -> None:
+        """Apply new limits now: count, bytes and per-subject limits drop the
+        oldest messages at once; ``max_age`` applies at the next ``expire``."""
+        self.limits = limits
+        per_subject = limits.max_msgs_per_subject
+        if per_subject > 0:
+            excess = []
+            for seqs in self._topics.values():
+                if len(seqs) > per_subject:
+                    excess.extend(seqs.seqs[seqs.head : len(seqs.seqs) - per_subject])
+            excess.sort()
+            for seq in excess:
+                self._remove(seq)
+        self._enforce_front()
+        self._mark_dirty()
+
+    def expire(self, now_ns: int) -> int:
+        """Drop the messages whose timestamp is at or before ``now_ns - max_age``."""
+        max_age = self.limits.max_age
+        if max_age <= 0:
+            return 0
+        cutoff = now_ns - max_age
+        removed = 0
+        while self._count and self._timestamp(self._first) <= cutoff:
+            self._remove(self._first)
+            removed += 1
+        if removed:
+            self._mark_dirty()
+        return removed
+
+    # -- removal -----------------------------------------------------------
+
+    def _remove(self, seq) -> bool:
+        dropped = self._drop(seq)
+        if dropped is None:
+            return False
+        topic, size = dropped
+        self._count -= 1
+        self._bytes -= size
+        seqs = self._topics[topic]
+        seqs.remove(seq)
+        if not len(seqs):
+            del self._topics[topic]
+            self._topics_version += 1
+        if seq == self._first:
+            self._first = self._next_live(seq + 1) if self._count else self._last + 1
+        on_remove = self.on_remove
+        if on_remove is not None:
+            on_remove(seq)
+        return True
+
+    def delete(self, seq: int, erase: bool = False) -> bool:
+        """Remove one message; False if it is not there. ``erase``: also
+        overwrite its bytes in storage (see ``_erase``)."""
+        if erase and self._load(seq) is not None:
+            self._erase(seq)
+        removed = self._remove(seq)
+        if removed:
+            self._mark_dirty()
+        return removed
+
+    def _erase(self, seq) -> None:
+        """Make the stored bytes of the live message ``seq`` unrecoverable (before ``_drop``)."""
+
+    def purge(self, topic_filter=None, up_to_seq=None, keep=None) -> int:
+        """Remove messages; return how many.
+
+        No arguments: everything (then ``first_seq = last_seq + 1``).
+        ``topic_filter``: only matching messages. ``up_to_seq``: only those
+        with a sequence below it. ``keep``: leave the newest ``keep`` of the
+        matching ones. The restrictions combine. Without a filter,
+        ``up_to_seq`` beyond ``last_seq + 1`` moves the stream on to it, as
+        nats-server's compact does: the next message gets ``up_to_seq``.
+        """
+        if topic_filter == MULTI_LEVEL:
+            topic_filter = None
+        keep = keep or 0
+        if topic_filter is None and not up_to_seq and not keep:
+            return self._purge_all(self._last + 1)
+        if topic_filter is None:
+            candidates = [seq for seq, _topic in self._iter_live(self._first)]
+        else:
+            candidates = []
+            for seqs in self._matching(topic_filter):
+                candidates.extend(seqs)
+            candidates.sort()
+        if keep:
+            candidates = candidates[: max(0, len(candidates) - keep)]
+        if up_to_seq:
+            candidates = candidates[: bisect_left(candidates, up_to_seq)]
+            if topic_filter is None and not keep and up_to_seq > self._last + 1:
+                return self._purge_all(up_to_seq)
+        for seq in candidates:
+            self._remove(seq)
+        if candidates:
+            self._mark_dirty()
+        return len(candidates)
+
+    def _purge_all(self, first_seq: int) -> int:
+        removed = [seq for seq, _topic in self._iter_live(self._first)] if self.on_remove is not None else ()
+        count = self._count
+        self._last = max(self._last, first_seq - 1)
+        self._first = first_seq
+        self._clear()
+        self._count = self._bytes = 0
+        self._topics.clear()
+        self._topics_version += 1
+        on_remove = self.on_remove
+        for seq in removed:
+            on_remove(seq)
+        self._mark_dirty()
+        return count
+
+    # -- lookups -----------------------------------------------------------
+
+    def get(self, seq: int):
+        """The live message ``seq`` as a StoredMessage, or None."""
+        return self._load(seq)
+
+    def _matching(self, topic_filter):
+        """The TopicSeqs of the topics that ``topic_filter`` matches."""
+        if not is_wildcard_filter(topic_filter):
+            seqs = self._topics.get(topic_filter)
+            return [seqs] if seqs is not None else []
+        cached = self._filter_cache.get(topic_filter)
+        if cached is None or cached[0] != self._topics_version:
+            pattern = topic_filter.split(SEPARATOR)
+            topics = [t for t in self._topics if filter_matches(pattern, t.split(SEPARATOR))]
+            if len(self._filter_cache) >= 256:
+                self._filter_cache.clear()
+            cached = self._filter_cache[topic_filter] = (self._topics_version, topics)
+        topics = self._topics
+        return [topics[t] for t in cached[1]]
+
+    def next_message(self, start_seq: int, topic_filter=None):
+        """The first live message with seq >= start_seq matching the filter, or None."""
+        if topic_filter == MULTI_LEVEL:
+            topic_filter = None
+        while True:
+            seq = self._next_seq(max(start_seq, self._first), topic_filter)
+            if seq is None:
+                return None
+            message = self._load(seq)
+            if message is not None:
+                return message
+            start_seq = seq + 1  # unreadable (FileStore logged it): go on past it
+
+    def _next_seq(self, start_seq, topic_filter):
+        if start_seq > self._last:
+            return None
+        if topic_filter is None:
+            seq = self._next_live(start_seq)
+            return seq if seq <= self._last else None
+        matching = self._matching(topic_filter)
+        if len(matching) <= _MERGE_LIMIT:
+            best = None
+            for seqs in matching:
+                index = seqs.index(start_seq)
+                if index < len(seqs.seqs) and (best is None or seqs.seqs[index] < best):
+                    best = seqs.seqs[index]
+            return best
+        pattern = topic_filter.split(SEPARATOR)
+        verdicts: dict = {}
+        for seq, topic in self._iter_live(start_seq):
+            verdict = verdicts.get(topic)
+            if verdict is None:
+                verdict = verdicts[topic] = filter_matches(pattern, topic.split(SEPARATOR))
+            if verdict:
+                return seq
+        return None
+
+    def last_message(self, topic_filter=None):
+        """The newest live message matching the filter, or None."""
+        if topic_filter == MULTI_LEVEL:
+            topic_filter = None
+        if not self._count:
+            return None
+        if topic_filter is None:
+            return self._load(self._prev_live(self._last))
+        for seq in sorted((seqs.last() for seqs in self._matching(topic_filter)), reverse=True):
+            message = self._load(seq)
+            if message is not None:
+                return message
+        return None
+
+    def seq_for_time(self, timestamp: int) -> int:
+        """The first live seq with a timestamp >= ``timestamp``, or last_seq + 1."""
+        seq = max(self._seq_for_time(timestamp), self._first)
+        return self._next_live(seq) if seq <= self._last else self._last + 1
+
+    def count_pending(self, start_seq: int, topic_filter=None) -> int:
+        """How many live messages with seq >= start_seq match the filter."""
+        if topic_filter == MULTI_LEVEL:
+            topic_filter = None
+        if start_seq > self._last or not self._count:
+            return 0
+        if topic_filter is None:
+            if start_seq <= self._first:
+                return self._count
+            if self._last - self._first + 1 == self._count:  # no gaps
+                return self._last - start_seq + 1
+            return self._count_live(start_seq)
+        return sum(len(seqs.seqs) - seqs.index(start_seq) for seqs in self._matching(topic_filter))
+
+    def topics(self, topic_filter=None) -> dict:
+        """Topic -> number of live messages, for the topics matching the filter."""
+        if topic_filter is None or topic_filter == MULTI_LEVEL:
+            return {topic: len(seqs) for topic, seqs in self._topics.items()}
+        if not is_wildcard_filter(topic_filter):
+            seqs = self._topics.get(topic_filter)
+            return {topic_filter: len(seqs)} if seqs is not None else {}
+        self._matching(topic_filter)
+        return {topic: len(self._topics[topic]) for topic in self._filter_cache[topic_filter][1]}
+
+    def state(self) -> StreamState:
+        count = self._count
+        return StreamState(
+            messages=count,
+            bytes=self._bytes,
+            first_seq=self._first if (self._last or self._first > 1) else 0,
+            first_timestamp=self._timestamp(self._first) if count else 0,
+            last_seq=self._last,
+            last_timestamp=self._timestamp(self._prev_live(self._last)) if count else 0,
+            num_deleted=(self._last - self._first + 1 - count) if count else 0,
+            num_subjects=len(self._topics),
+        )
+
+    # -- durability (meaningful for FileStore) -------------------------------
+
+    def flush(self) -> None:
+        """Write buffered changes to the OS."""
+
+    def sync(self) -> None:
+        """Flush, then make the writes durable."""
+
+    def compact(self) -> None:
+        """Reclaim the space of removed messages."""
+
+    def close(self) -> None:
+        """Flush and release resources; the store is unusable afterwards."""

@@ -1,0 +1,215 @@
+"""The record codec of the storage engine: bytes in, bytes out, no I/O.
+
+Every record, in a segment file or in a stream's tombstone file, is::
+
+    crc32     u32   CRC32 of every byte after this field (type ... payload)
+    type      u8    MESSAGE, FIRST, DELETED or ERASED
+    length    u32   the whole record, header included
+    seq       i64   the message's sequence (FIRST: the new first sequence)
+    timestamp i64   nanoseconds since the epoch (0 for markers)
+    topic_len u16   bytes of the UTF-8 topic
+    hdrs_len  u32   bytes of the encoded headers
+    topic, headers, payload
+
+All integers are little-endian; the header is ``HEADER_SIZE`` (31) bytes.
+The payload is what is left of ``length``. Markers:
+
+- FIRST: every sequence below ``seq`` is gone (limits, expiry, purges);
+- DELETED: the payload is a list of u64 sequences that are gone;
+- ERASED: a message overwritten in place by ``delete(erase=True)``: same
+  length as before, a valid CRC, zeroed contents, so a scan steps over it.
+
+Headers are encoded as, per pair, ``u16 name length, u32 value length,
+name, value`` (UTF-8, ``surrogatepass`` so any Python string round-trips).
+
+A message's *size*, which counts toward ``max_bytes``, is
+``len(topic) + len(encoded headers) + len(payload) + OVERHEAD`` (16), so a
+message record is always ``size + SIZE_DELTA`` bytes long.
+
+``scan`` and ``decode`` stop at the first byte that does not start a
+complete, valid record (torn tail, flipped bit, garbage) and return its
+offset; every length they read is bounds-checked before use.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from array import array
+
+MESSAGE = 1
+FIRST = 2
+DELETED = 3
+ERASED = 4
+_TYPES = frozenset((MESSAGE, FIRST, DELETED, ERASED))
+
+_HEAD = struct.Struct("<BIqqHI")  # the header after the CRC field
+_CRC = struct.Struct("<I")
+_PAIR = struct.Struct("<HI")
+HEADER_SIZE = _CRC.size + _HEAD.size
+OVERHEAD = 16
+SIZE_DELTA = HEADER_SIZE - OVERHEAD
+#: No record may be longer: a corrupt length can never make a reader allocate more.
+MAX_RECORD = 1 << 28
+MAX_TOPIC = 0xFFFF
+_LITTLE = sys.byteorder == "little"
+
+
+class Record:
+    """One decoded record: ``type``, ``seq``, ``timestamp``, ``topic`` (str),
+    ``headers`` (tuple of pairs or None) and ``payload`` (bytes)."""
+
+    __slots__ = ("type", "seq", "timestamp", "topic", "headers", "payload")
+
+    def __init__(self, rtype, seq, timestamp, topic, headers, payload):
+        self.type = rtype
+        self.seq = seq
+        self.timestamp = timestamp
+        self.topic = topic
+        self.headers = headers
+        self.payload = payload
+
+    def __repr__(self):
+        return "<Record type=%d seq=%d %r %d bytes>" % (self.type, self.seq, self.topic, len(self.payload))
+
+
+def encode_headers(headers) -> bytes:
+    """The binary form of a sequence of (name, value) string pairs."""
+    parts = []
+    for name, value in headers:
+        name_b = name.encode("utf-8", "surrogatepass")
+        value_b = value.encode("utf-8", "surrogatepass")
+        parts.append(_PAIR.pack(len(name_b), len(value_b)))
+        parts.append(name_b)
+        parts.append(value_b)
+    return b"".join(parts)
+
+
+def decode_headers(data) -> tuple | None:
+    """The pairs of an encoded header block (None when it is empty); ValueError if malformed."""
+    if not data:
+        return None
+    pairs = []
+    offset, end = 0, len(data)
+    while offset < end:
+        if end - offset < _PAIR.size:
+            raise ValueError("truncated header pair")
+        name_len, value_len = _PAIR.unpack_from(data, offset)
+        offset += _PAIR.size
+        if name_len + value_len > end - offset:
+            raise ValueError("header pair overruns its block")
+        name = bytes(data[offset : offset + name_len]).decode("utf-8", "surrogatepass")
+        offset += name_len
+        value = bytes(data[offset : offset + value_len]).decode("utf-8", "surrogatepass")
+        offset += value_len
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _record(rtype, seq, timestamp, topic_b, headers_b, payload) -> bytes:
+    length = HEADER_SIZE + len(topic_b) + len(headers_b) + len(payload)
+    if length > MAX_RECORD:
+        raise ValueError("record of %d bytes is larger than %d" % (length, MAX_RECORD))
+    body = b"".join((_HEAD.pack(rtype, length, seq, timestamp, len(topic_b), len(headers_b)), topic_b, headers_b, payload))
+    return _CRC.pack(zlib.crc32(body)) + body
+
+
+def encode_message(seq: int, timestamp: int, topic_b: bytes, headers_b: bytes, payload) -> bytes:
+    """A MESSAGE record; ``topic_b`` is the UTF-8 topic, ``headers_b`` from ``encode_headers``."""
+    if len(topic_b) > MAX_TOPIC:
+        raise ValueError("topic of %d bytes is longer than %d" % (len(topic_b), MAX_TOPIC))
+    return _record(MESSAGE, seq, timestamp, topic_b, headers_b, payload)
+
+
+def encode_first(first_seq: int) -> bytes:
+    """A FIRST marker: every sequence below ``first_seq`` is gone."""
+    return _record(FIRST, first_seq, 0, b"", b"", b"")
+
+
+def encode_deleted(seqs) -> bytes:
+    """A DELETED marker listing the sequences ``seqs``."""
+    packed = array("Q", seqs)
+    if not _LITTLE:
+        packed.byteswap()
+    return _record(DELETED, 0, 0, b"", b"", packed.tobytes())
+
+
+def encode_erased(seq: int, length: int) -> bytes:
+    """An ERASED record of exactly ``length`` bytes (to overwrite a message in place)."""
+    return _record(ERASED, seq, 0, b"", b"", bytes(length - HEADER_SIZE))
+
+
+def deleted_seqs(payload) -> array:
+    """The sequences listed in a DELETED record's payload."""
+    seqs = array("Q")
+    seqs.frombytes(bytes(payload))
+    if not _LITTLE:
+        seqs.byteswap()
+    return seqs
+
+
+def scan(buf, start: int = 0, end: int | None = None):
+    """Walk the valid records of ``buf[start:end]`` without copying payloads.
+
+    Returns ``(entries, stop)``: one ``(offset, type, length, seq, timestamp,
+    topic_len, headers_len)`` tuple per record, and the offset of the first
+    byte that does not begin a complete, valid record (``end`` if all are).
+    """
+    view = memoryview(buf)
+    if end is None:
+        end = len(view)
+    entries = []
+    append = entries.append
+    unpack = _HEAD.unpack_from
+    crc32 = zlib.crc32
+    offset = start
+    while end - offset >= HEADER_SIZE:
+        rtype, length, seq, timestamp, topic_len, headers_len = unpack(view, offset + 4)
+        if (
+            rtype not in _TYPES
+            or length > end - offset
+            or length > MAX_RECORD
+            or HEADER_SIZE + topic_len + headers_len > length
+            or (rtype == DELETED and (length - HEADER_SIZE) % 8)
+            or crc32(view[offset + 4 : offset + length]) != _CRC.unpack_from(view, offset)[0]
+        ):
+            break
+        append((offset, rtype, length, seq, timestamp, topic_len, headers_len))
+        offset += length
+    return entries, offset
+
+
+def topic_at(buf, offset: int, topic_len: int) -> str:
+    """The topic of the record at ``offset`` (from a ``scan`` entry)."""
+    start = offset + HEADER_SIZE
+    return bytes(buf[start : start + topic_len]).decode("utf-8", "surrogatepass")
+
+
+def decode(buf, start: int = 0, end: int | None = None):
+    """Like ``scan``, but returns ``(records, stop)`` with every record decoded.
+
+    A record whose header block is malformed (possible only if its writer
+    was wrong, since the CRC matched) ends the walk like a bad CRC does.
+    """
+    entries, stop = scan(buf, start, end)
+    view = memoryview(buf)
+    records = []
+    for offset, rtype, length, seq, timestamp, topic_len, headers_len in entries:
+        body = offset + HEADER_SIZE
+        try:
+            topic = bytes(view[body : body + topic_len]).decode("utf-8", "surrogatepass")
+            headers = decode_headers(view[body + topic_len : body + topic_len + headers_len])
+        except (ValueError, UnicodeDecodeError):
+            return records, offset
+        payload = bytes(view[body + topic_len + headers_len : offset + length])
+        records.append(Record(rtype, seq, timestamp, topic, headers, payload))
+    return records, stop
+
+
+def decode_message(data) -> Record | None:
+    """The MESSAGE record that is exactly ``data``, or None if it is not one."""
+    records, stop = decode(data)
+    if stop != len(data) or len(records) != 1 or records[0].type != MESSAGE:
+        return None
+    return records[0]

@@ -35,6 +35,8 @@ from flowmq.core.store.base import (
     StoredMessage,
     StreamState,
 )
+from flowmq.core.store.engine import StorageEngine, safe_name, unsafe_name
+from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
 
 __all__ = [
@@ -42,10 +44,14 @@ __all__ = [
     "MAX_MSG_SIZE",
     "MAX_MSGS",
     "MAX_MSGS_PER_SUBJECT",
+    "FileStore",
     "Limits",
     "LimitExceeded",
     "MemoryStore",
     "MessageStore",
+    "StorageEngine",
     "StoredMessage",
     "StreamState",
+    "safe_name",
+    "unsafe_name",
 ]

@@ -1,0 +1,246 @@
+"""StorageEngine: the data directory, its streams, flushing and fsync policy.
+
+Layout::
+
+    <data_dir>/streams/<safe name>/          one directory per stream
+        *.log, *.idx, tombstones.log         a FileStore (filestore.py)
+        meta/<safe key>.json                 documents: "config", "consumer.<name>" ...
+
+Stream names and meta keys may be any non-empty string: ``safe_name``
+keeps ASCII letters, digits, ``-`` and ``_`` and writes every other
+character as ``%XX`` per UTF-8 byte (so ``/``, ``.``, ``%`` and
+non-printables never reach the file system, and ``unsafe_name`` reverses
+it exactly). A name's escaped form must fit the file system's 255 bytes.
+
+Batching: a FileStore reports its first change after a flush; the engine
+collects such dirty stores and calls ``on_dirty()`` once per dirty period
+(the broker schedules ``flush_all`` with it, before it acknowledges).
+``flush_all`` writes every dirty store and then, by policy:
+
+- "always": fsyncs each store it flushed (and meta documents at once);
+- "interval": arms a ``clock.callLater(fsync_interval)`` timer (if none is
+  pending) that syncs every store and the meta documents written since;
+  without a clock, ``flush_all`` syncs when the interval has passed;
+- "never": no fsync until ``close``; the OS decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+
+from flowmq.core.store.base import Limits
+from flowmq.core.store.files import fsync_path, log, replace_file
+from flowmq.core.store.filestore import FileStore
+from flowmq.core.store.memory import MemoryStore
+from flowmq.core.store.tombstones import FILE_NAME as TOMBSTONES
+
+POLICIES = ("always", "interval", "never")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_ESCAPED = re.compile(r"(?:%[0-9A-F]{2})+")
+_META = "meta"
+_META_SUFFIX = ".json"
+
+
+def safe_name(name: str) -> str:
+    """A file name for ``name`` (reversible, see the module docstring)."""
+    return "".join(
+        char if char in _SAFE else "".join("%%%02X" % byte for byte in char.encode("utf-8", "surrogatepass"))
+        for char in name
+    )
+
+
+def unsafe_name(text: str) -> str:
+    """The name that ``safe_name`` turned into ``text``."""
+    return _ESCAPED.sub(
+        lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "surrogatepass"), text
+    )
+
+
+class StorageEngine:
+    """Opens streams under ``data_dir`` and applies the flush/fsync policy."""
+
+    def __init__(
+        self,
+        data_dir,
+        fsync="interval",
+        fsync_interval=1.0,
+        segment_bytes=64 * 1024 * 1024,
+        clock=None,
+        on_dirty=None,
+    ):
+        if fsync not in POLICIES:
+            raise ValueError("fsync policy must be one of %s, not %r" % (", ".join(POLICIES), fsync))
+        self.data_dir = data_dir
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.segment_bytes = segment_bytes
+        self.clock = clock
+        self.on_dirty = on_dirty
+        self._streams_dir = os.path.join(data_dir, "streams")
+        os.makedirs(self._streams_dir, exist_ok=True)
+        self._stores: dict = {}  # name -> store
+        self._dirty: dict = {}  # FileStore -> None, in the order they became dirty
+        self._signalled = False  # on_dirty called since the last flush_all
+        self._timer = None
+        self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
+        self._last_sync = time.monotonic()
+
+    def _stream_dir(self, name: str) -> str:
+        if not name:
+            raise ValueError("a stream name must not be empty")
+        return os.path.join(self._streams_dir, safe_name(name))
+
+    # -- streams ---------------------------------------------------------------
+
+    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file"):
+        """The stream's store, recovered from disk or new. A stream already
+        open is returned as it is (with ``limits`` applied, if given)."""
+        store = self._stores.get(name)
+        if store is not None:
+            if isinstance(store, MemoryStore) != (storage == "memory"):
+                raise ValueError("stream %r is open with another storage" % (name,))
+            if limits is not None:
+                store.update_limits(limits)
+            return store
+        if storage == "memory":
+            store = MemoryStore(limits)
+        elif storage == "file":
+            store = FileStore(
+                self._stream_dir(name),
+                limits,
+                name=name,
+                segment_bytes=self.segment_bytes,
+                on_dirty=self._store_dirty,
+            )
+        else:
+            raise ValueError("storage must be 'file' or 'memory', not %r" % (storage,))
+        self._stores[name] = store
+        return store
+
+    def remove_stream(self, name: str) -> None:
+        """Close the stream (if open) and delete its directory, meta included."""
+        store = self._stores.pop(name, None)
+        if store is not None:
+            self._dirty.pop(store, None)
+            store.close()
+        directory = self._stream_dir(name)
+        self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
+        shutil.rmtree(directory, ignore_errors=True)
+        if self.fsync != "never":
+            fsync_path(self._streams_dir)
+
+    def stream_names(self) -> list:
+        """The names of the file streams on disk."""
+        return sorted(
+            unsafe_name(entry)
+            for entry in os.listdir(self._streams_dir)
+            if os.path.exists(os.path.join(self._streams_dir, entry, TOMBSTONES))
+        )
+
+    # -- flushing --------------------------------------------------------------
+
+    def _store_dirty(self, store) -> None:
+        self._dirty[store] = None
+        if not self._signalled:
+            self._signalled = True
+            if self.on_dirty is not None:
+                self.on_dirty()
+
+    def flush_all(self) -> None:
+        """Write every dirty store to the OS; fsync by policy."""
+        dirty, self._dirty = self._dirty, {}
+        self._signalled = False
+        for store in dirty:
+            store.flush()
+        if self.fsync == "always":
+            for store in dirty:
+                store.sync()
+        elif self.fsync == "interval" and dirty:
+            self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        if self.clock is None:
+            if time.monotonic() - self._last_sync >= self.fsync_interval:
+                self._sync_all()
+        elif self._timer is None:
+            self._timer = self.clock.callLater(self.fsync_interval, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._sync_all()
+
+    def _sync_all(self) -> None:
+        """fsync every file store and the meta documents written since the last time."""
+        self._last_sync = time.monotonic()
+        for store in self._stores.values():
+            store.sync()
+        pending, self._unsynced_meta = self._unsynced_meta, set()
+        for path in sorted(pending, key=len, reverse=True):  # files before their directories
+            if os.path.exists(path):
+                fsync_path(path)
+
+    def close(self) -> None:
+        """Flush, fsync and close every store; cancel the timer."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.flush_all()
+        self._sync_all()
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
+    # -- meta documents --------------------------------------------------------
+
+    def _meta_path(self, stream: str, key: str) -> str:
+        if not key:
+            raise ValueError("a meta key must not be empty")
+        return os.path.join(self._stream_dir(stream), _META, safe_name(key) + _META_SUFFIX)
+
+    def write_meta(self, stream: str, key: str, document) -> None:
+        """Store a JSON-able document atomically (temp file, rename)."""
+        path = self._meta_path(stream, key)
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        replace_file(path, data, durable=self.fsync == "always")
+        if self.fsync == "interval":
+            self._unsynced_meta.update((path, directory))
+            self._schedule_sync()
+
+    def read_meta(self, stream: str, key: str):
+        """The document, or None if there is none (or it cannot be read)."""
+        path = self._meta_path(stream, key)
+        try:
+            with open(path, "rb") as handle:
+                return json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            log.warn("stream {stream}: meta document {key} is unreadable: {error}", stream=stream, key=key, error=error)
+            return None
+
+    def delete_meta(self, stream: str, key: str) -> None:
+        path = self._meta_path(stream, key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        if self.fsync == "always":
+            fsync_path(os.path.dirname(path))
+        elif self.fsync == "interval":
+            self._unsynced_meta.add(os.path.dirname(path))
+            self._schedule_sync()
+
+    def meta_keys(self, stream: str, prefix: str = "") -> list:
+        """The keys of the stream's documents that start with ``prefix``, sorted."""
+        try:
+            entries = os.listdir(os.path.join(self._stream_dir(stream), _META))
+        except FileNotFoundError:
+            return []
+        keys = (unsafe_name(entry[: -len(_META_SUFFIX)]) for entry in entries if entry.endswith(_META_SUFFIX))
+        return sorted(key for key in keys if key.startswith(prefix))

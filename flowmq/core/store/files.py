@@ -1,0 +1,55 @@
+"""Small file operations the storage engine shares: whole writes, fsync of a
+path or a directory, atomic replacement, and cutting off a torn tail."""
+
+from __future__ import annotations
+
+import os
+
+from flowmq.logs import logger
+
+log = logger("flowmq.store")
+
+
+def write_all(fd: int, data) -> None:
+    """Write all of ``data`` at the file position (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file or directory by path (Linux flushes the inode, whichever fd wrote)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: str, data: bytes, durable: bool) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file renamed over it.
+    ``durable``: fsync the temp file before the rename and the directory after."""
+    temp = path + ".tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    if durable:
+        fsync_path(os.path.dirname(path) or ".")
+
+
+def truncate_torn_tail(stream: str, path: str, what: str, stop: int, file_size: int) -> None:
+    """Cut ``path`` at ``stop`` (the first byte that is not a valid record) and say so once."""
+    os.truncate(path, stop)
+    log.warn(
+        "stream {stream}: {what} {file} truncated at offset {offset}: dropped {dropped} bytes (torn or corrupt tail)",
+        stream=stream,
+        what=what,
+        file=os.path.basename(path),
+        offset=stop,
+        dropped=file_size - stop,
+    )

@@ -1,0 +1,471 @@
+"""FileStore: a stream kept in an append-only, segmented log on disk.
+
+Layout of a stream's directory::
+
+    00000000000000000001.log   segment: records back to back (records.py)
+    00000000000000000001.idx   its index, written when it is sealed (segment.py)
+    00000000000000052001.log   the active segment (always the last one)
+    tombstones.log             removals (tombstones.py)
+
+Writing: ``append`` encodes the record into one write buffer and indexes it
+in memory; ``flush`` hands the buffer to the OS with one write() (and the
+new removals with one more, to the tombstone file); ``sync`` also fsyncs.
+When the active segment reaches ``segment_bytes`` it is sealed (its .idx
+written) and a new one named after the next sequence is started. A segment
+whose messages are all gone is unlinked at once; ``compact`` rewrites
+segments that are mostly dead. The active segment is never unlinked
+without a new one being created first, and its name is one more than the
+last sequence at creation, so ``last_seq`` survives even a purge of
+everything.
+
+Reading: the most recent messages are served from a small cache, messages
+still in the write buffer from the buffer, others with os.pread (which
+leaves the write position alone). Every record read is checked against its
+CRC; one that fails is logged and treated as missing, never served.
+
+Recovery at open: each sealed segment is loaded from its .idx when that
+matches, else scanned (and its .idx rewritten); the active one is always
+scanned. A scan stops at the first byte that is not a valid record (bad
+CRC, bad length, partial record, sequence out of order); the file is
+truncated there and one warning names the file, the offset and the bytes
+dropped. A later segment keeps its own valid records. Then the tombstone
+file is applied. ``last_seq`` is the highest sequence that any segment,
+segment name or tombstone mentions, so sequences are not reused even when
+a torn tail took the newest messages away.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+
+from flowmq.core.store import records
+from flowmq.core.store.base import MessageStore, StoredMessage, TopicSeqs
+from flowmq.core.store.files import fsync_path, log, truncate_torn_tail, write_all
+from flowmq.core.store.segment import Segment
+from flowmq.core.store.tombstones import TombstoneLog
+
+_SEGMENT_FILE = re.compile(r"^(\d{20})\.log$")
+#: The cache of recent messages: at most this many, and this many bytes.
+CACHE_MSGS = 1024
+CACHE_BYTES = 4 << 20
+#: Read-only descriptors kept open for sealed segments.
+READ_FDS = 8
+#: compact() rewrites a sealed segment when this share of its bytes is dead.
+COMPACT_DEAD_SHARE = 0.25
+#: The tombstone file is rewritten when larger than this and than twice a snapshot.
+TOMBSTONES_REWRITE_BYTES = 1 << 20
+
+
+class FileStore(MessageStore):
+    """A MessageStore on disk (see base.MessageStore for the interface).
+
+    ``on_dirty``: None or ``callable(store)``, called at the first change
+    after each flush (the engine's cue to schedule ``flush_all``).
+    """
+
+    def __init__(self, directory, limits=None, name=None, segment_bytes=64 << 20, on_dirty=None):
+        super().__init__(limits)
+        self.directory = directory
+        self.name = name if name is not None else os.path.basename(directory)
+        self.segment_bytes = segment_bytes
+        self._on_dirty = on_dirty
+        self._dirty = False
+        self._closed = False
+        self._segments: list = []
+        self._bases: list = []  # each segment's base, for bisect
+        self._active = None
+        self._fd = -1  # the active segment's descriptor
+        self._buf = bytearray()  # records of the active segment not yet written
+        self._cache: dict = {}  # seq -> StoredMessage, the newest appends
+        self._cache_low = 1  # no cached seq is below this
+        self._cache_bytes = 0
+        self._read_fds: dict = {}  # path -> descriptor, oldest first
+        self._pending = array("Q")  # removed since the last flush
+        self._unsynced: set = set()  # paths written since the last sync
+        self._dir_changed = False
+        os.makedirs(directory, exist_ok=True)
+        self._tombstones = TombstoneLog(directory, self.name)
+        self._recover()
+
+    # -- recovery ------------------------------------------------------------
+
+    def _recover(self) -> None:
+        first_mark, deleted, highest = self._tombstones.load()
+        bases = sorted(int(m.group(1)) for m in map(_SEGMENT_FILE.match, os.listdir(self.directory)) if m)
+        last = 0
+        for position, base in enumerate(bases):
+            segment = Segment(self.directory, base)
+            sealed = position < len(bases) - 1
+            if not (sealed and segment.read_index() and (not segment.seqs or segment.seqs[0] > last)):
+                stop, file_size = segment.scan(last)
+                if stop < file_size:
+                    truncate_torn_tail(self.name, segment.path, "segment", stop, file_size)
+                if sealed:
+                    segment.write_index()
+            if segment.seqs:
+                last = segment.seqs[-1]
+            self._segments.append(segment)
+            self._bases.append(base)
+        for segment in self._segments:
+            for index in range(bisect_left(segment.seqs, first_mark)):
+                if segment.live[index]:
+                    segment.kill(index)
+        for seq in deleted:
+            segment, index = self._locate(seq)
+            if segment is not None and segment.live[index]:
+                segment.kill(index)
+        self._last = max(last, bases[-1] - 1 if bases else 0, first_mark - 1, highest)
+        self._rebuild_topics()
+        self._first = self._next_live(0) if self._count else self._last + 1
+        self._cache_low = self._last + 1
+        for segment in self._segments[:-1]:
+            if not segment.live_count:
+                self._retire(segment)
+        if not self._segments:
+            self._start_segment()
+        else:
+            self._open_active(self._segments[-1])
+            if self._active.seqs and not self._active.live_count:
+                self._retire(self._active)
+
+    def _rebuild_topics(self) -> None:
+        topics = self._topics
+        for segment in self._segments:
+            seqs, names, sizes, live = segment.seqs, segment.topics, segment.sizes, segment.live
+            index = live.find(1)
+            while index >= 0:
+                entry = topics.get(names[index])
+                if entry is None:
+                    entry = topics[names[index]] = TopicSeqs()
+                entry.seqs.append(seqs[index])
+                self._bytes += sizes[index]
+                index = live.find(1, index + 1)
+            self._count += segment.live_count
+
+    # -- segments --------------------------------------------------------------
+
+    def _open_active(self, segment) -> None:
+        self._active = segment
+        self._fd = os.open(segment.path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.lseek(self._fd, 0, os.SEEK_END)
+
+    def _start_segment(self) -> None:
+        """Make a new, empty active segment named after the next sequence."""
+        if self._active is not None:
+            os.close(self._fd)
+        segment = Segment(self.directory, self._last + 1)
+        self._segments.append(segment)
+        self._bases.append(segment.base)
+        self._open_active(segment)
+        self._dir_changed = True
+
+    def _roll(self) -> None:
+        """Seal the active segment (write its buffer and .idx), start the next."""
+        self._write_buffer()
+        self._active.write_index()
+        self._start_segment()
+
+    def _retire(self, segment) -> None:
+        """Unlink a segment whose messages are all gone."""
+        if segment is self._active:
+            self._buf = bytearray()
+            self._start_segment()
+        position = self._segments.index(segment)
+        del self._segments[position]
+        del self._bases[position]
+        fd = self._read_fds.pop(segment.path, None)
+        if fd is not None:
+            os.close(fd)
+        self._unsynced.discard(segment.path)
+        segment.remove_files()
+        self._dir_changed = True
+
+    def _locate(self, seq):
+        """``(segment, entry)`` of ``seq``, or ``(None, -1)``."""
+        position = bisect_right(self._bases, seq) - 1
+        if position < 0:
+            return None, -1
+        segment = self._segments[position]
+        index = segment.find(seq)
+        return (segment, index) if index >= 0 else (None, -1)
+
+    def _read_fd(self, segment) -> int:
+        if segment is self._active:
+            return self._fd
+        fd = self._read_fds.get(segment.path)
+        if fd is None:
+            if len(self._read_fds) >= READ_FDS:
+                os.close(self._read_fds.pop(next(iter(self._read_fds))))
+            fd = self._read_fds[segment.path] = os.open(segment.path, os.O_RDONLY)
+        return fd
+
+    def _write_buffer(self) -> None:
+        if self._buf:
+            write_all(self._fd, self._buf)
+            self._active.written += len(self._buf)
+            self._buf = bytearray()
+            self._unsynced.add(self._active.path)
+
+    # -- the storage primitives ------------------------------------------------
+
+    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+        active = self._active
+        if active.size >= self.segment_bytes and active.seqs:
+            self._roll()
+            active = self._active
+        record = records.encode_message(seq, timestamp, topic_b, headers_b, payload)
+        offset = active.size
+        self._buf += record
+        active.size = offset + len(record)
+        topic = sys.intern(topic)
+        active.add(seq, offset, timestamp, size, topic)
+        cache = self._cache
+        cache[seq] = StoredMessage(seq, topic, headers, payload, timestamp, size)
+        self._cache_bytes += size
+        while seq - self._cache_low >= CACHE_MSGS or self._cache_bytes > CACHE_BYTES:
+            old = cache.pop(self._cache_low, None)
+            self._cache_low += 1
+            if old is not None:
+                self._cache_bytes -= old.size
+
+    def _drop(self, seq):
+        segment, index = self._locate(seq)
+        if segment is None or not segment.live[index]:
+            return None
+        segment.kill(index)
+        self._pending.append(seq)
+        cached = self._cache.pop(seq, None)
+        if cached is not None:
+            self._cache_bytes -= cached.size
+        dropped = segment.topics[index], segment.sizes[index]
+        if not segment.live_count:
+            self._retire(segment)
+        return dropped
+
+    def _clear(self):
+        self._cache.clear()
+        self._cache_bytes = 0
+        self._cache_low = self._last + 1
+        self._pending = array("Q")
+        old = list(self._segments)
+        self._buf = bytearray()
+        if self._active.seqs or self._active.base != self._last + 1:
+            self._start_segment()
+        for segment in old:
+            if segment is not self._active:
+                self._retire(segment)
+
+    def _erase(self, seq):
+        segment, index = self._locate(seq)
+        offset, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
+        erased = records.encode_erased(seq, length)
+        if segment is self._active and offset >= segment.written:
+            start = offset - segment.written
+            self._buf[start : start + length] = erased
+            return
+        fd = self._fd if segment is self._active else os.open(segment.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, erased, offset)  # the active fd has no O_APPEND, so this lands at offset
+        finally:
+            if fd != self._fd:
+                os.close(fd)
+        self._unsynced.add(segment.path)
+
+    def _load(self, seq):
+        message = self._cache.get(seq)
+        if message is not None:
+            return message
+        segment, index = self._locate(seq)
+        if segment is None or not segment.live[index]:
+            return None
+        offset, size = segment.offsets[index], segment.sizes[index]
+        length = size + records.SIZE_DELTA
+        if segment is self._active and offset >= segment.written:
+            start = offset - segment.written
+            data = bytes(self._buf[start : start + length])
+        else:
+            data = os.pread(self._read_fd(segment), length, offset)
+        record = records.decode_message(data)
+        if record is None or record.seq != seq:
+            log.error(
+                "stream {stream}: segment {file}: message {seq} at offset {offset} is unreadable (corrupt); skipped",
+                stream=self.name,
+                file=segment.name,
+                seq=seq,
+                offset=offset,
+            )
+            return None
+        return StoredMessage(seq, record.topic, record.headers, record.payload, record.timestamp, size)
+
+    def _size(self, seq):
+        segment, index = self._locate(seq)
+        return segment.sizes[index]
+
+    def _timestamp(self, seq):
+        segment, index = self._locate(seq)
+        return segment.stamps[index]
+
+    def _segments_from(self, seq):
+        return self._segments[max(bisect_right(self._bases, seq) - 1, 0) :]
+
+    def _next_live(self, seq):
+        for segment in self._segments_from(seq):
+            seqs = segment.seqs
+            if seqs and seqs[-1] >= seq:
+                index = segment.live.find(1, bisect_left(seqs, seq))
+                if index >= 0:
+                    return seqs[index]
+        return self._last + 1
+
+    def _prev_live(self, seq):
+        for position in range(bisect_right(self._bases, seq) - 1, -1, -1):
+            segment = self._segments[position]
+            index = segment.live.rfind(1, 0, bisect_right(segment.seqs, seq))
+            if index >= 0:
+                return segment.seqs[index]
+        return 0
+
+    def _iter_live(self, start_seq):
+        for segment in self._segments_from(start_seq):
+            seqs, topics, live = segment.seqs, segment.topics, segment.live
+            index = live.find(1, bisect_left(seqs, start_seq))
+            while index >= 0:
+                yield seqs[index], topics[index]
+                index = live.find(1, index + 1)
+
+    def _count_live(self, start_seq):
+        return sum(
+            segment.live.count(1, bisect_left(segment.seqs, start_seq)) for segment in self._segments_from(start_seq)
+        )
+
+    def _seq_for_time(self, timestamp):
+        for segment in self._segments:
+            if segment.stamps and segment.stamps[-1] >= timestamp:
+                return segment.seqs[bisect_left(segment.stamps, timestamp)]
+        return self._last + 1
+
+    def _mark_dirty(self):
+        if not self._dirty:
+            self._dirty = True
+            if self._on_dirty is not None:
+                self._on_dirty(self)
+
+    # -- durability ------------------------------------------------------------
+
+    def flush(self) -> None:
+        """One write() of the buffered records, one of the new removals."""
+        if self._closed:
+            return
+        self._write_buffer()
+        first = self._first
+        self._tombstones.append(first, [seq for seq in self._pending if seq >= first])
+        self._pending = array("Q")
+        self._dirty = False
+        if self._tombstones.size > TOMBSTONES_REWRITE_BYTES and self._tombstones.size > 2 * self._snapshot_size():
+            self._rewrite_tombstones()
+
+    def sync(self) -> None:
+        """Flush, then fsync what was written since the last sync."""
+        if self._closed:
+            return
+        self.flush()
+        for path in self._unsynced:
+            if path == self._active.path:
+                os.fsync(self._fd)
+            else:
+                fsync_path(path)
+        self._unsynced.clear()
+        self._tombstones.sync()
+        if self._dir_changed:
+            fsync_path(self.directory)
+            self._dir_changed = False
+
+    def _removed_in_segments(self) -> array:
+        """The removed sequences from first_seq on that segments still hold."""
+        removed = array("Q")
+        first = self._first
+        for segment in self._segments:
+            seqs, live = segment.seqs, segment.live
+            index = live.find(0)
+            while index >= 0:
+                if seqs[index] >= first:
+                    removed.append(seqs[index])
+                index = live.find(0, index + 1)
+        return removed
+
+    def _snapshot_size(self) -> int:
+        dead = sum(len(segment.seqs) - segment.live_count for segment in self._segments)
+        return 2 * records.HEADER_SIZE + 8 * dead
+
+    def _rewrite_tombstones(self) -> None:
+        self._tombstones.rewrite(self._first, self._removed_in_segments())
+        self._pending = array("Q")
+
+    def compact(self) -> None:
+        """Rewrite the segments whose dead share passes COMPACT_DEAD_SHARE
+        (sealing the active one first if it qualifies), then the tombstones."""
+        if self._closed:
+            return
+        self.flush()
+        active = self._active
+        if active.seqs and active.dead_bytes >= active.size * COMPACT_DEAD_SHARE:
+            self._roll()
+        for segment in self._segments[:-1]:
+            if segment.dead_bytes and segment.dead_bytes >= segment.size * COMPACT_DEAD_SHARE:
+                self._rewrite_segment(segment)
+        self._rewrite_tombstones()
+
+    def _rewrite_segment(self, segment) -> None:
+        """Copy a sealed segment's live records to a new file that replaces it."""
+        fd = self._read_fds.pop(segment.path, None)
+        if fd is not None:
+            os.close(fd)
+        with open(segment.path, "rb") as handle:
+            data = handle.read()
+        keep = []
+        index = segment.live.find(1)
+        while index >= 0:
+            keep.append(index)
+            index = segment.live.find(1, index + 1)
+        chunks, offsets, offset = [], array("Q"), 0
+        for index in keep:
+            start, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
+            chunks.append(data[start : start + length])
+            offsets.append(offset)
+            offset += length
+        temp = segment.path + ".tmp"
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(out, b"".join(chunks))
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(temp, segment.path)
+        seqs, stamps, sizes, topics = segment.seqs, segment.stamps, segment.sizes, segment.topics
+        segment.reset()
+        segment.seqs = array("Q", [seqs[i] for i in keep])
+        segment.offsets = offsets
+        segment.stamps = array("q", [stamps[i] for i in keep])
+        segment.sizes = array("I", [sizes[i] for i in keep])
+        segment.topics = [topics[i] for i in keep]
+        segment.live = bytearray(b"\x01") * len(keep)
+        segment.live_count = len(keep)
+        segment.size = segment.written = offset
+        segment.write_index()
+        self._dir_changed = True
+
+    def close(self) -> None:
+        """Sync and release the files; the store is unusable afterwards."""
+        if self._closed:
+            return
+        self.sync()
+        self._closed = True
+        os.close(self._fd)
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
+        self._tombstones.close()

@@ -1,0 +1,217 @@
+"""One segment file of a FileStore and its in-memory index.
+
+A segment is ``<first seq, 20 digits>.log``: MESSAGE (and ERASED) records
+back to back. Its index holds one entry per record, in parallel arrays (no
+Python object per message): sequence, file offset, timestamp, size, topic
+(a list of shared, interned strings) and a live flag (a bytearray, so that
+finding and counting live entries runs at C speed). Liveness is not part
+of the file: it comes from the stream's tombstone file.
+
+When a segment is sealed, the index (without the live flags) is written to
+``<first seq>.idx`` so that start-up need not read the segment. The .idx
+records the .log's size and ends with a CRC32; one that does not match is
+ignored and the segment is scanned instead.
+
+.idx layout (little-endian): magic ``FMQIDX01``, u64 log size, u64 entry
+count, u32 topic count; the arrays seqs (u64), offsets (u64), timestamps
+(i64), sizes (u32), topic numbers (u32); the topics (u16 length + UTF-8
+each); u32 CRC32 of everything before it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zlib
+from array import array
+from bisect import bisect_left
+
+from flowmq.core.store import records
+
+SEGMENT_SUFFIX = ".log"
+INDEX_SUFFIX = ".idx"
+_INDEX_MAGIC = b"FMQIDX01"
+_INDEX_HEAD = struct.Struct("<8sQQI")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_ARRAYS = (("seqs", "Q"), ("offsets", "Q"), ("stamps", "q"), ("sizes", "I"))
+_LITTLE = sys.byteorder == "little"
+
+
+def segment_name(base: int) -> str:
+    return "%020d%s" % (base, SEGMENT_SUFFIX)
+
+
+class Segment:
+    """A segment's paths, index arrays and counters.
+
+    ``size`` counts the bytes of its records including those still in the
+    store's write buffer; ``written`` the bytes already in the file.
+    ``dead_bytes``: bytes of records that are no longer live.
+    """
+
+    __slots__ = (
+        "base",
+        "path",
+        "index_path",
+        "seqs",
+        "offsets",
+        "stamps",
+        "sizes",
+        "topics",
+        "live",
+        "live_count",
+        "dead_bytes",
+        "size",
+        "written",
+    )
+
+    def __init__(self, directory: str, base: int):
+        self.base = base
+        self.path = os.path.join(directory, segment_name(base))
+        self.index_path = self.path[: -len(SEGMENT_SUFFIX)] + INDEX_SUFFIX
+        self.reset()
+
+    def reset(self) -> None:
+        self.seqs = array("Q")
+        self.offsets = array("Q")
+        self.stamps = array("q")
+        self.sizes = array("I")
+        self.topics: list = []
+        self.live = bytearray()
+        self.live_count = 0
+        self.dead_bytes = 0
+        self.size = 0
+        self.written = 0
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def add(self, seq, offset, timestamp, size, topic, live=True) -> None:
+        self.seqs.append(seq)
+        self.offsets.append(offset)
+        self.stamps.append(timestamp)
+        self.sizes.append(size)
+        self.topics.append(topic)
+        self.live.append(1 if live else 0)
+        if live:
+            self.live_count += 1
+        else:
+            self.dead_bytes += size + records.SIZE_DELTA
+
+    def find(self, seq: int) -> int:
+        """The entry of ``seq``, or -1."""
+        seqs = self.seqs
+        if not seqs:
+            return -1
+        index = seq - seqs[0]  # entries are consecutive until a compaction
+        if not (0 <= index < len(seqs) and seqs[index] == seq):
+            index = bisect_left(seqs, seq)
+            if index == len(seqs) or seqs[index] != seq:
+                return -1
+        return index
+
+    def kill(self, index: int) -> None:
+        """Mark an entry no longer live."""
+        self.live[index] = 0
+        self.live_count -= 1
+        self.dead_bytes += self.sizes[index] + records.SIZE_DELTA
+
+    # -- reading the file at start-up --------------------------------------
+
+    def scan(self, last_seq: int):
+        """Rebuild the index by reading the file; all entries start live.
+
+        Returns ``(stop, file size)``: where valid records end (records must
+        be MESSAGE or ERASED with sequences above ``last_seq`` and increasing).
+        """
+        self.reset()
+        with open(self.path, "rb") as handle:
+            data = handle.read()  # at most segment_bytes and one record
+        entries, stop = records.scan(data)
+        for offset, rtype, length, seq, timestamp, topic_len, _headers_len in entries:
+            if seq <= last_seq or rtype not in (records.MESSAGE, records.ERASED):
+                stop = offset
+                break
+            last_seq = seq
+            if rtype == records.MESSAGE:
+                topic = sys.intern(records.topic_at(data, offset, topic_len))
+                self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic)
+            else:
+                self.add(seq, offset, timestamp, length - records.SIZE_DELTA, "", live=False)
+        self.size = self.written = stop
+        return stop, len(data)
+
+    # -- the .idx file -----------------------------------------------------
+
+    def write_index(self) -> None:
+        """Write the .idx of a sealed segment (temp file, then rename)."""
+        numbers: dict = {}
+        topic_numbers = array("I", (numbers.setdefault(topic, len(numbers)) for topic in self.topics))
+        parts = [_INDEX_HEAD.pack(_INDEX_MAGIC, self.size, len(self.seqs), len(numbers))]
+        for values in [getattr(self, attr) for attr, _code in _ARRAYS] + [topic_numbers]:
+            if not _LITTLE:
+                values = array(values.typecode, values)
+                values.byteswap()
+            parts.append(values.tobytes())
+        for topic in numbers:
+            encoded = topic.encode("utf-8", "surrogatepass")
+            parts.append(_U16.pack(len(encoded)))
+            parts.append(encoded)
+        data = b"".join(parts)
+        data += _U32.pack(zlib.crc32(data))
+        temp = self.index_path + ".tmp"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, self.index_path)
+
+    def read_index(self) -> bool:
+        """Load the index from the .idx; False (index untouched) if it is
+        missing, damaged or does not describe the .log as it is."""
+        try:
+            with open(self.index_path, "rb") as handle:
+                data = handle.read()
+            file_size = os.path.getsize(self.path)
+        except OSError:
+            return False
+        if len(data) < _INDEX_HEAD.size + 4 or zlib.crc32(data[:-4]) != _U32.unpack_from(data, len(data) - 4)[0]:
+            return False
+        magic, size, count, topic_count = _INDEX_HEAD.unpack_from(data)
+        if magic != _INDEX_MAGIC or size != file_size or count * 32 + topic_count * 2 > len(data):
+            return False
+        try:
+            loaded, offset = [], _INDEX_HEAD.size
+            for code in [code for _attr, code in _ARRAYS] + ["I"]:
+                values = array(code)
+                end = offset + count * values.itemsize
+                values.frombytes(data[offset:end])
+                if not _LITTLE:
+                    values.byteswap()
+                loaded.append(values)
+                offset = end
+            names = []
+            for _ in range(topic_count):
+                (length,) = _U16.unpack_from(data, offset)
+                names.append(sys.intern(data[offset + 2 : offset + 2 + length].decode("utf-8", "surrogatepass")))
+                offset += 2 + length
+            topics = [names[number] for number in loaded[4]]
+        except (struct.error, ValueError, IndexError):
+            return False
+        if offset != len(data) - 4:
+            return False
+        self.reset()
+        self.seqs, self.offsets, self.stamps, self.sizes = loaded[:4]
+        self.topics = topics
+        self.live = bytearray(b"\x01") * count
+        self.live_count = count
+        self.size = self.written = size
+        return True
+
+    def remove_files(self) -> None:
+        for path in (self.path, self.index_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

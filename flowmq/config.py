@@ -232,6 +232,21 @@ SETTINGS = (
             "seconds a client has to complete its TLS handshake"),
     Setting("tls", "handshake_first", _boolean, False,
             "TLS handshake before INFO (nats-py's tls_handshake_first) instead of the upgrade after INFO"),
+    Setting("storage", "fsync", _choice("always", "interval", "never"), "interval",
+            "when stored messages are fsynced: always (before every acknowledgement), interval "
+            "(every storage.fsync_interval_ms) or never (the OS decides); every acknowledged "
+            "message is written to the OS first, so all three survive kill -9 of the broker"),
+    Setting("storage", "fsync_interval_ms", _positive_int, 1000,
+            "milliseconds between fsyncs when storage.fsync is interval"),
+    Setting("storage", "segment_bytes", _positive_int, 64 * 1024 * 1024,
+            "size at which a stream's log starts a new segment file"),
+    Setting("jetstream", "enabled", _boolean, True, "serve the JetStream API ($JS.API.>) and its streams"),
+    Setting("jetstream", "max_streams", _positive_int, 10000, "most streams the broker holds"),
+    Setting("jetstream", "max_consumers", _positive_int, 100000, "most consumers over all streams"),
+    Setting("jetstream", "max_ack_pending", _positive_int, 1000,
+            "max_ack_pending of a consumer that does not set one"),
+    Setting("jetstream", "max_waiting", _positive_int, 512,
+            "max_waiting (pull requests queued) of a pull consumer that does not set one"),
 )
 
 SECTIONS = tuple(dict.fromkeys(setting.section for setting in SETTINGS))

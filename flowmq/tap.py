@@ -20,6 +20,7 @@ from flowmq import __version__, config
 from flowmq.core.broker import Broker
 from flowmq.listener import ListenerService
 from flowmq.logs import logger, set_level
+from flowmq.nats.jetstream.service import JetStream
 from flowmq.nats.protocol import NatsFactory
 from flowmq.security import Security
 from flowmq.transport import ImmediateWriteEndpoint
@@ -69,6 +70,10 @@ class BrokerService(service.MultiService):
         set_level(settings.broker.log_level)
         self.broker = Broker(settings, reactor)
         self.broker.setServiceParent(self)
+        self.jetstream = None
+        if settings.jetstream.enabled:  # before the listeners: it stops after they have drained
+            self.jetstream = JetStream(self.broker, settings)
+            self.jetstream.setServiceParent(self)
         self.listeners = {}
         nats = settings.nats
         if nats.enabled:

@@ -1,9 +1,10 @@
 """The broker Service: the one core shared by every protocol listener.
 
-It owns the router and the write batcher and does the protocol-neutral part
-of publishing: match the topic, hand the message to each stand-alone
-subscription and to one member of each queue group. Listeners (one per
-protocol) are sibling services that get the broker handed in.
+It owns the router, the write batcher and the storage engine, and does the
+protocol-neutral part of publishing: match the topic, hand the message to
+each stand-alone subscription and to one member of each queue group.
+Listeners (one per protocol) and destinations with their own model (the
+JetStream streams) are sibling services that get the broker handed in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from twisted.application import service
 
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
+from flowmq.core.store import StorageEngine
 from flowmq.logs import logger
 
 _log = logger("flowmq.broker")
@@ -26,6 +28,10 @@ class WriteBatcher:
     that handles a read brackets it with ``begin()`` and ``end()``: the batch
     is everything that read caused, flushed at once when it is done. Output
     queued outside a read (timers) is flushed at the end of the reactor turn.
+
+    Durability comes first: when the store has appends waiting (``need_sync``),
+    ``sync`` (the storage engine's flush) runs before any connection's output
+    is written, so an acknowledgement never leaves before what it acknowledges.
     """
 
     def __init__(self, clock):
@@ -33,9 +39,19 @@ class WriteBatcher:
         self._dirty: list = []
         self._call = None
         self._reads = 0  # reads under way (a login that completes inside a read nests)
+        self.sync = None  # callable that makes the store's pending appends durable
+        self._sync_due = False
 
     def mark(self, connection) -> None:
         self._dirty.append(connection)
+        self._schedule()
+
+    def need_sync(self) -> None:
+        """The store has appends to write before the next output goes out."""
+        self._sync_due = True
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._reads and self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
@@ -44,7 +60,7 @@ class WriteBatcher:
 
     def end(self) -> None:
         self._reads -= 1
-        if not self._reads and self._dirty:
+        if not self._reads and (self._dirty or self._sync_due):
             self.flush()
 
     def flush(self) -> None:
@@ -52,6 +68,12 @@ class WriteBatcher:
             if self._call.active():
                 self._call.cancel()
             self._call = None
+        if self._sync_due:
+            self._sync_due = False
+            try:
+                self.sync()
+            except Exception:  # a full or failing disk: say so loudly, keep serving the others
+                _log.failure("writing the store to disk failed")
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             try:
@@ -68,6 +90,23 @@ class Broker(service.Service):
         self.clock = clock
         self.router = Router(settings.broker.route_cache_size, settings.broker.max_topic_levels)
         self.batcher = WriteBatcher(clock)
+        #: Callables told of every new subscription (push consumers wait for
+        #: interest in their delivery topic).
+        self.interest_watchers: list = []
+        self.storage = None
+
+    def startService(self):
+        storage = self.settings.storage
+        self.storage = StorageEngine(
+            self.settings.broker.data_dir, fsync=storage.fsync,
+            fsync_interval=storage.fsync_interval_ms / 1000.0, segment_bytes=storage.segment_bytes,
+            clock=self.clock, on_dirty=self.batcher.need_sync)
+        self.batcher.sync = self.storage.flush_all
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.storage.close()
 
     def subscribe(self, subscription) -> None:
         """Add a subscription; PermissionDenied if its consumer's permissions say no."""
@@ -75,6 +114,8 @@ class Broker(service.Service):
         if permissions is not None and not permissions.may_subscribe(subscription.filter):
             raise PermissionDenied(subscription.filter)
         self.router.subscribe(subscription)
+        for watcher in self.interest_watchers:
+            watcher(subscription)
 
     def unsubscribe(self, subscription) -> bool:
         return self.router.unsubscribe(subscription)
@@ -90,6 +131,14 @@ class Broker(service.Service):
         origin = message.origin
         if origin is not None and origin.permissions is not None and not origin.permissions.may_publish(topic):
             raise PermissionDenied(topic)
+        return self.deliver_to(topic, message)
+
+    def deliver_to(self, topic: str, message) -> int:
+        """Deliver ``message`` to the subscriptions of ``topic``, which need not
+        be the message's own topic: a stream hands a stored message to the
+        delivery topic of its consumer this way, and the message keeps the
+        topic it was published on. Returns how many got it."""
+        origin = message.origin
         router = self.router
         subscriptions, groups = router.cached(topic) or router.match(topic)
         delivered = 0

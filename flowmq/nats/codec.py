@@ -238,9 +238,15 @@ def parse_headers(block: bytes):
     return status, tuple(pairs)
 
 
-def encode_headers(pairs, status: bytes = b"") -> bytes:
-    """A NATS/1.0 header block for ``(name, value)`` pairs, with an optional status code."""
-    first = HEADER_VERSION + (b" " + status if status else b"")
+#: The key under which a message's NATS header block is kept in its
+#: Message.wire_cache (built once, reused by every delivery).
+WIRE_CACHE_HEADERS = "nats.headers"
+
+
+def encode_headers(pairs, status: bytes = b"", description: bytes = b"") -> bytes:
+    """A NATS/1.0 header block for ``(name, value)`` pairs, with an optional
+    status code and its description (``NATS/1.0 404 No Messages``)."""
+    first = HEADER_VERSION + (b" " + status if status else b"") + (b" " + description if description else b"")
     lines = [first]
     for name, value in pairs:
         lines.append(("%s: %s" % (name, value)).encode("utf-8"))

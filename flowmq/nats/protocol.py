@@ -59,7 +59,7 @@ ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
 ERR_AUTHORIZATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 
-_HEADERS_KEY = "nats.headers"
+_HEADERS_KEY = codec.WIRE_CACHE_HEADERS
 # ADR-9 of the NATS project: the status a requester gets when nobody listens.
 _NO_RESPONDERS_BLOCK = codec.encode_headers((), status=b"503")
 
@@ -157,6 +157,8 @@ class NatsConnection(BrokerConnection):
             "client_id": self.client_id,
             "client_ip": getattr(peer, "host", ""),
         }
+        if self.broker.settings.jetstream.enabled:
+            info["jetstream"] = True
         security = self.factory.security
         if security.portal is not None:
             info["auth_required"] = True

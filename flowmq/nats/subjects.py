@@ -30,7 +30,6 @@ _WHITE_SPACE = " \t\r\n\x0b\x0c"
 #: How a topic level value is written as a NATS token.
 NATS_TOKEN = LevelGrammar("." + _WHITE_SPACE, alone=("*", ">", "+"), empty_level=False)
 
-_WILDCARD_TOKENS = frozenset(("*", ">", "+"))
 # Characters that send a conversion down the slow, token-by-token path.
 _SUBJECT_SPECIAL = frozenset("%/#+*>")
 _TOPIC_SPECIAL = frozenset("%.*>")
@@ -80,8 +79,6 @@ def subject_to_topic(subject) -> str:
     tokens = _tokens(subject)
     if _SUBJECT_SPECIAL.isdisjoint(subject):
         return _remember(_topics, key, SEPARATOR.join(tokens))
-    if not _WILDCARD_TOKENS.isdisjoint(tokens):
-        raise InvalidTopic("wildcard in publish subject %r" % (subject,))
     topic = SEPARATOR.join(TOPIC_LEVEL.encode(NATS_TOKEN.decode(t)) for t in tokens)
     return _remember(_topics, key, topic)
 

@@ -1,0 +1,411 @@
+"""The request handlers of ``$JS.API.>``, as nats-server 2.10 answers them.
+
+Each request is a message on ``$JS.API.<operation>[.<stream>[.<consumer>]]``
+with a JSON body (or none); the answer is a JSON document published to the
+request's reply subject, with an ``error`` object when the request fails.
+Direct gets answer with the stored message itself, and pull requests
+(CONSUMER.MSG.NEXT) with messages, so those two are not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flowmq.core.message import Message
+from flowmq.core.topics import SEPARATOR, TOPIC_LEVEL, InvalidTopic, filters_overlap
+from flowmq.nats.jetstream import errors
+from flowmq.nats.jetstream.config import (
+    check_consumer_update, consumer_config, consumer_filter_subjects, stream_config, topic_filters,
+)
+from flowmq.nats.jetstream.consumer import random_name
+from flowmq.nats.jetstream.errors import ApiError
+from flowmq.nats.jetstream.wire import b64, header_block, rfc3339, status_message
+from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
+
+_PAGE = 256  # entries per page of the LIST and NAMES answers
+_TYPE = "io.nats.jetstream.api.v1.%s_response"
+
+
+class JetStreamApi:
+    """Answers the requests published on ``$JS.API.>`` (the router hands them in)."""
+
+    echo = True
+    permissions = None
+
+    def __init__(self, service):
+        self.service = service
+        self.broker = service.broker
+        self.total = 0
+        self.errors = 0
+        self._routes = {
+            ("INFO",): (self.account_info, "account_info"),
+            ("STREAM", "CREATE"): (self.stream_create, "stream_create"),
+            ("STREAM", "UPDATE"): (self.stream_update, "stream_update"),
+            ("STREAM", "INFO"): (self.stream_info, "stream_info"),
+            ("STREAM", "DELETE"): (self.stream_delete, "stream_delete"),
+            ("STREAM", "NAMES"): (self.stream_names, "stream_names"),
+            ("STREAM", "LIST"): (self.stream_list, "stream_list"),
+            ("STREAM", "PURGE"): (self.stream_purge, "stream_purge"),
+            ("STREAM", "MSG", "GET"): (self.stream_msg_get, "stream_msg_get"),
+            ("STREAM", "MSG", "DELETE"): (self.stream_msg_delete, "stream_msg_delete"),
+            ("CONSUMER", "CREATE"): (self.consumer_create, "consumer_create"),
+            ("CONSUMER", "DURABLE", "CREATE"): (self.consumer_durable_create, "consumer_create"),
+            ("CONSUMER", "INFO"): (self.consumer_info, "consumer_info"),
+            ("CONSUMER", "DELETE"): (self.consumer_delete, "consumer_delete"),
+            ("CONSUMER", "NAMES"): (self.consumer_names, "consumer_names"),
+            ("CONSUMER", "LIST"): (self.consumer_list, "consumer_list"),
+        }
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def deliver(self, message, subscription) -> None:
+        # The tokens as the client wrote them (a filter subject's '>' included).
+        tokens = [TOPIC_LEVEL.decode(level) for level in message.topic.split(SEPARATOR)[2:]]
+        reply = message.reply_to
+        if tokens[:1] == ["DIRECT"] and tokens[1:2] == ["GET"]:
+            if reply is not None:
+                self.direct_get(tokens[2:], message.payload, reply)
+            return
+        if tokens[:3] == ["CONSUMER", "MSG", "NEXT"]:
+            if reply is not None:
+                self.msg_next(tokens[3:], message.payload, reply)
+            return
+        if reply is None:
+            return  # nobody to answer (nats-server ignores such requests too)
+        self.total += 1
+        for length in (3, 2, 1):
+            route = self._routes.get(tuple(tokens[:length]))
+            if route is not None:
+                handler, kind = route
+                args = tokens[length:]
+                break
+        else:
+            handler, kind, args = None, "error", ()
+        try:
+            if handler is None:
+                raise ApiError(errors.BAD_REQUEST)
+            document = handler(args, message.payload)
+        except ApiError as e:
+            self.errors += 1
+            document = {"error": e.as_json()}
+        document["type"] = _TYPE % kind
+        self.service.reply(reply, document)
+
+    @staticmethod
+    def _body(payload: bytes, required=False):
+        """The request's JSON object ({} for an empty body unless required)."""
+        if not payload.strip():
+            if required:
+                raise ApiError(errors.BAD_REQUEST)
+            return {}
+        try:
+            document = json.loads(payload)
+        except ValueError as e:
+            raise ApiError(errors.INVALID_JSON, err=str(e)) from None
+        if not isinstance(document, dict):
+            raise ApiError(errors.BAD_REQUEST)
+        return document
+
+    def _stream(self, args):
+        if len(args) != 1 and not args:
+            raise ApiError(errors.BAD_REQUEST)
+        stream = self.service.streams.get(args[0])
+        if stream is None:
+            raise ApiError(errors.STREAM_NOT_FOUND)
+        return stream
+
+    def _consumer(self, args):
+        if len(args) != 2:
+            raise ApiError(errors.BAD_REQUEST)
+        stream = self._stream(args[:1])
+        consumer = stream.consumers.get(args[1])
+        if consumer is None:
+            raise ApiError(errors.CONSUMER_NOT_FOUND)
+        return consumer
+
+    # -- account and streams ------------------------------------------------------
+
+    def account_info(self, args, payload) -> dict:
+        service = self.service
+        memory = storage = 0
+        for stream in service.streams.values():
+            size = stream.store.state().bytes
+            if stream.config["storage"] == "memory":
+                memory += size
+            else:
+                storage += size
+        settings = service.settings
+        return {
+            "memory": memory, "storage": storage, "reserved_memory": 0, "reserved_storage": 0,
+            "streams": len(service.streams), "consumers": service.consumer_count(),
+            "limits": {"max_memory": -1, "max_storage": -1, "max_streams": settings.max_streams,
+                       "max_consumers": settings.max_consumers, "max_ack_pending": -1,
+                       "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
+                       "max_bytes_required": False},
+            "api": {"total": self.total, "errors": self.errors},
+        }
+
+    def stream_create(self, args, payload) -> dict:
+        config = self._named_stream_config(args, payload)
+        existing = self.service.streams.get(config["name"])
+        if existing is not None:
+            if existing.config != config:
+                raise ApiError(errors.STREAM_NAME_EXISTS)
+            return existing.info()
+        if len(self.service.streams) >= self.service.settings.max_streams:
+            raise ApiError(errors.MAX_STREAMS)
+        self._check_overlap(config, None)
+        info = self.service.create_stream(config).info()
+        info["did_create"] = True
+        return info
+
+    def stream_update(self, args, payload) -> dict:
+        config = self._named_stream_config(args, payload)
+        stream = self._stream(args)
+        old = stream.config
+        for key in ("storage", "retention"):
+            if old[key] != config[key]:
+                raise ApiError(errors.STREAM_UPDATE, err="stream configuration update can not change %s" % key)
+        self._check_overlap(config, stream)
+        self.service.update_stream(stream, config)
+        return stream.info()
+
+    def _named_stream_config(self, args, payload) -> dict:
+        if len(args) != 1:
+            raise ApiError(errors.BAD_REQUEST)
+        body = self._body(payload, required=True)
+        if body.get("name") not in (None, args[0]):
+            raise ApiError(errors.STREAM_NAME_MISMATCH)
+        body["name"] = args[0]
+        return stream_config(body)
+
+    def _check_overlap(self, config, itself) -> None:
+        filters = topic_filters(config["subjects"])
+        for other in self.service.streams.values():
+            if other is not itself and any(filters_overlap(a, b) for a in filters for b in other.filters):
+                raise ApiError(errors.STREAM_SUBJECT_OVERLAP)
+
+    def stream_info(self, args, payload) -> dict:
+        stream = self._stream(args)
+        return stream.info(self._body(payload).get("subjects_filter"))
+
+    def stream_delete(self, args, payload) -> dict:
+        self.service.delete_stream(self._stream(args))
+        return {"success": True}
+
+    def _matching_streams(self, payload) -> list:
+        body = self._body(payload)
+        streams = sorted(self.service.streams.values(), key=lambda s: s.name)
+        subject = body.get("subject")
+        if subject:
+            try:
+                wanted = filter_to_topic_filter(subject)
+            except (InvalidTopic, AttributeError):
+                raise ApiError(errors.BAD_REQUEST) from None
+            streams = [s for s in streams if any(filters_overlap(wanted, f) for f in s.filters)]
+        return streams, _offset(body)
+
+    def stream_names(self, args, payload) -> dict:
+        streams, offset = self._matching_streams(payload)
+        return {"total": len(streams), "offset": offset, "limit": _PAGE,
+                "streams": [s.name for s in streams[offset:offset + _PAGE]]}
+
+    def stream_list(self, args, payload) -> dict:
+        streams, offset = self._matching_streams(payload)
+        return {"total": len(streams), "offset": offset, "limit": _PAGE,
+                "streams": [s.info() for s in streams[offset:offset + _PAGE]]}
+
+    def stream_purge(self, args, payload) -> dict:
+        stream = self._stream(args)
+        if stream.config["deny_purge"]:
+            raise ApiError(errors.PURGE_FAILED, err="stream purge not permitted")
+        body = self._body(payload)
+        seq, keep, subject = body.get("seq"), body.get("keep"), body.get("filter")
+        if seq and keep:
+            raise ApiError(errors.BAD_REQUEST)
+        for value in (seq, keep):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ApiError(errors.BAD_REQUEST)
+        topic_filter = None
+        if subject:
+            try:
+                topic_filter = filter_to_topic_filter(subject)
+            except (InvalidTopic, AttributeError):
+                raise ApiError(errors.BAD_REQUEST) from None
+        purged = stream.store.purge(topic_filter, up_to_seq=seq or None, keep=keep or None)
+        return {"success": True, "purged": purged}
+
+    def _find_message(self, stream, body):
+        """The stored message a MSG.GET / DIRECT.GET body names, or ApiError."""
+        seq = body.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise ApiError(errors.BAD_REQUEST)
+        try:
+            if body.get("last_by_subj"):
+                stored = stream.store.last_message(filter_to_topic_filter(body["last_by_subj"]))
+            elif body.get("next_by_subj"):
+                stored = stream.store.next_message(seq or 1, filter_to_topic_filter(body["next_by_subj"]))
+            elif seq:
+                stored = stream.store.get(seq)
+            else:
+                raise ApiError(errors.BAD_REQUEST)
+        except (InvalidTopic, AttributeError):
+            raise ApiError(errors.BAD_REQUEST) from None
+        if stored is None:
+            raise ApiError(errors.NO_MESSAGE_FOUND)
+        return stored
+
+    def stream_msg_get(self, args, payload) -> dict:
+        stream = self._stream(args)
+        stored = self._find_message(stream, self._body(payload, required=True))
+        message = {"subject": topic_to_subject(stored.topic).decode(), "seq": stored.seq,
+                   "data": b64(stored.payload), "time": rfc3339(stored.timestamp)}
+        if stored.headers:
+            message["hdrs"] = b64(header_block(stored.headers))
+        return {"message": message}
+
+    def stream_msg_delete(self, args, payload) -> dict:
+        stream = self._stream(args)
+        if stream.config["deny_delete"]:
+            raise ApiError(errors.MSG_DELETE_FAILED, err="message delete not permitted")
+        body = self._body(payload, required=True)
+        seq = body.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
+            raise ApiError(errors.BAD_REQUEST)
+        if not stream.store.delete(seq, erase=not body.get("no_erase")):
+            raise ApiError(errors.SEQUENCE_NOT_FOUND, seq=seq)
+        return {"success": True}
+
+    def direct_get(self, tokens, payload, reply) -> None:
+        """$JS.API.DIRECT.GET.<stream>[.<subject>]: the message itself, with
+        Nats-Stream/-Subject/-Sequence/-Time-Stamp headers, or a status."""
+        stream = self.service.streams.get(tokens[0]) if tokens else None
+        try:
+            if stream is None:
+                raise ApiError(errors.STREAM_NOT_FOUND)
+            body = {"last_by_subj": ".".join(tokens[1:])} if len(tokens) > 1 else self._body(payload, True)
+            stored = self._find_message(stream, body)
+        except ApiError as e:
+            if e.code == 404:
+                status = status_message(reply, b"404", b"Message Not Found")
+            else:
+                status = status_message(reply, b"408", b"Bad Request")
+            self.broker.publish(status)
+            return
+        headers = tuple(stored.headers or ()) + (
+            ("Nats-Stream", stream.name), ("Nats-Subject", topic_to_subject(stored.topic).decode()),
+            ("Nats-Sequence", str(stored.seq)), ("Nats-Time-Stamp", rfc3339(stored.timestamp)))
+        self.broker.publish(Message(reply, stored.payload, headers))
+
+    # -- consumers ----------------------------------------------------------------
+
+    def consumer_create(self, args, payload) -> dict:
+        """CONSUMER.CREATE.<stream>[.<name>[.<filter subject>]]."""
+        if not args:
+            raise ApiError(errors.BAD_REQUEST)
+        stream = self._stream(args[:1])
+        body = self._body(payload, required=True)
+        request = body.get("config")
+        if not isinstance(request, dict):
+            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
+        if body.get("stream_name") not in (None, stream.name):
+            raise ApiError(errors.STREAM_NAME_MISMATCH)
+        if len(args) >= 2:
+            name = args[1]
+            if request.get("name") not in (None, "", name) or request.get("durable_name") not in (None, "", name):
+                raise ApiError(errors.CONSUMER_NAME_MISMATCH)
+            request.setdefault("name", name)
+            if len(args) > 2:
+                filter_subject = ".".join(args[2:])
+                if request.get("filter_subject") not in (None, "", filter_subject):
+                    raise ApiError(errors.CONSUMER_FILTER_MISMATCH)
+                request["filter_subject"] = filter_subject
+        return self._create_consumer(stream, request, body.get("action", ""))
+
+    def consumer_durable_create(self, args, payload) -> dict:
+        """CONSUMER.DURABLE.CREATE.<stream>.<durable> (nats-server < 2.9's form)."""
+        if len(args) != 2:
+            raise ApiError(errors.CONSUMER_DURABLE_NOT_IN_SUBJECT)
+        stream = self._stream(args[:1])
+        body = self._body(payload, required=True)
+        request = body.get("config")
+        if not isinstance(request, dict):
+            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
+        if request.get("durable_name") not in (None, "", args[1]):
+            raise ApiError(errors.CONSUMER_NAME_MISMATCH)
+        request["durable_name"] = args[1]
+        return self._create_consumer(stream, request, body.get("action", ""))
+
+    def _create_consumer(self, stream, request: dict, action: str) -> dict:
+        service = self.service
+        config = consumer_config(request, stream.config, {
+            "max_ack_pending": service.settings.max_ack_pending, "max_waiting": service.settings.max_waiting})
+        name = config.get("name") or config.get("durable_name")
+        if name is None:
+            name = config["name"] = random_name()
+        existing = stream.consumers.get(name)
+        if existing is not None:
+            if existing.config == config:
+                return existing.info()
+            if action == "create":
+                raise ApiError(errors.CONSUMER_EXISTS)
+            check_consumer_update(existing.config, config)
+            service.update_consumer(existing, config)
+            return existing.info()
+        if action == "update":
+            raise ApiError(errors.CONSUMER_DOES_NOT_EXIST)
+        if service.consumer_count() >= service.settings.max_consumers or (
+                0 < stream.config["max_consumers"] <= len(stream.consumers)):
+            raise ApiError(errors.MAX_CONSUMERS)
+        if stream.config["retention"] == "workqueue":
+            self._check_work_queue(stream, config)
+        return service.create_consumer(stream, config).info()
+
+    @staticmethod
+    def _check_work_queue(stream, config) -> None:
+        """A work queue hands each message to one consumer: filters must not overlap."""
+        mine = topic_filters(consumer_filter_subjects(config))
+        for other in stream.consumers.values():
+            theirs = topic_filters(consumer_filter_subjects(other.config))
+            if not mine and not theirs:
+                raise ApiError(errors.CONSUMER_WQ_MULTIPLE_UNFILTERED)
+            if not mine or not theirs or any(filters_overlap(a, b) for a in mine for b in theirs):
+                raise ApiError(errors.CONSUMER_WQ_OVERLAP)
+
+    def consumer_info(self, args, payload) -> dict:
+        return self._consumer(args).info()
+
+    def consumer_delete(self, args, payload) -> dict:
+        consumer = self._consumer(args)
+        self.service.delete_consumer(consumer.stream, consumer.name)
+        return {"success": True}
+
+    def consumer_names(self, args, payload) -> dict:
+        stream = self._stream(args)
+        offset = _offset(self._body(payload))
+        names = sorted(stream.consumers)
+        return {"total": len(names), "offset": offset, "limit": _PAGE, "consumers": names[offset:offset + _PAGE]}
+
+    def consumer_list(self, args, payload) -> dict:
+        stream = self._stream(args)
+        offset = _offset(self._body(payload))
+        names = sorted(stream.consumers)
+        return {"total": len(names), "offset": offset, "limit": _PAGE,
+                "consumers": [stream.consumers[n].info() for n in names[offset:offset + _PAGE]]}
+
+    def msg_next(self, tokens, payload, reply) -> None:
+        """CONSUMER.MSG.NEXT.<stream>.<consumer>: a pull request."""
+        stream = self.service.streams.get(tokens[0]) if len(tokens) == 2 else None
+        consumer = stream.consumers.get(tokens[1]) if stream is not None else None
+        if consumer is None or consumer.deliver_topic is not None:
+            self.broker.publish(status_message(reply, b"409", b"Consumer Deleted" if consumer is None
+                                               else b"Consumer is push based"))
+            return
+        consumer.request_next(reply, payload)
+
+
+def _offset(body: dict) -> int:
+    offset = body.get("offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ApiError(errors.BAD_REQUEST)
+    return offset

@@ -1,0 +1,230 @@
+"""Stream and consumer configurations: checked, and filled in as nats-server does.
+
+A configuration arrives as the JSON object of a CREATE/UPDATE request and is
+kept as a plain dict in nats-server's shape, with every default written out,
+so that INFO returns what nats-server would and "create again with the same
+configuration" can compare two dicts. Subjects stay NATS subjects here;
+``topic_filters`` turns them into the core's unified topic filters.
+"""
+
+from __future__ import annotations
+
+from flowmq.core.topics import InvalidTopic, filters_overlap
+from flowmq.nats.jetstream import errors
+from flowmq.nats.jetstream.errors import ApiError
+from flowmq.nats.jetstream.wire import parse_rfc3339
+from flowmq.nats.subjects import filter_to_topic_filter, subject_to_topic
+
+SECOND = 1_000_000_000
+DEFAULT_DUPLICATE_WINDOW = 120 * SECOND
+DEFAULT_ACK_WAIT = 30 * SECOND
+DEFAULT_INACTIVE_THRESHOLD = 5 * SECOND
+MAX_NAME_LENGTH = 255
+_NAME_FORBIDDEN = frozenset(" \t\r\n\x0b\x0c.*>")
+
+STREAM_DEFAULTS = {
+    "retention": "limits", "max_consumers": -1, "max_msgs": -1, "max_bytes": -1, "max_age": 0,
+    "max_msgs_per_subject": -1, "max_msg_size": -1, "discard": "old", "storage": "file",
+    "num_replicas": 1, "duplicate_window": 0, "sealed": False, "deny_delete": False,
+    "deny_purge": False, "allow_rollup_hdrs": False, "allow_direct": False, "mirror_direct": False,
+    "discard_new_per_subject": False, "no_ack": False, "compression": "none", "consumer_limits": {},
+}
+_STREAM_OPTIONAL = ("description", "metadata", "first_seq")
+_STREAM_UNSUPPORTED = ("mirror", "sources", "republish", "subject_transform")
+_STREAM_CHOICES = {"retention": ("limits", "interest", "workqueue"), "discard": ("old", "new"),
+                   "storage": ("file", "memory"), "compression": ("none", "s2")}
+
+CONSUMER_DEFAULTS = {
+    "deliver_policy": "all", "ack_policy": "none", "max_deliver": -1, "replay_policy": "instant",
+    "num_replicas": 0,
+}
+_CONSUMER_OPTIONAL = (
+    "name", "durable_name", "description", "opt_start_seq", "opt_start_time", "ack_wait", "backoff",
+    "filter_subject", "filter_subjects", "max_waiting", "max_ack_pending", "flow_control",
+    "idle_heartbeat", "headers_only", "deliver_subject", "deliver_group", "inactive_threshold",
+    "mem_storage", "metadata", "max_batch", "max_expires", "max_bytes", "rate_limit_bps", "sample_freq",
+)
+_CONSUMER_CHOICES = {
+    "deliver_policy": ("all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"),
+    "ack_policy": ("none", "all", "explicit"), "replay_policy": ("instant", "original"),
+}
+# What an update may change; everything else must stay as it was.
+_CONSUMER_UPDATABLE = frozenset((
+    "description", "ack_wait", "max_deliver", "backoff", "max_waiting", "max_ack_pending", "headers_only",
+    "inactive_threshold", "metadata", "max_batch", "max_expires", "max_bytes", "rate_limit_bps",
+    "sample_freq", "filter_subject", "filter_subjects", "idle_heartbeat", "num_replicas",
+))
+
+
+def check_name(name, path_error, what: str) -> str:
+    """A stream or consumer name: a non-empty string without white space, '.', '*', '>' or path separators."""
+    if not isinstance(name, str) or not name:
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s name is required" % what)
+    if "/" in name or "\\" in name:
+        raise ApiError(path_error)
+    if len(name) > MAX_NAME_LENGTH or not _NAME_FORBIDDEN.isdisjoint(name) or not name.isprintable():
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid %s name %r" % (what, name))
+    return name
+
+
+def _integer(config, key, minimum=-1):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s must be an integer >= %d" % (key, minimum))
+    return value
+
+
+def _choices(config, choices):
+    for key, allowed in choices.items():
+        if config[key] not in allowed:
+            raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s must be one of %s" % (key, ", ".join(allowed)))
+
+
+def topic_filters(subjects) -> list:
+    """The unified topic filters of NATS subjects (which may have wildcards)."""
+    try:
+        return [filter_to_topic_filter(subject) for subject in subjects]
+    except InvalidTopic as e:
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %s" % e) from None
+
+
+def stream_config(request: dict) -> dict:
+    """The full configuration of a stream from a CREATE/UPDATE request body."""
+    if not isinstance(request, dict):
+        raise ApiError(errors.BAD_REQUEST)
+    for key in _STREAM_UNSUPPORTED:
+        if request.get(key):
+            raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s is not supported by FlowMQ" % key)
+    config = {"name": check_name(request.get("name"), errors.STREAM_NAME_PATH, "stream")}
+    for key in _STREAM_OPTIONAL:
+        if request.get(key) is not None:
+            config[key] = request[key]
+    subjects = request.get("subjects") or [config["name"]]
+    if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="subjects must be a list of subjects")
+    config["subjects"] = subjects
+    for key, default in STREAM_DEFAULTS.items():
+        value = request.get(key)
+        config[key] = default if value is None else value
+    _choices(config, _STREAM_CHOICES)
+    for key in ("max_consumers", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size"):
+        if _integer(config, key) == 0:
+            config[key] = -1  # nats-server: 0 means unlimited
+    for key in ("max_age", "duplicate_window"):
+        _integer(config, key, 0)
+    if config["num_replicas"] not in (0, 1):
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="replicas > 1 not supported in non-clustered mode")
+    config["num_replicas"] = 1
+    if config["max_age"] and config["duplicate_window"] > config["max_age"]:
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="duplicates window can not be larger then max age")
+    if not config["duplicate_window"]:
+        config["duplicate_window"] = min(DEFAULT_DUPLICATE_WINDOW, config["max_age"] or DEFAULT_DUPLICATE_WINDOW)
+    if config["discard_new_per_subject"] and (config["discard"] != "new" or config["max_msgs_per_subject"] <= 0):
+        raise ApiError(errors.STREAM_INVALID_CONFIG,
+                       err="discard new per subject requires discard new policy and max msgs per subject to be set")
+    filters = topic_filters(subjects)
+    if len(set(filters)) != len(filters) or any(
+            filters_overlap(a, b) for i, a in enumerate(filters) for b in filters[i + 1:]):
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="subjects overlap")
+    return config
+
+
+def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
+    """The full configuration of a consumer from the "config" of a CREATE request.
+
+    ``pull_defaults`` has the broker's max_ack_pending and max_waiting.
+    """
+    if not isinstance(request, dict):
+        raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
+    config = {}
+    for key in _CONSUMER_OPTIONAL:
+        value = request.get(key)
+        # Unset, empty and (for numbers) 0 all mean "the default", as in nats-server.
+        if value is not None and value != "" and value != [] and (value != 0 or isinstance(value, bool)):
+            config[key] = value
+    for key, default in CONSUMER_DEFAULTS.items():
+        value = request.get(key)
+        config[key] = default if value is None else value
+    _choices(config, _CONSUMER_CHOICES)
+    for key in ("name", "durable_name"):
+        if key in config:
+            check_name(config[key], errors.CONSUMER_NAME_PATH, "consumer")
+    if "name" in config and "durable_name" in config and config["name"] != config["durable_name"]:
+        raise ApiError(errors.CONSUMER_CREATE, err="consumer name in request does not match durable name")
+    for key in ("max_deliver",):
+        _integer(config, key)
+        if config[key] == 0:
+            config[key] = -1
+    for key in ("ack_wait", "idle_heartbeat", "inactive_threshold", "max_expires"):
+        if key in config:
+            _integer(config, key, 0)
+    push = "deliver_subject" in config
+    if push:
+        try:
+            subject_to_topic(config["deliver_subject"])
+        except InvalidTopic:
+            raise ApiError(errors.CONSUMER_INVALID_DELIVER_SUBJECT) from None
+    elif config.get("idle_heartbeat") or config.get("flow_control"):
+        raise ApiError(errors.CONSUMER_CREATE, err="consumer idle heartbeat and flow control require a push based consumer")
+    if config["ack_policy"] != "none":
+        config.setdefault("ack_wait", DEFAULT_ACK_WAIT)
+        config.setdefault("max_ack_pending", pull_defaults["max_ack_pending"])
+    if not push:
+        config.setdefault("max_waiting", pull_defaults["max_waiting"])
+    backoff = config.get("backoff")
+    if backoff is not None:
+        if not isinstance(backoff, list) or not all(isinstance(b, int) and b > 0 for b in backoff):
+            raise ApiError(errors.CONSUMER_CREATE, err="backoff must be a list of durations")
+        if config["max_deliver"] != -1 and config["max_deliver"] <= len(backoff):
+            raise ApiError(errors.CONSUMER_MAX_DELIVER_BACKOFF)
+    _check_start(config)
+    _check_filters(config, stream_config_)
+    if stream_config_["retention"] == "workqueue" and config["ack_policy"] != "explicit":
+        raise ApiError(errors.CONSUMER_WQ_EXPLICIT_ACK)
+    return config
+
+
+def _check_start(config: dict) -> None:
+    policy = config["deliver_policy"]
+    if policy == "by_start_sequence":
+        if not isinstance(config.get("opt_start_seq"), int) or config["opt_start_seq"] <= 0:
+            raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is deliver by start sequence, but optional start sequence is not set")
+    elif "opt_start_seq" in config:
+        raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is not deliver by start sequence, but optional start sequence is set")
+    if policy == "by_start_time":
+        try:
+            parse_rfc3339(config["opt_start_time"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is deliver by start time, but optional start time is not set") from None
+    elif "opt_start_time" in config:
+        raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is not deliver by start time, but optional start time is set")
+
+
+def _check_filters(config: dict, stream_config_: dict) -> None:
+    if "filter_subject" in config and "filter_subjects" in config:
+        raise ApiError(errors.CONSUMER_DUPLICATE_FILTERS)
+    subjects = consumer_filter_subjects(config)
+    if not all(isinstance(s, str) and s for s in subjects):
+        raise ApiError(errors.CONSUMER_CREATE, err="consumer filter in FilterSubjects cannot be empty")
+    filters = topic_filters(subjects)
+    if any(filters_overlap(a, b) for i, a in enumerate(filters) for b in filters[i + 1:]):
+        raise ApiError(errors.CONSUMER_OVERLAPPING_FILTERS)
+    stream_filters = topic_filters(stream_config_["subjects"])
+    for topic_filter in filters:
+        if not any(filters_overlap(topic_filter, s) for s in stream_filters):
+            raise ApiError(errors.CONSUMER_FILTER_NOT_SUBSET)
+
+
+def consumer_filter_subjects(config: dict) -> list:
+    """The consumer's filter subjects (none: the whole stream)."""
+    if "filter_subjects" in config:
+        return list(config["filter_subjects"])
+    subject = config.get("filter_subject")
+    return [subject] if subject and subject != ">" else []
+
+
+def check_consumer_update(old: dict, new: dict) -> None:
+    """An update may change only some fields (nats-server's rules, simplified)."""
+    for key in set(old) | set(new):
+        if key not in _CONSUMER_UPDATABLE and old.get(key) != new.get(key):
+            raise ApiError(errors.CONSUMER_CREATE, err="consumer configuration update can not change %s" % key)

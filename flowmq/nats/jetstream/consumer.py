@@ -1,0 +1,572 @@
+"""A JetStream consumer: a position in a stream, and what is awaiting an ack.
+
+Push consumers deliver to their deliver subject while somebody subscribes
+to it (optionally as a queue group, with flow control and idle heartbeats);
+pull consumers deliver to the reply subject of each waiting pull request
+(batch, max_bytes, expires, no_wait). Both read the stream's store from
+``next_seq``, and redeliveries (ack wait expired, -NAK) go first.
+
+Every delivery's reply subject is ``$JS.ACK.<stream>.<consumer>.<delivery
+count>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>``, the v1 form
+that nats-py's ``msg.metadata`` reads; the client publishes the ack verb
+there (+ACK or empty, -NAK [{"delay": ns}], +WPI, +TERM, +NXT [request]).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import json
+import os
+import time
+
+from flowmq.core.message import Message
+from flowmq.core.router import filter_matches
+from flowmq.core.topics import SEPARATOR
+from flowmq.logs import logger
+from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, consumer_filter_subjects, topic_filters
+from flowmq.nats.jetstream.pull import PullRequest
+from flowmq.nats.jetstream.wire import parse_rfc3339, rfc3339, status_message
+from flowmq.nats.subjects import subject_to_topic, topic_to_subject
+
+log = logger("flowmq.jetstream")
+
+#: Bytes a push consumer with flow control sends between two flow-control requests.
+FLOW_CONTROL_WINDOW = 256 * 1024
+_PROGRESS = b"+WPI"
+_NAK = b"-NAK"
+_TERM = b"+TERM"
+_NEXT = b"+NXT"
+
+
+class _Pending:
+    """A delivered message that awaits its ack."""
+
+    __slots__ = ("consumer_seq", "deliveries", "deadline")
+
+    def __init__(self, consumer_seq: int, deliveries: int, deadline: int):
+        self.consumer_seq = consumer_seq
+        self.deliveries = deliveries
+        self.deadline = deadline  # ns; 0 while queued for redelivery
+
+
+class Consumer:
+    """One consumer of one stream."""
+
+    def __init__(self, stream, config: dict, created: int):
+        self.stream = stream
+        self.store = stream.store
+        self.broker = stream.broker
+        self.clock = stream.clock
+        self.created = created
+        self.name = config.get("name") or config.get("durable_name")
+        self.durable = "durable_name" in config
+        # Delivery state (restored by ``restore`` after a restart).
+        self.next_seq = 1
+        self.delivered_consumer_seq = 0
+        self.delivered_stream_seq = 0
+        self.ack_floor_consumer_seq = 0
+        self.ack_floor_stream_seq = 0
+        self.pending: dict = {}  # stream seq -> _Pending, in order of first delivery
+        self._redeliver = collections.deque()  # stream seqs due again, oldest first
+        self._deadlines: list = []  # heap of (deadline ns, stream seq)
+        self._last_per_subject = collections.deque()  # seqs still to send of a last_per_subject start
+        self.waiting = collections.deque()  # PullRequest, oldest first
+        self.last_active = 0
+        self._timer = None
+        self._heartbeat = None
+        self._inactivity = None
+        self._inactive_since = None
+        self._flow_bytes = 0
+        self._flow_reply = None
+        self._flow_count = 0
+        self._pumping = False
+        self._from_last_per_subject = False  # where the last _next_message came from
+        self.deleted = False
+        self.configure(config)
+        self._ack_prefix = subject_to_topic("$JS.ACK.%s.%s" % (stream.name, self.name)) + SEPARATOR
+
+    def ack_prefix_levels(self) -> tuple:
+        """The stream and consumer levels of our ack topics (the service's lookup key)."""
+        levels = self._ack_prefix.split(SEPARATOR)
+        return levels[2], levels[3]
+
+    # -- configuration and start ---------------------------------------------
+
+    def configure(self, config: dict) -> None:
+        self.config = config
+        filters = topic_filters(consumer_filter_subjects(config))
+        # A filter that takes in the whole stream is no filter (cheaper reads).
+        self.filters = None if self.stream.covers_all(filters) else filters
+        self._filter_levels = None if self.filters is None else [f.split(SEPARATOR) for f in self.filters]
+        self.ack_none = config["ack_policy"] == "none"
+        self.ack_all = config["ack_policy"] == "all"
+        self.ack_wait = config.get("ack_wait", 0)
+        self.backoff = config.get("backoff") or ()
+        self.max_deliver = config["max_deliver"]
+        self.max_ack_pending = config.get("max_ack_pending", -1)
+        self.headers_only = bool(config.get("headers_only"))
+        deliver_subject = config.get("deliver_subject")
+        self.deliver_topic = None if deliver_subject is None else subject_to_topic(deliver_subject)
+        self.flow_control = bool(config.get("flow_control"))
+        self.idle_heartbeat = config.get("idle_heartbeat", 0)
+        threshold = config.get("inactive_threshold", 0 if self.durable else DEFAULT_INACTIVE_THRESHOLD)
+        self.inactive_threshold = threshold
+
+    def start_position(self) -> None:
+        """Where a new consumer starts, from its deliver policy."""
+        config = self.config
+        policy = config["deliver_policy"]
+        state = self.store.state()
+        if policy == "all":
+            self.next_seq = max(state.first_seq, 1)
+        elif policy == "new":
+            self.next_seq = state.last_seq + 1
+        elif policy == "last":
+            newest = self._last_stored()
+            self.next_seq = newest.seq if newest is not None else state.last_seq + 1
+        elif policy == "by_start_sequence":
+            self.next_seq = config["opt_start_seq"]
+        elif policy == "by_start_time":
+            self.next_seq = self.store.seq_for_time(parse_rfc3339(config["opt_start_time"]))
+        else:  # last_per_subject: the newest message of each subject, then what comes
+            seqs = sorted(
+                stored.seq for topic_filter in (self.filters or [None])
+                for stored in self._newest_per_topic(topic_filter))
+            self._last_per_subject.extend(seqs)
+            self.next_seq = state.last_seq + 1
+        self.delivered_stream_seq = self.ack_floor_stream_seq = max(self.next_seq - 1, 0)
+
+    def _newest_per_topic(self, topic_filter):
+        for topic in self.store.topics(topic_filter):
+            stored = self.store.last_message(topic)
+            if stored is not None:
+                yield stored
+
+    def _last_stored(self):
+        newest = None
+        for topic_filter in (self.filters or [None]):
+            stored = self.store.last_message(topic_filter)
+            if stored is not None and (newest is None or stored.seq > newest.seq):
+                newest = stored
+        return newest
+
+    def activate(self) -> None:
+        """Start the timers and deliver what is there."""
+        self.last_active = time.time_ns()
+        if self.idle_heartbeat and self.deliver_topic is not None:
+            self._heartbeat = self.clock.callLater(self.idle_heartbeat / 1e9, self._send_heartbeat)
+        if self.inactive_threshold:
+            self._inactivity = self.clock.callLater(self._inactivity_period(), self._check_inactivity)
+        self._arm_timer()
+        self.pump()
+
+    def stop(self) -> None:
+        """Stop every timer; tell waiting pull requests that the consumer is gone."""
+        self.deleted = True
+        for call in (self._timer, self._heartbeat, self._inactivity):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._heartbeat = self._inactivity = None
+        while self.waiting:
+            request = self.waiting.popleft()
+            request.finish(self, b"409", b"Consumer Deleted")
+
+    # -- what the stream asks ---------------------------------------------------
+
+    def wants(self, topic: str) -> bool:
+        if self._filter_levels is None:
+            return True
+        levels = topic.split(SEPARATOR)
+        return any(filter_matches(pattern, levels) for pattern in self._filter_levels)
+
+    def has_acknowledged(self, seq: int) -> bool:
+        if seq <= self.ack_floor_stream_seq:
+            return True
+        return seq < self.next_seq and seq not in self.pending and seq not in self._last_per_subject
+
+    def on_append(self) -> None:
+        """A message was stored: deliver it if we can."""
+        if self.waiting or self.deliver_topic is not None:
+            self.pump()
+
+    # -- delivery -----------------------------------------------------------------
+
+    def num_pending(self) -> int:
+        """Messages not yet delivered (nats-server's num_pending)."""
+        count = len(self._last_per_subject)
+        if self.filters is None:
+            return count + self.store.count_pending(self.next_seq)
+        return count + sum(self.store.count_pending(self.next_seq, f) for f in self.filters)
+
+    def pump(self) -> None:
+        """Deliver while there is a target and something to deliver."""
+        if self._pumping or self.deleted:
+            return
+        self._pumping = True
+        try:
+            while True:
+                target = self._target()
+                if target is None:
+                    break
+                stored, deliveries = self._next_message()
+                if stored is None:
+                    break
+                if isinstance(target, PullRequest) and not target.fits(_size(stored)):
+                    self._unread(stored, deliveries)
+                    self.waiting.popleft()
+                    target.finish(self, b"409", b"Message Size Exceeds MaxBytes")
+                    continue
+                self._deliver(stored, deliveries, target)
+        finally:
+            self._pumping = False
+        if self.waiting:
+            self._finish_no_wait()
+
+    def _target(self):
+        """Where the next message goes: the deliver topic (push) or the oldest
+        pull request; None if nowhere right now."""
+        if self.deliver_topic is not None:
+            if self._flow_reply is not None and self._flow_bytes >= FLOW_CONTROL_WINDOW:
+                return None  # stalled until the client answers flow control
+            if not self.broker.router.has_interest(self.deliver_topic):
+                return None
+            return self.deliver_topic
+        waiting = self.waiting
+        while waiting:
+            request = waiting[0]
+            if request.batch > 0 and self.broker.router.has_interest(request.reply):
+                return request
+            waiting.popleft()
+            request.cancel_timer()
+        return None
+
+    def _next_message(self):
+        """(stored message, delivery count) of what goes next, or (None, 0)."""
+        redeliver = self._redeliver
+        while redeliver:
+            seq = redeliver[0]
+            entry = self.pending.get(seq)
+            if entry is None or entry.deadline:
+                redeliver.popleft()
+                continue
+            stored = self.store.get(seq)
+            redeliver.popleft()
+            if stored is None:  # removed meanwhile (limits, purge): nothing to redeliver
+                self._forget(seq)
+                continue
+            return stored, entry.deliveries + 1
+        if not self.ack_none and 0 < self.max_ack_pending <= len(self.pending):
+            return None, 0
+        lps = self._last_per_subject
+        while lps:
+            stored = self.store.get(lps.popleft())
+            if stored is not None:
+                self._from_last_per_subject = True
+                return stored, 1
+        self._from_last_per_subject = False
+        stored = self._next_stored(self.next_seq)
+        if stored is None:
+            return None, 0
+        self.next_seq = stored.seq + 1
+        return stored, 1
+
+    def _unread(self, stored, deliveries: int) -> None:
+        """Put back what ``_next_message`` just gave: it goes next time."""
+        if deliveries > 1:
+            self._redeliver.appendleft(stored.seq)
+        elif self._from_last_per_subject:
+            self._last_per_subject.appendleft(stored.seq)
+        else:
+            self.next_seq = stored.seq
+
+    def _next_stored(self, start: int):
+        if self.filters is None:
+            return self.store.next_message(start)
+        found = None
+        for topic_filter in self.filters:
+            stored = self.store.next_message(start, topic_filter)
+            if stored is not None and (found is None or stored.seq < found.seq):
+                found = stored
+        return found
+
+    def _deliver(self, stored, deliveries: int, target) -> None:
+        self.delivered_consumer_seq += 1
+        consumer_seq = self.delivered_consumer_seq
+        seq = stored.seq
+        if seq > self.delivered_stream_seq:
+            self.delivered_stream_seq = seq
+        now = time.time_ns()
+        self.last_active = now
+        if self.ack_none:
+            self.ack_floor_consumer_seq, self.ack_floor_stream_seq = consumer_seq, self.delivered_stream_seq
+        else:
+            deadline = now + self._wait_for(deliveries)
+            entry = self.pending.get(seq)
+            if entry is None:
+                self.pending[seq] = _Pending(consumer_seq, deliveries, deadline)
+            else:
+                entry.consumer_seq, entry.deliveries, entry.deadline = consumer_seq, deliveries, deadline
+            heapq.heappush(self._deadlines, (deadline, seq))
+            if self._timer is None:
+                self._arm_timer()
+        reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (deliveries, seq, consumer_seq, stored.timestamp, self.num_pending())
+        payload = stored.payload
+        headers = stored.headers
+        if self.headers_only:
+            headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
+            payload = b""
+        message = Message(stored.topic, payload, headers, reply)
+        size = _size(stored)
+        if isinstance(target, PullRequest):
+            target.took(size)
+            if target.done:
+                self.waiting.popleft()
+                target.cancel_timer()
+            self.broker.deliver_to(target.reply, message)
+        else:
+            self.broker.deliver_to(target, message)
+            if self.flow_control:
+                self._flow_bytes += size
+                if self._flow_reply is None and self._flow_bytes >= FLOW_CONTROL_WINDOW:
+                    self._ask_flow_control()
+        self.stream.service.consumer_changed(self)
+
+    def _wait_for(self, deliveries: int) -> int:
+        backoff = self.backoff
+        if backoff:
+            return backoff[min(deliveries, len(backoff)) - 1]
+        return self.ack_wait
+
+    # -- push extras: flow control and heartbeats ------------------------------
+
+    def _ask_flow_control(self) -> None:
+        self._flow_count += 1
+        self._flow_reply = subject_to_topic(
+            "$JS.FC.%s.%s.%d" % (self.stream.name, self.name, self._flow_count))
+        self.broker.deliver_to(self.deliver_topic, status_message(
+            self.deliver_topic, b"100", b"FlowControl Request", reply_to=self._flow_reply))
+
+    def flow_control_reply(self, topic: str) -> None:
+        """The client answered a flow-control request: the window is open again."""
+        if topic == self._flow_reply:
+            self._flow_reply = None
+            self._flow_bytes = 0
+            self.pump()
+
+    def _send_heartbeat(self) -> None:
+        self._heartbeat = self.clock.callLater(self.idle_heartbeat / 1e9, self._send_heartbeat)
+        if time.time_ns() - self.last_active < self.idle_heartbeat:
+            return
+        if not self.broker.router.has_interest(self.deliver_topic):
+            return
+        headers = [("Nats-Last-Consumer", str(self.delivered_consumer_seq)),
+                   ("Nats-Last-Stream", str(self.delivered_stream_seq))]
+        if self._flow_reply is not None:
+            headers.append(("Nats-Consumer-Stalled", topic_to_subject(self._flow_reply).decode()))
+        self.broker.deliver_to(self.deliver_topic, status_message(
+            self.deliver_topic, b"100", b"Idle Heartbeat", headers))
+
+    # -- pull requests ------------------------------------------------------------
+
+    def request_next(self, reply: str, body: bytes) -> None:
+        """A pull request (CONSUMER.MSG.NEXT or +NXT) whose messages go to ``reply``."""
+        try:
+            request = PullRequest.parse(self, reply, body)
+        except ValueError:
+            self.broker.deliver_to(reply, status_message(reply, b"400", b"Bad Request"))
+            return
+        self.last_active = time.time_ns()
+        if request.no_wait and not request.expires and not self._redeliver and not self.num_pending():
+            request.finish(self, b"404", b"No Messages")
+            return
+        if len(self.waiting) >= self.config.get("max_waiting", 512):
+            request.finish(self, b"409", b"Exceeded MaxWaiting")
+            return
+        self.waiting.append(request)
+        request.start_timer(self)
+        self.pump()
+
+    def _finish_no_wait(self) -> None:
+        """no_wait requests end at the end of the stream: 404 No Messages
+        (one that set expires and got nothing yet keeps waiting)."""
+        if self._redeliver or self.num_pending():
+            return
+        for request in list(self.waiting):
+            if request.no_wait and (not request.expires or request.delivered):
+                self.waiting.remove(request)
+                request.finish(self, b"404", b"No Messages")
+
+    def request_expired(self, request) -> None:
+        if request in self.waiting:
+            self.waiting.remove(request)
+            request.finish(self, b"408", b"Request Timeout", [
+                ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes))])
+
+    # -- acknowledgements ---------------------------------------------------------
+
+    def acknowledge(self, seq: int, body: bytes, reply) -> None:
+        """The ack verb ``body`` for the delivery of stream seq ``seq``."""
+        verb, _, rest = body.strip().partition(b" ")
+        if verb == _PROGRESS:
+            entry = self.pending.get(seq)
+            if entry is not None and entry.deadline:
+                self._set_deadline(seq, entry, time.time_ns() + self._wait_for(entry.deliveries))
+        elif verb == _NAK:
+            self._nak(seq, rest)
+        elif verb == _TERM:
+            if seq in self.pending:
+                self._settle([seq])
+        else:  # empty, +ACK or +NXT
+            self._ack(seq)
+            if verb == _NEXT and reply is not None:
+                self.request_next(reply, rest)
+        self.pump()
+
+    def _ack(self, seq: int) -> None:
+        if self.ack_all:
+            done = [s for s in self.pending if s <= seq]
+        elif seq in self.pending:
+            done = [seq]
+        else:
+            return
+        self._settle(done)
+
+    def _settle(self, seqs) -> None:
+        """These deliveries are done with (acked, terminated or out of tries)."""
+        for seq in seqs:
+            self._forget(seq)
+        self.stream.acknowledged(self, seqs)
+
+    def _forget(self, seq: int) -> None:
+        self.pending.pop(seq, None)
+        if self.pending:
+            first_seq, first = next(iter(self.pending.items()))
+            self.ack_floor_stream_seq = first_seq - 1
+            self.ack_floor_consumer_seq = first.consumer_seq - 1
+        else:
+            self.ack_floor_stream_seq = self.delivered_stream_seq
+            self.ack_floor_consumer_seq = self.delivered_consumer_seq
+        self.stream.service.consumer_changed(self)
+
+    def _nak(self, seq: int, rest: bytes) -> None:
+        entry = self.pending.get(seq)
+        if entry is None:
+            return
+        delay = 0
+        if rest:
+            try:
+                delay = int(json.loads(rest).get("delay", 0))
+            except (ValueError, AttributeError, TypeError):
+                delay = 0
+        if delay > 0:
+            self._set_deadline(seq, entry, time.time_ns() + delay)
+        else:
+            self._due(seq, entry)
+
+    def _set_deadline(self, seq: int, entry, deadline: int) -> None:
+        entry.deadline = deadline
+        heapq.heappush(self._deadlines, (deadline, seq))
+        if self._timer is None:
+            self._arm_timer()
+
+    def _due(self, seq: int, entry) -> None:
+        """Queue a pending message for redelivery, or give up on it after max_deliver."""
+        if 0 < self.max_deliver <= entry.deliveries:
+            self._settle([seq])
+            return
+        entry.deadline = 0
+        self._redeliver.append(seq)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._deadlines and not self.deleted:
+            delay = max(0.0, (self._deadlines[0][0] - time.time_ns()) / 1e9)
+            self._timer = self.clock.callLater(delay, self._deadlines_passed)
+
+    def _deadlines_passed(self) -> None:
+        self._timer = None
+        now = time.time_ns()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, seq = heapq.heappop(deadlines)
+            entry = self.pending.get(seq)
+            if entry is not None and entry.deadline == deadline:
+                self._due(seq, entry)
+        self._arm_timer()
+        self.pump()
+
+    # -- inactivity -------------------------------------------------------------
+
+    def _inactivity_period(self) -> float:
+        return max(0.05, min(1.0, self.inactive_threshold / 2e9))
+
+    def _check_inactivity(self) -> None:
+        self._inactivity = None
+        if self.deleted:
+            return
+        if self.deliver_topic is not None:
+            active = self.broker.router.has_interest(self.deliver_topic)
+        else:
+            active = bool(self.waiting) or time.time_ns() - self.last_active < self.inactive_threshold
+        now = time.time_ns()
+        if active:
+            self._inactive_since = None
+        elif self._inactive_since is None:
+            self._inactive_since = now
+        elif now - self._inactive_since >= self.inactive_threshold:
+            log.info("consumer {stream} > {name} deleted after {s:.1f} s without interest",
+                     stream=self.stream.name, name=self.name, s=self.inactive_threshold / 1e9)
+            self.stream.service.delete_consumer(self.stream, self.name)
+            return
+        self._inactivity = self.clock.callLater(self._inactivity_period(), self._check_inactivity)
+
+    # -- views and persistence -------------------------------------------------
+
+    def info(self) -> dict:
+        push_bound = self.deliver_topic is not None and self.broker.router.has_interest(self.deliver_topic)
+        document = {
+            "stream_name": self.stream.name, "name": self.name, "created": rfc3339(self.created),
+            "config": self.config,
+            "delivered": {"consumer_seq": self.delivered_consumer_seq, "stream_seq": self.delivered_stream_seq,
+                          "last_active": rfc3339(self.last_active)},
+            "ack_floor": {"consumer_seq": self.ack_floor_consumer_seq, "stream_seq": self.ack_floor_stream_seq},
+            "num_ack_pending": len(self.pending),
+            "num_redelivered": sum(1 for entry in self.pending.values() if entry.deliveries > 1),
+            "num_waiting": len(self.waiting), "num_pending": self.num_pending(),
+            "cluster": {"leader": self.stream.service.server_name}, "ts": rfc3339(time.time_ns()),
+        }
+        if push_bound:
+            document["push_bound"] = True
+        return document
+
+    def state(self) -> dict:
+        """What survives a restart (the pending ones are redelivered after it)."""
+        return {
+            "next_seq": self.next_seq,
+            "delivered": [self.delivered_consumer_seq, self.delivered_stream_seq],
+            "ack_floor": [self.ack_floor_consumer_seq, self.ack_floor_stream_seq],
+            "pending": [[seq, entry.consumer_seq, entry.deliveries] for seq, entry in self.pending.items()],
+            "last_per_subject": list(self._last_per_subject),
+        }
+
+    def restore(self, state: dict) -> None:
+        self.next_seq = state["next_seq"]
+        self.delivered_consumer_seq, self.delivered_stream_seq = state["delivered"]
+        self.ack_floor_consumer_seq, self.ack_floor_stream_seq = state["ack_floor"]
+        self._last_per_subject.extend(state.get("last_per_subject", ()))
+        for seq, consumer_seq, deliveries in state["pending"]:
+            entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)
+            self._due(seq, entry)  # not acked before the restart: deliver again
+
+
+def _size(stored) -> int:
+    """A message's size as max_bytes and flow control count it."""
+    return len(stored.payload) + len(stored.topic)
+
+
+def random_name() -> str:
+    """A name for an ephemeral consumer (nats-server uses random names too)."""
+    return os.urandom(6).hex().upper()

@@ -1,0 +1,67 @@
+"""The JetStream API's errors: JSON objects with nats-server's codes.
+
+nats-py picks the exception it raises from ``code`` (404 -> NotFoundError,
+400 -> BadRequestError, 503 -> ServiceUnavailableError ...) and, for some
+operations, from ``err_code`` (10071 -> KeyWrongLastSequenceError), so these
+are nats-server's own numbers (server/errors.json).
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An API request that fails; ``as_json()`` is the response's "error" object."""
+
+    def __init__(self, kind, **values):
+        code, err_code, description = kind
+        self.code = code
+        self.err_code = err_code
+        self.description = description.format(**values) if values else description
+        Exception.__init__(self, self.description)
+
+    def as_json(self) -> dict:
+        return {"code": self.code, "err_code": self.err_code, "description": self.description}
+
+
+# (code, err_code, description) as nats-server has them.
+BAD_REQUEST = (400, 10003, "bad request")
+INVALID_JSON = (400, 10025, "invalid JSON: {err}")
+NOT_EMPTY_REQUEST = (400, 10038, "expected an empty request payload")
+STREAM_NOT_FOUND = (404, 10059, "stream not found")
+STREAM_NAME_EXISTS = (400, 10058, "stream name already in use with a different configuration")
+STREAM_NAME_MISMATCH = (400, 10056, "stream name in subject does not match request")
+STREAM_NAME_PATH = (400, 10128, "Stream name can not contain path separators")
+STREAM_SUBJECT_OVERLAP = (400, 10065, "subjects overlap with an existing stream")
+STREAM_INVALID_CONFIG = (500, 10052, "{err}")
+STREAM_UPDATE = (500, 10069, "{err}")
+STREAM_NOT_MATCH = (400, 10060, "expected stream does not match")
+WRONG_LAST_SEQUENCE = (400, 10071, "wrong last sequence: {seq}")
+WRONG_LAST_MSG_ID = (400, 10070, "wrong last msg ID: {id}")
+STORE_FAILED = (503, 10077, "{err}")
+MESSAGE_TOO_BIG = (400, 10054, "message size exceeds maximum allowed")
+NO_MESSAGE_FOUND = (404, 10037, "no message found")
+SEQUENCE_NOT_FOUND = (400, 10043, "sequence {seq} not found")
+MSG_DELETE_FAILED = (500, 10057, "{err}")
+PURGE_FAILED = (500, 10110, "{err}")
+ROLLUP_FAILED = (500, 10111, "{err}")
+MAX_STREAMS = (400, 10027, "maximum number of streams reached")
+MAX_CONSUMERS = (400, 10026, "maximum consumers limit reached")
+CONSUMER_NOT_FOUND = (404, 10014, "consumer not found")
+CONSUMER_EXISTS = (400, 10148, "consumer already exists")
+CONSUMER_NAME_EXISTS = (400, 10013, "consumer name already in use")
+CONSUMER_CREATE = (500, 10012, "{err}")
+CONSUMER_CONFIG_REQUIRED = (400, 10078, "consumer config required")
+CONSUMER_NAME_PATH = (400, 10127, "Consumer name can not contain path separators")
+CONSUMER_NAME_MISMATCH = (400, 10017, "consumer name in subject does not match durable name in request")
+CONSUMER_DURABLE_NOT_IN_SUBJECT = (400, 10016, "consumer expected to be durable but no durable name set in subject")
+CONSUMER_FILTER_MISMATCH = (400, 10131, "Consumer create request did not match filtered subject from create subject")
+CONSUMER_FILTER_NOT_SUBSET = (400, 10093, "consumer filter subject is not a valid subset of the interest subjects")
+CONSUMER_DUPLICATE_FILTERS = (400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified")
+CONSUMER_OVERLAPPING_FILTERS = (400, 10138, "consumer subject filters cannot overlap")
+CONSUMER_INVALID_DELIVER_SUBJECT = (400, 10112, "invalid push consumer deliver subject")
+CONSUMER_WQ_EXPLICIT_ACK = (400, 10098, "workqueue stream requires explicit ack")
+CONSUMER_WQ_MULTIPLE_UNFILTERED = (400, 10099, "multiple non-filtered consumers not allowed on workqueue stream")
+CONSUMER_WQ_OVERLAP = (400, 10100, "filtered consumer not unique on workqueue stream")
+CONSUMER_MAX_DELIVER_BACKOFF = (400, 10116, "max deliver is required to be > length of backoff values")
+CONSUMER_DOES_NOT_EXIST = (400, 10149, "consumer does not exist")
+STREAM_SEALED = (400, 10109, "invalid operation on sealed stream")

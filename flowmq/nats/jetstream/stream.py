@@ -1,0 +1,266 @@
+"""A JetStream stream: a Stream destination of the core router.
+
+The stream subscribes to its subjects in the router like any consumer, so a
+message published on them by any protocol is stored, not only NATS ones. For
+each message it applies nats-server's publish rules (de-duplication by
+``Nats-Msg-Id`` within the duplicate window, the ``Nats-Expected-*``
+expectations, ``Nats-Rollup``), appends it to its store and, when the
+message has a reply topic, answers with the PubAck JSON. The PubAck is only
+queued here: the broker writes the store before any output goes out (see
+WriteBatcher), so an acknowledged message is on its way to disk first.
+
+Retention: limits (the store's), interest (a message goes once every
+consumer that wants it has acknowledged it) or work-queue (once one
+consumer has).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from flowmq.core.message import Message
+from flowmq.core.router import Subscription, filter_matches
+from flowmq.core.store import LimitExceeded, Limits
+from flowmq.core.topics import SEPARATOR
+from flowmq.logs import logger
+from flowmq.nats.jetstream import errors
+from flowmq.nats.jetstream.config import topic_filters
+from flowmq.nats.jetstream.errors import ApiError
+from flowmq.nats.jetstream.wire import dumps, header_value, rfc3339
+from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
+
+log = logger("flowmq.jetstream")
+
+_SIZE_ERROR = "message size exceeds maximum allowed"
+
+
+def store_limits(config: dict) -> Limits:
+    """The storage engine's limits for a stream configuration."""
+    return Limits(
+        max_msgs=config["max_msgs"], max_bytes=config["max_bytes"], max_age=config["max_age"],
+        max_msgs_per_subject=config["max_msgs_per_subject"], max_msg_size=config["max_msg_size"],
+        discard_new=config["discard"] == "new",
+        discard_new_per_subject=config["discard_new_per_subject"])
+
+
+class Stream:
+    """One stream: its configuration, its store, its consumers."""
+
+    # As a delivery target of the router: every message, nobody's permissions.
+    echo = True
+    permissions = None
+
+    def __init__(self, service, config: dict, store, created: int):
+        self.service = service
+        self.broker = service.broker
+        self.clock = service.clock
+        self.name = config["name"]
+        self.store = store
+        self.created = created
+        self.consumers: dict = {}
+        self._subscriptions: list = []
+        self._recent_ids: collections.OrderedDict = collections.OrderedDict()  # msg id -> (seq, ns), oldest first
+        self._last_msg_id = ""
+        self._expiry = None
+        self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
+        self.configure(config)
+
+    # -- configuration --------------------------------------------------------
+
+    def configure(self, config: dict) -> None:
+        """Take a (new) configuration: limits, subjects, expiry timer."""
+        self.config = config
+        self.filters = topic_filters(config["subjects"])
+        self._filter_levels = [f.split(SEPARATOR) for f in self.filters]
+        self.store.update_limits(store_limits(config))
+        if self._subscriptions:
+            self.detach()
+            self.attach()
+
+    def covers_all(self, topic_filters_) -> bool:
+        """Do these consumer filters take in every subject of the stream?"""
+        return not topic_filters_ or set(topic_filters_) >= set(self.filters)
+
+    def attach(self) -> None:
+        """Start taking messages: subscribe to the subjects, start expiring."""
+        for topic_filter in self.filters:
+            subscription = Subscription(self, topic_filter)
+            self.broker.router.subscribe(subscription)
+            self._subscriptions.append(subscription)
+        self._restore_recent_ids()
+        self._schedule_expiry()
+
+    def detach(self) -> None:
+        for subscription in self._subscriptions:
+            self.broker.router.unsubscribe(subscription)
+        self._subscriptions = []
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+
+    def _schedule_expiry(self) -> None:
+        max_age = self.config["max_age"]
+        if max_age and self._expiry is None:
+            self._expiry = self.clock.callLater(min(1.0, max_age / 1e9), self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self.store.expire(time.time_ns())
+        self._schedule_expiry()
+
+    # -- publishing -----------------------------------------------------------
+
+    def deliver(self, message, subscription) -> None:
+        """The router hands over a message published on one of our subjects."""
+        reply = message.reply_to
+        try:
+            ack = self.ingest(message)
+        except ApiError as e:
+            if reply is not None:
+                self.service.reply(reply, {"error": e.as_json(), "stream": self.name})
+            return
+        if reply is not None and not self.config["no_ack"]:
+            self.broker.publish(Message(reply, ack))
+
+    def ingest(self, message) -> bytes:
+        """Store one message; returns the PubAck JSON, raises ApiError if refused."""
+        config = self.config
+        if config["sealed"]:
+            raise ApiError(errors.STREAM_SEALED)
+        headers = message.headers
+        msg_id = rollup = None
+        if headers:
+            msg_id = header_value(headers, "Nats-Msg-Id")
+            if msg_id:
+                seen = self._duplicate_of(msg_id)
+                if seen:
+                    return self._ack_prefix + b'%d,"duplicate":true}' % seen
+            self._check_expectations(message.topic, headers)
+            rollup = header_value(headers, "Nats-Rollup")
+            if rollup is not None:
+                if not config["allow_rollup_hdrs"]:
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
+                if rollup not in ("sub", "all"):
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % rollup)
+        try:
+            seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
+        except LimitExceeded as e:
+            if str(e) == _SIZE_ERROR:
+                raise ApiError(errors.MESSAGE_TOO_BIG) from None
+            raise ApiError(errors.STORE_FAILED, err=str(e)) from None
+        if rollup == "sub":
+            self.store.purge(message.topic, keep=1)
+        elif rollup == "all":
+            self.store.purge(keep=1)
+        if msg_id:
+            self._remember_id(msg_id, seq, timestamp)
+        self._appended(seq, message.topic)
+        return self._ack_prefix + b"%d}" % seq
+
+    def _check_expectations(self, topic: str, headers) -> None:
+        """nats-server's publish expectations (Nats-Expected-* headers)."""
+        expected = header_value(headers, "Nats-Expected-Stream")
+        if expected is not None and expected != self.name:
+            raise ApiError(errors.STREAM_NOT_MATCH)
+        expected = header_value(headers, "Nats-Expected-Last-Sequence")
+        if expected is not None:
+            last = self.store.state().last_seq
+            if _as_int(expected) != last:
+                raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
+        expected = header_value(headers, "Nats-Expected-Last-Subject-Sequence")
+        if expected is not None:
+            newest = self.store.last_message(topic)
+            last = newest.seq if newest is not None else 0
+            if _as_int(expected) != last:
+                raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
+        expected = header_value(headers, "Nats-Expected-Last-Msg-Id")
+        if expected is not None and expected != self._last_msg_id:
+            raise ApiError(errors.WRONG_LAST_MSG_ID, id=self._last_msg_id)
+
+    def _duplicate_of(self, msg_id: str) -> int:
+        """The seq stored under ``msg_id`` within the duplicate window, or 0."""
+        self._forget_old_ids(time.time_ns())
+        seen = self._recent_ids.get(msg_id)
+        return seen[0] if seen is not None else 0
+
+    def _remember_id(self, msg_id: str, seq: int, timestamp: int) -> None:
+        self._recent_ids[msg_id] = (seq, timestamp)
+        self._recent_ids.move_to_end(msg_id)
+        self._last_msg_id = msg_id
+
+    def _forget_old_ids(self, now: int) -> None:
+        oldest = now - self.config["duplicate_window"]
+        recent = self._recent_ids
+        while recent:
+            msg_id, (seq, timestamp) = next(iter(recent.items()))
+            if timestamp >= oldest:
+                break
+            del recent[msg_id]
+
+    def _restore_recent_ids(self) -> None:
+        """After a restart: the message ids of the duplicate window, from the store."""
+        seq = self.store.seq_for_time(time.time_ns() - self.config["duplicate_window"])
+        while True:
+            stored = self.store.next_message(seq)
+            if stored is None:
+                return
+            msg_id = header_value(stored.headers, "Nats-Msg-Id")
+            if msg_id:
+                self._remember_id(msg_id, stored.seq, stored.timestamp)
+            seq = stored.seq + 1
+
+    def _appended(self, seq: int, topic: str) -> None:
+        if self.config["retention"] == "interest" and not any(c.wants(topic) for c in self.consumers.values()):
+            self.store.delete(seq)  # an interest stream keeps nothing nobody wants
+            return
+        for consumer in list(self.consumers.values()):
+            consumer.on_append()
+
+    # -- retention by acknowledgement -----------------------------------------
+
+    def acknowledged(self, consumer, seqs) -> None:
+        """``consumer`` acknowledged the messages ``seqs``; interest and
+        work-queue streams drop those that nobody else still needs."""
+        retention = self.config["retention"]
+        if retention == "limits":
+            return
+        for seq in seqs:
+            if retention == "interest":
+                stored = self.store.get(seq)
+                if stored is None or not all(
+                        c.has_acknowledged(seq) for c in self.consumers.values() if c.wants(stored.topic)):
+                    continue
+            self.store.delete(seq)
+
+    # -- views ----------------------------------------------------------------
+
+    def info(self, subjects_filter=None) -> dict:
+        state = self.store.state()
+        document = {
+            "messages": state.messages, "bytes": state.bytes,
+            "first_seq": state.first_seq, "first_ts": rfc3339(state.first_timestamp),
+            "last_seq": state.last_seq, "last_ts": rfc3339(state.last_timestamp),
+            "num_deleted": state.num_deleted, "num_subjects": state.num_subjects,
+            "consumer_count": len(self.consumers),
+        }
+        if subjects_filter:
+            try:
+                topic_filter = filter_to_topic_filter(subjects_filter)
+            except ValueError:
+                raise ApiError(errors.BAD_REQUEST) from None
+            document["subjects"] = {topic_to_subject(topic).decode(): count
+                                    for topic, count in self.store.topics(topic_filter).items()}
+        return {"config": self.config, "created": rfc3339(self.created), "state": document,
+                "cluster": {"leader": self.service.server_name}, "ts": rfc3339(time.time_ns())}
+
+    def matches(self, topic: str) -> bool:
+        levels = topic.split(SEPARATOR)
+        return any(filter_matches(pattern, levels) for pattern in self._filter_levels)
+
+
+def _as_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(errors.BAD_REQUEST) from None

@@ -1,0 +1,78 @@
+"""What JetStream's JSON and headers look like on the wire.
+
+Durations are integers of nanoseconds, times are RFC 3339 in UTC with
+nanoseconds (nats-server's Go time format), stored headers go out as a NATS
+header block (base64 in JSON), and status messages (heartbeats, pull
+results) are header-only messages with a status line.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+
+from flowmq.core.message import Message
+from flowmq.nats import codec
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+#: Go's zero time, which nats-server writes for "never".
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(ns: int) -> str:
+    """``2026-11-30T05:33:03.123456789Z`` for ns since the epoch (0 -> Go's zero time)."""
+    if not ns:
+        return ZERO_TIME
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return "%s.%09dZ" % (stamp.strftime("%Y-%m-%dT%H:%M:%S"), fraction)
+
+
+def parse_rfc3339(text: str) -> int:
+    """ns since the epoch of an RFC 3339 time (any fraction length, Z or an offset)."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    fraction = 0
+    if "." in text:
+        head, rest = text.split(".", 1)
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction = int(rest[:digits][:9].ljust(9, "0")) if digits else 0
+        text = head + rest[digits:]
+    stamp = datetime.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    delta = stamp - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + fraction
+
+
+def dumps(document) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def header_block(pairs) -> bytes:
+    return codec.encode_headers(pairs or ())
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def header_value(headers, name: str):
+    """The first value of header ``name`` (case-insensitive, as NATS headers are
+    MIME headers), or None."""
+    if headers:
+        lowered = name.lower()
+        for key, value in headers:
+            if key == name or key.lower() == lowered:
+                return value
+    return None
+
+
+def status_message(topic: str, status: bytes, description: bytes, headers=(), reply_to=None) -> Message:
+    """A header-only status message (``NATS/1.0 100 Idle Heartbeat`` ...) for
+    delivery on ``topic``."""
+    message = Message(topic, b"", (), reply_to)
+    message.wire_cache = {codec.WIRE_CACHE_HEADERS: codec.encode_headers(headers, status=status, description=description)}
+    return message

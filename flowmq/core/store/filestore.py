@@ -262,7 +262,7 @@ class FileStore(MessageStore):
     def _erase(self, seq):
         segment, index = self._locate(seq)
         offset, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
-        erased = records.encode_erased(seq, length)
+        erased = records.encode_erased(seq, segment.stamps[index], length)
         if segment is self._active and offset >= segment.written:
             start = offset - segment.written
             self._buf[start : start + length] = erased

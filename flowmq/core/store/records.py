@@ -17,7 +17,8 @@ The payload is what is left of ``length``. Markers:
 - FIRST: every sequence below ``seq`` is gone (limits, expiry, purges);
 - DELETED: the payload is a list of u64 sequences that are gone;
 - ERASED: a message overwritten in place by ``delete(erase=True)``: same
-  length as before, a valid CRC, zeroed contents, so a scan steps over it.
+  length, sequence and timestamp as before, a valid CRC, zeroed contents,
+  so a scan steps over it.
 
 Headers are encoded as, per pair, ``u16 name length, u32 value length,
 name, value`` (UTF-8, ``surrogatepass`` so any Python string round-trips).
@@ -135,9 +136,10 @@ def encode_deleted(seqs) -> bytes:
     return _record(DELETED, 0, 0, b"", b"", packed.tobytes())
 
 
-def encode_erased(seq: int, length: int) -> bytes:
-    """An ERASED record of exactly ``length`` bytes (to overwrite a message in place)."""
-    return _record(ERASED, seq, 0, b"", b"", bytes(length - HEADER_SIZE))
+def encode_erased(seq: int, timestamp: int, length: int) -> bytes:
+    """An ERASED record of exactly ``length`` bytes to overwrite a message in
+    place (it keeps the timestamp, so the segment's timestamps stay in order)."""
+    return _record(ERASED, seq, timestamp, b"", b"", bytes(length - HEADER_SIZE))
 
 
 def deleted_seqs(payload) -> array:

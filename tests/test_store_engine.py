@@ -1,0 +1,222 @@
+"""StorageEngine: fsync policies, dirty signalling, streams on disk, meta documents, safe names."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+
+from flowmq.core.store import FileStore, Limits, MemoryStore, StorageEngine, safe_name, unsafe_name
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Count os.fsync calls (they still happen)."""
+    calls = []
+    real = os.fsync
+
+    def counting(fd):
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+def test_fsync_always(tmp_path, fsyncs):
+    engine = StorageEngine(str(tmp_path), fsync="always")
+    store = engine.open_stream("s", Limits())
+    store.append("t", None, b"x")
+    assert not fsyncs
+    engine.flush_all()
+    assert fsyncs
+    count = len(fsyncs)
+    engine.flush_all()  # nothing dirty: nothing to sync
+    assert len(fsyncs) == count
+    store.append("t", None, b"y")
+    engine.flush_all()
+    assert len(fsyncs) > count
+    engine.close()
+
+
+def test_fsync_never(tmp_path, fsyncs):
+    engine = StorageEngine(str(tmp_path), fsync="never")
+    store = engine.open_stream("s", Limits())
+    for _ in range(10):
+        store.append("t", None, b"x")
+        engine.flush_all()
+    engine.write_meta("s", "config", {"a": 1})
+    assert not fsyncs
+    assert os.path.getsize(os.path.join(store.directory, "00000000000000000001.log")) > 0
+    engine.close()  # close always makes everything durable
+    assert fsyncs
+
+
+def test_fsync_interval_with_a_clock(tmp_path, fsyncs):
+    clock = Clock()
+    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock)
+    store = engine.open_stream("s", Limits())
+    store.append("t", None, b"x")
+    engine.flush_all()
+    engine.flush_all()
+    assert not fsyncs and len(clock.getDelayedCalls()) == 1
+    clock.advance(0.5)
+    assert not fsyncs
+    clock.advance(0.5)
+    assert fsyncs and not clock.getDelayedCalls()
+    count = len(fsyncs)
+    engine.flush_all()  # nothing written: no timer
+    assert not clock.getDelayedCalls()
+    engine.write_meta("s", "config", {"a": 1})
+    assert len(fsyncs) == count and len(clock.getDelayedCalls()) == 1
+    clock.advance(1.0)
+    assert len(fsyncs) == count + 2  # the document and its directory
+    store.append("t", None, b"y")
+    engine.flush_all()
+    engine.close()
+    assert not clock.getDelayedCalls()
+
+
+def test_fsync_interval_without_a_clock_syncs_in_flush_all(tmp_path, fsyncs):
+    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=0.0)
+    store = engine.open_stream("s", Limits())
+    store.append("t", None, b"x")
+    engine.flush_all()
+    assert fsyncs
+    engine.close()
+
+
+def test_unknown_policy_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        StorageEngine(str(tmp_path), fsync="sometimes")
+
+
+def test_on_dirty_once_per_dirty_period(tmp_path):
+    calls = []
+    engine = StorageEngine(str(tmp_path), on_dirty=lambda: calls.append(1))
+    one = engine.open_stream("one", Limits())
+    two = engine.open_stream("two", Limits())
+    memory = engine.open_stream("mem", Limits(), storage="memory")
+    memory.append("t", None, b"x")
+    assert calls == []
+    one.append("t", None, b"x")
+    one.append("t", None, b"x")
+    two.append("t", None, b"x")
+    two.delete(1)
+    assert calls == [1]
+    engine.flush_all()
+    assert os.path.getsize(os.path.join(two.directory, "tombstones.log")) > 0
+    one.purge()
+    assert calls == [1, 1]
+    engine.flush_all()
+    engine.flush_all()
+    assert calls == [1, 1]
+    engine.close()
+
+
+def test_open_stream_kinds_and_reuse(tmp_path):
+    engine = StorageEngine(str(tmp_path))
+    store = engine.open_stream("s", Limits(max_msgs=5))
+    assert isinstance(store, FileStore)
+    assert engine.open_stream("s", Limits(max_msgs=3)) is store and store.limits.max_msgs == 3
+    with pytest.raises(ValueError):
+        engine.open_stream("s", Limits(), storage="memory")
+    assert isinstance(engine.open_stream("m", None, storage="memory"), MemoryStore)
+    with pytest.raises(ValueError):
+        engine.open_stream("x", Limits(), storage="tape")
+    with pytest.raises(ValueError):
+        engine.open_stream("", Limits())
+    engine.close()
+
+
+def test_streams_persist_and_are_listed(tmp_path):
+    names = ["orders", "a/b.c", "..", "caf\u00e9 %2F", "tab\there"]
+    engine = StorageEngine(str(tmp_path), segment_bytes=200)
+    for name in names:
+        store = engine.open_stream(name, Limits())
+        for i in range(10):
+            store.append("t/%d" % i, None, name.encode("utf-8"), timestamp=i)
+    engine.open_stream("memory-only", Limits(), storage="memory")
+    engine.close()
+    for entry in os.listdir(tmp_path / "streams"):
+        assert re.fullmatch(r"[A-Za-z0-9_%-]+", entry)
+    engine = StorageEngine(str(tmp_path), segment_bytes=200)
+    assert engine.stream_names() == sorted(names)
+    for name in names:
+        store = engine.open_stream(name, Limits())
+        assert store.state().messages == 10 and store.get(10).payload == name.encode("utf-8")
+    engine.close()
+
+
+def test_remove_stream_deletes_its_files(tmp_path):
+    engine = StorageEngine(str(tmp_path))
+    store = engine.open_stream("gone", Limits())
+    store.append("t", None, b"x")
+    engine.write_meta("gone", "config", {"x": 1})
+    engine.open_stream("kept", Limits())
+    directory = store.directory
+    engine.remove_stream("gone")
+    assert not os.path.exists(directory)
+    assert engine.stream_names() == ["kept"]
+    assert engine.read_meta("gone", "config") is None
+    fresh = engine.open_stream("gone", Limits())
+    assert fresh is not store and fresh.state().last_seq == 0
+    engine.close()
+
+
+def test_meta_documents(tmp_path):
+    engine = StorageEngine(str(tmp_path), fsync="always")
+    assert engine.read_meta("s", "config") is None and engine.meta_keys("s") == []
+    engine.write_meta("s", "config", {"name": "s", "subjects": ["a.>"], "max_msgs": -1})
+    engine.write_meta("s", "consumer.alpha", {"ack_floor": 5})
+    engine.write_meta("s", "consumer.b/../x", [1, 2, "\u00e9"])
+    engine.write_meta("s", "consumer.alpha", {"ack_floor": 6})
+    assert engine.read_meta("s", "consumer.alpha") == {"ack_floor": 6}
+    assert engine.meta_keys("s") == ["config", "consumer.alpha", "consumer.b/../x"]
+    assert engine.meta_keys("s", "consumer.") == ["consumer.alpha", "consumer.b/../x"]
+    engine.delete_meta("s", "consumer.alpha")
+    engine.delete_meta("s", "consumer.alpha")  # already gone: fine
+    engine.close()
+    engine = StorageEngine(str(tmp_path))
+    assert engine.meta_keys("s") == ["config", "consumer.b/../x"]
+    assert engine.read_meta("s", "consumer.b/../x") == [1, 2, "\u00e9"]
+    assert engine.read_meta("s", "config")["subjects"] == ["a.>"]
+    meta_dir = os.path.join(str(tmp_path), "streams", "s", "meta")
+    assert not [name for name in os.listdir(meta_dir) if name.endswith(".tmp")]
+    engine.close()
+
+
+def test_unreadable_meta_document_is_none_with_a_warning(tmp_path):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        engine = StorageEngine(str(tmp_path))
+        engine.write_meta("s", "config", {"a": 1})
+        path = os.path.join(str(tmp_path), "streams", "s", "meta", "config.json")
+        with open(path, "wb") as handle:
+            handle.write(b'{"a": ')
+        assert engine.read_meta("s", "config") is None
+        engine.close()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert any("meta document config is unreadable" in formatEvent(e) for e in events)
+
+
+@given(st.text(min_size=1))
+def test_safe_names_are_reversible_and_safe(name):
+    safe = safe_name(name)
+    assert unsafe_name(safe) == name
+    assert re.fullmatch(r"[A-Za-z0-9_%-]+", safe)
+
+
+def test_safe_name_examples():
+    assert safe_name("orders") == "orders"
+    assert safe_name("a/b.c") == "a%2Fb%2Ec"
+    assert safe_name("..") == "%2E%2E"
+    assert safe_name("50%") == "50%25"
+    assert unsafe_name("50%25") == "50%"

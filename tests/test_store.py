@@ -133,6 +133,24 @@ def test_next_message_wildcard_matching_many_topics(harness):
     assert store.last_message("k/+").seq == 201
 
 
+def test_next_message_wildcard_with_very_many_topics(harness):
+    store = harness.make()
+    for i in range(1100):
+        store.append("u/%d/x" % i if i % 10 else "u/%d/y" % i, None, b"", timestamp=i)
+    assert seqs_of(store, "u/+/y") == list(range(1, 1101, 10))
+    store.append("u/new/y", None, b"", timestamp=2000)  # a new topic: the list is stale
+    assert store.next_message(1092, "u/+/y").seq == 1101
+    assert store.count_pending(1000, "u/+/y") == 11
+    assert store.topics("u/+/y")["u/new/y"] == 1
+
+
+def test_closed_file_store_refuses_appends(tmp_path):
+    store = FileStore(str(tmp_path), Limits())
+    store.close()
+    with pytest.raises(ValueError):
+        store.append("t", None, b"")
+
+
 def test_last_message(harness):
     store = harness.make()
     fill(store, ["a/1", "b/1", "a/2", "b/2"])

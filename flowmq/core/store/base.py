@@ -8,8 +8,10 @@ bookkeeping here is the same for both:
 
 - ``_topics``: topic -> ``TopicSeqs``, the sorted sequences of the topic's
   live messages. Literal filters are answered from it with bisect; wildcard
-  filters from the topics that match them (cached per filter until the set
-  of topics changes), or by a scan when they match many topics.
+  filters from the topics that match them (listed with ``filter_matches``
+  and cached per filter until a topic comes or goes). ``next_message``
+  scans the messages instead when a wildcard matches many topics, or when
+  the stream has so many topics that listing them again would cost more.
 - counters: live messages, live bytes, first and last sequence.
 
 Sequences start at 1, grow by one per append and are never reused.
@@ -39,9 +41,12 @@ MAX_BYTES = "maximum bytes exceeded"
 MAX_MSGS_PER_SUBJECT = "maximum messages per subject exceeded"
 MAX_MSG_SIZE = "message size exceeds maximum allowed"
 
-#: A wildcard filter that matches more topics than this is answered by a
-#: scan over the messages rather than by merging per-topic indexes.
+#: next_message answers a wildcard filter that matches more topics than this
+#: by a scan over the messages rather than by merging per-topic indexes ...
 _MERGE_LIMIT = 64
+#: ... and scans at once, without listing the matching topics, when the
+#: stream has more topics than this and the list is out of date.
+_MATCH_TOPICS = 1024
 
 
 class LimitExceeded(Exception):
@@ -426,11 +431,10 @@ class MessageStore:
         """The live message ``seq`` as a StoredMessage, or None."""
         return self._load(seq)
 
-    def _matching(self, topic_filter):
-        """The TopicSeqs of the topics that ``topic_filter`` matches."""
+    def _matching_topics(self, topic_filter) -> list:
+        """The topics that ``topic_filter`` matches (cached while no topic comes or goes)."""
         if not is_wildcard_filter(topic_filter):
-            seqs = self._topics.get(topic_filter)
-            return [seqs] if seqs is not None else []
+            return [topic_filter] if topic_filter in self._topics else []
         cached = self._filter_cache.get(topic_filter)
         if cached is None or cached[0] != self._topics_version:
             pattern = topic_filter.split(SEPARATOR)
@@ -438,8 +442,12 @@ class MessageStore:
             if len(self._filter_cache) >= 256:
                 self._filter_cache.clear()
             cached = self._filter_cache[topic_filter] = (self._topics_version, topics)
+        return cached[1]
+
+    def _matching(self, topic_filter) -> list:
+        """The TopicSeqs of the topics that ``topic_filter`` matches."""
         topics = self._topics
-        return [topics[t] for t in cached[1]]
+        return [topics[topic] for topic in self._matching_topics(topic_filter)]
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""
@@ -460,14 +468,17 @@ class MessageStore:
         if topic_filter is None:
             seq = self._next_live(start_seq)
             return seq if seq <= self._last else None
-        matching = self._matching(topic_filter)
-        if len(matching) <= _MERGE_LIMIT:
-            best = None
-            for seqs in matching:
-                index = seqs.index(start_seq)
-                if index < len(seqs.seqs) and (best is None or seqs.seqs[index] < best):
-                    best = seqs.seqs[index]
-            return best
+        cached = self._filter_cache.get(topic_filter)
+        fresh = cached is not None and cached[0] == self._topics_version
+        if fresh or len(self._topics) <= _MATCH_TOPICS or not is_wildcard_filter(topic_filter):
+            matching = self._matching(topic_filter)
+            if len(matching) <= _MERGE_LIMIT:
+                best = None
+                for seqs in matching:
+                    index = seqs.index(start_seq)
+                    if index < len(seqs.seqs) and (best is None or seqs.seqs[index] < best):
+                        best = seqs.seqs[index]
+                return best
         pattern = topic_filter.split(SEPARATOR)
         verdicts: dict = {}
         for seq, topic in self._iter_live(start_seq):
@@ -515,11 +526,7 @@ class MessageStore:
         """Topic -> number of live messages, for the topics matching the filter."""
         if topic_filter is None or topic_filter == MULTI_LEVEL:
             return {topic: len(seqs) for topic, seqs in self._topics.items()}
-        if not is_wildcard_filter(topic_filter):
-            seqs = self._topics.get(topic_filter)
-            return {topic_filter: len(seqs)} if seqs is not None else {}
-        self._matching(topic_filter)
-        return {topic: len(self._topics[topic]) for topic in self._filter_cache[topic_filter][1]}
+        return {topic: len(self._topics[topic]) for topic in self._matching_topics(topic_filter)}
 
     def state(self) -> StreamState:
         count = self._count

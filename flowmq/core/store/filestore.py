@@ -213,6 +213,8 @@ class FileStore(MessageStore):
     # -- the storage primitives ------------------------------------------------
 
     def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+        if self._closed:
+            raise ValueError("stream %s: the store is closed" % (self.name,))
         active = self._active
         if active.size >= self.segment_bytes and active.seqs:
             self._roll()
@@ -310,13 +312,15 @@ class FileStore(MessageStore):
         return segment.stamps[index]
 
     def _segments_from(self, seq):
-        return self._segments[max(bisect_right(self._bases, seq) - 1, 0) :]
+        """The segments that may hold ``seq`` or later ones (no copy of the list)."""
+        segments = self._segments
+        return (segments[i] for i in range(max(bisect_right(self._bases, seq) - 1, 0), len(segments)))
 
     def _next_live(self, seq):
         for segment in self._segments_from(seq):
             seqs = segment.seqs
             if seqs and seqs[-1] >= seq:
-                index = segment.live.find(1, bisect_left(seqs, seq))
+                index = segment.live.find(1, segment.position(seq))
                 if index >= 0:
                     return seqs[index]
         return self._last + 1
@@ -332,7 +336,7 @@ class FileStore(MessageStore):
     def _iter_live(self, start_seq):
         for segment in self._segments_from(start_seq):
             seqs, topics, live = segment.seqs, segment.topics, segment.live
-            index = live.find(1, bisect_left(seqs, start_seq))
+            index = live.find(1, segment.position(start_seq))
             while index >= 0:
                 yield seqs[index], topics[index]
                 index = live.find(1, index + 1)

@@ -101,17 +101,19 @@ class Segment:
         else:
             self.dead_bytes += size + records.SIZE_DELTA
 
+    def position(self, seq: int) -> int:
+        """The first entry whose sequence is >= seq (``len(seqs)`` if none)."""
+        seqs = self.seqs
+        if seqs:
+            index = seq - seqs[0]  # entries are consecutive until a compaction
+            if 0 <= index < len(seqs) and seqs[index] == seq:
+                return index
+        return bisect_left(seqs, seq)
+
     def find(self, seq: int) -> int:
         """The entry of ``seq``, or -1."""
-        seqs = self.seqs
-        if not seqs:
-            return -1
-        index = seq - seqs[0]  # entries are consecutive until a compaction
-        if not (0 <= index < len(seqs) and seqs[index] == seq):
-            index = bisect_left(seqs, seq)
-            if index == len(seqs) or seqs[index] != seq:
-                return -1
-        return index
+        index = self.position(seq)
+        return index if index < len(self.seqs) and self.seqs[index] == seq else -1
 
     def kill(self, index: int) -> None:
         """Mark an entry no longer live."""

@@ -19,8 +19,11 @@ from flowmq.nats.jetstream.config import (
 )
 from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
+from flowmq.logs import logger
 from flowmq.nats.jetstream.wire import b64, header_block, rfc3339, status_message
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
+
+log = logger("flowmq.jetstream")
 
 _PAGE = 256  # entries per page of the LIST and NAMES answers
 _TYPE = "io.nats.jetstream.api.v1.%s_response"
@@ -88,6 +91,10 @@ class JetStreamApi:
         except ApiError as e:
             self.errors += 1
             document = {"error": e.as_json()}
+        except Exception as e:  # a bug must cost one request, not the requester's connection
+            log.failure("JetStream API request on {topic} failed", topic=message.topic)
+            self.errors += 1
+            document = {"error": ApiError(errors.INTERNAL, err=type(e).__name__).as_json()}
         document["type"] = _TYPE % kind
         self.service.reply(reply, document)
 

@@ -20,6 +20,9 @@ DEFAULT_DUPLICATE_WINDOW = 120 * SECOND
 DEFAULT_ACK_WAIT = 30 * SECOND
 DEFAULT_INACTIVE_THRESHOLD = 5 * SECOND
 MAX_NAME_LENGTH = 255
+#: Most subjects of one stream, and filter subjects of one consumer (the
+#: overlap checks are quadratic in them).
+MAX_SUBJECTS = 1000
 _NAME_FORBIDDEN = frozenset(" \t\r\n\x0b\x0c.*>")
 
 STREAM_DEFAULTS = {
@@ -29,8 +32,8 @@ STREAM_DEFAULTS = {
     "deny_purge": False, "allow_rollup_hdrs": False, "allow_direct": False, "mirror_direct": False,
     "discard_new_per_subject": False, "no_ack": False, "compression": "none", "consumer_limits": {},
 }
-_STREAM_OPTIONAL = ("description", "metadata", "first_seq")
-_STREAM_UNSUPPORTED = ("mirror", "sources", "republish", "subject_transform")
+_STREAM_OPTIONAL = ("description", "metadata")
+_STREAM_UNSUPPORTED = ("mirror", "sources", "republish", "subject_transform", "first_seq")
 _STREAM_CHOICES = {"retention": ("limits", "interest", "workqueue"), "discard": ("old", "new"),
                    "storage": ("file", "memory"), "compression": ("none", "s2")}
 
@@ -74,6 +77,42 @@ def _integer(config, key, minimum=-1):
     return value
 
 
+_STRING_FIELDS = frozenset((
+    "name", "durable_name", "description", "deliver_subject", "deliver_group", "filter_subject",
+    "opt_start_time", "sample_freq", "retention", "discard", "storage", "compression",
+    "deliver_policy", "ack_policy", "replay_policy",
+))
+_BOOLEAN_FIELDS = frozenset((
+    "flow_control", "headers_only", "mem_storage", "sealed", "deny_delete", "deny_purge",
+    "allow_rollup_hdrs", "allow_direct", "mirror_direct", "discard_new_per_subject", "no_ack",
+))
+_INTEGER_FIELDS = frozenset((
+    "ack_wait", "max_deliver", "max_waiting", "max_ack_pending", "idle_heartbeat", "inactive_threshold",
+    "max_batch", "max_expires", "max_bytes", "opt_start_seq", "rate_limit_bps", "num_replicas",
+    "max_consumers", "max_msgs", "max_age", "max_msgs_per_subject", "max_msg_size", "duplicate_window",
+    "first_seq",
+))
+#: Largest number a configuration may hold (nats-server's are Go int64s).
+_MAX_INTEGER = 2 ** 63 - 1
+
+
+def _check_types(config: dict, error) -> None:
+    """Every known field has its JSON type (nats-server rejects the request otherwise)."""
+    for key, value in config.items():
+        if key in _STRING_FIELDS:
+            ok = isinstance(value, str)
+        elif key in _BOOLEAN_FIELDS:
+            ok = isinstance(value, bool)
+        elif key in _INTEGER_FIELDS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= _MAX_INTEGER
+        elif key == "metadata":
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        else:
+            continue
+        if not ok:
+            raise ApiError(error, err="invalid value for %s: %r" % (key, value))
+
+
 def _choices(config, choices):
     for key, allowed in choices.items():
         if config[key] not in allowed:
@@ -102,10 +141,13 @@ def stream_config(request: dict) -> dict:
     subjects = request.get("subjects") or [config["name"]]
     if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
         raise ApiError(errors.STREAM_INVALID_CONFIG, err="subjects must be a list of subjects")
+    if len(subjects) > MAX_SUBJECTS:
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="more than %d subjects" % MAX_SUBJECTS)
     config["subjects"] = subjects
     for key, default in STREAM_DEFAULTS.items():
         value = request.get(key)
         config[key] = default if value is None else value
+    _check_types(config, errors.STREAM_INVALID_CONFIG)
     _choices(config, _STREAM_CHOICES)
     for key in ("max_consumers", "max_msgs", "max_bytes", "max_msgs_per_subject", "max_msg_size"):
         if _integer(config, key) == 0:
@@ -145,6 +187,7 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
     for key, default in CONSUMER_DEFAULTS.items():
         value = request.get(key)
         config[key] = default if value is None else value
+    _check_types(config, errors.CONSUMER_CREATE)
     _choices(config, _CONSUMER_CHOICES)
     for key in ("name", "durable_name"):
         if key in config:
@@ -203,7 +246,11 @@ def _check_start(config: dict) -> None:
 def _check_filters(config: dict, stream_config_: dict) -> None:
     if "filter_subject" in config and "filter_subjects" in config:
         raise ApiError(errors.CONSUMER_DUPLICATE_FILTERS)
+    if not isinstance(config.get("filter_subjects", []), list) or not isinstance(config.get("filter_subject", ""), str):
+        raise ApiError(errors.CONSUMER_CREATE, err="filter subjects must be subjects")
     subjects = consumer_filter_subjects(config)
+    if len(subjects) > MAX_SUBJECTS:
+        raise ApiError(errors.CONSUMER_CREATE, err="at most %d filter subjects" % MAX_SUBJECTS)
     if not all(isinstance(s, str) and s for s in subjects):
         raise ApiError(errors.CONSUMER_CREATE, err="consumer filter in FilterSubjects cannot be empty")
     filters = topic_filters(subjects)

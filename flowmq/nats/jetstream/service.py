@@ -228,7 +228,11 @@ class JetStream(service.Service):
             seq = int(levels[5])
         except ValueError:
             return
-        consumer.acknowledge(seq, message.payload, message.reply_to)
+        try:
+            consumer.acknowledge(seq, message.payload, message.reply_to)
+        except Exception:  # a bug must cost one ack, not the client's connection
+            log.failure("ack {topic} failed", topic=message.topic)
+            return
         if message.reply_to is not None and not message.payload.startswith(b"+NXT"):
             self.broker.publish(Message(message.reply_to, b""))  # ack_sync waits for this
 

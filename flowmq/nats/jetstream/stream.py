@@ -120,6 +120,12 @@ class Stream:
             if reply is not None:
                 self.service.reply(reply, {"error": e.as_json(), "stream": self.name})
             return
+        except Exception as e:  # the store failed: refuse this message, keep the publisher
+            log.failure("stream {name}: storing a message on {topic} failed", name=self.name, topic=message.topic)
+            if reply is not None:
+                failed = ApiError(errors.STORE_FAILED, err="%s: %s" % (type(e).__name__, e))
+                self.service.reply(reply, {"error": failed.as_json(), "stream": self.name})
+            return
         if reply is not None and not self.config["no_ack"]:
             self.broker.publish(Message(reply, ack))
 

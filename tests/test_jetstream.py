@@ -607,3 +607,21 @@ def test_bad_requests_get_json_errors(raw_client):
     # The broker is still fine.
     client.send(b"PING\r\n")
     assert client.read_line() == b"PONG"
+
+
+def test_a_stream_on_everything_must_not_acknowledge(broker):
+    """As nats-server: subjects that take in the API need no_ack."""
+    async def main():
+        nc, js = await _connect(broker)
+        with pytest.raises(nats.js.errors.APIError) as refused:
+            await js.add_stream(name="ALL", subjects=[">"])
+        await js.add_stream(name="ALL", subjects=[">"], no_ack=True)
+        await nc.publish("anything.at.all", b"x")
+        await nc.flush()
+        info = await js.stream_info("ALL")
+        await nc.close()
+        return refused.value, info
+
+    refused, info = run(main())
+    assert refused.err_code == 10052
+    assert info.state.messages >= 1

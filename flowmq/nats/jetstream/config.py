@@ -23,6 +23,7 @@ MAX_NAME_LENGTH = 255
 #: Most subjects of one stream, and filter subjects of one consumer (the
 #: overlap checks are quadratic in them).
 MAX_SUBJECTS = 1000
+_API_FILTER = "$JS/API/#"
 _NAME_FORBIDDEN = frozenset(" \t\r\n\x0b\x0c.*>")
 
 STREAM_DEFAULTS = {
@@ -165,6 +166,10 @@ def stream_config(request: dict) -> dict:
         raise ApiError(errors.STREAM_INVALID_CONFIG,
                        err="discard new per subject requires discard new policy and max msgs per subject to be set")
     filters = topic_filters(subjects)
+    if not config["no_ack"] and any(filters_overlap(f, _API_FILTER) for f in filters):
+        # PubAcks to API requests would be answers to the requests themselves.
+        raise ApiError(errors.STREAM_INVALID_CONFIG,
+                       err="subjects that overlap with jetstream api require no-ack to be true")
     if len(set(filters)) != len(filters) or any(
             filters_overlap(a, b) for i, a in enumerate(filters) for b in filters[i + 1:]):
         raise ApiError(errors.STREAM_INVALID_CONFIG, err="subjects overlap")

@@ -20,18 +20,19 @@ purge.
   batches flushes (``flush_all``) and applies the fsync policy, and keeps
   small JSON documents (stream config, consumer state) beside each stream.
 
-Both stores share their bookkeeping and limit rules (base.py), so they
-behave alike; the tests run one suite against both.
+The interface's data types are in datatypes.py. Both stores share their
+bookkeeping and limit rules (base.py), so they behave alike; the tests run
+one suite against both.
 """
 
-from flowmq.core.store.base import (
+from flowmq.core.store.base import MessageStore
+from flowmq.core.store.datatypes import (
     MAX_BYTES,
     MAX_MSG_SIZE,
     MAX_MSGS,
     MAX_MSGS_PER_SUBJECT,
-    Limits,
     LimitExceeded,
-    MessageStore,
+    Limits,
     StoredMessage,
     StreamState,
 )

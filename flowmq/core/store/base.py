@@ -1,4 +1,4 @@
-"""What every message store shares: the data types, limits and per-topic bookkeeping.
+"""What every message store shares: limits enforcement and per-topic bookkeeping.
 
 ``MessageStore`` implements the whole public interface (append with limits,
 lookups by filter, delete, purge, expiry, state) on top of a handful of
@@ -33,13 +33,17 @@ from array import array
 from bisect import bisect_left
 
 from flowmq.core.router import filter_matches
+from flowmq.core.store.datatypes import (
+    MAX_BYTES,
+    MAX_MSG_SIZE,
+    MAX_MSGS,
+    MAX_MSGS_PER_SUBJECT,
+    LimitExceeded,
+    Limits,
+    StreamState,
+)
 from flowmq.core.store.records import OVERHEAD, encode_headers
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
-
-MAX_MSGS = "maximum messages exceeded"
-MAX_BYTES = "maximum bytes exceeded"
-MAX_MSGS_PER_SUBJECT = "maximum messages per subject exceeded"
-MAX_MSG_SIZE = "message size exceeds maximum allowed"
 
 #: next_message answers a wildcard filter that matches more topics than this
 #: by a scan over the messages rather than by merging per-topic indexes ...
@@ -47,100 +51,6 @@ _MERGE_LIMIT = 64
 #: ... and scans at once, without listing the matching topics, when the
 #: stream has more topics than this and the list is out of date.
 _MATCH_TOPICS = 1024
-
-
-class LimitExceeded(Exception):
-    """An append refused by a limit; ``str(e)`` is one of the four messages above."""
-
-
-class StoredMessage:
-    """One stored message. ``size`` is what it counts toward ``max_bytes``:
-    UTF-8 topic + encoded headers + payload + 16 (see records.py)."""
-
-    __slots__ = ("seq", "topic", "headers", "payload", "timestamp", "size")
-
-    def __init__(self, seq, topic, headers, payload, timestamp, size):
-        self.seq = seq
-        self.topic = topic
-        self.headers = headers
-        self.payload = payload
-        self.timestamp = timestamp
-        self.size = size
-
-    def __eq__(self, other):
-        if not isinstance(other, StoredMessage):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    def __repr__(self):
-        return "<StoredMessage seq=%d %r %d bytes>" % (self.seq, self.topic, len(self.payload))
-
-
-class Limits:
-    """A stream's retention limits. -1 (or 0) means unlimited; ``max_age`` is
-    in nanoseconds (0 = unlimited). ``discard_new``: refuse appends beyond
-    ``max_msgs``/``max_bytes`` instead of dropping the oldest.
-    ``discard_new_per_subject``: refuse appends beyond ``max_msgs_per_subject``
-    instead of dropping the subject's oldest. ``max_msg_size`` is compared
-    with the encoded headers plus the payload (as nats-server does)."""
-
-    __slots__ = (
-        "max_msgs",
-        "max_bytes",
-        "max_age",
-        "max_msgs_per_subject",
-        "max_msg_size",
-        "discard_new",
-        "discard_new_per_subject",
-    )
-
-    def __init__(
-        self,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        max_msgs_per_subject=-1,
-        max_msg_size=-1,
-        discard_new=False,
-        discard_new_per_subject=False,
-    ):
-        self.max_msgs = max_msgs
-        self.max_bytes = max_bytes
-        self.max_age = max_age
-        self.max_msgs_per_subject = max_msgs_per_subject
-        self.max_msg_size = max_msg_size
-        self.discard_new = discard_new
-        self.discard_new_per_subject = discard_new_per_subject
-
-    def __repr__(self):
-        return "Limits(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
-
-
-class StreamState:
-    """A snapshot of a store's counters (see the module docstring for first_seq)."""
-
-    __slots__ = (
-        "messages",
-        "bytes",
-        "first_seq",
-        "first_timestamp",
-        "last_seq",
-        "last_timestamp",
-        "num_deleted",
-        "num_subjects",
-    )
-
-    def __init__(self, **values):
-        for name in self.__slots__:
-            setattr(self, name, values.get(name, 0))
-
-    def __eq__(self, other):
-        if not isinstance(other, StreamState):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    def __repr__(self):
-        return "StreamState(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
 
 
 class TopicSeqs:

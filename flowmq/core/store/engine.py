@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 
-from flowmq.core.store.base import Limits
+from flowmq.core.store.datatypes import Limits
 from flowmq.core.store.files import fsync_path, log, replace_file
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore

@@ -43,7 +43,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 
 from flowmq.core.store import records
-from flowmq.core.store.base import MessageStore, StoredMessage, TopicSeqs
+from flowmq.core.store.base import MessageStore, TopicSeqs
+from flowmq.core.store.datatypes import StoredMessage
 from flowmq.core.store.files import fsync_path, log, truncate_torn_tail, write_all
 from flowmq.core.store.segment import Segment
 from flowmq.core.store.tombstones import TombstoneLog
@@ -424,42 +425,10 @@ class FileStore(MessageStore):
         self._rewrite_tombstones()
 
     def _rewrite_segment(self, segment) -> None:
-        """Copy a sealed segment's live records to a new file that replaces it."""
         fd = self._read_fds.pop(segment.path, None)
         if fd is not None:
             os.close(fd)
-        with open(segment.path, "rb") as handle:
-            data = handle.read()
-        keep = []
-        index = segment.live.find(1)
-        while index >= 0:
-            keep.append(index)
-            index = segment.live.find(1, index + 1)
-        chunks, offsets, offset = [], array("Q"), 0
-        for index in keep:
-            start, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
-            chunks.append(data[start : start + length])
-            offsets.append(offset)
-            offset += length
-        temp = segment.path + ".tmp"
-        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(out, b"".join(chunks))
-            os.fsync(out)
-        finally:
-            os.close(out)
-        os.replace(temp, segment.path)
-        seqs, stamps, sizes, topics = segment.seqs, segment.stamps, segment.sizes, segment.topics
-        segment.reset()
-        segment.seqs = array("Q", [seqs[i] for i in keep])
-        segment.offsets = offsets
-        segment.stamps = array("q", [stamps[i] for i in keep])
-        segment.sizes = array("I", [sizes[i] for i in keep])
-        segment.topics = [topics[i] for i in keep]
-        segment.live = bytearray(b"\x01") * len(keep)
-        segment.live_count = len(keep)
-        segment.size = segment.written = offset
-        segment.write_index()
+        segment.compact()
         self._dir_changed = True
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 
-from flowmq.core.store.base import MessageStore, StoredMessage
+from flowmq.core.store.base import MessageStore
+from flowmq.core.store.datatypes import StoredMessage
 
 #: Cut the removed head off the list once it is this long and half the list.
 _TRIM = 1024

@@ -28,6 +28,7 @@ from array import array
 from bisect import bisect_left
 
 from flowmq.core.store import records
+from flowmq.core.store.files import replace_file
 
 SEGMENT_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"
@@ -210,6 +211,35 @@ class Segment:
         self.live_count = count
         self.size = self.written = size
         return True
+
+    def compact(self) -> None:
+        """Copy the live records to a new file that replaces this one (temp
+        file, fsync, rename); the index and .idx follow."""
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        keep = []
+        index = self.live.find(1)
+        while index >= 0:
+            keep.append(index)
+            index = self.live.find(1, index + 1)
+        chunks, offsets, offset = [], array("Q"), 0
+        for index in keep:
+            start, length = self.offsets[index], self.sizes[index] + records.SIZE_DELTA
+            chunks.append(data[start : start + length])
+            offsets.append(offset)
+            offset += length
+        replace_file(self.path, b"".join(chunks), durable=True)
+        seqs, stamps, sizes, topics = self.seqs, self.stamps, self.sizes, self.topics
+        self.reset()
+        self.seqs = array("Q", [seqs[i] for i in keep])
+        self.offsets = offsets
+        self.stamps = array("q", [stamps[i] for i in keep])
+        self.sizes = array("I", [sizes[i] for i in keep])
+        self.topics = [topics[i] for i in keep]
+        self.live = bytearray(b"\x01") * len(keep)
+        self.live_count = len(keep)
+        self.size = self.written = offset
+        self.write_index()
 
     def remove_files(self) -> None:
         for path in (self.path, self.index_path):

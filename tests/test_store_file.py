@@ -337,6 +337,8 @@ LIMITS = st.sampled_from(
         Limits(max_msgs=6, discard_new=True),
         Limits(max_msgs_per_subject=1, discard_new_per_subject=True),
         Limits(max_age=20),
+        Limits(max_bytes=250, discard_new=True),
+        Limits(max_msgs=5, max_msgs_per_subject=2, discard_new=True, max_msg_size=30),
     ]
 )
 

@@ -392,18 +392,20 @@ class FileStore(MessageStore):
     def _removed_in_segments(self) -> array:
         """The removed sequences from first_seq on that segments still hold."""
         removed = array("Q")
-        first = self._first
-        for segment in self._segments:
+        for segment in self._segments_from(self._first):
             seqs, live = segment.seqs, segment.live
-            index = live.find(0)
+            index = live.find(0, segment.position(self._first))
             while index >= 0:
-                if seqs[index] >= first:
-                    removed.append(seqs[index])
+                removed.append(seqs[index])
                 index = live.find(0, index + 1)
         return removed
 
     def _snapshot_size(self) -> int:
-        dead = sum(len(segment.seqs) - segment.live_count for segment in self._segments)
+        """The bytes a rewritten tombstone file would have."""
+        dead = 0
+        for segment in self._segments_from(self._first):
+            start = segment.position(self._first)
+            dead += len(segment.seqs) - start - segment.live.count(1, start)
         return 2 * records.HEADER_SIZE + 8 * dead
 
     def _rewrite_tombstones(self) -> None:

@@ -112,7 +112,8 @@ def _record(rtype, seq, timestamp, topic_b, headers_b, payload) -> bytes:
     length = HEADER_SIZE + len(topic_b) + len(headers_b) + len(payload)
     if length > MAX_RECORD:
         raise ValueError("record of %d bytes is larger than %d" % (length, MAX_RECORD))
-    body = b"".join((_HEAD.pack(rtype, length, seq, timestamp, len(topic_b), len(headers_b)), topic_b, headers_b, payload))
+    head = _HEAD.pack(rtype, length, seq, timestamp, len(topic_b), len(headers_b))
+    body = b"".join((head, topic_b, headers_b, payload))
     return _CRC.pack(zlib.crc32(body)) + body
 
 

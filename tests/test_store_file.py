@@ -147,6 +147,32 @@ def test_reads_from_buffer_and_disk_without_the_cache(tmp_path, monkeypatch):
     store.close()
 
 
+def test_a_failed_write_leaves_no_partial_record(tmp_path, monkeypatch):
+    store = open_store(tmp_path, segment_bytes=1 << 20)
+    populate(store, 5)
+    store.flush()
+    populate(store, 5)
+    real_write = os.write
+    calls = []
+
+    def failing(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:7])  # a short write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(OSError):
+        store.flush()
+    monkeypatch.setattr(os, "write", real_write)
+    store.flush()  # the retry writes the whole buffer once
+    before = contents(store)
+    store.close()
+    store = open_store(tmp_path, segment_bytes=1 << 20)
+    assert contents(store) == before and before[0].messages == 10
+    store.close()
+
+
 def test_tombstone_file_is_rewritten_as_a_snapshot(tmp_path, monkeypatch):
     monkeypatch.setattr(filestore, "TOMBSTONES_REWRITE_BYTES", 100)
     store = open_store(tmp_path, segment_bytes=1 << 20)

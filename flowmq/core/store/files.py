@@ -1,8 +1,11 @@
 """Small file operations the storage engine shares: whole writes, fsync of a
-path or a directory, atomic replacement, and cutting off a torn tail."""
+path or a directory, atomic replacement, mapping a file for a scan, and
+cutting off a torn tail."""
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 
 from flowmq.logs import logger
@@ -40,6 +43,23 @@ def replace_file(path: str, data: bytes, durable: bool) -> None:
     os.replace(temp, path)
     if durable:
         fsync_path(os.path.dirname(path) or ".")
+
+
+@contextlib.contextmanager
+def mapped(path: str):
+    """The file's bytes as a read-only mmap (b"" when empty or missing), so a
+    scan of a large or garbage-filled file allocates nothing up front."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        yield b""
+        return
+    with handle:
+        if not os.fstat(handle.fileno()).st_size:
+            yield b""
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
 
 
 def truncate_torn_tail(stream: str, path: str, what: str, stop: int, file_size: int) -> None:

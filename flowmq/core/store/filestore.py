@@ -206,7 +206,14 @@ class FileStore(MessageStore):
 
     def _write_buffer(self) -> None:
         if self._buf:
-            write_all(self._fd, self._buf)
+            try:
+                write_all(self._fd, self._buf)
+            except OSError:
+                # Disk full or failing: cut a partial write off again, so that
+                # the buffer can be retried whole and the file stays valid.
+                os.ftruncate(self._fd, self._active.written)
+                os.lseek(self._fd, self._active.written, os.SEEK_SET)
+                raise
             self._active.written += len(self._buf)
             self._buf = bytearray()
             self._unsynced.add(self._active.path)

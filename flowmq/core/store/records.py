@@ -153,13 +153,16 @@ def deleted_seqs(payload) -> array:
 
 
 def scan(buf, start: int = 0, end: int | None = None):
-    """Walk the valid records of ``buf[start:end]`` without copying payloads.
+    """Walk the valid records of ``buf[start:end]`` (bytes, bytearray or mmap)
+    without copying payloads.
 
     Returns ``(entries, stop)``: one ``(offset, type, length, seq, timestamp,
     topic_len, headers_len)`` tuple per record, and the offset of the first
     byte that does not begin a complete, valid record (``end`` if all are).
     """
-    view = memoryview(buf)
+    # No memoryview of an mmap: it would pin the mapping (PyPy frees views
+    # late); slicing an mmap copies one record at a time instead.
+    view = memoryview(buf) if isinstance(buf, (bytes, bytearray)) else buf
     if end is None:
         end = len(view)
     entries = []
@@ -196,7 +199,7 @@ def decode(buf, start: int = 0, end: int | None = None):
     was wrong, since the CRC matched) ends the walk like a bad CRC does.
     """
     entries, stop = scan(buf, start, end)
-    view = memoryview(buf)
+    view = memoryview(buf) if isinstance(buf, (bytes, bytearray)) else buf
     records = []
     for offset, rtype, length, seq, timestamp, topic_len, headers_len in entries:
         body = offset + HEADER_SIZE

@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_left
 
 from flowmq.core.store import records
-from flowmq.core.store.files import replace_file
+from flowmq.core.store.files import mapped, replace_file
 
 SEGMENT_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"
@@ -131,21 +131,21 @@ class Segment:
         be MESSAGE or ERASED with sequences above ``last_seq`` and increasing).
         """
         self.reset()
-        with open(self.path, "rb") as handle:
-            data = handle.read()  # at most segment_bytes and one record
-        entries, stop = records.scan(data)
-        for offset, rtype, length, seq, timestamp, topic_len, _headers_len in entries:
-            if seq <= last_seq or rtype not in (records.MESSAGE, records.ERASED):
-                stop = offset
-                break
-            last_seq = seq
-            if rtype == records.MESSAGE:
-                topic = sys.intern(records.topic_at(data, offset, topic_len))
-                self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic)
-            else:
-                self.add(seq, offset, timestamp, length - records.SIZE_DELTA, "", live=False)
+        with mapped(self.path) as data:
+            entries, stop = records.scan(data)
+            for offset, rtype, length, seq, timestamp, topic_len, _headers_len in entries:
+                if seq <= last_seq or rtype not in (records.MESSAGE, records.ERASED):
+                    stop = offset
+                    break
+                last_seq = seq
+                if rtype == records.MESSAGE:
+                    topic = sys.intern(records.topic_at(data, offset, topic_len))
+                    self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic)
+                else:
+                    self.add(seq, offset, timestamp, length - records.SIZE_DELTA, "", live=False)
+            file_size = len(data)
         self.size = self.written = stop
-        return stop, len(data)
+        return stop, file_size
 
     # -- the .idx file -----------------------------------------------------
 

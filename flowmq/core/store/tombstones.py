@@ -10,7 +10,7 @@ Segments are append-only, so removals are recorded apart from them, in
 - DELETED(seqs): these sequences are gone (delete, per-subject limits,
   purges by topic), for those not already covered by FIRST.
 
-At start-up the file is read whole (a torn tail is cut off) and applied to
+At start-up the file is read (a torn tail is cut off) and applied to
 the segments' entries. When it grows past a few times what it needs to say,
 it is rewritten as a snapshot (FIRST plus the removed sequences still in
 segments): temp file, fsync, rename.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from flowmq.core.store import records
-from flowmq.core.store.files import replace_file, truncate_torn_tail, write_all
+from flowmq.core.store.files import mapped, replace_file, truncate_torn_tail, write_all
 
 FILE_NAME = "tombstones.log"
 
@@ -42,14 +42,11 @@ class TombstoneLog:
 
     def load(self):
         """Read the markers: ``(first, deleted seqs (a set), highest seq named)``."""
-        try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            data = b""
-        found, stop = records.decode(data)
-        if stop < len(data):
-            truncate_torn_tail(self.stream, self.path, "tombstone file", stop, len(data))
+        with mapped(self.path) as data:
+            found, stop = records.decode(data)
+            file_size = len(data)
+        if stop < file_size:
+            truncate_torn_tail(self.stream, self.path, "tombstone file", stop, file_size)
         deleted: set = set()
         for record in found:
             if record.type == records.FIRST:

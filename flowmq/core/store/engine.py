@@ -12,6 +12,11 @@ character as ``%XX`` per UTF-8 byte (so ``/``, ``.``, ``%`` and
 non-printables never reach the file system, and ``unsafe_name`` reverses
 it exactly). A name's escaped form must fit the file system's 255 bytes.
 
+A file stream's directory holds ``tombstones.log`` from its first open
+on: that is how ``stream_names`` tells file streams from the directories
+that only hold a memory stream's meta documents (memory streams are not
+listed; their messages do not outlive the process).
+
 Batching: a FileStore reports its first change after a flush; the engine
 collects such dirty stores and calls ``on_dirty()`` once per dirty period
 (the broker schedules ``flush_all`` with it, before it acknowledges).

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
 from flowmq.core.store import FileStore, Limits, MemoryStore, StorageEngine, safe_name, unsafe_name
+from flowmq.core.store.names import MAX_FILE_NAME, file_name
 
 
 @pytest.fixture
@@ -205,6 +206,42 @@ def test_unreadable_meta_document_is_none_with_a_warning(tmp_path):
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert any("meta document config is unreadable" in formatEvent(e) for e in events)
+
+
+def test_long_names_and_keys_are_shortened_and_kept_beside(tmp_path):
+    long_stream = "a-%" * 85  # 255 characters, 425 escaped
+    emoji_stream = "\U0001f600" * 255  # 3060 bytes escaped
+    long_key = "consumer." + "c" * 250
+    engine = StorageEngine(str(tmp_path), fsync="always")
+    for name in (long_stream, emoji_stream):
+        store = engine.open_stream(name, Limits())
+        store.append("t", None, name.encode("utf-8"), timestamp=1)
+        engine.write_meta(name, long_key, {"durable": "c" * 250})
+        engine.write_meta(name, "consumer.short", {"ok": True})
+    engine.close()
+    for entry in os.listdir(tmp_path / "streams"):
+        assert len(entry) <= MAX_FILE_NAME
+    engine = StorageEngine(str(tmp_path))
+    assert engine.stream_names() == sorted([long_stream, emoji_stream])
+    for name in (long_stream, emoji_stream):
+        assert engine.open_stream(name, Limits()).get(1).payload == name.encode("utf-8")
+        assert engine.meta_keys(name, "consumer.") == sorted([long_key, "consumer.short"])
+        assert engine.read_meta(name, long_key) == {"durable": "c" * 250}
+        engine.delete_meta(name, long_key)
+        assert engine.meta_keys(name) == ["consumer.short"]
+        assert engine.read_meta(name, long_key) is None
+    meta_dir = os.path.join(engine.open_stream(long_stream, None).directory, "meta")
+    assert os.listdir(meta_dir) == ["consumer%2Eshort.json"]
+    engine.remove_stream(long_stream)
+    assert engine.stream_names() == [emoji_stream]
+    engine.close()
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_file_names_fit_and_differ(name):
+    short = file_name(name)
+    assert len(short) <= MAX_FILE_NAME and re.fullmatch(r"[A-Za-z0-9_%~-]+", short)
+    assert short == safe_name(name) or file_name(name + "x") != short
 
 
 @given(st.text(min_size=1))

@@ -36,9 +36,10 @@ from flowmq.core.store.datatypes import (
     StoredMessage,
     StreamState,
 )
-from flowmq.core.store.engine import StorageEngine, safe_name, unsafe_name
+from flowmq.core.store.engine import StorageEngine
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
+from flowmq.core.store.names import safe_name, unsafe_name
 
 __all__ = [
     "MAX_BYTES",

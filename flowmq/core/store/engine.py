@@ -6,11 +6,10 @@ Layout::
         *.log, *.idx, tombstones.log         a FileStore (filestore.py)
         meta/<safe key>.json                 documents: "config", "consumer.<name>" ...
 
-Stream names and meta keys may be any non-empty string: ``safe_name``
-keeps ASCII letters, digits, ``-`` and ``_`` and writes every other
-character as ``%XX`` per UTF-8 byte (so ``/``, ``.``, ``%`` and
-non-printables never reach the file system, and ``unsafe_name`` reverses
-it exactly). A name's escaped form must fit the file system's 255 bytes.
+Stream names and meta keys may be any non-empty string; their file names
+are escaped (names.py). One too long for a file name is shortened with a
+hash, and the name is kept beside it: a stream's in ``<dir>/name``, a
+key's in ``meta/<file name>.key``.
 
 A file stream's directory holds ``tombstones.log`` from its first open
 on: that is how ``stream_names`` tells file streams from the directories
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 
@@ -41,28 +39,23 @@ from flowmq.core.store.datatypes import Limits
 from flowmq.core.store.files import fsync_path, log, replace_file
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
+from flowmq.core.store.names import file_name, is_hashed, unsafe_name
 from flowmq.core.store.tombstones import FILE_NAME as TOMBSTONES
 
 POLICIES = ("always", "interval", "never")
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-_ESCAPED = re.compile(r"(?:%[0-9A-F]{2})+")
 _META = "meta"
 _META_SUFFIX = ".json"
+#: Sidecars of shortened file names (names.py): the stream's name, a key.
+_NAME_FILE = "name"
+_KEY_SUFFIX = ".key"
 
 
-def safe_name(name: str) -> str:
-    """A file name for ``name`` (reversible, see the module docstring)."""
-    return "".join(
-        char if char in _SAFE else "".join("%%%02X" % byte for byte in char.encode("utf-8", "surrogatepass"))
-        for char in name
-    )
-
-
-def unsafe_name(text: str) -> str:
-    """The name that ``safe_name`` turned into ``text``."""
-    return _ESCAPED.sub(
-        lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "surrogatepass"), text
-    )
+def _read_sidecar(path: str):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogatepass")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 class StorageEngine:
@@ -94,10 +87,21 @@ class StorageEngine:
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
 
-    def _stream_dir(self, name: str) -> str:
+    def _stream_dir(self, name: str, create: bool = False) -> str:
+        """The stream's directory; ``create``: make it (with its name sidecar if needed)."""
         if not name:
             raise ValueError("a stream name must not be empty")
-        return os.path.join(self._streams_dir, safe_name(name))
+        entry = file_name(name)
+        directory = os.path.join(self._streams_dir, entry)
+        if create:
+            os.makedirs(directory, exist_ok=True)
+            if is_hashed(entry):
+                self._write_sidecar(os.path.join(directory, _NAME_FILE), name)
+        return directory
+
+    def _write_sidecar(self, path: str, name: str) -> None:
+        if not os.path.exists(path):
+            replace_file(path, name.encode("utf-8", "surrogatepass"), durable=self.fsync != "never")
 
     # -- streams ---------------------------------------------------------------
 
@@ -115,7 +119,7 @@ class StorageEngine:
             store = MemoryStore(limits)
         elif storage == "file":
             store = FileStore(
-                self._stream_dir(name),
+                self._stream_dir(name, create=True),
                 limits,
                 name=name,
                 segment_bytes=self.segment_bytes,
@@ -140,11 +144,14 @@ class StorageEngine:
 
     def stream_names(self) -> list:
         """The names of the file streams on disk."""
-        return sorted(
-            unsafe_name(entry)
-            for entry in os.listdir(self._streams_dir)
-            if os.path.exists(os.path.join(self._streams_dir, entry, TOMBSTONES))
-        )
+        names = []
+        for entry in os.listdir(self._streams_dir):
+            directory = os.path.join(self._streams_dir, entry)
+            if os.path.exists(os.path.join(directory, TOMBSTONES)):
+                name = _read_sidecar(os.path.join(directory, _NAME_FILE)) if is_hashed(entry) else unsafe_name(entry)
+                if name is not None:
+                    names.append(name)
+        return sorted(names)
 
     # -- flushing --------------------------------------------------------------
 
@@ -201,20 +208,25 @@ class StorageEngine:
 
     # -- meta documents --------------------------------------------------------
 
-    def _meta_path(self, stream: str, key: str) -> str:
+    def _meta_path(self, stream: str, key: str, create: bool = False) -> str:
+        """The document's path; ``create``: make its directory (and key sidecar if needed)."""
         if not key:
             raise ValueError("a meta key must not be empty")
-        return os.path.join(self._stream_dir(stream), _META, safe_name(key) + _META_SUFFIX)
+        directory = os.path.join(self._stream_dir(stream, create), _META)
+        stem = file_name(key)
+        if create:
+            os.makedirs(directory, exist_ok=True)
+            if is_hashed(stem):
+                self._write_sidecar(os.path.join(directory, stem + _KEY_SUFFIX), key)
+        return os.path.join(directory, stem + _META_SUFFIX)
 
     def write_meta(self, stream: str, key: str, document) -> None:
         """Store a JSON-able document atomically (temp file, rename)."""
-        path = self._meta_path(stream, key)
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        path = self._meta_path(stream, key, create=True)
         data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
         replace_file(path, data, durable=self.fsync == "always")
         if self.fsync == "interval":
-            self._unsynced_meta.update((path, directory))
+            self._unsynced_meta.update((path, os.path.dirname(path)))
             self._schedule_sync()
 
     def read_meta(self, stream: str, key: str):
@@ -235,6 +247,8 @@ class StorageEngine:
             os.unlink(path)
         except FileNotFoundError:
             return
+        if is_hashed(os.path.basename(path)):
+            os.unlink(path[: -len(_META_SUFFIX)] + _KEY_SUFFIX)
         if self.fsync == "always":
             fsync_path(os.path.dirname(path))
         elif self.fsync == "interval":
@@ -243,9 +257,19 @@ class StorageEngine:
 
     def meta_keys(self, stream: str, prefix: str = "") -> list:
         """The keys of the stream's documents that start with ``prefix``, sorted."""
+        directory = os.path.join(self._stream_dir(stream), _META)
         try:
-            entries = os.listdir(os.path.join(self._stream_dir(stream), _META))
+            entries = os.listdir(directory)
         except FileNotFoundError:
             return []
-        keys = (unsafe_name(entry[: -len(_META_SUFFIX)]) for entry in entries if entry.endswith(_META_SUFFIX))
-        return sorted(key for key in keys if key.startswith(prefix))
+        keys = []
+        for entry in entries:
+            if entry.endswith(_META_SUFFIX):
+                stem = entry[: -len(_META_SUFFIX)]
+                if is_hashed(stem):
+                    key = _read_sidecar(os.path.join(directory, stem + _KEY_SUFFIX))
+                else:
+                    key = unsafe_name(stem)
+                if key is not None and key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)

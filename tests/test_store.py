@@ -223,7 +223,7 @@ def test_topics_and_state(harness):
 def test_max_msgs_discard_old(harness):
     store = harness.make(max_msgs=3)
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     fill(store, ["t"] * 5)
     assert removed == [1, 2]
     for s in (store, harness.reopen()):
@@ -247,7 +247,7 @@ def test_max_msgs_discard_new(harness):
 def test_max_bytes_discard_old_and_new(harness):
     store = harness.make(max_bytes=3 * 20)  # each message: 1 + 3 + 16 = 20 bytes
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     for stamp in range(4):
         store.append("t", None, b"abc", timestamp=stamp)
     assert store.state().bytes == 60 and removed == [1]
@@ -274,7 +274,7 @@ def test_max_age_expire(harness):
     for stamp in (1000, 1050, 1100, 1200):
         store.append("t", None, b"x", timestamp=stamp)
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     assert store.expire(1149) == 1  # 1000 <= 1049
     assert store.expire(1150) == 1  # at exactly max_age old
     assert removed == [1, 2]
@@ -289,7 +289,7 @@ def test_max_age_expire(harness):
 def test_max_msgs_per_subject_drops_the_subjects_oldest(harness):
     store = harness.make(max_msgs_per_subject=2)
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     fill(store, ["a", "b", "a", "a", "b", "a"])
     assert removed == [1, 3]
     for s in (store, harness.reopen()):
@@ -344,7 +344,7 @@ def test_update_limits_applies_at_once(harness):
     store = harness.make()
     fill(store, ["a", "b", "a", "a", "b", "c"])
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     store.update_limits(Limits(max_msgs_per_subject=1))
     assert sorted(removed) == [1, 2, 3]
     assert seqs_of(store) == [4, 5, 6]
@@ -363,7 +363,7 @@ def test_delete(harness):
     store = harness.make()
     fill(store, ["a", "b", "c", "d"])
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     assert store.delete(2) is True
     assert store.delete(2) is False
     assert store.delete(99) is False and store.delete(0) is False
@@ -386,7 +386,7 @@ def test_purge_all(harness):
     store = harness.make()
     fill(store, ["a", "b"] * 5)
     removed = []
-    store.on_remove = removed.append
+    store.on_remove = lambda seq, topic: removed.append(seq)
     assert store.purge() == 10
     assert removed == list(range(1, 11))
     for s in (store, harness.reopen()):

@@ -380,14 +380,14 @@ class FileMatchesMemory(RuleBasedStateMachine):
         self.clock = 1000
         self.memory = MemoryStore(limits)
         self.removed_memory, self.removed_file = [], []
-        self.memory.on_remove = self.removed_memory.append
+        self.memory.on_remove = lambda seq, topic: self.removed_memory.append((seq, topic))
         FileMatchesMemory.runs += 1
         self.path = self.directory / ("run%d" % self.runs)
         self.file = self.open()
 
     def open(self):
         store = FileStore(str(self.path), self.memory.limits, name="prop", segment_bytes=256)
-        store.on_remove = self.removed_file.append
+        store.on_remove = lambda seq, topic: self.removed_file.append((seq, topic))
         return store
 
     def teardown(self):

@@ -7,11 +7,15 @@ MemoryStore keeps messages in a list, FileStore in segment files. The
 bookkeeping here is the same for both:
 
 - ``_topics``: topic -> ``TopicSeqs``, the sorted sequences of the topic's
-  live messages. Literal filters are answered from it with bisect; wildcard
-  filters from the topics that match them (listed with ``filter_matches``
-  and cached per filter until a topic comes or goes). ``next_message``
-  scans the messages instead when a wildcard matches many topics, or when
-  the stream has so many topics that listing them again would cost more.
+  live messages. Literal filters are answered from it with bisect.
+- ``_views``: wildcard filter -> ``FilterView``, the sorted sequences of
+  all live messages whose topic matches the filter, built (with
+  ``filter_matches``) the first time the filter is asked about and kept up
+  to date from then on: each topic knows the views it belongs to, so an
+  append or a removal touches just those. So next_message, count_pending
+  and last_message cost O(log n) for any filter, however many topics it
+  matches. A view costs 8 bytes per matching message; the least recently
+  used goes when there are more than ``_MAX_VIEWS``.
 - counters: live messages, live bytes, first and last sequence.
 
 Sequences start at 1, grow by one per append and are never reused.
@@ -45,17 +49,13 @@ from flowmq.core.store.datatypes import (
 from flowmq.core.store.records import OVERHEAD, encode_headers
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
 
-#: next_message answers a wildcard filter that matches more topics than this
-#: by a scan over the messages rather than by merging per-topic indexes ...
-_MERGE_LIMIT = 64
-#: ... and scans at once, without listing the matching topics, when the
-#: stream has more topics than this and the list is out of date.
-_MATCH_TOPICS = 1024
+#: Wildcard filters with a kept index (FilterView) per store.
+_MAX_VIEWS = 64
 
 
-class TopicSeqs:
-    """The sorted live sequences of one topic: an array with a moving head,
-    so that dropping the oldest is O(1) and memory is 8 bytes a message."""
+class SeqIndex:
+    """Sorted live sequences: an array with a moving head, so that dropping
+    the oldest is O(1) and memory is 8 bytes a message."""
 
     __slots__ = ("seqs", "head")
 
@@ -69,8 +69,8 @@ class TopicSeqs:
     def first(self) -> int:
         return self.seqs[self.head]
 
-    def last(self) -> int:
-        return self.seqs[-1]
+    def live(self) -> array:
+        return self.seqs[self.head :]
 
     def remove(self, seq: int) -> None:
         seqs = self.seqs
@@ -87,24 +87,39 @@ class TopicSeqs:
         """Position of the first sequence >= start_seq."""
         return bisect_left(self.seqs, start_seq, self.head)
 
-    def __iter__(self):
-        seqs = self.seqs
-        return (seqs[i] for i in range(self.head, len(seqs)))
+
+class TopicSeqs(SeqIndex):
+    """One topic's live sequences, and the FilterViews the topic matches."""
+
+    __slots__ = ("views",)
+
+    def __init__(self):
+        super().__init__()
+        self.views = ()
+
+
+class FilterView(SeqIndex):
+    """The live sequences of every topic that one wildcard filter matches."""
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern: list):
+        super().__init__()
+        self.pattern = pattern
 
 
 class MessageStore:
     """The store interface; subclasses provide the storage primitives.
 
-    ``on_remove``: None, or ``callable(seq)`` called for every message that
-    limits, expiry, delete or purge remove.
+    ``on_remove``: None, or ``callable(seq, topic)`` called for every message
+    that limits, expiry, delete or purge remove.
     """
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits if limits is not None else Limits()
         self.on_remove = None
         self._topics: dict = {}  # topic -> TopicSeqs
-        self._topics_version = 0  # bumped when a topic appears or disappears
-        self._filter_cache: dict = {}  # wildcard filter -> (version, matching topics)
+        self._views: dict = {}  # wildcard filter -> FilterView, least recently used first
         self._count = 0
         self._bytes = 0
         self._first = 1  # first live seq, or last + 1 when empty
@@ -193,8 +208,12 @@ class MessageStore:
         self._bytes += size
         if seqs is None:
             seqs = self._topics[topic] = TopicSeqs()
-            self._topics_version += 1
+            if self._views:
+                levels = topic.split(SEPARATOR)
+                seqs.views = tuple(view for view in self._views.values() if filter_matches(view.pattern, levels))
         seqs.seqs.append(seq)
+        for view in seqs.views:
+            view.seqs.append(seq)
         if at_subject_limit:
             while len(seqs) > per_subject:
                 self._remove(seqs.first())
@@ -263,14 +282,15 @@ class MessageStore:
         self._bytes -= size
         seqs = self._topics[topic]
         seqs.remove(seq)
+        for view in seqs.views:
+            view.remove(seq)
         if not len(seqs):
             del self._topics[topic]
-            self._topics_version += 1
         if seq == self._first:
             self._first = self._next_live(seq + 1) if self._count else self._last + 1
         on_remove = self.on_remove
         if on_remove is not None:
-            on_remove(seq)
+            on_remove(seq, topic)
         return True
 
     def delete(self, seq: int, erase: bool = False) -> bool:
@@ -304,10 +324,8 @@ class MessageStore:
         if topic_filter is None:
             candidates = [seq for seq, _topic in self._iter_live(self._first)]
         else:
-            candidates = []
-            for seqs in self._matching(topic_filter):
-                candidates.extend(seqs)
-            candidates.sort()
+            index = self._index(topic_filter)
+            candidates = list(index.live()) if index is not None else []
         if keep:
             candidates = candidates[: max(0, len(candidates) - keep)]
         if up_to_seq:
@@ -321,17 +339,19 @@ class MessageStore:
         return len(candidates)
 
     def _purge_all(self, first_seq: int) -> int:
-        removed = [seq for seq, _topic in self._iter_live(self._first)] if self.on_remove is not None else ()
+        removed = list(self._iter_live(self._first)) if self.on_remove is not None else ()
         count = self._count
         self._last = max(self._last, first_seq - 1)
         self._first = first_seq
         self._clear()
         self._count = self._bytes = 0
         self._topics.clear()
-        self._topics_version += 1
+        for view in self._views.values():
+            view.seqs = array("Q")
+            view.head = 0
         on_remove = self.on_remove
-        for seq in removed:
-            on_remove(seq)
+        for seq, topic in removed:
+            on_remove(seq, topic)
         self._mark_dirty()
         return count
 
@@ -341,23 +361,32 @@ class MessageStore:
         """The live message ``seq`` as a StoredMessage, or None."""
         return self._load(seq)
 
-    def _matching_topics(self, topic_filter) -> list:
-        """The topics that ``topic_filter`` matches (cached while no topic comes or goes)."""
-        if not is_wildcard_filter(topic_filter):
-            return [topic_filter] if topic_filter in self._topics else []
-        cached = self._filter_cache.get(topic_filter)
-        if cached is None or cached[0] != self._topics_version:
-            pattern = topic_filter.split(SEPARATOR)
-            topics = [t for t in self._topics if filter_matches(pattern, t.split(SEPARATOR))]
-            if len(self._filter_cache) >= 256:
-                self._filter_cache.clear()
-            cached = self._filter_cache[topic_filter] = (self._topics_version, topics)
-        return cached[1]
+    def _index(self, topic_filter):
+        """The SeqIndex of a filter: the topic's (None if it has no message)
+        or the wildcard's FilterView (built now if there is none)."""
+        view = self._views.pop(topic_filter, None)
+        if view is None:
+            if ("+" not in topic_filter and "#" not in topic_filter) or not is_wildcard_filter(topic_filter):
+                return self._topics.get(topic_filter)
+            view = self._build_view(topic_filter)
+        self._views[topic_filter] = view  # now the most recently used
+        return view
 
-    def _matching(self, topic_filter) -> list:
-        """The TopicSeqs of the topics that ``topic_filter`` matches."""
-        topics = self._topics
-        return [topics[topic] for topic in self._matching_topics(topic_filter)]
+    def _build_view(self, topic_filter):
+        if len(self._views) >= _MAX_VIEWS:
+            oldest = self._views.pop(next(iter(self._views)))
+            for seqs in self._topics.values():
+                if oldest in seqs.views:
+                    seqs.views = tuple(view for view in seqs.views if view is not oldest)
+        view = FilterView(topic_filter.split(SEPARATOR))
+        matching = []
+        for topic, seqs in self._topics.items():
+            if filter_matches(view.pattern, topic.split(SEPARATOR)):
+                seqs.views += (view,)
+                matching.extend(seqs.live())
+        matching.sort()
+        view.seqs = array("Q", matching)
+        return view
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""
@@ -378,26 +407,11 @@ class MessageStore:
         if topic_filter is None:
             seq = self._next_live(start_seq)
             return seq if seq <= self._last else None
-        cached = self._filter_cache.get(topic_filter)
-        fresh = cached is not None and cached[0] == self._topics_version
-        if fresh or len(self._topics) <= _MATCH_TOPICS or not is_wildcard_filter(topic_filter):
-            matching = self._matching(topic_filter)
-            if len(matching) <= _MERGE_LIMIT:
-                best = None
-                for seqs in matching:
-                    index = seqs.index(start_seq)
-                    if index < len(seqs.seqs) and (best is None or seqs.seqs[index] < best):
-                        best = seqs.seqs[index]
-                return best
-        pattern = topic_filter.split(SEPARATOR)
-        verdicts: dict = {}
-        for seq, topic in self._iter_live(start_seq):
-            verdict = verdicts.get(topic)
-            if verdict is None:
-                verdict = verdicts[topic] = filter_matches(pattern, topic.split(SEPARATOR))
-            if verdict:
-                return seq
-        return None
+        index = self._index(topic_filter)
+        if index is None:
+            return None
+        position = index.index(start_seq)
+        return index.seqs[position] if position < len(index.seqs) else None
 
     def last_message(self, topic_filter=None):
         """The newest live message matching the filter, or None."""
@@ -407,8 +421,11 @@ class MessageStore:
             return None
         if topic_filter is None:
             return self._load(self._prev_live(self._last))
-        for seq in sorted((seqs.last() for seqs in self._matching(topic_filter)), reverse=True):
-            message = self._load(seq)
+        index = self._index(topic_filter)
+        if index is None:
+            return None
+        for position in range(len(index.seqs) - 1, index.head - 1, -1):
+            message = self._load(index.seqs[position])
             if message is not None:
                 return message
         return None
@@ -430,13 +447,17 @@ class MessageStore:
             if self._last - self._first + 1 == self._count:  # no gaps
                 return self._last - start_seq + 1
             return self._count_live(start_seq)
-        return sum(len(seqs.seqs) - seqs.index(start_seq) for seqs in self._matching(topic_filter))
+        index = self._index(topic_filter)
+        return len(index.seqs) - index.index(start_seq) if index is not None else 0
 
     def topics(self, topic_filter=None) -> dict:
         """Topic -> number of live messages, for the topics matching the filter."""
         if topic_filter is None or topic_filter == MULTI_LEVEL:
             return {topic: len(seqs) for topic, seqs in self._topics.items()}
-        return {topic: len(self._topics[topic]) for topic in self._matching_topics(topic_filter)}
+        index = self._index(topic_filter)
+        if not isinstance(index, FilterView):
+            return {topic_filter: len(index)} if index is not None else {}
+        return {topic: len(seqs) for topic, seqs in self._topics.items() if index in seqs.views}
 
     def state(self) -> StreamState:
         count = self._count

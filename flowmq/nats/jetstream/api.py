@@ -107,14 +107,14 @@ class JetStreamApi:
             return {}
         try:
             document = json.loads(payload)
-        except ValueError as e:
-            raise ApiError(errors.INVALID_JSON, err=str(e)) from None
+        except (ValueError, RecursionError) as e:
+            raise ApiError(errors.INVALID_JSON, err=str(e) or type(e).__name__) from None
         if not isinstance(document, dict):
             raise ApiError(errors.BAD_REQUEST)
         return document
 
     def _stream(self, args):
-        if len(args) != 1 and not args:
+        if len(args) != 1:
             raise ApiError(errors.BAD_REQUEST)
         stream = self.service.streams.get(args[0])
         if stream is None:
@@ -194,7 +194,7 @@ class JetStreamApi:
 
     def stream_info(self, args, payload) -> dict:
         stream = self._stream(args)
-        return stream.info(self._body(payload).get("subjects_filter"))
+        return stream.info(_subject_field(self._body(payload), "subjects_filter"))
 
     def stream_delete(self, args, payload) -> dict:
         self.service.delete_stream(self._stream(args))
@@ -203,12 +203,9 @@ class JetStreamApi:
     def _matching_streams(self, payload) -> list:
         body = self._body(payload)
         streams = sorted(self.service.streams.values(), key=lambda s: s.name)
-        subject = body.get("subject")
+        subject = _subject_field(body, "subject")
         if subject:
-            try:
-                wanted = filter_to_topic_filter(subject)
-            except (InvalidTopic, AttributeError):
-                raise ApiError(errors.BAD_REQUEST) from None
+            wanted = _topic_filter(subject)
             streams = [s for s in streams if any(filters_overlap(wanted, f) for f in s.filters)]
         return streams, _offset(body)
 
@@ -227,19 +224,15 @@ class JetStreamApi:
         if stream.config["deny_purge"]:
             raise ApiError(errors.PURGE_FAILED, err="stream purge not permitted")
         body = self._body(payload)
-        seq, keep, subject = body.get("seq"), body.get("keep"), body.get("filter")
+        seq, keep, subject = body.get("seq"), body.get("keep"), _subject_field(body, "filter")
         if seq and keep:
             raise ApiError(errors.BAD_REQUEST)
         for value in (seq, keep):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ApiError(errors.BAD_REQUEST)
-        topic_filter = None
-        if subject:
-            try:
-                topic_filter = filter_to_topic_filter(subject)
-            except (InvalidTopic, AttributeError):
-                raise ApiError(errors.BAD_REQUEST) from None
+        topic_filter = _topic_filter(subject) if subject else None
         purged = stream.store.purge(topic_filter, up_to_seq=seq or None, keep=keep or None)
+        self.service.purged(stream)
         return {"success": True, "purged": purged}
 
     def _find_message(self, stream, body):
@@ -247,17 +240,15 @@ class JetStreamApi:
         seq = body.get("seq")
         if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
             raise ApiError(errors.BAD_REQUEST)
-        try:
-            if body.get("last_by_subj"):
-                stored = stream.store.last_message(filter_to_topic_filter(body["last_by_subj"]))
-            elif body.get("next_by_subj"):
-                stored = stream.store.next_message(seq or 1, filter_to_topic_filter(body["next_by_subj"]))
-            elif seq:
-                stored = stream.store.get(seq)
-            else:
-                raise ApiError(errors.BAD_REQUEST)
-        except (InvalidTopic, AttributeError):
-            raise ApiError(errors.BAD_REQUEST) from None
+        last, following = _subject_field(body, "last_by_subj"), _subject_field(body, "next_by_subj")
+        if last:
+            stored = stream.store.last_message(_topic_filter(last))
+        elif following:
+            stored = stream.store.next_message(seq or 1, _topic_filter(following))
+        elif seq:
+            stored = stream.store.get(seq)
+        else:
+            raise ApiError(errors.BAD_REQUEST)
         if stored is None:
             raise ApiError(errors.NO_MESSAGE_FOUND)
         return stored
@@ -409,6 +400,21 @@ class JetStreamApi:
                                                else b"Consumer is push based"))
             return
         consumer.request_next(reply, payload)
+
+
+def _subject_field(body: dict, key: str):
+    """A request field that holds a subject: None, or a string."""
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(errors.BAD_REQUEST)
+    return value
+
+
+def _topic_filter(subject: str) -> str:
+    try:
+        return filter_to_topic_filter(subject)
+    except InvalidTopic:
+        raise ApiError(errors.BAD_REQUEST) from None
 
 
 def _offset(body: dict) -> int:

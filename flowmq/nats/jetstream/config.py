@@ -19,6 +19,7 @@ SECOND = 1_000_000_000
 DEFAULT_DUPLICATE_WINDOW = 120 * SECOND
 DEFAULT_ACK_WAIT = 30 * SECOND
 DEFAULT_INACTIVE_THRESHOLD = 5 * SECOND
+MIN_HEARTBEAT = SECOND // 10
 MAX_NAME_LENGTH = 255
 #: Most subjects of one stream, and filter subjects of one consumer (the
 #: overlap checks are quadratic in them).
@@ -214,6 +215,8 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
             raise ApiError(errors.CONSUMER_INVALID_DELIVER_SUBJECT) from None
     elif config.get("idle_heartbeat") or config.get("flow_control"):
         raise ApiError(errors.CONSUMER_CREATE, err="consumer idle heartbeat and flow control require a push based consumer")
+    if 0 < config.get("idle_heartbeat", 0) < MIN_HEARTBEAT:
+        raise ApiError(errors.CONSUMER_SMALL_HEARTBEAT)
     if config["ack_policy"] != "none":
         config.setdefault("ack_wait", DEFAULT_ACK_WAIT)
         config.setdefault("max_ack_pending", pull_defaults["max_ack_pending"])

@@ -82,6 +82,7 @@ class Consumer:
         self._flow_count = 0
         self._pumping = False
         self._from_last_per_subject = False  # where the last _next_message came from
+        self._log_pending = None  # messages from next_seq on that we want; None: count them again
         self.deleted = False
         self.configure(config)
         self._ack_prefix = subject_to_topic("$JS.ACK.%s.%s" % (stream.name, self.name)) + SEPARATOR
@@ -95,6 +96,7 @@ class Consumer:
 
     def configure(self, config: dict) -> None:
         self.config = config
+        self._log_pending = None
         filters = topic_filters(consumer_filter_subjects(config))
         # A filter that takes in the whole stream is no filter (cheaper reads).
         self.filters = None if self.stream.covers_all(filters) else filters
@@ -136,6 +138,7 @@ class Consumer:
             self._last_per_subject.extend(seqs)
             self.next_seq = state.last_seq + 1
         self.delivered_stream_seq = self.ack_floor_stream_seq = max(self.next_seq - 1, 0)
+        self._log_pending = None
 
     def _newest_per_topic(self, topic_filter):
         for topic in self.store.topics(topic_filter):
@@ -185,19 +188,32 @@ class Consumer:
             return True
         return seq < self.next_seq and seq not in self.pending and seq not in self._last_per_subject
 
-    def on_append(self) -> None:
-        """A message was stored: deliver it if we can."""
+    def on_append(self, topic: str) -> None:
+        """A message was stored: count it, deliver it if we can."""
+        if self._log_pending is not None and self.wants(topic):
+            self._log_pending += 1
         if self.waiting or self.deliver_topic is not None:
             self.pump()
+
+    def on_removed(self, seq: int, topic: str) -> None:
+        """The store removed a message (limits, expiry, delete, purge)."""
+        if self._log_pending is not None and seq >= self.next_seq and self.wants(topic):
+            self._log_pending -= 1
 
     # -- delivery -----------------------------------------------------------------
 
     def num_pending(self) -> int:
-        """Messages not yet delivered (nats-server's num_pending)."""
-        count = len(self._last_per_subject)
-        if self.filters is None:
-            return count + self.store.count_pending(self.next_seq)
-        return count + sum(self.store.count_pending(self.next_seq, f) for f in self.filters)
+        """Messages not yet delivered (nats-server's num_pending).
+
+        Every delivery reports it, so it is kept up to date by appends,
+        deliveries and removals rather than counted per message (counting
+        over a wildcard filter visits every matching subject)."""
+        if self._log_pending is None:
+            if self.filters is None:
+                self._log_pending = self.store.count_pending(self.next_seq)
+            else:
+                self._log_pending = sum(self.store.count_pending(self.next_seq, f) for f in self.filters)
+        return len(self._last_per_subject) + self._log_pending
 
     def pump(self) -> None:
         """Deliver while there is a target and something to deliver."""
@@ -269,6 +285,8 @@ class Consumer:
         if stored is None:
             return None, 0
         self.next_seq = stored.seq + 1
+        if self._log_pending is not None:
+            self._log_pending -= 1
         return stored, 1
 
     def _unread(self, stored, deliveries: int) -> None:
@@ -279,6 +297,8 @@ class Consumer:
             self._last_per_subject.appendleft(stored.seq)
         else:
             self.next_seq = stored.seq
+            if self._log_pending is not None:
+                self._log_pending += 1
 
     def _next_stored(self, start: int):
         if self.filters is None:
@@ -307,9 +327,7 @@ class Consumer:
                 self.pending[seq] = _Pending(consumer_seq, deliveries, deadline)
             else:
                 entry.consumer_seq, entry.deliveries, entry.deadline = consumer_seq, deliveries, deadline
-            heapq.heappush(self._deadlines, (deadline, seq))
-            if self._timer is None:
-                self._arm_timer()
+            self._push_deadline(deadline, seq)
         reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (deliveries, seq, consumer_seq, stored.timestamp, self.num_pending())
         payload = stored.payload
         headers = stored.headers
@@ -377,6 +395,10 @@ class Consumer:
             self.broker.deliver_to(reply, status_message(reply, b"400", b"Bad Request"))
             return
         self.last_active = time.time_ns()
+        refusal = request.exceeds(self.config)
+        if refusal is not None:
+            request.finish(self, b"409", refusal)
+            return
         if request.no_wait and not request.expires and not self._redeliver and not self.num_pending():
             request.finish(self, b"404", b"No Messages")
             return
@@ -440,6 +462,7 @@ class Consumer:
 
     def _forget(self, seq: int) -> None:
         self.pending.pop(seq, None)
+        self._compact_deadlines()
         if self.pending:
             first_seq, first = next(iter(self.pending.items()))
             self.ack_floor_stream_seq = first_seq - 1
@@ -448,6 +471,22 @@ class Consumer:
             self.ack_floor_stream_seq = self.delivered_stream_seq
             self.ack_floor_consumer_seq = self.delivered_consumer_seq
         self.stream.service.consumer_changed(self)
+
+    def prune(self) -> None:
+        """After a purge: forget deliveries of messages that are gone, and move
+        past the purged range (nats-server's consumer purge)."""
+        first = self.store.state().first_seq
+        for seq in [s for s in self.pending if self.store.get(s) is None]:
+            self._forget(seq)
+        if self.next_seq < first:
+            self.next_seq = first
+        self._log_pending = None
+        if first - 1 > self.delivered_stream_seq:
+            self.delivered_stream_seq = first - 1
+        if not self.pending:
+            self.ack_floor_stream_seq = max(self.ack_floor_stream_seq, self.delivered_stream_seq)
+        self.stream.service.consumer_changed(self)
+        self.pump()
 
     def _nak(self, seq: int, rest: bytes) -> None:
         entry = self.pending.get(seq)
@@ -466,14 +505,26 @@ class Consumer:
 
     def _set_deadline(self, seq: int, entry, deadline: int) -> None:
         entry.deadline = deadline
+        self._push_deadline(deadline, seq)
+
+    def _push_deadline(self, deadline: int, seq: int) -> None:
+        self._compact_deadlines()
         heapq.heappush(self._deadlines, (deadline, seq))
         if self._timer is None:
             self._arm_timer()
 
+    def _compact_deadlines(self) -> None:
+        """Entries made stale by acks and +WPI are dropped once they outnumber
+        the live ones, so the heap stays O(pending) (amortised O(1) each)."""
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self.pending) + 64:
+            deadlines[:] = [(e.deadline, s) for s, e in self.pending.items() if e.deadline]
+            heapq.heapify(deadlines)
+
     def _due(self, seq: int, entry) -> None:
         """Queue a pending message for redelivery, or give up on it after max_deliver."""
         if 0 < self.max_deliver <= entry.deliveries:
-            self._settle([seq])
+            self._forget(seq)  # no more tries; the stream keeps it (nats-server does not ack it)
             return
         entry.deadline = 0
         self._redeliver.append(seq)
@@ -510,6 +561,7 @@ class Consumer:
         if self.deliver_topic is not None:
             active = self.broker.router.has_interest(self.deliver_topic)
         else:
+            self._target()  # drops waiting requests whose requester is gone
             active = bool(self.waiting) or time.time_ns() - self.last_active < self.inactive_threshold
         now = time.time_ns()
         if active:
@@ -557,6 +609,7 @@ class Consumer:
         self.delivered_consumer_seq, self.delivered_stream_seq = state["delivered"]
         self.ack_floor_consumer_seq, self.ack_floor_stream_seq = state["ack_floor"]
         self._last_per_subject.extend(state.get("last_per_subject", ()))
+        self._log_pending = None
         for seq, consumer_seq, deliveries in state["pending"]:
             entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)
             self._due(seq, entry)  # not acked before the restart: deliver again

@@ -65,4 +65,5 @@ CONSUMER_WQ_OVERLAP = (400, 10100, "filtered consumer not unique on workqueue st
 CONSUMER_MAX_DELIVER_BACKOFF = (400, 10116, "max deliver is required to be > length of backoff values")
 CONSUMER_DOES_NOT_EXIST = (400, 10149, "consumer does not exist")
 STREAM_SEALED = (400, 10109, "invalid operation on sealed stream")
+CONSUMER_SMALL_HEARTBEAT = (400, 10083, "consumer idle heartbeat needs to be >= 100ms")
 INTERNAL = (500, 10012, "internal error: {err}")

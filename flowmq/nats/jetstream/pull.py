@@ -36,7 +36,10 @@ class PullRequest:
         body = body.strip()
         if not body:
             return cls(reply, 1, 0, 0, False)
-        document = json.loads(body)
+        try:
+            document = json.loads(body)
+        except RecursionError:
+            raise ValueError("nested too deep") from None
         if isinstance(document, int) and not isinstance(document, bool):
             document = {"batch": document}
         if not isinstance(document, dict):
@@ -50,6 +53,17 @@ class PullRequest:
         if not 0 < batch <= MAX_BATCH:
             raise ValueError("batch out of range")
         return cls(reply, batch, max_bytes, expires, bool(document.get("no_wait")))
+
+    def exceeds(self, config: dict):
+        """The 409 description if the request asks more than the consumer's
+        max_batch, max_expires or max_bytes allow; None if it does not."""
+        if 0 < config.get("max_batch", 0) < self.batch:
+            return b"Exceeded MaxRequestBatch of %d" % config["max_batch"]
+        if 0 < config.get("max_expires", 0) and not 0 < self.expires <= config["max_expires"]:
+            return b"Exceeded MaxRequestExpires of %dms" % (config["max_expires"] // 1_000_000)
+        if 0 < config.get("max_bytes", 0) and not 0 < (self.max_bytes or 0) <= config["max_bytes"]:
+            return b"Exceeded MaxRequestMaxBytes of %d" % config["max_bytes"]
+        return None
 
     def fits(self, size: int) -> bool:
         return self.max_bytes is None or size <= self.max_bytes

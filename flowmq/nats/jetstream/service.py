@@ -121,7 +121,14 @@ class JetStream(service.Service):
 
     def update_stream(self, stream, config: dict) -> None:
         stream.configure(config)
+        for consumer in stream.consumers.values():
+            consumer.configure(consumer.config)  # "covers the whole stream" may have changed
         self._write_stream_meta(stream)
+
+    def purged(self, stream) -> None:
+        """Messages went by purge: consumers forget them."""
+        for consumer in list(stream.consumers.values()):
+            consumer.prune()
 
     def _write_stream_meta(self, stream) -> None:
         if stream.config["storage"] == "file":
@@ -167,6 +174,7 @@ class JetStream(service.Service):
         if consumer is None:
             return
         consumer.stop()
+        stream.forget_interest()
         self._by_ack_levels.pop(consumer.ack_prefix_levels(), None)
         self._push_remove(consumer)
         self._unsaved.pop(consumer, None)
@@ -198,9 +206,14 @@ class JetStream(service.Service):
         unsaved, self._unsaved = self._unsaved, {}
         storage = self.broker.storage
         for consumer in unsaved:
-            if not consumer.deleted:
+            if consumer.deleted:
+                continue
+            try:
                 storage.write_meta(consumer.stream.name, _CONSUMER_META + consumer.name, {
                     "config": consumer.config, "created": consumer.created, "state": consumer.state()})
+            except OSError as e:
+                log.error("consumer {stream} > {name}: saving its state failed: {error}",
+                          stream=consumer.stream.name, name=consumer.name, error=e)
 
     # -- the broker's side ------------------------------------------------------------
 

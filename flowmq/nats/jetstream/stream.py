@@ -64,6 +64,7 @@ class Stream:
         self._last_msg_id = ""
         self._expiry = None
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
+        store.on_remove = self._removed
         self.configure(config)
 
     # -- configuration --------------------------------------------------------
@@ -155,12 +156,13 @@ class Stream:
             if str(e) == _SIZE_ERROR:
                 raise ApiError(errors.MESSAGE_TOO_BIG) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
-        if rollup == "sub":
-            self.store.purge(message.topic, keep=1)
-        elif rollup == "all":
-            self.store.purge(keep=1)
+        if rollup is not None:
+            self.store.purge(message.topic if rollup == "sub" else None, keep=1)
+            self.service.purged(self)
         if msg_id:
             self._remember_id(msg_id, seq, timestamp)
+        else:
+            self._last_msg_id = ""  # nats-server: the last message's id, "" when it had none
         self._appended(seq, message.topic)
         return self._ack_prefix + b"%d}" % seq
 
@@ -221,7 +223,11 @@ class Stream:
             self.store.delete(seq)  # an interest stream keeps nothing nobody wants
             return
         for consumer in list(self.consumers.values()):
-            consumer.on_append()
+            consumer.on_append(topic)
+
+    def _removed(self, seq: int, topic: str) -> None:
+        for consumer in self.consumers.values():
+            consumer.on_removed(seq, topic)
 
     # -- retention by acknowledgement -----------------------------------------
 
@@ -238,6 +244,20 @@ class Stream:
                         c.has_acknowledged(seq) for c in self.consumers.values() if c.wants(stored.topic)):
                     continue
             self.store.delete(seq)
+
+    def forget_interest(self) -> None:
+        """A consumer went: an interest stream drops what nobody left wants."""
+        if self.config["retention"] != "interest":
+            return
+        consumers = list(self.consumers.values())
+        seq = 1
+        while True:
+            stored = self.store.next_message(seq)
+            if stored is None:
+                return
+            seq = stored.seq + 1
+            if all(c.has_acknowledged(stored.seq) for c in consumers if c.wants(stored.topic)):
+                self.store.delete(stored.seq)
 
     # -- views ----------------------------------------------------------------
 

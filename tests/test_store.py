@@ -8,8 +8,11 @@ store) so that each behaviour is also checked after a restart.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from flowmq.core.store import base
 from flowmq.core.store import (
     MAX_BYTES,
     MAX_MSG_SIZE,
@@ -142,6 +145,45 @@ def test_next_message_wildcard_with_very_many_topics(harness):
     assert store.next_message(1092, "u/+/y").seq == 1101
     assert store.count_pending(1000, "u/+/y") == 11
     assert store.topics("u/+/y")["u/new/y"] == 1
+
+
+def test_wildcard_views_follow_appends_removals_and_eviction(harness, monkeypatch):
+    monkeypatch.setattr(base, "_MAX_VIEWS", 2)
+    store = harness.make()
+    fill(store, ["a/1", "b/1", "a/2"])
+    assert store.count_pending(1, "a/+") == 2
+    assert store.count_pending(1, "+/1") == 2
+    store.append("a/3", None, b"", timestamp=5)  # a new topic joins the views it matches
+    store.append("b/1", None, b"", timestamp=6)
+    assert store.count_pending(1, "a/+") == 3 and store.count_pending(1, "+/1") == 3
+    assert store.topics("a/+") == {"a/1": 1, "a/2": 1, "a/3": 1}
+    assert store.last_message("#/2").seq == 3  # a third view: "a/+" (least recently used) goes
+    store.delete(1)
+    store.purge("b/1", keep=1)
+    assert seqs_of(store, "a/+") == [3, 4]  # rebuilt
+    assert seqs_of(store, "+/1") == [5]
+    assert seqs_of(store, "#/2") == [3]
+    store.purge()
+    assert store.count_pending(0, "a/+") == 0 and store.last_message("+/1") is None
+    store.append("a/9", None, b"", timestamp=7)
+    assert seqs_of(store, "a/+") == [6] and seqs_of(store, "+/1") == []
+
+
+def test_filtered_walk_over_many_topics_is_not_quadratic(harness):
+    store = harness.make()
+    count = 5000
+    for i in range(count):
+        store.append("k/%d" % i, None, b"v", timestamp=i)
+    started = time.monotonic()
+    seq, seen = 1, 0
+    while True:
+        message = store.next_message(seq, "k/+")
+        if message is None:
+            break
+        store.count_pending(message.seq + 1, "k/+")
+        seq, seen = message.seq + 1, seen + 1
+    assert seen == count
+    assert time.monotonic() - started < 2.0
 
 
 def test_closed_file_store_refuses_appends(tmp_path):

@@ -325,7 +325,9 @@ class FileStore(MessageStore):
         return (segments[i] for i in range(max(bisect_right(self._bases, seq) - 1, 0), len(segments)))
 
     def _next_live(self, seq):
-        for segment in self._segments_from(seq):
+        segments = self._segments
+        for position in range(max(bisect_right(self._bases, seq) - 1, 0), len(segments)):
+            segment = segments[position]
             seqs = segment.seqs
             if seqs and seqs[-1] >= seq:
                 index = segment.live.find(1, segment.position(seq))

@@ -9,6 +9,8 @@ JetStream streams) are sibling services that get the broker handed in.
 
 from __future__ import annotations
 
+import os
+
 from twisted.application import service
 
 from flowmq.core.errors import PermissionDenied
@@ -102,6 +104,9 @@ class Broker(service.Service):
             fsync_interval=storage.fsync_interval_ms / 1000.0, segment_bytes=storage.segment_bytes,
             clock=self.clock, on_dirty=self.batcher.need_sync)
         self.batcher.sync = self.storage.flush_all
+        every = " every %d ms" % storage.fsync_interval_ms if storage.fsync == "interval" else ""
+        _log.info("storage: streams in {path}, fsync {policy}{every}, segments of {size} bytes",
+                  path=os.path.abspath(os.path.join(self.settings.broker.data_dir, "streams")), policy=storage.fsync, every=every, size=storage.segment_bytes)
         service.Service.startService(self)
 
     def stopService(self):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from flowmq.bench import protocol, stats
+from flowmq.bench import jetstream, protocol, stats
 from flowmq.bench.counter import FrameCounter
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -61,6 +61,77 @@ def test_parser_ops_and_pong_stop():
     assert parser.rest() == b"MSG a 1 r 2\r\nhi\r\n"
     assert parser.feed(b"MSG a 1 r 2\r\nh") == []
     assert parser.feed(b"i\r\n-ERR 'x'\r\n") == [("MSG", b"a", b"1", b"r", b"hi"), ("-ERR", "x")]
+
+
+def _pubacks(ns, stream=b"S", inbox=b"_INBOX.x", seq=lambda n: n + 1):
+    out = []
+    for n in ns:
+        body = b'{"stream":"%s","seq":%d}' % (stream, seq(n))
+        out.append(b"MSG %s.%d 1 %d\r\n%s\r\n" % (inbox, n, len(body), body))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("piece", [1, 5, 33, 4096])
+def test_ack_scanner_matches_every_puback_to_its_message(piece):
+    stream = _pubacks(range(300)) + b"PING\r\n" + _pubacks(range(300, 500))
+    scanner = jetstream.AckScanner(500)
+    owed = b"".join(scanner.feed(stream[i:i + piece]) for i in range(0, len(stream), piece))
+    assert owed == b"PONG\r\n"
+    assert (scanner.answered, scanner.acked, scanner.in_order) == (500, 500, 500)
+    assert scanner.problems() == []
+
+
+def test_ack_scanner_reports_wrong_seqs_duplicates_and_refusals():
+    scanner = jetstream.AckScanner(10)
+    error = b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"S"}'
+    scanner.feed(_pubacks(range(5)) + _pubacks([5], seq=lambda n: 9) + _pubacks([2])
+                 + b"MSG _INBOX.x.6 1 %d\r\n%s\r\n" % (len(error), error) + _pubacks([7, 8, 9]))
+    assert (scanner.answered, scanner.acked, scanner.in_order) == (10, 9, 8)
+    assert (scanner.wrong_seq, scanner.duplicates, scanner.failed) == (1, 1, 1)
+    text = "\n".join(scanner.problems())
+    assert "message 5 stored at seq 9, expected 6" in text
+    assert "a second PubAck for message 2" in text
+    assert "message 6 refused" in text and "maximum messages exceeded" in text
+
+
+def test_ack_scanner_no_responders_ends_the_run():
+    scanner = jetstream.AckScanner(3)
+    status = b"NATS/1.0 503\r\n\r\n"
+    data = b"HMSG _INBOX.x.0 1 %d %d\r\n%s\r\n" % (len(status), len(status), status)
+    scanner.feed(data[:20])
+    scanner.feed(data[20:])
+    assert scanner.fatal and "no responders" in scanner.fatal
+
+
+def _deliveries(seqs, size=16, deliveries=1, subject=b"bench.js.pull"):
+    return b"".join(b"MSG %s 1 $JS.ACK.S.c.%d.%d.%d.1700000000000000000.0 %d\r\n%s\r\n"
+                    % (subject, deliveries, seq, seq, size, protocol.payload(size)) for seq in seqs)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 65536])
+def test_pull_scanner_acks_every_message_and_counts_each_seq_once(piece):
+    scanner = jetstream.PullScanner(200, 16, b"_INBOX.p")
+    scanner.requested(1, 200)
+    stream = _deliveries(range(1, 101)) + b"PING\r\n" + _deliveries(range(101, 201))
+    out = b"".join(scanner.feed(stream[i:i + piece]) for i in range(0, len(stream), piece))
+    assert out.count(b"+ACK\r\n") == 200 and out.count(b"PONG\r\n") == 1
+    assert out.startswith(b"PUB $JS.ACK.S.c.1.1.1.1700000000000000000.0 4\r\n+ACK\r\n")
+    assert (scanner.received, scanner.owed, scanner.problems()) == (200, 0, [])
+
+
+def test_pull_scanner_statuses_duplicates_and_redeliveries():
+    scanner = jetstream.PullScanner(5, 16, b"_INBOX.p")
+    scanner.requested(1, 5)
+    status = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n"
+    scanner.feed(_deliveries([1, 2]) + b"HMSG _INBOX.p.1 1 %d %d\r\n%s\r\n" % (len(status), len(status), status))
+    assert (scanner.received, scanner.owed, scanner.fatal) == (2, 0, None)
+    assert scanner.statuses == {"408 Request Timeout": 1}
+    scanner.requested(2, 3)
+    scanner.feed(_deliveries([2], deliveries=2) + _deliveries([3, 4, 5]) + b"PONG\r\n")
+    assert (scanner.received, scanner.duplicates, scanner.redelivered, scanner.pongs) == (5, 1, 1, 1)
+    status = b"NATS/1.0 409 Consumer Deleted\r\n\r\n"
+    scanner.feed(b"HMSG _INBOX.p.2 1 %d %d\r\n%s\r\n" % (len(status), len(status), status))
+    assert "409 Consumer Deleted" in scanner.fatal
 
 
 def test_percentiles():
@@ -120,4 +191,47 @@ def test_tool_counts_every_message_against_flowmq(tmp_path):
                    "received per member", "requests/s", "latency p99 (us)", "RSS per connection",
                    "rate ratio", "10,000/10,000 received ok", "2,000/2,000 received ok",
                    "200/200 answered ok", "100/100 connected ok", "check: all 12 runs complete"):
+        assert figure in text, figure
+
+
+def test_tool_runs_the_jetstream_scenarios_against_flowmq(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "flowmq.bench", "--scenario", "js-pub-sync,js-pub-async,js-pull",
+               "--js-msgs", "3000", "--js-sync-msgs", "300", "--js-window", "500", "--js-batch", "200",
+               "--sizes", "16,1024", "--timeout", "5", "--json", str(out), "--quiet"]
+    proc = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+    text = proc.stdout.decode()
+    assert proc.returncode == 0, text + proc.stderr.decode()
+
+    data = json.loads(out.read_text())
+    [server] = data["servers"]
+    assert server["kind"] == "FlowMQ"
+    results = {(r["scenario"], r["size"]): r for r in server["results"]}
+    assert sorted(results) == sorted((name, size) for name in ("js-pub-sync", "js-pub-async", "js-pull")
+                                     for size in (16, 1024))
+    for r in results.values():
+        assert r["complete"] and not r["errors"], r
+    for size in (16, 1024):
+        sync = results[("js-pub-sync", size)]["details"]
+        assert (sync["sent"], sync["acked"], sync["acked_in_order"]) == (300, 300, 300)
+        assert sync["stream_state"]["last_seq"] == 300 and sync["latency"]["count"] == 300
+        assert sync["stream"]["storage"] == "file"
+        pub = results[("js-pub-async", size)]["details"]
+        assert (pub["sent"], pub["acked_in_order"], pub["duplicate_acks"]) == (3000, 3000, 0)
+        assert 0 < pub["max_outstanding"] <= 500
+        assert pub["stream_state"]["messages"] == 3000
+        pull = results[("js-pull", size)]["details"]
+        assert pull["prefill"]["acked"] == 3000
+        assert (pull["received"], pull["duplicates"], pull["redelivered"]) == (3000, 0, 0)
+        assert pull["requests"] == 15
+        assert pull["consumer_state"]["ack_floor"]["stream_seq"] == 3000
+        assert pull["consumer_state"]["num_ack_pending"] == 0
+
+    for label in ("js-pub-sync", "js-pub-async", "js-pull", "JetStream, file storage"):
+        assert label in text
+    for figure in ("publish msgs/s (PubAck received)", "PubAck latency p50 (us)", "consume msgs/s (each acked)",
+                   "300/300 acked in order ok", "3,000/3,000 acked in order ok", "3,000/3,000 consumed ok",
+                   "check: all 6 runs complete"):
         assert figure in text, figure

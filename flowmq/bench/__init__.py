@@ -13,6 +13,8 @@ Modules, one job each:
 - ``scenarios``: one function per scenario (workers, barrier, results)
 - ``launch``: starts worker processes and gathers their reports
 - ``pubsub``, ``reqrep``, ``idle``: the worker processes
+- ``jetstream``: the $JS.API requests, the PubAck and pull scanners and the
+  worker processes of the JetStream scenarios
 - ``worker``: the envelope of the pubsub and reqrep workers (errors, close, report)
 - ``protocol``: NATS frames, the handshake, a small parser
 - ``counter``: the fast MSG frame counter of the subscribers

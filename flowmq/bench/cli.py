@@ -22,7 +22,8 @@ worker processes. Without --url it starts FlowMQ (twistd -n flowmq) on a
 free loopback port and stops it at the end; --compare also runs every
 scenario against nats-server and prints both side by side.
 
-scenarios (--scenario, repeatable; default: all):
+scenarios (--scenario, repeatable or comma-separated; default: all; the
+JetStream ones are left out for a --url server without JetStream):
   1to1      1 publisher -> 1 subscriber
   fanout    1 publisher -> --subs subscribers (5), each gets every message
   fanin     --pubs publishers (5) -> 1 subscriber
@@ -34,10 +35,26 @@ scenarios (--scenario, repeatable; default: all):
             started, or --server-pid)
   manysubs  the 1to1 rate with 10 and with --many-subscriptions (100,000)
             extra subscriptions on distinct subjects, and their ratio
+  js-pub-sync
+            JetStream publish, one message at a time, each waiting for its
+            PubAck (--js-sync-msgs, 20,000); msgs/s and PubAck latency
+  js-pub-async
+            JetStream publish with up to --js-window (4,000) PubAcks
+            outstanding (--js-msgs, 100,000); msgs/s
+  js-pull   a durable pull consumer (ack policy explicit, every message
+            acked) reads a stream pre-filled with --js-msgs messages, one
+            pull request of --js-batch (500) messages after the other; msgs/s
+  js        the three JetStream scenarios
 
-Subjects are <--subject>.<scenario>; the extra subscriptions of manysubs are
-<--subject>.many.<i>. Throughput runs use every size of --sizes; reqrep uses
-the first.
+The JetStream scenarios each create a file-storage stream FLOWMQ_BENCH_*
+(deleting one an interrupted run left) and delete it after the run. They
+check that message n got seq n+1 and that every seq was consumed once and
+acknowledged. nats-server then runs with -js and a temporary -sd directory;
+FlowMQ always gets a temporary --broker-data-dir.
+
+Subjects are <--subject>.<scenario> (<--subject>.js.pub-sync ... for
+JetStream); the extra subscriptions of manysubs are <--subject>.many.<i>.
+Throughput runs use every size of --sizes; reqrep uses the first.
 """
 
 
@@ -88,9 +105,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server-pid", type=int, metavar="PID", help="with --url: the server's pid, for the idle scenario's memory figure")
     p.add_argument("--compare", action="store_true", help="also start nats-server and run every scenario against both")
     p.add_argument("--scenario", action="append", metavar="NAME",
-                   help="scenario to run (repeatable, or comma-separated): %s" % ", ".join(scenarios.NAMES))
+                   help="scenario to run (repeatable, or comma-separated): %s, or js for the "
+                        "JetStream ones" % ", ".join(scenarios.NAMES))
     p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")
     p.add_argument("--requests", type=_count, default=20000, metavar="N", help="requests of the reqrep scenario (default 20,000)")
+    p.add_argument("--js-msgs", type=_count, default=100000, metavar="N",
+                   help="messages of js-pub-async and js-pull (default 100,000)")
+    p.add_argument("--js-sync-msgs", type=_count, default=20000, metavar="N",
+                   help="messages of js-pub-sync (default 20,000)")
+    p.add_argument("--js-window", type=_count, default=4000, metavar="N",
+                   help="PubAcks outstanding in js-pub-async and the js-pull prefill (default 4,000)")
+    p.add_argument("--js-batch", type=_count, default=500, metavar="N",
+                   help="messages per pull request of js-pull (default 500; the consumer's "
+                        "max_ack_pending is the server's default, 1,000)")
     p.add_argument("--size", type=_size, metavar="BYTES", help="payload size in bytes (a single size; 1k = 1024)")
     p.add_argument("--sizes", type=_sizes, default=None, metavar="LIST", help="comma-separated payload sizes (default 16,1024)")
     p.add_argument("--pubs", type=_count, default=5, metavar="N", help="publishers of the fanin scenario (default 5)")
@@ -122,16 +149,20 @@ def parse(argv=None):
     p = parser()
     cfg = p.parse_args(argv)
     names = []
-    for item in cfg.scenario or list(scenarios.NAMES):
+    for item in cfg.scenario or list(scenarios.DEFAULT):
         for name in item.split(","):
             name = name.strip()
             if not name:
                 continue
-            if name not in scenarios.NAMES:
-                p.error("unknown scenario %r (choose from %s)" % (name, ", ".join(scenarios.NAMES)))
-            if name not in names:
-                names.append(name)
+            if name not in scenarios.NAMES and name not in scenarios.GROUPS:
+                p.error("unknown scenario %r (choose from %s)" % (
+                    name, ", ".join(scenarios.NAMES + tuple(scenarios.GROUPS))))
+            for one in scenarios.GROUPS.get(name, (name,)):
+                if one not in names:
+                    names.append(one)
     cfg.scenarios = names
+    cfg.scenarios_named = bool(cfg.scenario)
+    cfg.jetstream = any(name in scenarios.JS_NAMES for name in names)
     if cfg.size is not None and cfg.sizes is not None:
         p.error("give --size or --sizes, not both")
     cfg.sizes = [cfg.size] if cfg.size is not None else (cfg.sizes or [16, 1024])

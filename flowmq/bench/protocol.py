@@ -10,6 +10,10 @@ import socket
 import time
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"name":"flowmq-bench","lang":"python"}\r\n'
+# JetStream connections announce headers (pull status messages, 503 No
+# Responders for a request nobody serves are header-only messages).
+JS_CONNECT = (b'CONNECT {"verbose":false,"pedantic":false,"name":"flowmq-bench","lang":"python",'
+              b'"headers":true,"no_responders":true}\r\n')
 PING = b"PING\r\n"
 PONG = b"PONG\r\n"
 CRLF = b"\r\n"
@@ -144,12 +148,13 @@ def read_until_pong(sock: socket.socket, parser: MsgParser, deadline: float, inf
     raise BenchError("no PONG from the server")
 
 
-def handshake(sock: socket.socket, extra: bytes = b"", timeout: float = 30.0, info: dict = None):
+def handshake(sock: socket.socket, extra: bytes = b"", timeout: float = 30.0, info: dict = None,
+              connect: bytes = CONNECT):
     """CONNECT (verbose off), ``extra`` (SUB lines ...), PING; wait for PONG,
     so the server has processed all of it. Returns the parser (with any bytes
     that came after the PONG still inside it)."""
     parser = MsgParser()
-    sock.sendall(CONNECT + extra + PING)
+    sock.sendall(connect + extra + PING)
     read_until_pong(sock, parser, time.monotonic() + timeout, info)
     return parser
 

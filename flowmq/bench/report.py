@@ -39,7 +39,7 @@ def format_ratio(a, b, kind: str) -> str:
     if kind in ("text", "pct") or not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or not b:
         return ""
     ratio = float(a) / float(b)
-    return "{:.3f}".format(ratio) if ratio < 0.1 else "{:.2f}".format(ratio)
+    return "{:.3f}".format(ratio) if ratio < 0.0995 else "{:.2f}".format(ratio)  # 0.0999: "0.10"
 
 
 def _order(result) -> tuple:
@@ -116,9 +116,25 @@ def render(headers, rows, right=()) -> str:
 
 
 def header(cfg, runs) -> str:
-    lines = ["flowmq-bench: %s messages per throughput run, %s requests, payload %s; "
-             "MB = 10^6 payload bytes" % (format(cfg.msgs, ","), format(cfg.requests, ","),
-                                          ", ".join(scenarios.size_text(s) for s in cfg.sizes))]
+    chosen = getattr(cfg, "scenarios", scenarios.NAMES)
+    parts = []
+    if any(name in chosen for name in ("1to1", "fanout", "fanin", "queue", "manysubs")):
+        parts.append("%s messages per throughput run" % format(cfg.msgs, ","))
+    if "reqrep" in chosen:
+        parts.append("%s requests" % format(cfg.requests, ","))
+    parts.append("payload %s; MB = 10^6 payload bytes" % ", ".join(scenarios.size_text(s) for s in cfg.sizes))
+    lines = ["flowmq-bench: " + ", ".join(parts)]
+    ran = set(r["scenario"] for _, results in runs for r in results)
+    js = []
+    if "js-pub-sync" in ran:
+        js.append("js-pub-sync %s messages" % format(cfg.js_sync_msgs, ","))
+    if "js-pub-async" in ran:
+        js.append("js-pub-async %s (%s PubAcks outstanding)" % (format(cfg.js_msgs, ","), format(cfg.js_window, ",")))
+    if "js-pull" in ran:
+        js.append("js-pull %s (%s per pull request, ack policy explicit, every message acked)"
+                  % (format(cfg.js_msgs, ","), format(cfg.js_batch, ",")))
+    if js:
+        lines.append("JetStream, file storage: " + ", ".join(js))
     for server, _ in runs:
         pid = " pid %d" % server.pid if server.pid else ""
         lines.append("  %s at %s%s" % (server.description or server.kind, server.url, pid))

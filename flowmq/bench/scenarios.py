@@ -12,11 +12,19 @@ from __future__ import annotations
 import array
 import time
 
-from flowmq.bench import idle, launch, protocol, pubsub, reqrep, stats, system
+from flowmq.bench import idle, jetstream, launch, protocol, pubsub, reqrep, stats, system
 
-NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs")
-SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs")  # run once per payload size
+JS_NAMES = ("js-pub-sync", "js-pub-async", "js-pull")
+NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES
+SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_NAMES  # run once per payload size
+GROUPS = {"js": JS_NAMES}  # --scenario js: all of them
+DEFAULT = NAMES  # what runs without --scenario (the JetStream set takes about 20 s per server)
 BASE_EXTRA_SUBSCRIPTIONS = 10
+# The streams (file storage) and the consumer of the JetStream scenarios; a
+# stream of that name that an interrupted run left behind is deleted first.
+JS_STREAMS = {"js-pub-sync": "FLOWMQ_BENCH_PUB_SYNC", "js-pub-async": "FLOWMQ_BENCH_PUB_ASYNC",
+              "js-pull": "FLOWMQ_BENCH_PULL"}
+JS_CONSUMER = "flowmq-bench"
 
 
 def label(cfg, name: str) -> str:
@@ -65,6 +73,12 @@ def run(name: str, server, cfg, size, progress) -> dict:
             _idle(result, server, cfg, progress)
         elif name == "manysubs":
             _manysubs(result, server, cfg, progress, size)
+        elif name == "js-pub-sync":
+            _js_publish(result, server, cfg, progress, size, window=None)
+        elif name == "js-pub-async":
+            _js_publish(result, server, cfg, progress, size, window=cfg.js_window)
+        elif name == "js-pull":
+            _js_pull(result, server, cfg, progress, size)
         else:
             raise ValueError("unknown scenario %r" % name)
     except Exception as e:  # one failed scenario must not stop the others
@@ -375,3 +389,189 @@ def _idle(result, server, cfg, progress):
         _figure(result, "RSS per connection (KiB)", "n/a (server pid unknown)", "text")
     result["check"] = _check_text(opened, total, "connected")
     result["complete"] = opened == total and not errors
+
+
+# -- JetStream ------------------------------------------------------------------------------
+
+
+def _js_subject(cfg, name: str) -> str:
+    return "%s.js.%s" % (cfg.subject, name[3:])  # bench.js.pub-sync ...
+
+
+def _js_stream(result, api, name: str, subject: str, progress, prefix: str) -> None:
+    progress.update(prefix + "creating stream %s" % name, force=True)
+    info = api.fresh_stream(name, subject)
+    result["details"]["stream"] = {"name": name, "subject": subject, "storage": info.get("config", {}).get("storage")}
+
+
+def _js_stored(result, api, name: str, want: int) -> None:
+    """The stream must hold exactly the messages published, seq 1..want."""
+    state = api.stream_info(name).get("state", {})
+    result["details"]["stream_state"] = state
+    got = (state.get("messages"), state.get("first_seq"), state.get("last_seq"))
+    if got != (want, 1 if want else 0, want):
+        result["errors"].append("stream %s holds %s messages, seq %s..%s; expected %d, seq 1..%d"
+                                % (name, got[0], got[1], got[2], want, want))
+
+
+def _js_drop(result, api, name: str) -> None:
+    try:
+        api.delete_stream(name)
+    except (OSError, protocol.BenchError) as e:
+        result["errors"].append("deleting stream %s: %s" % (name, e))
+
+
+def _js_worker(result, server, cfg, progress, prefix: str, target, args, total: int, what: str):
+    """Run one worker process of a JetStream scenario; returns its report (or None)."""
+    errors = result["errors"]
+    workers = launch.Workers(launch.context(cfg.start_method), 1, 2)
+    opts = _worker_opts(server, cfg)
+    try:
+        workers.start(target, 0, opts, *(tuple(args) + (workers.barrier, workers.stop,
+                                                        workers.counters, workers.results)))
+        if not workers.wait_ready(cfg.setup_timeout + 5):
+            errors.append("the worker did not get ready (setup failed or timed out)")
+        else:
+            deadline = time.monotonic() + cfg.max_time + cfg.timeout + 10
+            for _ in range(int((cfg.max_time + cfg.timeout + 20) / 0.1) + 10):
+                workers.poll(0.1)
+                progress.update(prefix + "%s/%s %s" % (format(workers.counters[0], ","), format(total, ","), what))
+                if workers.reports or time.monotonic() > deadline or workers.all_exited():
+                    break
+        workers.gather(1, cfg.timeout + cfg.setup_timeout + 5)
+    finally:
+        workers.finish()
+    for r in workers.reports:
+        errors.extend(r["errors"])
+    if not workers.reports:
+        errors.append("the worker did not report")
+        return None
+    return workers.reports[0]
+
+
+def _js_publish(result, server, cfg, progress, size, window):
+    """js-pub-sync (``window`` None: one PubAck awaited at a time) or js-pub-async."""
+    name = JS_STREAMS[result["scenario"]]
+    subject = _js_subject(cfg, result["scenario"])
+    total = cfg.js_sync_msgs if window is None else cfg.js_msgs
+    prefix = "[%s %s] " % (result["label"], size_text(size))
+    details = result["details"]
+    details.update(messages=total, window=window or 1)
+    r = None
+    api = jetstream.JsApi(server.host, server.port, cfg.setup_timeout)
+    try:
+        _js_stream(result, api, name, subject, progress, prefix)
+        try:
+            if window is None:
+                target, args = jetstream.sync_publisher, (subject.encode(), size, total)
+            else:
+                target, args = jetstream.async_publisher, (subject.encode(), size, total, window)
+            r = _js_worker(result, server, cfg, progress, prefix, target, args, total, "acked")
+            if r is not None and r["acked"] == total:
+                _js_stored(result, api, name, total)
+        finally:
+            _js_drop(result, api, name)
+    finally:
+        api.close()
+    r = r or {}
+    acked = r.get("acked", 0)
+    in_order = r.get("acked_in_order", 0)
+    elapsed = (r["end"] - r["start"]) if (r.get("end") and r.get("start")) else None
+    details.update({k: v for k, v in r.items() if k not in ("latencies", "errors", "role", "slot")})
+    details["elapsed_s"] = elapsed
+    details["msgs_per_s"] = stats.rate(acked, elapsed)
+    _figure(result, "publish msgs/s (PubAck received)", stats.rate(acked, elapsed), "rate")
+    _figure(result, "publish MB/s", stats.rate(acked * size, elapsed) / stats.MB, "mb")
+    if window is None:
+        latencies = array.array("d")
+        latencies.frombytes(r.get("latencies", b""))
+        summary = stats.latency_summary(latencies)
+        details["latency"] = summary
+        _figure(result, "PubAck latency p50 (us)", summary["p50_us"], "us")
+        _figure(result, "PubAck latency p99 (us)", summary["p99_us"], "us")
+    result["check"] = _check_text(in_order, total, "acked in order")
+    result["complete"] = in_order == total and r.get("sent") == total and not result["errors"]
+
+
+def _js_pull(result, server, cfg, progress, size):
+    name = JS_STREAMS["js-pull"]
+    subject = _js_subject(cfg, "js-pull")
+    total = cfg.js_msgs
+    prefix = "[%s %s] " % (result["label"], size_text(size))
+    details = result["details"]
+    details.update(messages=total, batch=cfg.js_batch, ack_policy="explicit", consumer=JS_CONSUMER)
+    r = None
+    api = jetstream.JsApi(server.host, server.port, cfg.setup_timeout)
+    try:
+        _js_stream(result, api, name, subject, progress, prefix)
+        try:
+            details["prefill"] = _js_prefill(result, server, cfg, progress, prefix, subject, size, total)
+            if not result["errors"]:
+                _js_stored(result, api, name, total)
+            if not result["errors"]:
+                api.create_consumer(name, JS_CONSUMER)
+                r = _js_worker(result, server, cfg, progress, prefix, jetstream.puller,
+                               (name, JS_CONSUMER, size, total, cfg.js_batch), total, "consumed")
+                if r is not None:
+                    details["consumer_state"] = _js_acked(result, api, name, total, cfg.timeout)
+        finally:
+            _js_drop(result, api, name)
+    finally:
+        api.close()
+    r = r or {}
+    received = r.get("received", 0)
+    elapsed = (r["end"] - r["start"]) if (r.get("end") and r.get("start")) else None
+    details.update({k: v for k, v in r.items() if k not in ("errors", "role", "slot")})
+    details["elapsed_s"] = elapsed
+    details["msgs_per_s"] = stats.rate(received, elapsed)
+    _figure(result, "consume msgs/s (each acked)", stats.rate(received, elapsed), "rate")
+    _figure(result, "consume MB/s", stats.rate(received * size, elapsed) / stats.MB, "mb")
+    result["check"] = _check_text(received, total, "consumed")
+    result["complete"] = received == total and not result["errors"]
+
+
+def _js_prefill(result, server, cfg, progress, prefix, subject, size, total) -> dict:
+    """Fill the stream of js-pull (not timed), published like js-pub-async."""
+    sock = protocol.connect(server.host, server.port, cfg.setup_timeout)
+    try:
+        inbox = jetstream.new_inbox("fill")
+        parser = protocol.handshake(sock, protocol.sub_line(inbox + b".*", b"1"), cfg.setup_timeout,
+                                    connect=protocol.JS_CONNECT)
+        scanner = jetstream.AckScanner(total)
+        early = parser.rest()
+        if early:
+            sock.sendall(scanner.feed(early))
+        timing = jetstream.publish_window(
+            sock, scanner, subject.encode(), inbox, size, cfg.js_window, cfg.batch_bytes, cfg.timeout,
+            time.monotonic() + cfg.max_time,
+            lambda done: progress.update(prefix + "prefill %s/%s acked" % (format(done, ","), format(total, ","))))
+    except (OSError, protocol.BenchError) as e:
+        result["errors"].append("prefill: %s" % (e,))
+        return {}
+    finally:
+        sock.close()
+    result["errors"].extend("prefill: %s" % p for p in scanner.problems())
+    if scanner.in_order != total:
+        result["errors"].append("prefill: %d of %d messages acked in order" % (scanner.in_order, total))
+    elapsed = (timing["last_ack"] - timing["start"]) if timing["last_ack"] else None
+    return {"acked": scanner.acked, "elapsed_s": elapsed, "msgs_per_s": stats.rate(scanner.acked, elapsed)}
+
+
+def _js_acked(result, api, name: str, total: int, timeout: float) -> dict:
+    """After the run the consumer must have every message acknowledged: ack
+    floor at ``total``, nothing pending. Acks are fire-and-forget, so this
+    asks again for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    info = {}
+    for _ in range(int(timeout / 0.05) + 2):
+        info = api.consumer_info(name, JS_CONSUMER)
+        floor = info.get("ack_floor", {}).get("stream_seq")
+        if floor == total and not info.get("num_ack_pending") and not info.get("num_pending"):
+            break
+        if time.monotonic() > deadline:
+            result["errors"].append("consumer %s: ack floor %s of %d, %s acks pending, %s messages pending"
+                                    % (JS_CONSUMER, floor, total, info.get("num_ack_pending"), info.get("num_pending")))
+            break
+        time.sleep(0.05)
+    return {k: info.get(k) for k in ("delivered", "ack_floor", "num_ack_pending", "num_redelivered",
+                                     "num_pending", "num_waiting")}

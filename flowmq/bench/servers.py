@@ -1,9 +1,12 @@
 """Starting and stopping the servers under test.
 
 ``start_flowmq`` runs ``twistd -n --pidfile= flowmq --nats-host 127.0.0.1
---nats-port 0`` with the tool's own interpreter in a temporary directory and
-reads the port from the log line ``NATS listening on 127.0.0.1:<port>``;
-``start_nats_server`` runs ``nats-server -a 127.0.0.1 -p <free port>``.
+--nats-port 0 --broker-data-dir <tmp>/data`` with the tool's own interpreter
+in a temporary directory <tmp> and reads the port from the log line ``NATS
+listening on 127.0.0.1:<port>``; ``start_nats_server`` runs ``nats-server -a
+127.0.0.1 -p <free port>``, with ``-js -sd <tmp>/jetstream`` for the
+JetStream scenarios. The temporary directory, stores included, goes when
+the server is stopped.
 ``Server.stop`` sends SIGTERM and kills after a timeout. ``external`` wraps a
 server given with ``--url``.
 """
@@ -126,8 +129,7 @@ def _wait_for_line(process, log_path: str, pattern, timeout: float):
     return None
 
 
-def _start(kind: str, command: list, env: dict, pattern, timeout: float) -> Server:
-    workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
+def _start(kind: str, workdir, command: list, env: dict, pattern, timeout: float) -> Server:
     log_path = os.path.join(workdir.name, "server.log")
     log = open(log_path, "wb")
     try:
@@ -153,9 +155,13 @@ def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
     root = os.path.dirname(os.path.dirname(os.path.abspath(flowmq.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
+    # A data directory of its own (JetStream's file streams); extra_args come
+    # after it, so that a --broker-data-dir given there wins.
     command = twistd_command() + ["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1",
-                                  "--nats-port", "0"] + list(extra_args)
-    server = _start("FlowMQ", command, env, _FLOWMQ_LISTENING, timeout)
+                                  "--nats-port", "0", "--broker-data-dir",
+                                  os.path.join(workdir.name, "data")] + list(extra_args)
+    server = _start("FlowMQ", workdir, command, env, _FLOWMQ_LISTENING, timeout)
     server.version = getattr(flowmq, "__version__", "")
     server.description = "FlowMQ %s (twistd, %s %s)" % (
         server.version, platform.python_implementation(), platform.python_version())
@@ -171,18 +177,22 @@ def free_port() -> int:
         sock.close()
 
 
-def start_nats_server(extra_args=(), timeout: float = 30.0) -> Server:
+def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = False) -> Server:
     binary = find_nats_server()
     port = free_port()
-    server = _start("nats-server", [binary, "-a", "127.0.0.1", "-p", str(port)] + list(extra_args),
-                    dict(os.environ), _NATS_LISTENING, timeout)
+    workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
+    command = [binary, "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream:
+        command += ["-js", "-sd", os.path.join(workdir.name, "jetstream")]
+    server = _start("nats-server", workdir, command + list(extra_args), dict(os.environ), _NATS_LISTENING, timeout)
     try:
         info = protocol.server_info(server.host, server.port)
     except (OSError, protocol.BenchError) as e:
         server.stop()
         raise ServerError("nats-server does not answer on %s: %s" % (server.url, e))
     server.version = str(info.get("version", ""))
-    server.description = "nats-server %s" % server.version
+    server.description = "nats-server %s%s" % (server.version, " (-js, store in a temporary directory)"
+                                                if jetstream else "")
     return server
 
 

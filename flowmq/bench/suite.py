@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from flowmq.bench import scenarios, servers
+from flowmq.bench import protocol, scenarios, servers
 
 
 def plan(cfg) -> list:
@@ -37,7 +37,7 @@ def server_factories(cfg) -> list:
         factories.append(lambda: servers.start_flowmq(cfg.flowmq_args))
     if cfg.compare:
         servers.find_nats_server()  # fail before any run if it is missing
-        factories.append(lambda: servers.start_nats_server(cfg.nats_server_args))
+        factories.append(lambda: servers.start_nats_server(cfg.nats_server_args, jetstream=cfg.jetstream))
     return factories
 
 
@@ -51,7 +51,10 @@ def run(cfg, progress) -> list:
             progress.note("flowmq-bench: %s at %s%s" % (server.description, server.url,
                                                         " (pid %d)" % server.pid if server.pid else ""))
             results = []
+            skip_js = _skip_jetstream(cfg, server, steps, progress)
             for name, size in steps:
+                if skip_js and name in scenarios.JS_NAMES:
+                    continue
                 results.append(scenarios.run(name, server, cfg, size, progress))
                 time.sleep(cfg.pause)
             if not server.alive():
@@ -61,3 +64,19 @@ def run(cfg, progress) -> list:
             server.stop()
         runs.append((server, results))
     return runs
+
+
+def _skip_jetstream(cfg, server, steps, progress) -> bool:
+    """The JetStream scenarios of the default run are left out for a server
+    that does not announce JetStream in its INFO (a --url server without it);
+    named with --scenario, they run and report what fails."""
+    if cfg.scenarios_named or not any(name in scenarios.JS_NAMES for name, _ in steps):
+        return False
+    try:
+        info = protocol.server_info(server.host, server.port, cfg.setup_timeout)
+    except (OSError, protocol.BenchError):
+        return False  # the scenarios will say what is wrong
+    if info.get("jetstream"):
+        return False
+    progress.note("flowmq-bench: %s does not announce JetStream; the js-* scenarios are left out" % server.kind)
+    return True

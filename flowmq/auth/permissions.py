@@ -19,6 +19,8 @@ NATS subject ``orders.>`` is the filter ``orders/+/#``). They follow the
 
 from __future__ import annotations
 
+import collections
+
 from flowmq.core.router import filter_matches
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, validate_filter
 
@@ -155,7 +157,7 @@ class Permissions:
         _compile(self.subscribe_allow or ())  # validated; matched as strings by filter_covers
         self._subscribe_deny = _compile(self.subscribe_deny)
         self._publish_cache: dict = {}
-        self._replies: dict = {}  # reply topic -> None, oldest first
+        self._replies = collections.OrderedDict()  # reply topic -> None, oldest first
 
     def __repr__(self):
         names = ("publish_allow", "publish_deny", "subscribe_allow", "subscribe_deny", "allow_responses")
@@ -169,7 +171,7 @@ class Permissions:
             return self
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)  # the publish cache stays shared
-        copy._replies = {}
+        copy._replies = collections.OrderedDict()
         return copy
 
     def may_publish(self, topic: str) -> bool:
@@ -181,7 +183,7 @@ class Permissions:
             )
             cache = self._publish_cache
             if len(cache) >= _PUBLISH_CACHE_SIZE:
-                del cache[next(iter(cache))]
+                cache.clear()  # see Router.match: dropping the oldest one by one is O(n) per drop
             cache[topic] = allowed
         if allowed:
             return True
@@ -198,10 +200,10 @@ class Permissions:
         if not self.allow_responses:
             return
         replies = self._replies
-        replies.pop(reply_topic, None)  # a newer request: it becomes the youngest
         replies[reply_topic] = None
+        replies.move_to_end(reply_topic)  # a newer request: it becomes the youngest
         if len(replies) > self.max_responses:
-            del replies[next(iter(replies))]
+            replies.popitem(last=False)
 
     def may_subscribe(self, topic_filter: str) -> bool:
         if self.subscribe_allow is not None:

@@ -217,7 +217,10 @@ class Router:
         result = (tuple(subscriptions), tuple(groups)) if (subscriptions or groups) else _NO_MATCH
         cache = self._cache
         if len(cache) >= self._cache_size:
-            del cache[next(iter(cache))]
+            # Emptied when full: dropping the oldest entry of a dict one at a
+            # time (del d[next(iter(d))]) walks over every slot deleted before
+            # it, which made each miss O(cache size) under reply-inbox churn.
+            cache.clear()
         cache[topic] = result
         return result
 

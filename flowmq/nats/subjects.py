@@ -41,7 +41,7 @@ _CACHE_KEY_LIMIT = 256
 def _remember(cache: dict, key, value):
     if len(key) <= _CACHE_KEY_LIMIT:
         if len(cache) >= _CACHE_LIMIT:
-            del cache[next(iter(cache))]
+            cache.clear()  # see Router.match: dropping the oldest one by one is O(n) per drop
         cache[key] = value
     return value
 

@@ -67,7 +67,9 @@ class Consumer:
         self.delivered_stream_seq = 0
         self.ack_floor_consumer_seq = 0
         self.ack_floor_stream_seq = 0
-        self.pending: dict = {}  # stream seq -> _Pending, in order of first delivery
+        # stream seq -> _Pending, in order of first delivery (ordered: the
+        # first one, which sets the ack floor, is found in O(1) as acks go)
+        self.pending = collections.OrderedDict()
         self._redeliver = collections.deque()  # stream seqs due again, oldest first
         self._deadlines: list = []  # heap of (deadline ns, stream seq)
         self._last_per_subject = collections.deque()  # seqs still to send of a last_per_subject start
@@ -423,7 +425,7 @@ class Consumer:
         if request in self.waiting:
             self.waiting.remove(request)
             request.finish(self, b"408", b"Request Timeout", [
-                ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes))])
+                ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes or 0))])
 
     # -- acknowledgements ---------------------------------------------------------
 

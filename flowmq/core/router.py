@@ -237,7 +237,13 @@ class Router:
 
 def _collect(node: _Node, levels: list, index: int, subscriptions: dict, groups: dict, seen: dict) -> None:
     multi = node.multi
-    if multi is not None:
+    if multi is not None and not (multi.children or multi.single or multi.multi):
+        # A trailing '#' (MQTT's a/#, NATS's a.>): it matches whatever follows.
+        if multi.subscriptions:
+            subscriptions.update(multi.subscriptions)
+        for group in multi.groups.values():
+            groups[group] = None
+    elif multi is not None:
         # '#' swallows zero or more levels: try what follows it at every
         # suffix. ``seen`` holds, per '#' node, the first suffix tried from
         # it; all later ones were tried then, so no suffix is tried twice.

@@ -26,6 +26,7 @@ from flowmq.core.topics import (
 
 # What the protocol parser splits arguments on (bytes.split()): never in a subject.
 _WHITE_SPACE = " \t\r\n\x0b\x0c"
+_WHITE_SPACE_SET = frozenset(_WHITE_SPACE)
 
 #: How a topic level value is written as a NATS token.
 NATS_TOKEN = LevelGrammar("." + _WHITE_SPACE, alone=("*", ">", "+"), empty_level=False)
@@ -47,7 +48,7 @@ def _remember(cache: dict, key, value):
 
 
 def _tokens(subject: str) -> list:
-    if not subject or any(c in subject for c in _WHITE_SPACE):
+    if not subject or not _WHITE_SPACE_SET.isdisjoint(subject):
         raise InvalidTopic("invalid subject %r" % (subject,))
     tokens = subject.split(".")
     if "" in tokens:
@@ -112,7 +113,7 @@ def topic_to_subject(topic: str) -> bytes:
     if subject is not None:
         return subject
     levels = topic.split(SEPARATOR)
-    if _TOPIC_SPECIAL.isdisjoint(topic) and "" not in levels and not any(c in topic for c in _WHITE_SPACE):
+    if _TOPIC_SPECIAL.isdisjoint(topic) and "" not in levels and _WHITE_SPACE_SET.isdisjoint(topic):
         text = ".".join(levels)
     else:
         text = ".".join(NATS_TOKEN.encode(TOPIC_LEVEL.decode(level)) for level in levels)

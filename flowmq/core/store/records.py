@@ -214,8 +214,20 @@ def decode(buf, start: int = 0, end: int | None = None):
 
 
 def decode_message(data) -> Record | None:
-    """The MESSAGE record that is exactly ``data``, or None if it is not one."""
-    records, stop = decode(data)
-    if stop != len(data) or len(records) != 1 or records[0].type != MESSAGE:
+    """The MESSAGE record that is exactly ``data`` (bytes), or None if it is
+    not one. (The read path of every stored message: one record, decoded
+    directly rather than through ``decode``'s lists.)"""
+    length = len(data)
+    if length < HEADER_SIZE:
         return None
-    return records[0]
+    rtype, stated, seq, timestamp, topic_len, headers_len = _HEAD.unpack_from(data, 4)
+    body = HEADER_SIZE + topic_len
+    if (rtype != MESSAGE or stated != length or body + headers_len > length
+            or zlib.crc32(memoryview(data)[4:]) != _CRC.unpack_from(data)[0]):
+        return None
+    try:
+        topic = data[HEADER_SIZE:body].decode("utf-8", "surrogatepass")
+        headers = decode_headers(data[body : body + headers_len]) if headers_len else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return Record(MESSAGE, seq, timestamp, topic, headers, data[body + headers_len :])

@@ -240,6 +240,8 @@ SETTINGS = (
             "milliseconds between fsyncs when storage.fsync is interval"),
     Setting("storage", "segment_bytes", _positive_int, 64 * 1024 * 1024,
             "size at which a stream's log starts a new segment file"),
+    Setting("storage", "compact_interval", _positive_float, 60.0,
+            "seconds between sweeps that rewrite segment files a quarter or more of which is deleted messages"),
     Setting("jetstream", "enabled", _boolean, True, "serve the JetStream API ($JS.API.>) and its streams"),
     Setting("jetstream", "max_streams", _positive_int, 10000, "most streams the broker holds"),
     Setting("jetstream", "max_consumers", _positive_int, 100000, "most consumers over all streams"),

@@ -60,7 +60,7 @@ def test_fsync_never(tmp_path, fsyncs):
 
 def test_fsync_interval_with_a_clock(tmp_path, fsyncs):
     clock = Clock()
-    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock)
+    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock, compact_interval=0)
     store = engine.open_stream("s", Limits())
     store.append("t", None, b"x")
     engine.flush_all()
@@ -257,3 +257,28 @@ def test_safe_name_examples():
     assert safe_name("..") == "%2E%2E"
     assert safe_name("50%") == "50%25"
     assert unsafe_name("50%25") == "50%"
+
+
+def test_compaction_sweep_wins_back_the_space_of_deleted_messages(tmp_path):
+    clock = Clock()
+    engine = StorageEngine(str(tmp_path), fsync="never", segment_bytes=4096, clock=clock, compact_interval=30.0)
+    store = engine.open_stream("s", Limits())
+    for i in range(200):
+        store.append("t/%d" % (i % 5), None, b"x" * 100)
+    for seq in range(2, 200, 2):  # every other message, from the middle of every segment
+        store.delete(seq)
+    engine.flush_all()
+    directory = os.path.join(str(tmp_path), "streams", "s")
+
+    def log_bytes():
+        return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory) if f.endswith(".log"))
+
+    before = log_bytes()
+    clock.advance(30.0)
+    after = log_bytes()
+    assert after < before * 0.75
+    assert [m.seq for m in (store.get(s) for s in range(1, 201)) if m is not None] == list(range(1, 200, 2)) + [200]
+    engine.close()
+    reopened = StorageEngine(str(tmp_path), fsync="never").open_stream("s", Limits())
+    assert reopened.state().messages == 101
+    assert reopened.get(3).payload == b"x" * 100

@@ -102,7 +102,7 @@ class Broker(service.Service):
         self.storage = StorageEngine(
             self.settings.broker.data_dir, fsync=storage.fsync,
             fsync_interval=storage.fsync_interval_ms / 1000.0, segment_bytes=storage.segment_bytes,
-            clock=self.clock, on_dirty=self.batcher.need_sync)
+            clock=self.clock, on_dirty=self.batcher.need_sync, compact_interval=storage.compact_interval)
         self.batcher.sync = self.storage.flush_all
         every = " every %d ms" % storage.fsync_interval_ms if storage.fsync == "interval" else ""
         _log.info("storage: streams in {path}, fsync {policy}{every}, segments of {size} bytes",

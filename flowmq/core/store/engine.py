@@ -69,6 +69,7 @@ class StorageEngine:
         segment_bytes=64 * 1024 * 1024,
         clock=None,
         on_dirty=None,
+        compact_interval=60.0,
     ):
         if fsync not in POLICIES:
             raise ValueError("fsync policy must be one of %s, not %r" % (", ".join(POLICIES), fsync))
@@ -86,6 +87,12 @@ class StorageEngine:
         self._timer = None
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
+        # Space of messages removed from the middle of a segment is won back
+        # by a sweep every compact_interval seconds (whole dead segments go at once).
+        self.compact_interval = compact_interval
+        self._compactor = None
+        if clock is not None and compact_interval:
+            self._compactor = clock.callLater(compact_interval, self._compact_all)
 
     def _stream_dir(self, name: str, create: bool = False) -> str:
         """The stream's directory; ``create``: make it (with its name sidecar if needed)."""
@@ -195,11 +202,21 @@ class StorageEngine:
             if os.path.exists(path):
                 fsync_path(path)
 
+    def _compact_all(self) -> None:
+        self._compactor = self.clock.callLater(self.compact_interval, self._compact_all)
+        for name, store in list(self._stores.items()):
+            if isinstance(store, FileStore):
+                try:
+                    store.compact()
+                except OSError as e:
+                    log.error("stream {name}: compaction failed: {error}", name=name, error=e)
+
     def close(self) -> None:
-        """Flush, fsync and close every store; cancel the timer."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        """Flush, fsync and close every store; cancel the timers."""
+        for call in (self._timer, self._compactor):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._compactor = None
         self.flush_all()
         self._sync_all()
         for store in self._stores.values():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -50,7 +51,7 @@ def _twistd_command():
 class Twistd:
     """``twistd -n flowmq`` on port 0 with its own log file; ``port`` once it serves."""
 
-    def __init__(self, workdir, data_dir, name, *options):
+    def __init__(self, workdir, data_dir, name, *options, preexec_fn=None):
         self.logfile = workdir / (name + ".log")
         self.outfile = workdir / (name + ".out")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -58,7 +59,7 @@ class Twistd:
                 "--nats-host", "127.0.0.1", "--nats-port", "0", "--broker-data-dir", str(data_dir)]
         with open(self.outfile, "wb") as out:
             self.process = subprocess.Popen(_twistd_command() + args + list(options), cwd=str(workdir),
-                                            env=env, stdout=out, stderr=subprocess.STDOUT)
+                                            env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         self.port = self._wait_until_ready()
         self.url = "nats://127.0.0.1:%d" % self.port
 
@@ -106,8 +107,8 @@ def twistd(tmp_path):
     """Start ``twistd -n flowmq`` processes; any still running at the end are killed."""
     started = []
 
-    def start(data_dir, name, *options):
-        broker = Twistd(tmp_path, data_dir, name, *options)
+    def start(data_dir, name, *options, preexec_fn=None):
+        broker = Twistd(tmp_path, data_dir, name, *options, preexec_fn=preexec_fn)
         started.append(broker)
         return broker
 
@@ -793,3 +794,58 @@ def test_corrupt_record_in_sealed_segment_is_never_served(start_broker, tmp_path
         run(check())
     named = [line for line in captured.lines() if os.path.basename(victim) in line]
     assert named, captured.lines()
+
+
+def _limit_file_size():
+    """In the broker's process: files may not grow past 1 MiB, and a write
+    beyond that fails with EFBIG (as on a full disk) instead of a signal."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_failed_disk_write_is_not_acknowledged(tmp_path, twistd):
+    """When the store cannot write (here: the process may not grow a file
+    past 1 MiB), the publishes of that batch get an error instead of a
+    PubAck; everything acknowledged before is there after a crash."""
+    data_dir = tmp_path / "data"
+    broker = twistd(data_dir, "limited", "--storage-segment-bytes", str(64 << 20), preexec_fn=_limit_file_size)
+    payload = b"p" * 1000
+
+    async def publish_until_refused():
+        nc, js = await _connect(broker.url)
+        await js.add_stream(name="DISK", subjects=["disk"])
+        acked = []
+        refused = None
+        for _ in range(3000):
+            try:
+                ack = await js.publish("disk", payload, timeout=10)
+            except nats.js.errors.APIError as e:
+                refused = e
+                break
+            acked.append(ack.seq)
+        # The broker still serves: core NATS and the JetStream API.
+        info = await js.stream_info("DISK")
+        await nc.close()
+        return acked, refused, info
+
+    acked, refused, info = run(publish_until_refused(), timeout=120)
+    assert refused is not None, "1 MiB of segment file was written without an error"
+    assert (refused.code, refused.err_code) == (503, 10077)
+    assert "writing to disk failed" in refused.description
+    assert acked == list(range(1, len(acked) + 1)) and len(acked) > 100
+    assert info.state.last_seq >= len(acked)
+    assert "writing to disk failed" in broker.log()
+    broker.kill()
+
+    again = twistd(data_dir, "unlimited")
+
+    async def read_back():
+        nc, js = await _connect(again.url)
+        present = []
+        for seq in acked:
+            message = await js.get_msg("DISK", seq)
+            present.append(message.data == payload)
+        await nc.close()
+        return present
+
+    assert all(run(read_back(), timeout=120))

@@ -95,6 +95,9 @@ class Broker(service.Service):
         #: Callables told of every new subscription (push consumers wait for
         #: interest in their delivery topic).
         self.interest_watchers: list = []
+        #: Callables ``(failed stores)`` run after each store flush, before any
+        #: output is written: acknowledgements of stored messages go out there.
+        self.after_sync: list = []
         self.storage = None
 
     def startService(self):
@@ -103,11 +106,18 @@ class Broker(service.Service):
             self.settings.broker.data_dir, fsync=storage.fsync,
             fsync_interval=storage.fsync_interval_ms / 1000.0, segment_bytes=storage.segment_bytes,
             clock=self.clock, on_dirty=self.batcher.need_sync, compact_interval=storage.compact_interval)
-        self.batcher.sync = self.storage.flush_all
+        self.batcher.sync = self._sync
         every = " every %d ms" % storage.fsync_interval_ms if storage.fsync == "interval" else ""
         _log.info("storage: streams in {path}, fsync {policy}{every}, segments of {size} bytes",
                   path=os.path.abspath(os.path.join(self.settings.broker.data_dir, "streams")), policy=storage.fsync, every=every, size=storage.segment_bytes)
         service.Service.startService(self)
+
+    def _sync(self) -> None:
+        """Write the stores, then tell whoever waits to acknowledge (and
+        which stores failed: their messages must not be acknowledged)."""
+        failed = self.storage.flush_all()
+        for synced in self.after_sync:
+            synced(failed)
 
     def stopService(self):
         service.Service.stopService(self)

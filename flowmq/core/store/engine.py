@@ -169,17 +169,32 @@ class StorageEngine:
             if self.on_dirty is not None:
                 self.on_dirty()
 
-    def flush_all(self) -> None:
-        """Write every dirty store to the OS; fsync by policy."""
+    def flush_all(self) -> set:
+        """Write every dirty store to the OS; fsync by policy. Returns the
+        stores whose write failed (disk full, I/O error): they stay dirty
+        and are tried again at the next flush_all."""
         dirty, self._dirty = self._dirty, {}
         self._signalled = False
+        failed = set()
         for store in dirty:
-            store.flush()
+            self._try(store, store.flush, failed)
         if self.fsync == "always":
             for store in dirty:
-                store.sync()
+                if store not in failed:
+                    self._try(store, store.sync, failed)
         elif self.fsync == "interval" and dirty:
             self._schedule_sync()
+        for store in failed:
+            self._store_dirty(store)
+        return failed
+
+    @staticmethod
+    def _try(store, operation, failed: set) -> None:
+        try:
+            operation()
+        except OSError as e:
+            log.error("stream {name}: writing to disk failed: {error}", name=store.name, error=e)
+            failed.add(store)
 
     def _schedule_sync(self) -> None:
         if self.clock is None:

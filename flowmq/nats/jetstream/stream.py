@@ -63,6 +63,7 @@ class Stream:
         self._recent_ids: collections.OrderedDict = collections.OrderedDict()  # msg id -> (seq, ns), oldest first
         self._last_msg_id = ""
         self._expiry = None
+        self._acks: list = []  # (reply topic, PubAck) waiting for the store's write
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
         store.on_remove = self._removed
         self.configure(config)
@@ -128,7 +129,8 @@ class Stream:
                 self.service.reply(reply, {"error": failed.as_json(), "stream": self.name})
             return
         if reply is not None and not self.config["no_ack"]:
-            self.broker.publish(Message(reply, ack))
+            self._acks.append((reply, ack))
+            self.service.acks_waiting(self)
 
     def ingest(self, message) -> bytes:
         """Store one message; returns the PubAck JSON, raises ApiError if refused."""
@@ -224,6 +226,21 @@ class Stream:
             return
         for consumer in list(self.consumers.values()):
             consumer.on_append(topic)
+
+    def release_acks(self, failed: bool) -> None:
+        """The store was written (or not): send the waiting PubAcks, or
+        errors in their place, since what failed to reach the disk is not
+        acknowledged."""
+        acks, self._acks = self._acks, []
+        if failed:
+            error = {"error": ApiError(errors.STORE_FAILED, err="writing to disk failed").as_json(),
+                     "stream": self.name}
+            for reply, _ack in acks:
+                self.service.reply(reply, error)
+        else:
+            publish = self.broker.publish
+            for reply, ack in acks:
+                publish(Message(reply, ack))
 
     def _removed(self, seq: int, topic: str) -> None:
         for consumer in self.consumers.values():

@@ -14,7 +14,7 @@ import nats
 import nats.js.errors
 import pytest
 from nats.js.api import (
-    AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig,
+    AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType,
 )
 
 from tests.conftest import run

@@ -21,6 +21,16 @@ from flowmq.logs import logger
 _log = logger("flowmq.broker")
 
 
+class _Everything:
+    """The ``failed`` stores of a flush that failed as a whole: all of them."""
+
+    def __contains__(self, store) -> bool:
+        return True
+
+
+ALL_FAILED = _Everything()
+
+
 class WriteBatcher:
     """Collects the connections that have output waiting and flushes them in
     one go, so that a burst of deliveries becomes one write per connection.
@@ -115,7 +125,11 @@ class Broker(service.Service):
     def _sync(self) -> None:
         """Write the stores, then tell whoever waits to acknowledge (and
         which stores failed: their messages must not be acknowledged)."""
-        failed = self.storage.flush_all()
+        try:
+            failed = self.storage.flush_all()
+        except Exception:  # not a disk error but a bug: acknowledge nothing of this batch
+            _log.failure("writing the stores failed")
+            failed = ALL_FAILED
         for synced in self.after_sync:
             synced(failed)
 

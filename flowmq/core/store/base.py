@@ -32,6 +32,8 @@ explicit timestamps out of order).
 
 from __future__ import annotations
 
+import itertools
+
 import time
 from array import array
 from bisect import bisect_left
@@ -322,7 +324,10 @@ class MessageStore:
         if topic_filter is None and not up_to_seq and not keep:
             return self._purge_all(self._last + 1)
         if topic_filter is None:
-            candidates = [seq for seq, _topic in self._iter_live(self._first)]
+            live = self._iter_live(self._first)
+            if up_to_seq and not keep:  # only the front: stop there, not at the end of the stream
+                live = itertools.takewhile(lambda entry: entry[0] < up_to_seq, live)
+            candidates = [seq for seq, _topic in live]
         else:
             index = self._index(topic_filter)
             candidates = list(index.live()) if index is not None else []

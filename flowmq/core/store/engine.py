@@ -43,6 +43,8 @@ from flowmq.core.store.names import file_name, is_hashed, unsafe_name
 from flowmq.core.store.tombstones import FILE_NAME as TOMBSTONES
 
 POLICIES = ("always", "interval", "never")
+#: Seconds before a store whose write failed is tried again.
+RETRY_DELAY = 1.0
 _META = "meta"
 _META_SUFFIX = ".json"
 #: Sidecars of shortened file names (names.py): the stream's name, a key.
@@ -85,6 +87,7 @@ class StorageEngine:
         self._dirty: dict = {}  # FileStore -> None, in the order they became dirty
         self._signalled = False  # on_dirty called since the last flush_all
         self._timer = None
+        self._retry = None  # the timer that retries stores whose write failed
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
         # Space of messages removed from the middle of a segment is won back
@@ -142,7 +145,7 @@ class StorageEngine:
         store = self._stores.pop(name, None)
         if store is not None:
             self._dirty.pop(store, None)
-            store.close()
+            self._try(store, store.close, set())  # its files go anyway
         directory = self._stream_dir(name)
         self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
         shutil.rmtree(directory, ignore_errors=True)
@@ -184,16 +187,30 @@ class StorageEngine:
                     self._try(store, store.sync, failed)
         elif self.fsync == "interval" and dirty:
             self._schedule_sync()
-        for store in failed:
-            self._store_dirty(store)
+        if failed:
+            self._retry_later(failed)
         return failed
+
+    def _retry_later(self, failed: set) -> None:
+        """Keep the failed stores dirty, and try them again in a second (not
+        at once: a full disk would make that a busy loop of errors)."""
+        for store in failed:
+            self._dirty[store] = None
+        if self.clock is not None and self._retry is None:
+            self._retry = self.clock.callLater(RETRY_DELAY, self._retry_due)
+
+    def _retry_due(self) -> None:
+        self._retry = None
+        if self._dirty and self.on_dirty is not None:
+            self._signalled = True
+            self.on_dirty()
 
     @staticmethod
     def _try(store, operation, failed: set) -> None:
         try:
             operation()
         except OSError as e:
-            log.error("stream {name}: writing to disk failed: {error}", name=store.name, error=e)
+            log.error("stream {name}: writing to disk failed: {error}", name=getattr(store, "name", "?"), error=e)
             failed.add(store)
 
     def _schedule_sync(self) -> None:
@@ -210,8 +227,11 @@ class StorageEngine:
     def _sync_all(self) -> None:
         """fsync every file store and the meta documents written since the last time."""
         self._last_sync = time.monotonic()
+        failed: set = set()
         for store in self._stores.values():
-            store.sync()
+            self._try(store, store.sync, failed)
+        if failed:
+            self._retry_later(failed)
         pending, self._unsynced_meta = self._unsynced_meta, set()
         for path in sorted(pending, key=len, reverse=True):  # files before their directories
             if os.path.exists(path):
@@ -219,23 +239,20 @@ class StorageEngine:
 
     def _compact_all(self) -> None:
         self._compactor = self.clock.callLater(self.compact_interval, self._compact_all)
-        for name, store in list(self._stores.items()):
+        for store in list(self._stores.values()):
             if isinstance(store, FileStore):
-                try:
-                    store.compact()
-                except OSError as e:
-                    log.error("stream {name}: compaction failed: {error}", name=name, error=e)
+                self._try(store, store.compact, set())
 
     def close(self) -> None:
         """Flush, fsync and close every store; cancel the timers."""
-        for call in (self._timer, self._compactor):
+        for call in (self._timer, self._compactor, self._retry):
             if call is not None and call.active():
                 call.cancel()
-        self._timer = self._compactor = None
+        self._timer = self._compactor = self._retry = None
         self.flush_all()
         self._sync_all()
         for store in self._stores.values():
-            store.close()
+            self._try(store, store.close, set())
         self._stores.clear()
 
     # -- meta documents --------------------------------------------------------

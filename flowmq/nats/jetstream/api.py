@@ -65,13 +65,15 @@ class JetStreamApi:
         # The tokens as the client wrote them (a filter subject's '>' included).
         tokens = [TOPIC_LEVEL.decode(level) for level in message.topic.split(SEPARATOR)[2:]]
         reply = message.reply_to
-        if tokens[:1] == ["DIRECT"] and tokens[1:2] == ["GET"]:
+        if tokens[:2] == ["DIRECT", "GET"] or tokens[:3] == ["CONSUMER", "MSG", "NEXT"]:
             if reply is not None:
-                self.direct_get(tokens[2:], message.payload, reply)
-            return
-        if tokens[:3] == ["CONSUMER", "MSG", "NEXT"]:
-            if reply is not None:
-                self.msg_next(tokens[3:], message.payload, reply)
+                try:
+                    if tokens[0] == "DIRECT":
+                        self.direct_get(tokens[2:], message.payload, reply)
+                    else:
+                        self.msg_next(tokens[3:], message.payload, reply)
+                except Exception:  # a bug must cost one request, not the requester's connection
+                    log.failure("JetStream API request on {topic} failed", topic=message.topic)
             return
         if reply is None:
             return  # nobody to answer (nats-server ignores such requests too)
@@ -301,13 +303,7 @@ class JetStreamApi:
         """CONSUMER.CREATE.<stream>[.<name>[.<filter subject>]]."""
         if not args:
             raise ApiError(errors.BAD_REQUEST)
-        stream = self._stream(args[:1])
-        body = self._body(payload, required=True)
-        request = body.get("config")
-        if not isinstance(request, dict):
-            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
-        if body.get("stream_name") not in (None, stream.name):
-            raise ApiError(errors.STREAM_NAME_MISMATCH)
+        stream, body, request = self._consumer_request(args[0], payload)
         if len(args) >= 2:
             name = args[1]
             if request.get("name") not in (None, "", name) or request.get("durable_name") not in (None, "", name):
@@ -324,15 +320,22 @@ class JetStreamApi:
         """CONSUMER.DURABLE.CREATE.<stream>.<durable> (nats-server < 2.9's form)."""
         if len(args) != 2:
             raise ApiError(errors.CONSUMER_DURABLE_NOT_IN_SUBJECT)
-        stream = self._stream(args[:1])
-        body = self._body(payload, required=True)
-        request = body.get("config")
-        if not isinstance(request, dict):
-            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
+        stream, body, request = self._consumer_request(args[0], payload)
         if request.get("durable_name") not in (None, "", args[1]):
             raise ApiError(errors.CONSUMER_NAME_MISMATCH)
         request["durable_name"] = args[1]
         return self._create_consumer(stream, request, body.get("action", ""))
+
+    def _consumer_request(self, stream_name: str, payload: bytes):
+        """(stream, request body, its "config") of a consumer create request."""
+        stream = self._stream([stream_name])
+        body = self._body(payload, required=True)
+        request = body.get("config")
+        if not isinstance(request, dict):
+            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
+        if body.get("stream_name") not in (None, stream.name):
+            raise ApiError(errors.STREAM_NAME_MISMATCH)
+        return stream, body, request
 
     def _create_consumer(self, stream, request: dict, action: str) -> dict:
         service = self.service

@@ -14,6 +14,7 @@ there (+ACK or empty, -NAK [{"delay": ns}], +WPI, +TERM, +NXT [request]).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import json
@@ -72,7 +73,10 @@ class Consumer:
         self.pending = collections.OrderedDict()
         self._redeliver = collections.deque()  # stream seqs due again, oldest first
         self._deadlines: list = []  # heap of (deadline ns, stream seq)
-        self._last_per_subject = collections.deque()  # seqs still to send of a last_per_subject start
+        # A last_per_subject start: the seqs to send first (sorted), and how
+        # many of them went; a list, so that "is it still to come" is a bisect.
+        self._last_per_subject: list = []
+        self._last_per_subject_sent = 0
         self.waiting = collections.deque()  # PullRequest, oldest first
         self.last_active = 0
         self._timer = None
@@ -137,7 +141,7 @@ class Consumer:
             seqs = sorted(
                 stored.seq for topic_filter in (self.filters or [None])
                 for stored in self._newest_per_topic(topic_filter))
-            self._last_per_subject.extend(seqs)
+            self._last_per_subject = seqs
             self.next_seq = state.last_seq + 1
         self.delivered_stream_seq = self.ack_floor_stream_seq = max(self.next_seq - 1, 0)
         self._log_pending = None
@@ -188,7 +192,16 @@ class Consumer:
     def has_acknowledged(self, seq: int) -> bool:
         if seq <= self.ack_floor_stream_seq:
             return True
-        return seq < self.next_seq and seq not in self.pending and seq not in self._last_per_subject
+        return seq < self.next_seq and seq not in self.pending and not self._still_to_send(seq)
+
+    def _still_to_send(self, seq: int) -> bool:
+        """Is ``seq`` among the last-per-subject messages not sent yet?"""
+        lps = self._last_per_subject
+        index = bisect.bisect_left(lps, seq, self._last_per_subject_sent)
+        return index < len(lps) and lps[index] == seq
+
+    def _last_per_subject_left(self) -> int:
+        return len(self._last_per_subject) - self._last_per_subject_sent
 
     def on_append(self, topic: str) -> None:
         """A message was stored: count it, deliver it if we can."""
@@ -215,7 +228,7 @@ class Consumer:
                 self._log_pending = self.store.count_pending(self.next_seq)
             else:
                 self._log_pending = sum(self.store.count_pending(self.next_seq, f) for f in self.filters)
-        return len(self._last_per_subject) + self._log_pending
+        return self._last_per_subject_left() + self._log_pending
 
     def pump(self) -> None:
         """Deliver while there is a target and something to deliver."""
@@ -277,11 +290,14 @@ class Consumer:
         if not self.ack_none and 0 < self.max_ack_pending <= len(self.pending):
             return None, 0
         lps = self._last_per_subject
-        while lps:
-            stored = self.store.get(lps.popleft())
+        while self._last_per_subject_sent < len(lps):
+            stored = self.store.get(lps[self._last_per_subject_sent])
+            self._last_per_subject_sent += 1
             if stored is not None:
                 self._from_last_per_subject = True
                 return stored, 1
+        if lps:  # all sent: let the list go
+            self._last_per_subject, self._last_per_subject_sent = [], 0
         self._from_last_per_subject = False
         stored = self._next_stored(self.next_seq)
         if stored is None:
@@ -296,7 +312,7 @@ class Consumer:
         if deliveries > 1:
             self._redeliver.appendleft(stored.seq)
         elif self._from_last_per_subject:
-            self._last_per_subject.appendleft(stored.seq)
+            self._last_per_subject_sent -= 1
         else:
             self.next_seq = stored.seq
             if self._log_pending is not None:
@@ -603,14 +619,14 @@ class Consumer:
             "delivered": [self.delivered_consumer_seq, self.delivered_stream_seq],
             "ack_floor": [self.ack_floor_consumer_seq, self.ack_floor_stream_seq],
             "pending": [[seq, entry.consumer_seq, entry.deliveries] for seq, entry in self.pending.items()],
-            "last_per_subject": list(self._last_per_subject),
+            "last_per_subject": self._last_per_subject[self._last_per_subject_sent:],
         }
 
     def restore(self, state: dict) -> None:
         self.next_seq = state["next_seq"]
         self.delivered_consumer_seq, self.delivered_stream_seq = state["delivered"]
         self.ack_floor_consumer_seq, self.ack_floor_stream_seq = state["ack_floor"]
-        self._last_per_subject.extend(state.get("last_per_subject", ()))
+        self._last_per_subject = list(state.get("last_per_subject", ()))
         self._log_pending = None
         for seq, consumer_seq, deliveries in state["pending"]:
             entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)

@@ -100,8 +100,13 @@ class JetStream(service.Service):
         stream.attach()
         for key in storage.meta_keys(name, _CONSUMER_META):
             document = storage.read_meta(name, key)
-            consumer = Consumer(stream, document["config"], document["created"])
-            consumer.restore(document["state"])
+            try:
+                consumer = Consumer(stream, document["config"], document["created"])
+                consumer.restore(document["state"])
+            except (TypeError, KeyError, ValueError):  # torn or from elsewhere: the others still start
+                log.warn("stream {name}: consumer document {key} is unreadable; that consumer is left out",
+                         name=name, key=key)
+                continue
             self._add(stream, consumer)
         state = stream.store.state()
         log.info("stream {name}: {messages} messages, seq {first}..{last}, {consumers} consumers",
@@ -177,7 +182,7 @@ class JetStream(service.Service):
         if consumer is None:
             return
         consumer.stop()
-        stream.forget_interest()
+        stream.forget_interest(consumer.ack_floor_stream_seq + 1)
         self._by_ack_levels.pop(consumer.ack_prefix_levels(), None)
         self._push_remove(consumer)
         self._unsaved.pop(consumer, None)
@@ -266,4 +271,7 @@ class JetStream(service.Service):
         levels = message.topic.split(SEPARATOR)
         consumer = self._by_ack_levels.get((levels[2], levels[3])) if len(levels) == 5 else None
         if consumer is not None:
-            consumer.flow_control_reply(message.topic)
+            try:
+                consumer.flow_control_reply(message.topic)
+            except Exception:  # a bug must cost one flow-control answer, not the client's connection
+                log.failure("flow-control answer {topic} failed", topic=message.topic)

@@ -17,12 +17,12 @@ consumer has).
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 
 from flowmq.core.message import Message
-from flowmq.core.router import Subscription, filter_matches
+from flowmq.core.router import Subscription
 from flowmq.core.store import LimitExceeded, Limits
-from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
@@ -33,6 +33,8 @@ from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 log = logger("flowmq.jetstream")
 
 _SIZE_ERROR = "message size exceeds maximum allowed"
+#: Most subjects a STREAM.INFO with subjects_filter lists (nats-server's limit too).
+MAX_SUBJECT_DETAILS = 100_000
 
 
 def store_limits(config: dict) -> Limits:
@@ -74,7 +76,6 @@ class Stream:
         """Take a (new) configuration: limits, subjects, expiry timer."""
         self.config = config
         self.filters = topic_filters(config["subjects"])
-        self._filter_levels = [f.split(SEPARATOR) for f in self.filters]
         self.store.update_limits(store_limits(config))
         if self._subscriptions:
             self.detach()
@@ -117,7 +118,7 @@ class Stream:
         """The router hands over a message published on one of our subjects."""
         reply = message.reply_to
         try:
-            ack = self.ingest(message)
+            ack, seq = self.ingest(message)
         except ApiError as e:
             if reply is not None:
                 self.service.reply(reply, {"error": e.as_json(), "stream": self.name})
@@ -128,12 +129,15 @@ class Stream:
                 failed = ApiError(errors.STORE_FAILED, err="%s: %s" % (type(e).__name__, e))
                 self.service.reply(reply, {"error": failed.as_json(), "stream": self.name})
             return
+        if seq:
+            self._appended(seq, message.topic)
         if reply is not None and not self.config["no_ack"]:
-            self._acks.append((reply, ack))
+            self._acks.append((reply, ack, seq))
             self.service.acks_waiting(self)
 
     def ingest(self, message) -> bytes:
-        """Store one message; returns the PubAck JSON, raises ApiError if refused."""
+        """Store one message; returns the PubAck JSON and the new seq (0 for a
+        duplicate), raises ApiError if refused."""
         config = self.config
         if config["sealed"]:
             raise ApiError(errors.STREAM_SEALED)
@@ -144,7 +148,7 @@ class Stream:
             if msg_id:
                 seen = self._duplicate_of(msg_id)
                 if seen:
-                    return self._ack_prefix + b'%d,"duplicate":true}' % seen
+                    return self._ack_prefix + b'%d,"duplicate":true}' % seen, 0
             self._check_expectations(message.topic, headers)
             rollup = header_value(headers, "Nats-Rollup")
             if rollup is not None:
@@ -158,15 +162,13 @@ class Stream:
             if str(e) == _SIZE_ERROR:
                 raise ApiError(errors.MESSAGE_TOO_BIG) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
-        if rollup is not None:
-            self.store.purge(message.topic if rollup == "sub" else None, keep=1)
+        if rollup is not None and self.store.purge(message.topic if rollup == "sub" else None, keep=1):
             self.service.purged(self)
         if msg_id:
             self._remember_id(msg_id, seq, timestamp)
         else:
             self._last_msg_id = ""  # nats-server: the last message's id, "" when it had none
-        self._appended(seq, message.topic)
-        return self._ack_prefix + b"%d}" % seq
+        return self._ack_prefix + b"%d}" % seq, seq
 
     def _check_expectations(self, topic: str, headers) -> None:
         """nats-server's publish expectations (Nats-Expected-* headers)."""
@@ -233,13 +235,21 @@ class Stream:
         acknowledged."""
         acks, self._acks = self._acks, []
         if failed:
+            # Refused means not stored: the messages go (a retry must not
+            # make a second copy), and so do their ids in the duplicate window.
+            refused = {seq for _reply, _ack, seq in acks if seq}
+            for seq in refused:
+                self.store.delete(seq)
+            for msg_id, (seq, _timestamp) in list(self._recent_ids.items()):
+                if seq in refused:
+                    del self._recent_ids[msg_id]
             error = {"error": ApiError(errors.STORE_FAILED, err="writing to disk failed").as_json(),
                      "stream": self.name}
-            for reply, _ack in acks:
+            for reply, _ack, _seq in acks:
                 self.service.reply(reply, error)
         else:
             publish = self.broker.publish
-            for reply, ack in acks:
+            for reply, ack, _seq in acks:
                 publish(Message(reply, ack))
 
     def _removed(self, seq: int, topic: str) -> None:
@@ -262,12 +272,14 @@ class Stream:
                     continue
             self.store.delete(seq)
 
-    def forget_interest(self) -> None:
-        """A consumer went: an interest stream drops what nobody left wants."""
+    def forget_interest(self, first: int) -> None:
+        """A consumer went whose ack floor was ``first - 1``: an interest
+        stream drops the messages from ``first`` on that nobody left wants
+        (those below were acknowledged by it, so kept only for others)."""
         if self.config["retention"] != "interest":
             return
         consumers = list(self.consumers.values())
-        seq = 1
+        seq = first
         while True:
             stored = self.store.next_message(seq)
             if stored is None:
@@ -292,14 +304,11 @@ class Stream:
                 topic_filter = filter_to_topic_filter(subjects_filter)
             except ValueError:
                 raise ApiError(errors.BAD_REQUEST) from None
-            document["subjects"] = {topic_to_subject(topic).decode(): count
-                                    for topic, count in self.store.topics(topic_filter).items()}
+            counts = self.store.topics(topic_filter)
+            document["subjects"] = {topic_to_subject(topic).decode(): counts[topic]
+                                    for topic in itertools.islice(counts, MAX_SUBJECT_DETAILS)}
         return {"config": self.config, "created": rfc3339(self.created), "state": document,
                 "cluster": {"leader": self.service.server_name}, "ts": rfc3339(time.time_ns())}
-
-    def matches(self, topic: str) -> bool:
-        levels = topic.split(SEPARATOR)
-        return any(filter_matches(pattern, levels) for pattern in self._filter_levels)
 
 
 def _as_int(text: str) -> int:

@@ -1,4 +1,4 @@
-"""Review tests for JetStream: malformed input, nats-server semantics, state leaks.
+"""JetStream edge cases: malformed input, nats-server semantics, state leaks.
 
 Every scenario goes over the wire (raw NATS protocol bytes or nats-py).
 """

@@ -71,7 +71,7 @@ class BrokerService(service.MultiService):
         self.broker = Broker(settings, reactor)
         self.broker.setServiceParent(self)
         self.jetstream = None
-        if settings.jetstream.enabled:  # before the listeners: it stops after they have drained
+        if settings.jetstream.enabled:  # a sibling of the broker: it saves its consumers before the engine closes
             self.jetstream = JetStream(self.broker, settings)
             self.jetstream.setServiceParent(self)
         self.listeners = {}

@@ -300,17 +300,9 @@ class AckScanner:
 
     def problems(self) -> list:
         """What went wrong, as error lines."""
-        out = []
-        if self.fatal:
-            out.append(self.fatal)
-        for what, value in (("PubAcks with a wrong seq", self.wrong_seq),
-                            ("duplicate PubAcks", self.duplicates),
-                            ("messages refused by the server", self.failed),
-                            ("unexpected answers", self.other)):
-            if value:
-                out.append("%d %s" % (value, what))
-        out.extend(self.notes)
-        return out
+        return _problems(self.fatal, self.notes, (
+            ("PubAcks with a wrong seq", self.wrong_seq), ("duplicate PubAcks", self.duplicates),
+            ("messages refused by the server", self.failed), ("unexpected answers", self.other)))
 
 
 def publish_window(sock, scanner: AckScanner, subject: bytes, inbox: bytes, size: int, window: int,
@@ -506,16 +498,10 @@ class PullScanner:
                 "notes": list(self.notes)}
 
     def problems(self) -> list:
-        out = []
-        if self.fatal:
-            out.append(self.fatal)
-        for what, value in (("messages delivered twice", self.duplicates),
-                            ("redeliveries", self.redelivered),
-                            ("unexpected messages", self.other)):
-            if value:
-                out.append("%d %s" % (value, what))
-        out.extend(self.notes)
-        return out
+        """What went wrong, as error lines."""
+        return _problems(self.fatal, self.notes, (
+            ("messages delivered twice", self.duplicates), ("redeliveries", self.redelivered),
+            ("unexpected messages", self.other)))
 
 
 # -- the worker processes ---------------------------------------------------------------------
@@ -563,20 +549,17 @@ def sync_publisher(slot, opts, subject, size, count, barrier, stop, counters, re
             result["errors"].extend("publisher: %s" % p for p in scanner.problems())
 
 
+def _problems(fatal, notes, counts) -> list:
+    """Error lines: the fatal one, then each non-zero ``(what, count)``, then the notes."""
+    out = [fatal] if fatal else []
+    out.extend("%d %s" % (value, what) for what, value in counts if value)
+    out.extend(notes)
+    return out
+
+
 def _wait_answer(sock, scanner: AckScanner, want: int, deadline: float):
     """The perf_counter time ``scanner.answered`` reached ``want``, or None."""
-    for _ in range(1000000):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            return None
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            return None
-        now = time.perf_counter()
-        if not data:
-            raise protocol.BenchError("connection closed by the server")
+    for data, now in protocol.receive_until(sock, deadline):
         owed = scanner.feed(data)
         if owed:
             sock.sendall(owed)

@@ -121,6 +121,23 @@ class MsgParser:
         return rest
 
 
+def receive_until(sock: socket.socket, deadline: float):
+    """Yield ``(data, perf_counter time)`` of each read until ``deadline``
+    (a perf_counter time); BenchError if the server closes the connection."""
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return
+        if not data:
+            raise BenchError("connection closed by the server")
+        yield data, time.perf_counter()
+
+
 def read_until_pong(sock: socket.socket, parser: MsgParser, deadline: float, info: dict = None) -> None:
     """Read until the server's PONG; answer its PINGs. What came after the
     PONG stays in the parser (``parser.rest()``). Raises BenchError on -ERR,

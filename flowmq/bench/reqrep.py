@@ -68,18 +68,7 @@ def requester(slot, opts, subject, size, count, barrier, counters, results):
 
 def _wait_reply(sock, parser, want: bytes, deadline: float, result):
     """The perf_counter time the reply ``want`` arrived, or None at the deadline."""
-    for _ in range(1000000):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            return None
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            return None
-        now = time.perf_counter()
-        if not data:
-            raise protocol.BenchError("connection closed by the server")
+    for data, now in protocol.receive_until(sock, deadline):
         found = None
         for op in parser.feed(data):
             kind = op[0]

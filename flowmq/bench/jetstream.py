@@ -507,17 +507,22 @@ class PullScanner:
 # -- the worker processes ---------------------------------------------------------------------
 
 
+def _publisher_connection(env, opts, count):
+    """A publisher's connection: its PubAck inbox, socket, AckScanner and
+    the bytes that came after the handshake."""
+    inbox = new_inbox("js")
+    sock = env.connect(opts["host"], opts["port"])
+    parser = protocol.handshake(sock, protocol.sub_line(inbox + b".*", b"1"), opts["setup_timeout"],
+                                connect=protocol.JS_CONNECT)
+    return inbox, sock, AckScanner(count), parser.rest()
+
+
 def sync_publisher(slot, opts, subject, size, count, barrier, stop, counters, results):
     """Publish ``count`` messages one at a time, each after the PubAck of the one before."""
     result = {"role": "js-pub", "slot": slot, "sent": 0, "start": None, "end": None,
               "latencies": b"", "errors": []}
     with Envelope("publisher", barrier, results, result) as env:
-        inbox = new_inbox("js")
-        sock = env.connect(opts["host"], opts["port"])
-        parser = protocol.handshake(sock, protocol.sub_line(inbox + b".*", b"1"), opts["setup_timeout"],
-                                    connect=protocol.JS_CONNECT)
-        scanner = AckScanner(count)
-        early = parser.rest()
+        inbox, sock, scanner, early = _publisher_connection(env, opts, count)
         head = b"PUB %s %s." % (subject, inbox)
         tail = b" %d\r\n%s\r\n" % (size, protocol.payload(size))
         latencies = array.array("d")
@@ -573,12 +578,7 @@ def async_publisher(slot, opts, subject, size, count, window, barrier, stop, cou
     result = {"role": "js-pub", "slot": slot, "sent": 0, "start": None, "end": None,
               "max_outstanding": 0, "errors": []}
     with Envelope("publisher", barrier, results, result) as env:
-        inbox = new_inbox("js")
-        sock = env.connect(opts["host"], opts["port"])
-        parser = protocol.handshake(sock, protocol.sub_line(inbox + b".*", b"1"), opts["setup_timeout"],
-                                    connect=protocol.JS_CONNECT)
-        scanner = AckScanner(count)
-        early = parser.rest()
+        inbox, sock, scanner, early = _publisher_connection(env, opts, count)
         barrier.wait(opts["setup_timeout"])
         if early:
             sock.sendall(scanner.feed(early))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 
 import time
+from abc import ABC, abstractmethod
 from array import array
 from bisect import bisect_left
 
@@ -110,8 +111,9 @@ class FilterView(SeqIndex):
         self.pattern = pattern
 
 
-class MessageStore:
-    """The store interface; subclasses provide the storage primitives.
+class MessageStore(ABC):
+    """The store interface; subclasses provide the storage primitives (the
+    abstract methods: an incomplete store cannot be made).
 
     ``on_remove``: None, or ``callable(seq, topic)`` called for every message
     that limits, expiry, delete or purge remove.
@@ -129,49 +131,49 @@ class MessageStore:
 
     # -- the primitives a storage provides ---------------------------------
 
+    @abstractmethod
     def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
         """Store a new message (``topic_b``/``headers_b``: its encoded topic and headers)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _drop(self, seq):
         """Forget a live message; return ``(topic, size)``, or None if it is not live."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _clear(self):
         """Forget every message at once (purge of everything); ``_first``/``_last`` are set."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _load(self, seq):
         """The live message ``seq`` as a StoredMessage, or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _size(self, seq) -> int:
         """The size of the live message ``seq``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _timestamp(self, seq) -> int:
         """The timestamp of the live message ``seq``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _next_live(self, seq) -> int:
         """The first live sequence >= seq, or ``_last + 1``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _prev_live(self, seq) -> int:
         """The last live sequence <= seq, or 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _iter_live(self, start_seq):
         """Yield ``(seq, topic)`` of the live messages from ``start_seq`` on, in order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _count_live(self, start_seq) -> int:
         """How many live messages have a sequence >= start_seq (fast: C-level counting)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _seq_for_time(self, timestamp) -> int:
         """The first sequence (live or not) whose timestamp is >= timestamp, or ``_last + 1``."""
-        raise NotImplementedError
 
     def _mark_dirty(self):
         """Called after every change (FileStore: there are writes to flush)."""

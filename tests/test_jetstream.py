@@ -625,3 +625,30 @@ def test_a_stream_on_everything_must_not_acknowledge(broker):
     refused, info = run(main())
     assert refused.err_code == 10052
     assert info.state.messages >= 1
+
+
+def test_pull_request_heartbeats(broker):
+    """fetch(heartbeat=...): while a pull request waits, it gets idle
+    heartbeats (so nats-py knows the server is there: FetchTimeoutError)."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="HB", subjects=["hb"])
+        sub = await js.pull_subscribe("hb", durable="beats")
+        with pytest.raises(nats.js.errors.FetchTimeoutError):
+            await sub.fetch(1, timeout=1.0, heartbeat=0.2)
+        waiter = asyncio.ensure_future(sub.fetch(1, timeout=3.0, heartbeat=0.2))
+        await asyncio.sleep(0.6)
+        await js.publish("hb", b"after some beats")
+        [got] = await waiter
+        # A heartbeat longer than half the expiry is refused, as by nats-server.
+        inbox = await nc.subscribe("hb-inbox")
+        await nc.publish("$JS.API.CONSUMER.MSG.NEXT.HB.beats",
+                         b'{"batch":1,"expires":1000000000,"idle_heartbeat":600000000}', reply="hb-inbox")
+        refused = await inbox.next_msg(timeout=2)
+        await nc.close()
+        return got, refused
+
+    got, refused = run(main())
+    assert got.data == b"after some beats"
+    assert refused.headers.get("Status") == "400"
+    assert "heartbeat value too large" in refused.headers.get("Description", "")

@@ -356,6 +356,7 @@ class Consumer:
         size = _size(stored)
         if isinstance(target, PullRequest):
             target.took(size)
+            target.last_sent = now
             if target.done:
                 self.waiting.popleft()
                 target.cancel_timer()
@@ -394,14 +395,17 @@ class Consumer:
         self._heartbeat = self.clock.callLater(self.idle_heartbeat / 1e9, self._send_heartbeat)
         if time.time_ns() - self.last_active < self.idle_heartbeat:
             return
-        if not self.broker.router.has_interest(self.deliver_topic):
-            return
+        if self.broker.router.has_interest(self.deliver_topic):
+            self.send_heartbeat(self.deliver_topic)
+
+    def send_heartbeat(self, topic: str) -> None:
+        """A "100 Idle Heartbeat" status to ``topic``, with where delivery
+        stands (and the flow-control request it waits for, if stalled)."""
         headers = [("Nats-Last-Consumer", str(self.delivered_consumer_seq)),
                    ("Nats-Last-Stream", str(self.delivered_stream_seq))]
         if self._flow_reply is not None:
             headers.append(("Nats-Consumer-Stalled", topic_to_subject(self._flow_reply).decode()))
-        self.broker.deliver_to(self.deliver_topic, status_message(
-            self.deliver_topic, b"100", b"Idle Heartbeat", headers))
+        self.broker.deliver_to(topic, status_message(topic, b"100", b"Idle Heartbeat", headers))
 
     # -- pull requests ------------------------------------------------------------
 
@@ -409,8 +413,8 @@ class Consumer:
         """A pull request (CONSUMER.MSG.NEXT or +NXT) whose messages go to ``reply``."""
         try:
             request = PullRequest.parse(self, reply, body)
-        except ValueError:
-            self.broker.deliver_to(reply, status_message(reply, b"400", b"Bad Request"))
+        except ValueError as e:
+            self.broker.deliver_to(reply, status_message(reply, b"400", b"Bad Request - %s" % str(e).encode()))
             return
         self.last_active = time.time_ns()
         refusal = request.exceeds(self.config)

@@ -1,7 +1,9 @@
 """One pull request of a pull consumer (``$JS.API.CONSUMER.MSG.NEXT``).
 
 The request body is ``{"batch": n, "expires": ns, "no_wait": bool,
-"max_bytes": n}`` or just a number (the batch); messages go to the
+"max_bytes": n, "idle_heartbeat": ns}`` or just a number (the batch);
+while it waits, a request with idle_heartbeat gets a "100 Idle Heartbeat"
+status each interval that passes without a message; messages go to the
 request's reply subject until the batch or max_bytes is used up, and the
 request ends with a status message: 404 No Messages (no_wait at the end of
 the stream), 408 Request Timeout (expired), 409 (max_bytes, max_waiting,
@@ -11,6 +13,7 @@ consumer deleted).
 from __future__ import annotations
 
 import json
+import time
 
 from flowmq.nats.jetstream.wire import status_message
 
@@ -19,16 +22,20 @@ MAX_BATCH = 1_000_000
 
 
 class PullRequest:
-    __slots__ = ("reply", "batch", "max_bytes", "expires", "no_wait", "delivered", "_timer")
+    __slots__ = ("reply", "batch", "max_bytes", "expires", "no_wait", "heartbeat", "delivered", "last_sent",
+                 "_timer", "_beat")
 
-    def __init__(self, reply: str, batch: int, max_bytes: int, expires: int, no_wait: bool):
+    def __init__(self, reply: str, batch: int, max_bytes: int, expires: int, no_wait: bool, heartbeat: int = 0):
         self.reply = reply
         self.batch = batch
         self.max_bytes = max_bytes or None  # bytes left; None: no limit
         self.expires = expires  # ns; 0: never
         self.no_wait = no_wait
+        self.heartbeat = heartbeat  # ns; 0: none
         self.delivered = 0
+        self.last_sent = 0  # ns of the last message or heartbeat sent to it
         self._timer = None
+        self._beat = None
 
     @classmethod
     def parse(cls, consumer, reply: str, body: bytes) -> "PullRequest":
@@ -47,12 +54,15 @@ class PullRequest:
         batch = document.get("batch", 1)
         max_bytes = document.get("max_bytes", 0) or 0
         expires = document.get("expires", 0) or 0
-        for value in (batch, max_bytes, expires):
+        heartbeat = document.get("idle_heartbeat", 0) or 0
+        for value in (batch, max_bytes, expires, heartbeat):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError("not a pull request")
         if not 0 < batch <= MAX_BATCH:
             raise ValueError("batch out of range")
-        return cls(reply, batch, max_bytes, expires, bool(document.get("no_wait")))
+        if heartbeat and heartbeat * 2 > expires:  # nats-server: heartbeats need an expiry twice as long
+            raise ValueError("heartbeat value too large")
+        return cls(reply, batch, max_bytes, expires, bool(document.get("no_wait")), heartbeat)
 
     def exceeds(self, config: dict):
         """The 409 description if the request asks more than the consumer's
@@ -82,11 +92,21 @@ class PullRequest:
     def start_timer(self, consumer) -> None:
         if self.expires:
             self._timer = consumer.clock.callLater(self.expires / 1e9, consumer.request_expired, self)
+        if self.heartbeat:
+            self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)
+
+    def _idle(self, consumer) -> None:
+        self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)
+        now = time.time_ns()
+        if now - self.last_sent >= self.heartbeat:
+            self.last_sent = now
+            consumer.send_heartbeat(self.reply)
 
     def cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for call in (self._timer, self._beat):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._beat = None
 
     def finish(self, consumer, status: bytes, description: bytes, headers=()) -> None:
         """End the request with a status message to its reply subject."""

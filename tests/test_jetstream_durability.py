@@ -601,6 +601,20 @@ def _log_message(n: int) -> tuple:
     return "log.%d" % (n % 3), b"log-%03d:" % n + b"x" * (n * 37 % 300), headers
 
 
+def _fill_log_stream(broker, total: int) -> None:
+    """Stream LOG with messages 1..total (``_log_message``), then the broker stopped."""
+    async def fill():
+        nc, js = await _connect(broker.url)
+        await js.add_stream(name="LOG", subjects=["log.>"], storage=StorageType.FILE)
+        for n in range(1, total + 1):
+            subject, data, headers = _log_message(n)
+            assert (await js.publish(subject, data, headers=headers)).seq == n
+        await nc.close()
+
+    run(fill())
+    broker.stop()
+
+
 def _damage(kind, path):
     """Damage a segment file; returns (records kept, bytes the broker should drop)."""
     records = _record_offsets(path)
@@ -631,18 +645,7 @@ def _damage(kind, path):
 @pytest.mark.parametrize("kind", ["torn-record", "bad-crc", "garbage-tail", "zero-tail"])
 def test_damaged_segment_keeps_valid_prefix(start_broker, tmp_path, kind):
     total = 10
-    broker = start_broker()
-
-    async def fill():
-        nc, js = await _connect(broker.url)
-        await js.add_stream(name="LOG", subjects=["log.>"], storage=StorageType.FILE)
-        for n in range(1, total + 1):
-            subject, data, headers = _log_message(n)
-            assert (await js.publish(subject, data, headers=headers)).seq == n
-        await nc.close()
-
-    run(fill())
-    broker.stop()
+    _fill_log_stream(start_broker(), total)
     data_dir = tmp_path / "data"
     segments = _segments(data_dir, "LOG")
     assert len(segments) == 1 and len(_record_offsets(segments[0])) == total
@@ -701,18 +704,7 @@ def test_damaged_segment_keeps_valid_prefix(start_broker, tmp_path, kind):
 def test_torn_sealed_segment_keeps_later_segments(start_broker, tmp_path):
     """With several segments, a sealed one cut short loses only its own tail."""
     total = 40
-    broker = start_broker(**{"storage.segment_bytes": 1024})
-
-    async def fill():
-        nc, js = await _connect(broker.url)
-        await js.add_stream(name="LOG", subjects=["log.>"], storage=StorageType.FILE)
-        for n in range(1, total + 1):
-            subject, data, headers = _log_message(n)
-            assert (await js.publish(subject, data, headers=headers)).seq == n
-        await nc.close()
-
-    run(fill())
-    broker.stop()
+    _fill_log_stream(start_broker(**{"storage.segment_bytes": 1024}), total)
     segments = _segments(tmp_path / "data", "LOG")
     assert len(segments) >= 3
     victim = segments[1]
@@ -752,18 +744,7 @@ def test_corrupt_record_in_sealed_segment_is_never_served(start_broker, tmp_path
     damaged one, names the file in its log, and takes new publishes."""
     total = 40
     settings = {"storage.segment_bytes": 1024}
-    broker = start_broker(**settings)
-
-    async def fill():
-        nc, js = await _connect(broker.url)
-        await js.add_stream(name="LOG", subjects=["log.>"], storage=StorageType.FILE)
-        for n in range(1, total + 1):
-            subject, data, headers = _log_message(n)
-            assert (await js.publish(subject, data, headers=headers)).seq == n
-        await nc.close()
-
-    run(fill())
-    broker.stop()
+    _fill_log_stream(start_broker(**settings), total)
     segments = _segments(tmp_path / "data", "LOG")
     assert len(segments) >= 3
     victim = segments[1]

@@ -25,6 +25,15 @@ async def _connect(url):
     return nc, nc.jetstream(timeout=10)
 
 
+def _add_file_stream(broker, name: str, subject: str) -> None:
+    async def add():
+        nc, js = await _connect(broker.url)
+        await js.add_stream(name=name, subjects=[subject], storage=StorageType.FILE)
+        await nc.close()
+
+    run(add())
+
+
 class _FailingFlush:
     """FileStore.flush that fails like a full disk while ``failing`` and counts its calls."""
 
@@ -46,13 +55,7 @@ def test_a_failing_disk_is_not_retried_on_every_reactor_turn(start_broker, monke
     """While the disk stays full, the failed store is tried again about once a
     second, not on every reactor turn (which would be a busy loop of errors)."""
     broker = start_broker()
-
-    async def setup():
-        nc, js = await _connect(broker.url)
-        await js.add_stream(name="FULL", subjects=["full"], storage=StorageType.FILE)
-        await nc.close()
-
-    run(setup())
+    _add_file_stream(broker, "FULL", "full")
     failing = _FailingFlush(monkeypatch)
 
     async def publish_once():
@@ -77,13 +80,7 @@ def test_a_refused_publish_is_not_stored_and_delivered_anyway(start_broker, monk
     """A publish refused with 503 "writing to disk failed" is not stored: the
     retry that the error invites makes the only copy."""
     broker = start_broker()
-
-    async def setup():
-        nc, js = await _connect(broker.url)
-        await js.add_stream(name="RETRY", subjects=["retry"], storage=StorageType.FILE)
-        await nc.close()
-
-    run(setup())
+    _add_file_stream(broker, "RETRY", "retry")
     failing = _FailingFlush(monkeypatch)
 
     async def publish_retrying():

@@ -1,9 +1,10 @@
 """flowmq.auth: passwords, checkers and realm through real twisted.cred Portal
 logins, and the permission rules (``filter_covers`` against brute force).
 
-No reactor runs here: bcrypt checks, which the checkers hand to
-``deferToThread``, get a synchronous runner instead, and every Deferred has
-fired by the time ``outcome`` looks at it.
+No reactor runs here: bcrypt checks, which the checkers hand to their fair
+queue of thread-pool work, get a synchronous runner instead, and every
+Deferred has fired by the time ``outcome`` looks at it. The fair queue runs
+its jobs with a stand-in for ``deferToThread`` that the test fires.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 
 from flowmq.auth import passwords
 from flowmq.auth.checkers import CertificateChecker, PasswordChecker, TokenChecker, distinguished_name
@@ -30,7 +32,10 @@ from flowmq.auth.credentials import (
     ICertificateCredentials,
     ITokenCredentials,
     TokenCredentials,
+    presented_by,
 )
+from flowmq.auth.fairqueue import FairQueue, QueueFull, source_of
+from flowmq.auth.memo import VerifiedSecrets
 from flowmq.auth.passwords import hash_password, is_hashed, verify_password
 from flowmq.auth.permissions import UNRESTRICTED, Permissions, filter_covers
 from flowmq.auth.realm import FlowMQRealm, IFlowMQSession, Session, build_portal
@@ -54,13 +59,16 @@ def refused(deferred) -> bool:
 
 
 class Runner:
-    """Stands in for deferToThread: runs at once and counts its calls."""
+    """Stands in for the fair queue of bcrypt checks: runs at once, counts its
+    calls and notes the sources."""
 
     def __init__(self):
         self.calls = 0
+        self.sources = []
 
-    def __call__(self, function, *args):
+    def submit(self, source, function, *args):
         self.calls += 1
+        self.sources.append(source)
         return defer.maybeDeferred(function, *args)
 
 
@@ -168,7 +176,8 @@ def test_plain_passwords_are_checked_inline():
     assert refused(login(portal, UsernamePassword("bob", "Builder")))
     assert refused(login(portal, UsernamePassword(b"bob", b"\xff")))
     assert runner.calls == 0
-    assert verifier.stored == ["builder", "builder"]
+    # The wrong one is also checked against the (plain-text) dummy, as an unknown name is.
+    assert verifier.stored[:2] == ["builder", "builder"] and len(verifier.stored) == 3
 
 
 def test_bytes_credentials_as_twisted_passes_them():
@@ -184,24 +193,50 @@ def test_unknown_user_costs_a_plain_verification():
     assert len(verifier.stored) == 1 and verifier.stored[0] != "builder"
 
 
-def test_bcrypt_passwords_in_the_thread_pool(alice_hash):
+def test_bcrypt_passwords_in_the_queue_and_remembered(alice_hash):
     runner, verifier = Runner(), CountingVerifier()
     checker = PasswordChecker({"alice": alice_hash, "bob": "builder"}, runner, verifier)
     portal = Portal(FlowMQRealm({}), [checker])
-    _, session, _ = outcome(login(portal, UsernamePassword("alice", "wonderland")))
+    peer = IPv4Address("TCP", "10.1.2.3", 40000)
+    _, session, _ = outcome(login(portal, presented_by(UsernamePassword("alice", "wonderland"), peer)))
     assert session.user == "alice"
+    assert runner.calls == 1 and runner.sources == ["10.1.2.3"]
+    # The right password again: remembered, no bcrypt.
+    assert outcome(login(portal, UsernamePassword("alice", "wonderland")))[1].user == "alice"
+    assert runner.calls == 1 and len(verifier.stored) == 1
     assert refused(login(portal, UsernamePassword("alice", "wonderlandx")))
     assert runner.calls == 2
-    # An unknown name is checked against a bcrypt hash of the same cost.
+    assert runner.sources[-1] == ""  # credentials that do not say where they come from share a line
+    # An unknown name is checked against a bcrypt hash of the same cost, in the queue.
     assert refused(login(portal, UsernamePassword("mallory", "wonderland")))
     assert runner.calls == 3
     dummy = verifier.stored[-1]
     assert dummy != alice_hash and is_hashed(dummy) and dummy.startswith("$2b$11$")
-    # bob's plain-text password is checked beside the dummy hash, in the pool
-    # too: its answer takes as long as anyone else's.
+    # bob's plain-text password is checked at once, without the queue...
     assert outcome(login(portal, UsernamePassword("bob", "builder")))[1].user == "bob"
-    assert runner.calls == 4
-    assert verifier.stored[-2:] == [dummy, "builder"]
+    assert runner.calls == 3 and verifier.stored[-1] == "builder"
+    # ...and a wrong one is refused after the dummy check, as an unknown name is.
+    assert refused(login(portal, UsernamePassword("bob", "builderx")))
+    assert runner.calls == 4 and verifier.stored[-2:] == ["builder", dummy]
+
+
+def test_a_refused_or_cancelled_queue_refuses_or_cancels_the_login(alice_hash):
+    class Crowded:
+        def submit(self, source, function, *args):
+            return defer.fail(QueueFull("8 logins from 10.1.2.3 are waiting"))
+
+    portal = Portal(FlowMQRealm({}), [PasswordChecker({"alice": alice_hash}, Crowded())])
+    failure = outcome(login(portal, UsernamePassword("alice", "wonderland")))
+    assert failure.check(UnauthorizedLogin) and "8 logins" in failure.getErrorMessage()
+
+    class Waiting:
+        def submit(self, source, function, *args):
+            return defer.Deferred()
+
+    portal = Portal(FlowMQRealm({}), [PasswordChecker({"alice": alice_hash}, Waiting())])
+    waiting = login(portal, UsernamePassword("alice", "wonderland"))
+    waiting.cancel()
+    assert outcome(waiting).check(defer.CancelledError)
 
 
 def test_a_raising_verifier_refuses_the_login():
@@ -226,6 +261,8 @@ def test_tokens_plain_and_hashed():
     assert runner.calls == 0
     assert outcome(login(portal, TokenCredentials("hashed-token")))[1].user == "hsvc"
     assert runner.calls == 1
+    assert outcome(login(portal, TokenCredentials("hashed-token")))[1].user == "hsvc"
+    assert runner.calls == 1  # remembered
     assert refused(login(portal, TokenCredentials("s3cr3")))
     assert refused(login(portal, TokenCredentials(hashed)))  # the hash is not the token
     assert refused(login(portal, TokenCredentials("")))
@@ -268,6 +305,87 @@ def test_distinguished_names():
     assert distinguished_name("CN=a,,O=b") is None
 
 
+# -- the memo of verified secrets and the fair queue -----------------------------------
+
+
+def test_verified_secrets_vouch_for_the_same_slot_hash_and_secret_only():
+    memo = VerifiedSecrets()
+    memo.remember("alice", "$2b$11$hash-one", "pw")
+    assert memo.vouches("alice", "$2b$11$hash-one", "pw")
+    assert not memo.vouches("alice", "$2b$11$hash-two", "pw")  # the stored hash changed
+    assert not memo.vouches("alice", "$2b$11$hash-one", "pw2")
+    assert not memo.vouches("bob", "$2b$11$hash-one", "pw")
+    memo.remember("alice", "$2b$11$hash-one", "pw2")  # one secret per slot: the last that matched
+    assert memo.vouches("alice", "$2b$11$hash-one", "pw2")
+    assert not memo.vouches("alice", "$2b$11$hash-one", "pw")
+
+
+class ManualThreads:
+    """Stands in for deferToThread: each job waits until the test ends the
+    latest one (with at_once=1, the one running)."""
+
+    def __init__(self):
+        self.started = []  # (job name, Deferred)
+
+    def __call__(self, function, *args):
+        deferred = defer.Deferred()
+        self.started.append((args[0], deferred))
+        return deferred
+
+    def finish(self, result=True):
+        self.started[-1][1].callback(result)
+
+    def fail(self, error):
+        self.started[-1][1].errback(error)
+
+    def names(self):
+        return [name for name, _ in self.started]
+
+
+def test_fair_queue_serves_the_sources_in_turn():
+    threads = ManualThreads()
+    queue = FairQueue(at_once=1, per_source=10, total=100, run=threads)
+    results = [queue.submit("flood", None, "f%d" % i) for i in range(5)]
+    results.append(queue.submit("other", None, "o1"))
+    results.append(queue.submit("third", None, "t1"))
+    for _ in range(7):
+        threads.finish()
+    # f0 was running and f1 waiting when o1 and t1 came: each waited for one
+    # job of the flood's, not for all of them.
+    assert threads.names() == ["f0", "f1", "o1", "t1", "f2", "f3", "f4"]
+    assert [outcome(result) for result in results] == [True] * 7
+
+
+def test_fair_queue_bounds_cancellation_and_failures():
+    threads = ManualThreads()
+    queue = FairQueue(at_once=1, per_source=2, total=3, run=threads)
+    running = queue.submit("a", None, "a1")
+    a2, a3 = queue.submit("a", None, "a2"), queue.submit("a", None, "a3")
+    assert outcome(queue.submit("a", None, "a4")).check(QueueFull)  # two wait from "a"
+    b1 = queue.submit("b", None, "b1")
+    assert outcome(queue.submit("c", None, "c1")).check(QueueFull)  # three wait in all
+    # A cancelled waiting job leaves its line, making room; it never runs.
+    a2.cancel()
+    assert outcome(a2).check(defer.CancelledError)
+    c1 = queue.submit("c", None, "c1")
+    # A cancelled running job is answered at once; its result, later, is dropped.
+    running.cancel()
+    assert outcome(running).check(defer.CancelledError)
+    threads.finish()
+    threads.finish(False)
+    threads.fail(RuntimeError("boom"))  # a job that raised fails its Deferred; the next one starts
+    threads.finish()
+    assert threads.names() == ["a1", "a3", "b1", "c1"]
+    assert outcome(a3) is False and outcome(b1).check(RuntimeError) and outcome(c1) is True
+
+
+def test_sources_are_addresses_and_ipv6_blocks():
+    assert source_of("127.0.0.2") == "127.0.0.2"
+    assert source_of("2001:db8::1") == source_of("2001:db8::ffff:2") == "2001:db8::/64"
+    assert source_of("2001:db8:0:1::1") != source_of("2001:db8::1")
+    assert source_of("") == "" and source_of("some-unix-socket") == "some-unix-socket"
+
+
 # -- realm and portal ----------------------------------------------------------------
 
 
@@ -284,7 +402,7 @@ def test_build_portal_with_every_kind_and_permissions():
         {"tok": "svc"},
         {"CN=dev": "dev"},
         {"alice": readonly, "svc": responder},
-        defer_to_thread=Runner(),
+        hash_checks=Runner(),
     )
     _, alice, _ = outcome(login(portal, UsernamePassword("alice", "pw")))
     assert alice.permissions is readonly and not alice.permissions.may_publish("a")

@@ -7,5 +7,7 @@ A protocol turns what its client presents into credentials (Twisted's
 an ``IFlowMQSession``: the user name and the ``permissions.Permissions``
 that it checks each publish, subscription and delivery against. Stored
 passwords and tokens may be bcrypt hashes (``passwords``), as in
-nats-server configurations.
+nats-server configurations; their checks wait in a fair queue per client
+address (``fairqueue``), and a secret that matched once is remembered
+(``memo``).
 """

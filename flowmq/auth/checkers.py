@@ -1,9 +1,12 @@
 """twisted.cred credential checkers: user name and password, token, client certificate.
 
 Each ``requestAvatarId`` returns a Deferred that fires with the user name
-(a str) or fails with ``UnauthorizedLogin``. bcrypt checks are CPU heavy and
-run in the reactor's thread pool (``deferToThread``, injectable for tests);
-plain-text checks are answered at once.
+(a str) or fails with ``UnauthorizedLogin``. Plain-text secrets are checked
+at once, in the reactor thread. bcrypt checks are CPU heavy: they wait in
+``HASH_CHECKS``, a fair queue in front of the reactor's thread pool with a
+line per client address (``flowmq.auth.fairqueue``; injectable for tests),
+and a secret that matched once is remembered (``flowmq.auth.memo``), so a
+user's next logins with it need no bcrypt at all.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from zope.interface import implementer
 
-from flowmq.auth.credentials import ICertificateCredentials, ITokenCredentials
+from flowmq.auth.credentials import ICertificateCredentials, ITokenCredentials, client_host
+from flowmq.auth.fairqueue import FairQueue, QueueFull, source_of
+from flowmq.auth.memo import VerifiedSecrets
 from flowmq.auth.passwords import COST, bcrypt_cost, is_hashed, verify_password
 from flowmq.logs import logger
 
@@ -52,87 +57,108 @@ def _refused(reason: str = "authorization violation"):
 
 
 def _unexpected(failure):
-    """A check that raised is a refused login, and logged."""
-    if not failure.check(UnauthorizedLogin):
-        _log.failure("Credentials check failed", failure)
-        raise UnauthorizedLogin("authorization violation")
-    return failure
+    """A check that could not wait, or raised, is a refused login (the latter
+    logged); a cancelled one (its client went away) stays cancelled."""
+    if failure.check(UnauthorizedLogin, defer.CancelledError):
+        return failure
+    if failure.check(QueueFull):
+        raise UnauthorizedLogin(failure.getErrorMessage())
+    _log.failure("Credentials check failed", failure)
+    raise UnauthorizedLogin("authorization violation")
 
 
-#: bcrypt checks that run at once in the reactor's thread pool; the others
-#: wait in line, and a waiting check whose login is cancelled (its client
-#: went away) is dropped, so a flood of bogus logins cannot queue minutes
-#: of hashing in front of real users.
-HASH_CHECKS_AT_ONCE = 2
-_hash_checks = defer.DeferredSemaphore(HASH_CHECKS_AT_ONCE)
-
-
-def _hash_checks_in_threads(function, *args):
-    return _hash_checks.run(threads.deferToThread, function, *args)
+#: The line bcrypt checks wait in: two run at a time in the reactor's thread
+#: pool (so the reactor keeps a core on a 2-core machine), the client
+#: addresses taking turns; at most 8 wait per address and 64 in all (about
+#: 5 s of cost-11 hashing, more than auth.timeout lets a client wait), and a
+#: login beyond that is refused at once. A waiting check whose login is
+#: cancelled (its client went away or timed out) is dropped.
+HASH_CHECKS = FairQueue(at_once=2, per_source=8, total=64)
 
 
 @implementer(ICredentialsChecker)
 class PasswordChecker:
     """User names and passwords; ``users`` maps names to stored passwords
-    (bcrypt hashes or plain text, see ``flowmq.auth.passwords``)."""
+    (bcrypt hashes or plain text, see ``flowmq.auth.passwords``).
+
+    Timing: a wrong password of a plain-text user and an unknown user name
+    are refused after a check against a dummy hash of the cost most users'
+    hashes have (when some are hashed), in the same fair queue as a wrong
+    bcrypt password: a refusal does not tell whether the name exists or how
+    its password is stored. Only a right password is answered at once
+    (plain text, or a bcrypt one already verified), which tells nothing to
+    whoever does not know it.
+    """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: dict, defer_to_thread=None, verify=verify_password):
+    def __init__(self, users: dict, hash_checks=None, verify=verify_password):
         self._users = dict(users)
-        self._defer_to_thread = defer_to_thread or _hash_checks_in_threads
+        self._hash_checks = hash_checks or HASH_CHECKS
         self._verify = verify
-        # An unknown user name is checked against this, so that it takes as
-        # long as a wrong password: a bcrypt hash of the cost most users have
-        # when they are hashed, else plain text. When some passwords are
-        # hashed, plain-text ones are also checked against it, so that their
-        # quick answer does not tell their names apart.
+        self._verified = VerifiedSecrets()
         costs = Counter(bcrypt_cost(s) for s in self._users.values() if is_hashed(s))
         if costs:
             self._dummy = _dummy_hash(costs.most_common(1)[0][0])
         else:
             self._dummy = secrets.token_urlsafe(24)
-        self._pad_plain = bool(costs)
 
     def requestAvatarId(self, credentials):
         name = _text(credentials.username)
         password = _text(credentials.password)
         if name is None or password is None:
             return _refused()
+        source = source_of(client_host(credentials))
         stored = self._users.get(name)
-        known = stored is not None
+        if stored is None:
+            checking = self._refusal(source, password)
+        elif not is_hashed(stored):
+            checking = self._check(source, stored, password)
+            checking.addCallback(lambda matched: matched or self._refusal(source, password))
+        elif self._verified.vouches(name, stored, password):
+            return defer.succeed(name)
+        else:
+            checking = self._check(source, stored, password)
+            checking.addCallback(self._remember, name, stored, password)
 
         def decide(matched):
-            if matched and known:
+            if matched:
                 return name
             raise UnauthorizedLogin("authorization violation")
 
-        checking = self._check(stored if known else self._dummy, password)
         return checking.addCallbacks(decide, _unexpected)
 
-    def _check(self, stored: str, password: str):
+    def _check(self, source: str, stored: str, password: str):
+        """Does ``password`` match ``stored``? bcrypt in the fair queue, plain text at once."""
         if is_hashed(stored):
-            return self._defer_to_thread(self._verify, stored, password)
-        if self._pad_plain:
-            return self._defer_to_thread(self._padded_plain_check, stored, password)
+            return self._hash_checks.submit(source, self._verify, stored, password)
         return defer.maybeDeferred(self._verify, stored, password)
 
-    def _padded_plain_check(self, stored: str, password: str) -> bool:
-        self._verify(self._dummy, password)
-        return self._verify(stored, password)
+    def _refusal(self, source: str, password: str):
+        """False, after the work a wrong password for a hashed user costs."""
+        return self._check(source, self._dummy, password).addCallback(lambda _: False)
+
+    def _remember(self, matched, name, stored, password):
+        if matched:
+            self._verified.remember(name, stored, password)
+        return matched
 
 
 @implementer(ICredentialsChecker)
 class TokenChecker:
-    """Bare tokens; ``tokens`` maps each token (or its bcrypt hash) to a user name."""
+    """Bare tokens; ``tokens`` maps each token (or its bcrypt hash) to a user
+    name. Plain tokens are all compared at once; a token that matches none of
+    them is checked against the hashed ones (those it matched before first,
+    from the memo, else with bcrypt in the fair queue)."""
 
     credentialInterfaces = (ITokenCredentials,)
 
-    def __init__(self, tokens: dict, defer_to_thread=None, verify=verify_password):
+    def __init__(self, tokens: dict, hash_checks=None, verify=verify_password):
         self._plain = [(token.encode("utf-8"), user) for token, user in tokens.items() if not is_hashed(token)]
         self._hashed = [(token, user) for token, user in tokens.items() if is_hashed(token)]
-        self._defer_to_thread = defer_to_thread or _hash_checks_in_threads
+        self._hash_checks = hash_checks or HASH_CHECKS
         self._verify = verify
+        self._verified = VerifiedSecrets()  # slot: the stored hash
 
     def requestAvatarId(self, credentials):
         token = _text(credentials.token)
@@ -148,20 +174,26 @@ class TokenChecker:
             return defer.succeed(user)
         if not self._hashed:
             return _refused()
-        return self._defer_to_thread(self._match_hashed, token).addCallbacks(self._decide, _unexpected)
+        for stored, name in self._hashed:
+            if self._verified.vouches(stored, stored, token):
+                return defer.succeed(name)
+        checking = self._hash_checks.submit(source_of(client_host(credentials)), self._match_hashed, token)
+        return checking.addCallbacks(self._decide, _unexpected, callbackArgs=(token,))
 
     def _match_hashed(self, token: str):
-        # Stops at the first match: its timing tells only someone who holds
-        # a valid token where that token is in the list.
+        """(stored hash, user) of the hashed token that ``token`` matches, or None.
+        Stops at the first match: its timing tells only someone who holds
+        a valid token where that token is in the list."""
         for stored, name in self._hashed:
             if self._verify(stored, token):
-                return name
+                return stored, name
         return None
 
-    @staticmethod
-    def _decide(user):
-        if user is None:
+    def _decide(self, match, token):
+        if match is None:
             raise UnauthorizedLogin("authorization violation")
+        stored, user = match
+        self._verified.remember(stored, stored, token)
         return user
 
 

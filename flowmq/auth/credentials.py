@@ -4,6 +4,9 @@ A user name and password is Twisted's own ``UsernamePassword``
 (``IUsernamePassword``). Added here: a bare token (nats-server's
 ``auth_token``, MQTT's password-only logins) and a verified TLS client
 certificate (nats-server's ``verify_and_map``).
+
+A protocol also tells the checkers where credentials come from
+(``presented_by``): they queue bcrypt work per client address.
 """
 
 from __future__ import annotations
@@ -42,3 +45,15 @@ class CertificateCredentials:
 
     def __repr__(self):
         return "<CertificateCredentials %r>" % (self.subject,)
+
+
+def presented_by(credentials, peer):
+    """``credentials``, noted as coming from ``peer`` (the transport's
+    ``getPeer()``), whose host ``client_host`` gives the checkers."""
+    credentials.client_host = getattr(peer, "host", "")
+    return credentials
+
+
+def client_host(credentials) -> str:
+    """The host of the client that presented ``credentials`` ('' when not noted)."""
+    return getattr(credentials, "client_host", "")

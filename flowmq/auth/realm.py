@@ -64,17 +64,18 @@ def build_portal(
     certificates: dict,
     permissions_by_user: dict,
     default_permissions: Permissions = UNRESTRICTED,
-    defer_to_thread=None,
+    hash_checks=None,
 ) -> Portal | None:
     """A Portal over the configured users (name -> stored password), tokens
     (token or its bcrypt hash -> user name) and certificates (subject DN or
     common name -> user name); None when none is configured: then no client
-    has to authenticate."""
+    has to authenticate. ``hash_checks`` is the queue of bcrypt checks (see
+    ``flowmq.auth.checkers.HASH_CHECKS``)."""
     checkers = []
     if users:
-        checkers.append(PasswordChecker(users, defer_to_thread=defer_to_thread))
+        checkers.append(PasswordChecker(users, hash_checks=hash_checks))
     if tokens:
-        checkers.append(TokenChecker(tokens, defer_to_thread=defer_to_thread))
+        checkers.append(TokenChecker(tokens, hash_checks=hash_checks))
     if certificates:
         checkers.append(CertificateChecker(certificates))
     if not checkers:

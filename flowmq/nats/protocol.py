@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from zope.interface import implementer
 
 from flowmq import __version__
-from flowmq.auth.credentials import CertificateCredentials, TokenCredentials
+from flowmq.auth.credentials import CertificateCredentials, TokenCredentials, presented_by
 from flowmq.auth.permissions import UNRESTRICTED
 from flowmq.auth.realm import IFlowMQSession
 from flowmq.connection import BrokerConnection
@@ -277,6 +277,7 @@ class NatsConnection(BrokerConnection):
             if credentials is None:
                 self._login_failed(None, who)
                 return []
+            presented_by(credentials, self.transport.getPeer())  # bcrypt checks queue per address
             self._login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
             self._login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
             return []
@@ -323,9 +324,10 @@ class NatsConnection(BrokerConnection):
         self._login = None
         if failure is not None and failure.check(defer.CancelledError):
             return  # the client went away while its login waited
-        # The user name and the peer, never the password.
-        self.log.info("[cid {cid}] authentication failed for {who} from {peer}",
-                      cid=self.client_id, who=who, peer=self.peer)
+        # The user name, the peer and why (a refused or a crowded check), never the password.
+        self.log.info("[cid {cid}] authentication failed for {who} from {peer}: {why}",
+                      cid=self.client_id, who=who, peer=self.peer,
+                      why="nothing to check" if failure is None else failure.getErrorMessage())
         self._waiting_ops = None
         self.close_with_error(ERR_AUTHORIZATION)
 

@@ -27,6 +27,7 @@ one suite against both.
 
 from flowmq.core.store.base import MessageStore
 from flowmq.core.store.datatypes import (
+    LAST_SEQ,
     MAX_BYTES,
     MAX_MSG_SIZE,
     MAX_MSGS,
@@ -35,17 +36,21 @@ from flowmq.core.store.datatypes import (
     Limits,
     StoredMessage,
     StreamState,
+    TooManyStreams,
 )
 from flowmq.core.store.engine import StorageEngine
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
 from flowmq.core.store.names import safe_name, unsafe_name
+from flowmq.core.store.records import MAX_SEQ
 
 __all__ = [
+    "LAST_SEQ",
     "MAX_BYTES",
     "MAX_MSG_SIZE",
     "MAX_MSGS",
     "MAX_MSGS_PER_SUBJECT",
+    "MAX_SEQ",
     "FileStore",
     "Limits",
     "LimitExceeded",
@@ -54,6 +59,7 @@ __all__ = [
     "StorageEngine",
     "StoredMessage",
     "StreamState",
+    "TooManyStreams",
     "safe_name",
     "unsafe_name",
 ]

@@ -18,7 +18,10 @@ bookkeeping here is the same for both:
   used goes when there are more than ``_MAX_VIEWS``.
 - counters: live messages, live bytes, first and last sequence.
 
-Sequences start at 1, grow by one per append and are never reused.
+Sequences start at 1, grow by one per append and are never reused; the
+last a stream can have is ``MAX_SEQ`` (the record codec's width), so an
+append past it is refused (LAST_SEQ) and so is a purge that would move the
+stream beyond it.
 ``first_seq`` is the first live sequence, or ``last_seq + 1`` when the
 stream is empty (0 for a stream that never had a message). Removals happen
 in sequence order wherever a rule removes "the oldest", so that the
@@ -41,6 +44,7 @@ from bisect import bisect_left
 
 from flowmq.core.router import filter_matches
 from flowmq.core.store.datatypes import (
+    LAST_SEQ,
     MAX_BYTES,
     MAX_MSG_SIZE,
     MAX_MSGS,
@@ -49,7 +53,7 @@ from flowmq.core.store.datatypes import (
     Limits,
     StreamState,
 )
-from flowmq.core.store.records import OVERHEAD, encode_headers
+from flowmq.core.store.records import MAX_SEQ, OVERHEAD, encode_headers
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
 
 #: Wildcard filters with a kept index (FilterView) per store.
@@ -202,6 +206,8 @@ class MessageStore(ABC):
         if limits.discard_new:
             self._check_discard_new(size, seqs if at_subject_limit else None)
         seq = self._last + 1
+        if seq > MAX_SEQ:
+            raise LimitExceeded(LAST_SEQ)
         if timestamp is None:
             timestamp = time.time_ns()
         self._put(seq, topic, headers, payload, timestamp, topic_b, headers_b, size)
@@ -319,7 +325,10 @@ class MessageStore(ABC):
         matching ones. The restrictions combine. Without a filter,
         ``up_to_seq`` beyond ``last_seq + 1`` moves the stream on to it, as
         nats-server's compact does: the next message gets ``up_to_seq``.
+        ValueError for an ``up_to_seq`` beyond ``MAX_SEQ`` (nothing changes).
         """
+        if up_to_seq and up_to_seq > MAX_SEQ:
+            raise ValueError("sequence %d is beyond the last a stream can have (%d)" % (up_to_seq, MAX_SEQ))
         if topic_filter == MULTI_LEVEL:
             topic_filter = None
         keep = keep or 0

@@ -6,10 +6,16 @@ MAX_MSGS = "maximum messages exceeded"
 MAX_BYTES = "maximum bytes exceeded"
 MAX_MSGS_PER_SUBJECT = "maximum messages per subject exceeded"
 MAX_MSG_SIZE = "message size exceeds maximum allowed"
+LAST_SEQ = "the stream is at its last sequence: it can take no more messages"
 
 
 class LimitExceeded(Exception):
-    """An append refused by a limit; ``str(e)`` is one of the four messages above."""
+    """An append refused by a limit; ``str(e)`` is one of the five messages above."""
+
+
+class TooManyStreams(Exception):
+    """A stream the storage engine cannot open: as many are open as its
+    limit allows; ``str(e)`` names the limit."""
 
 
 class StoredMessage:

@@ -26,16 +26,27 @@ collects such dirty stores and calls ``on_dirty()`` once per dirty period
   pending) that syncs every store and the meta documents written since;
   without a clock, ``flush_all`` syncs when the interval has passed;
 - "never": no fsync until ``close``; the OS decides.
+
+One store's failure (a full disk, or a bug) is logged and costs that store
+only: flush, sync, compaction and close go on with the others.
+
+Open files: a file stream holds one descriptor (filestore.py), so the
+engine opens at most ``max_file_streams`` of them: half of the process's
+open-file limit (RLIMIT_NOFILE, its soft value), the other half being left
+to client connections and the files opened for a moment (reads of sealed
+segments, meta documents). Opening one more raises TooManyStreams, which
+names the limit; raise ``ulimit -n`` for more.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import time
 
-from flowmq.core.store.datatypes import Limits
+from flowmq.core.store.datatypes import Limits, TooManyStreams
 from flowmq.core.store.files import fsync_path, log, replace_file
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
@@ -50,6 +61,14 @@ _META_SUFFIX = ".json"
 #: Sidecars of shortened file names (names.py): the stream's name, a key.
 _NAME_FILE = "name"
 _KEY_SUFFIX = ".key"
+#: The share of the open-file limit that file streams may hold.
+FILE_STREAM_SHARE = 0.5
+
+
+def open_file_limit() -> int:
+    """The process's soft limit of open files (RLIMIT_NOFILE); -1: unlimited."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return -1 if soft == resource.RLIM_INFINITY else soft
 
 
 def _read_sidecar(path: str):
@@ -83,6 +102,9 @@ class StorageEngine:
         self.on_dirty = on_dirty
         self._streams_dir = os.path.join(data_dir, "streams")
         os.makedirs(self._streams_dir, exist_ok=True)
+        self.open_file_limit = open_file_limit()
+        #: Most file streams open at once (None: no limit).
+        self.max_file_streams = None if self.open_file_limit < 0 else int(self.open_file_limit * FILE_STREAM_SHARE)
         self._stores: dict = {}  # name -> store
         self._dirty: dict = {}  # FileStore -> None, in the order they became dirty
         self._signalled = False  # on_dirty called since the last flush_all
@@ -117,7 +139,8 @@ class StorageEngine:
 
     def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file"):
         """The stream's store, recovered from disk or new. A stream already
-        open is returned as it is (with ``limits`` applied, if given)."""
+        open is returned as it is (with ``limits`` applied, if given).
+        TooManyStreams when ``max_file_streams`` file streams are open."""
         store = self._stores.get(name)
         if store is not None:
             if isinstance(store, MemoryStore) != (storage == "memory"):
@@ -128,6 +151,11 @@ class StorageEngine:
         if storage == "memory":
             store = MemoryStore(limits)
         elif storage == "file":
+            if self.max_file_streams is not None and self.file_streams() >= self.max_file_streams:
+                raise TooManyStreams(
+                    "%d file streams are open, as many as the open-file limit allows (half of "
+                    "RLIMIT_NOFILE %d: raise it with ulimit -n, or use memory storage)"
+                    % (self.max_file_streams, self.open_file_limit))
             store = FileStore(
                 self._stream_dir(name, create=True),
                 limits,
@@ -140,12 +168,20 @@ class StorageEngine:
         self._stores[name] = store
         return store
 
-    def remove_stream(self, name: str) -> None:
-        """Close the stream (if open) and delete its directory, meta included."""
+    def file_streams(self) -> int:
+        """How many file streams are open."""
+        return sum(isinstance(store, FileStore) for store in self._stores.values())
+
+    def close_stream(self, name: str) -> None:
+        """Close the stream (if open), leaving its files as they are."""
         store = self._stores.pop(name, None)
         if store is not None:
             self._dirty.pop(store, None)
-            self._try(store, store.close, set())  # its files go anyway
+            self._try(store, store.close, set())
+
+    def remove_stream(self, name: str) -> None:
+        """Close the stream (if open) and delete its directory, meta included."""
+        self.close_stream(name)  # a failed close is logged: the files go anyway
         directory = self._stream_dir(name)
         self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
         shutil.rmtree(directory, ignore_errors=True)
@@ -207,10 +243,16 @@ class StorageEngine:
 
     @staticmethod
     def _try(store, operation, failed: set) -> None:
+        """Run one store's flush, sync, compact or close; a failure is logged
+        and adds the store to ``failed``, so that the others still run."""
         try:
             operation()
         except OSError as e:
             log.error("stream {name}: writing to disk failed: {error}", name=getattr(store, "name", "?"), error=e)
+            failed.add(store)
+        except Exception:  # a bug in one store: the others must still reach the disk
+            log.failure("stream {name}: {operation} failed", name=getattr(store, "name", "?"),
+                        operation=operation.__name__)
             failed.add(store)
 
     def _schedule_sync(self) -> None:
@@ -234,8 +276,13 @@ class StorageEngine:
             self._retry_later(failed)
         pending, self._unsynced_meta = self._unsynced_meta, set()
         for path in sorted(pending, key=len, reverse=True):  # files before their directories
-            if os.path.exists(path):
+            try:
                 fsync_path(path)
+            except FileNotFoundError:
+                pass  # deleted since
+            except OSError as e:
+                log.error("{path}: fsync failed: {error}", path=path, error=e)
+                self._unsynced_meta.add(path)  # tried again at the next sync
 
     def _compact_all(self) -> None:
         self._compactor = self.clock.callLater(self.compact_interval, self._compact_all)

@@ -23,6 +23,12 @@ still in the write buffer from the buffer, others with os.pread (which
 leaves the write position alone). Every record read is checked against its
 CRC; one that fails is logged and treated as missing, never served.
 
+Open files: a FileStore keeps one descriptor, its active segment's. A
+sealed segment is opened for each read-ahead block read from it (one open
+per ``READ_AHEAD_BYTES`` for a reader going forward), the tombstone file
+for each write, so the broker's open files grow by one per file stream
+(the storage engine bounds the number of file streams by that).
+
 Recovery at open: each sealed segment is loaded from its .idx when that
 matches, else scanned (and its .idx rewritten); the active one is always
 scanned. A scan stops at the first byte that is not a valid record (bad
@@ -53,8 +59,6 @@ _SEGMENT_FILE = re.compile(r"^(\d{20})\.log$")
 #: The cache of recent messages: at most this many, and this many bytes.
 CACHE_MSGS = 1024
 CACHE_BYTES = 4 << 20
-#: Read-only descriptors kept open for sealed segments.
-READ_FDS = 8
 #: Bytes read at once from a segment for a reader going forward.
 READ_AHEAD_BYTES = 64 << 10
 #: compact() rewrites a sealed segment when this share of its bytes is dead.
@@ -86,7 +90,6 @@ class FileStore(MessageStore):
         self._cache: dict = {}  # seq -> StoredMessage, the newest appends
         self._cache_low = 1  # no cached seq is below this
         self._cache_bytes = 0
-        self._read_fds: dict = {}  # path -> descriptor, oldest first
         self._block = None  # (segment, offset, bytes): the last read-ahead block
         self._pending = array("Q")  # removed since the last flush
         self._unsynced: set = set()  # paths written since the last sync
@@ -181,9 +184,6 @@ class FileStore(MessageStore):
         position = self._segments.index(segment)
         del self._segments[position]
         del self._bases[position]
-        fd = self._read_fds.pop(segment.path, None)
-        if fd is not None:
-            os.close(fd)
         self._unsynced.discard(segment.path)
         segment.remove_files()
         self._dir_changed = True
@@ -196,16 +196,6 @@ class FileStore(MessageStore):
         segment = self._segments[position]
         index = segment.find(seq)
         return (segment, index) if index >= 0 else (None, -1)
-
-    def _read_fd(self, segment) -> int:
-        if segment is self._active:
-            return self._fd
-        fd = self._read_fds.get(segment.path)
-        if fd is None:
-            if len(self._read_fds) >= READ_FDS:
-                os.close(self._read_fds.pop(next(iter(self._read_fds))))
-            fd = self._read_fds[segment.path] = os.open(segment.path, os.O_RDONLY)
-        return fd
 
     def _write_buffer(self) -> None:
         if self._buf:
@@ -325,7 +315,15 @@ class FileStore(MessageStore):
             start = offset - block[1]
             if 0 <= start and start + length <= len(block[2]):
                 return block[2][start : start + length]
-        data = os.pread(self._read_fd(segment), max(length, READ_AHEAD_BYTES), offset)
+        size = max(length, READ_AHEAD_BYTES)
+        if segment is self._active:
+            data = os.pread(self._fd, size, offset)
+        else:
+            fd = os.open(segment.path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
         self._block = (segment, offset, data)
         return data[:length]
 
@@ -455,9 +453,6 @@ class FileStore(MessageStore):
 
     def _rewrite_segment(self, segment) -> None:
         self._block = None
-        fd = self._read_fds.pop(segment.path, None)
-        if fd is not None:
-            os.close(fd)
         segment.compact()
         self._dir_changed = True
 
@@ -468,7 +463,3 @@ class FileStore(MessageStore):
         self.sync()
         self._closed = True
         os.close(self._fd)
-        for fd in self._read_fds.values():
-            os.close(fd)
-        self._read_fds.clear()
-        self._tombstones.close()

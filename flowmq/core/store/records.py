@@ -53,6 +53,9 @@ OVERHEAD = 16
 SIZE_DELTA = HEADER_SIZE - OVERHEAD
 #: No record may be longer: a corrupt length can never make a reader allocate more.
 MAX_RECORD = 1 << 28
+#: The largest sequence the i64 ``seq`` field holds: the last a stream can
+#: ever have (nats-server's are uint64; FlowMQ refuses what does not fit here).
+MAX_SEQ = (1 << 63) - 1
 MAX_TOPIC = 0xFFFF
 _LITTLE = sys.byteorder == "little"
 

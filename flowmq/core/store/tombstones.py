@@ -14,6 +14,10 @@ At start-up the file is read (a torn tail is cut off) and applied to
 the segments' entries. When it grows past a few times what it needs to say,
 it is rewritten as a snapshot (FIRST plus the removed sequences still in
 segments): temp file, fsync, rename.
+
+The file is opened for each append and fsynced by path: it holds no
+descriptor between writes (a file stream keeps one open file, see
+filestore.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 
 from flowmq.core.store import records
-from flowmq.core.store.files import mapped, replace_file, truncate_torn_tail, write_all
+from flowmq.core.store.files import fsync_path, mapped, replace_file, truncate_torn_tail, write_all
 
 FILE_NAME = "tombstones.log"
 
@@ -37,11 +41,11 @@ class TombstoneLog:
         self.stream = stream
         self.first = 0
         self.size = 0
-        self._fd = None
         self._unsynced = False
 
     def load(self):
-        """Read the markers: ``(first, deleted seqs (a set), highest seq named)``."""
+        """Read the markers: ``(first, deleted seqs (a set), highest seq named)``.
+        The file is created if missing (it marks a file stream's directory)."""
         with mapped(self.path) as data:
             found, stop = records.decode(data)
             file_size = len(data)
@@ -54,7 +58,7 @@ class TombstoneLog:
             elif record.type == records.DELETED:
                 deleted.update(records.deleted_seqs(record.payload))
         self.size = stop
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))
         return self.first, deleted, max(deleted, default=0)
 
     def append(self, first: int, seqs) -> None:
@@ -62,12 +66,19 @@ class TombstoneLog:
         parts = []
         if first != self.first:
             parts.append(records.encode_first(first))
-            self.first = first
         if seqs:
             parts.append(records.encode_deleted(seqs))
         if parts:
             data = b"".join(parts)
-            write_all(self._fd, data)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                write_all(fd, data)
+            except OSError:
+                os.ftruncate(fd, self.size)  # a partial record would hide the markers after it
+                raise
+            finally:
+                os.close(fd)
+            self.first = first  # only once written: a failed write is retried whole
             self.size += len(data)
             self._unsynced = True
 
@@ -77,19 +88,12 @@ class TombstoneLog:
         parts = [records.encode_first(first)]
         parts.extend(records.encode_deleted(seqs[i : i + chunk]) for i in range(0, len(seqs), chunk))
         data = b"".join(parts)
-        os.close(self._fd)
         replace_file(self.path, data, durable=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.first = first
         self.size = len(data)
         self._unsynced = False
 
     def sync(self) -> None:
         if self._unsynced:
-            os.fsync(self._fd)
+            fsync_path(self.path)
             self._unsynced = False
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 
 from flowmq.core.message import Message
+from flowmq.core.store import TooManyStreams
 from flowmq.core.topics import SEPARATOR, TOPIC_LEVEL, InvalidTopic, filters_overlap
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import (
-    check_consumer_update, consumer_config, consumer_filter_subjects, stream_config, topic_filters,
+    INT64, UINT64, check_consumer_update, check_range, check_seq, consumer_config, consumer_filter_subjects,
+    stream_config, topic_filters,
 )
 from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
@@ -156,6 +158,9 @@ class JetStreamApi:
 
     def stream_create(self, args, payload) -> dict:
         config = self._named_stream_config(args, payload)
+        unrestored = self.service.unrestored.get(config["name"])
+        if unrestored is not None:  # its files are still there: a new stream must not take them over
+            raise ApiError(errors.STREAM_NOT_RESTORED, reason=unrestored)
         existing = self.service.streams.get(config["name"])
         if existing is not None:
             if existing.config != config:
@@ -164,7 +169,13 @@ class JetStreamApi:
         if len(self.service.streams) >= self.service.settings.max_streams:
             raise ApiError(errors.MAX_STREAMS)
         self._check_overlap(config, None)
-        info = self.service.create_stream(config).info()
+        try:
+            stream = self.service.create_stream(config)
+        except TooManyStreams as e:
+            raise ApiError(errors.FILE_STREAMS_LIMIT, err=str(e)) from None
+        except OSError as e:
+            raise ApiError(errors.STREAM_CREATE, err=str(e)) from None
+        info = stream.info()
         info["did_create"] = True
         return info
 
@@ -176,7 +187,10 @@ class JetStreamApi:
             if old[key] != config[key]:
                 raise ApiError(errors.STREAM_UPDATE, err="stream configuration update can not change %s" % key)
         self._check_overlap(config, stream)
-        self.service.update_stream(stream, config)
+        try:
+            self.service.update_stream(stream, config)
+        except OSError as e:
+            raise ApiError(errors.STREAM_UPDATE, err=str(e)) from None
         return stream.info()
 
     def _named_stream_config(self, args, payload) -> dict:
@@ -186,7 +200,7 @@ class JetStreamApi:
         if body.get("name") not in (None, args[0]):
             raise ApiError(errors.STREAM_NAME_MISMATCH)
         body["name"] = args[0]
-        return stream_config(body)
+        return stream_config(body, self.broker.router.max_levels)
 
     def _check_overlap(self, config, itself) -> None:
         filters = topic_filters(config["subjects"])
@@ -199,7 +213,10 @@ class JetStreamApi:
         return stream.info(_subject_field(self._body(payload), "subjects_filter"))
 
     def stream_delete(self, args, payload) -> dict:
-        self.service.delete_stream(self._stream(args))
+        if len(args) == 1 and args[0] in self.service.unrestored:
+            self.service.delete_unrestored(args[0])
+        else:
+            self.service.delete_stream(self._stream(args))
         return {"success": True}
 
     def _matching_streams(self, payload) -> list:
@@ -226,12 +243,11 @@ class JetStreamApi:
         if stream.config["deny_purge"]:
             raise ApiError(errors.PURGE_FAILED, err="stream purge not permitted")
         body = self._body(payload)
-        seq, keep, subject = body.get("seq"), body.get("keep"), _subject_field(body, "filter")
+        seq, keep, subject = _integer_field(body, "seq"), _integer_field(body, "keep"), _subject_field(body, "filter")
         if seq and keep:
             raise ApiError(errors.BAD_REQUEST)
-        for value in (seq, keep):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ApiError(errors.BAD_REQUEST)
+        if seq:
+            check_seq(seq)  # the stream moves on to it when there is no filter
         topic_filter = _topic_filter(subject) if subject else None
         purged = stream.store.purge(topic_filter, up_to_seq=seq or None, keep=keep or None)
         self.service.purged(stream)
@@ -239,9 +255,7 @@ class JetStreamApi:
 
     def _find_message(self, stream, body):
         """The stored message a MSG.GET / DIRECT.GET body names, or ApiError."""
-        seq = body.get("seq")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-            raise ApiError(errors.BAD_REQUEST)
+        seq = _integer_field(body, "seq")
         last, following = _subject_field(body, "last_by_subj"), _subject_field(body, "next_by_subj")
         if last:
             stored = stream.store.last_message(_topic_filter(last))
@@ -269,8 +283,8 @@ class JetStreamApi:
         if stream.config["deny_delete"]:
             raise ApiError(errors.MSG_DELETE_FAILED, err="message delete not permitted")
         body = self._body(payload, required=True)
-        seq = body.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
+        seq = _integer_field(body, "seq")
+        if not seq:
             raise ApiError(errors.BAD_REQUEST)
         if not stream.store.delete(seq, erase=not body.get("no_erase")):
             raise ApiError(errors.SEQUENCE_NOT_FOUND, seq=seq)
@@ -420,8 +434,17 @@ def _topic_filter(subject: str) -> str:
         raise ApiError(errors.BAD_REQUEST) from None
 
 
+def _integer_field(body: dict, key: str, kind=UINT64):
+    """A request field that holds an integer of the Go type ``kind``: None, or
+    an int (BAD_REQUEST for another JSON type, INVALID_JSON if it does not fit)."""
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ApiError(errors.BAD_REQUEST)
+    return value if value is None else check_range(value, key, kind)
+
+
 def _offset(body: dict) -> int:
-    offset = body.get("offset", 0)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+    offset = _integer_field(body, "offset", INT64) or 0
+    if offset < 0:
         raise ApiError(errors.BAD_REQUEST)
     return offset

@@ -5,11 +5,19 @@ kept as a plain dict in nats-server's shape, with every default written out,
 so that INFO returns what nats-server would and "create again with the same
 configuration" can compare two dicts. Subjects stay NATS subjects here;
 ``topic_filters`` turns them into the core's unified topic filters.
+
+Numbers: nats-server decodes each JSON number into a Go integer type
+(int32, int64, uint64) and answers "invalid JSON" (400, 10025) for one that
+does not fit, so ``check_range`` does the same; a sequence that fits uint64
+but is beyond the last a FlowMQ stream can have (the store's ``MAX_SEQ``)
+is refused too. Nothing that the store or a restart could not take is ever
+accepted.
 """
 
 from __future__ import annotations
 
-from flowmq.core.topics import InvalidTopic, filters_overlap
+from flowmq.core.store import MAX_SEQ
+from flowmq.core.topics import SEPARATOR, InvalidTopic, filters_overlap
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.errors import ApiError
 from flowmq.nats.jetstream.wire import parse_rfc3339
@@ -88,14 +96,36 @@ _BOOLEAN_FIELDS = frozenset((
     "flow_control", "headers_only", "mem_storage", "sealed", "deny_delete", "deny_purge",
     "allow_rollup_hdrs", "allow_direct", "mirror_direct", "discard_new_per_subject", "no_ack",
 ))
-_INTEGER_FIELDS = frozenset((
+#: Go integer types: (name, least, greatest).
+INT32 = ("int32", -(1 << 31), (1 << 31) - 1)
+INT64_MAX = (1 << 63) - 1
+INT64 = ("int64", -INT64_MAX - 1, INT64_MAX)
+UINT64 = ("uint64", 0, (1 << 64) - 1)
+#: The integer fields of the configurations and their type in nats-server
+#: (Go's int and time.Duration are int64).
+_INTEGER_FIELDS = dict.fromkeys((
     "ack_wait", "max_deliver", "max_waiting", "max_ack_pending", "idle_heartbeat", "inactive_threshold",
-    "max_batch", "max_expires", "max_bytes", "opt_start_seq", "rate_limit_bps", "num_replicas",
-    "max_consumers", "max_msgs", "max_age", "max_msgs_per_subject", "max_msg_size", "duplicate_window",
-    "first_seq",
-))
-#: Largest number a configuration may hold (nats-server's are Go int64s).
-_MAX_INTEGER = 2 ** 63 - 1
+    "max_batch", "max_expires", "max_bytes", "num_replicas", "max_consumers", "max_msgs", "max_age",
+    "max_msgs_per_subject", "duplicate_window",
+), INT64)
+_INTEGER_FIELDS.update(max_msg_size=INT32, opt_start_seq=UINT64, rate_limit_bps=UINT64, first_seq=UINT64)
+
+
+def check_range(value: int, field: str, kind=INT64) -> int:
+    """``value`` if it fits the Go integer type ``kind``; else the invalid-JSON
+    error that nats-server answers for a number that does not fit its field."""
+    name, least, greatest = kind
+    if not least <= value <= greatest:
+        raise ApiError(errors.INVALID_JSON, err="number %d of %s does not fit %s" % (value, field, name))
+    return value
+
+
+def check_seq(seq: int) -> int:
+    """A stream sequence a request names as a position to move to: at most
+    the last a stream can have."""
+    if seq > MAX_SEQ:
+        raise ApiError(errors.SEQUENCE_BEYOND_LAST, seq=seq, last=MAX_SEQ)
+    return seq
 
 
 def _check_types(config: dict, error) -> None:
@@ -106,7 +136,8 @@ def _check_types(config: dict, error) -> None:
         elif key in _BOOLEAN_FIELDS:
             ok = isinstance(value, bool)
         elif key in _INTEGER_FIELDS:
-            ok = isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= _MAX_INTEGER
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            ok = ok and check_range(value, key, _INTEGER_FIELDS[key]) >= -1
         elif key == "metadata":
             ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
         else:
@@ -129,8 +160,11 @@ def topic_filters(subjects) -> list:
         raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %s" % e) from None
 
 
-def stream_config(request: dict) -> dict:
-    """The full configuration of a stream from a CREATE/UPDATE request body."""
+def stream_config(request: dict, max_levels: int) -> dict:
+    """The full configuration of a stream from a CREATE/UPDATE request body
+    (or a stored configuration, checked again at start-up). ``max_levels``:
+    the router's limit on a subscription's levels (broker.max_topic_levels),
+    which the stream's subjects must keep to, since it subscribes to them."""
     if not isinstance(request, dict):
         raise ApiError(errors.BAD_REQUEST)
     for key in _STREAM_UNSUPPORTED:
@@ -167,6 +201,10 @@ def stream_config(request: dict) -> dict:
         raise ApiError(errors.STREAM_INVALID_CONFIG,
                        err="discard new per subject requires discard new policy and max msgs per subject to be set")
     filters = topic_filters(subjects)
+    deepest = max(topic_filter.count(SEPARATOR) + 1 for topic_filter in filters)
+    if deepest > max_levels:  # nats-server has no such limit; its error for a subject it refuses
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %d tokens, more than the %d "
+                       "of broker.max_topic_levels" % (deepest, max_levels))
     if not config["no_ack"] and any(filters_overlap(f, _API_FILTER) for f in filters):
         # PubAcks to API requests would be answers to the requests themselves.
         raise ApiError(errors.STREAM_INVALID_CONFIG,
@@ -224,7 +262,9 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
         config.setdefault("max_waiting", pull_defaults["max_waiting"])
     backoff = config.get("backoff")
     if backoff is not None:
-        if not isinstance(backoff, list) or not all(isinstance(b, int) and b > 0 for b in backoff):
+        if not isinstance(backoff, list) or not all(
+                isinstance(b, int) and not isinstance(b, bool) and check_range(b, "backoff", INT64) > 0
+                for b in backoff):
             raise ApiError(errors.CONSUMER_CREATE, err="backoff must be a list of durations")
         if config["max_deliver"] != -1 and config["max_deliver"] <= len(backoff):
             raise ApiError(errors.CONSUMER_MAX_DELIVER_BACKOFF)
@@ -240,6 +280,7 @@ def _check_start(config: dict) -> None:
     if policy == "by_start_sequence":
         if not isinstance(config.get("opt_start_seq"), int) or config["opt_start_seq"] <= 0:
             raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is deliver by start sequence, but optional start sequence is not set")
+        check_seq(config["opt_start_seq"])
     elif "opt_start_seq" in config:
         raise ApiError(errors.CONSUMER_CREATE, err="consumer delivery policy is not deliver by start sequence, but optional start sequence is set")
     if policy == "by_start_time":

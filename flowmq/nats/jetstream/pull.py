@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 
+from flowmq.nats.jetstream.config import INT64_MAX
 from flowmq.nats.jetstream.wire import status_message
 
 #: Largest batch one request may ask for.
@@ -58,6 +59,8 @@ class PullRequest:
         for value in (batch, max_bytes, expires, heartbeat):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError("not a pull request")
+            if value > INT64_MAX:  # nats-server's are Go ints and durations: it refuses what does not fit
+                raise ValueError("number %d does not fit int64" % value)
         if not 0 < batch <= MAX_BATCH:
             raise ValueError("batch out of range")
         if heartbeat and heartbeat * 2 > expires:  # nats-server: heartbeats need an expiry twice as long

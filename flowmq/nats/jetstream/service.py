@@ -7,6 +7,16 @@ configuration and state are meta documents beside it), then listens on
 answers). Consumer state is written at most every ``SAVE_DELAY`` seconds
 and at shutdown, so a crash can redeliver what was acked in that window
 (at-least-once), never lose a message.
+
+A stream's configuration is checked again at start-up with the rules that
+admitted it and today's settings (a lowered broker.max_topic_levels, the
+open-file limit). One that fails, or a consumer whose document does not
+make sense, is left out with an error naming it and why, and the rest are
+served: start-up never fails for one stream. Such a stream's files are
+kept; its name stays taken until STREAM.DELETE removes them (``unrestored``).
+
+Creating and updating are all or nothing: everything is checked before
+anything is stored, and a stream that cannot start leaves no files.
 """
 
 from __future__ import annotations
@@ -17,10 +27,13 @@ from twisted.application import service
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
+from flowmq.core.store import MAX_SEQ, TooManyStreams
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
 from flowmq.nats.jetstream.api import JetStreamApi
+from flowmq.nats.jetstream.config import stream_config
 from flowmq.nats.jetstream.consumer import Consumer
+from flowmq.nats.jetstream.errors import ApiError
 from flowmq.nats.jetstream.stream import Stream, store_limits
 from flowmq.nats.jetstream.wire import dumps
 
@@ -50,6 +63,7 @@ class JetStream(service.Service):
         self.settings = settings.jetstream
         self.server_name = settings.broker.server_name
         self.streams: dict = {}
+        self.unrestored: dict = {}  # name -> why: file streams on disk that start-up left out
         self.api = JetStreamApi(self)
         self._subscriptions: list = []
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer
@@ -64,7 +78,10 @@ class JetStream(service.Service):
         service.Service.startService(self)
         storage = self.broker.storage
         for name in storage.stream_names():
-            self._reopen(name)
+            try:
+                self._reopen(name)
+            except Exception as e:  # one stream must never keep the broker from starting
+                self._not_restored(name, e)
         for topic_filter, target in (("$JS/API/#", self.api), ("$JS/ACK/#", _Listener(self._on_ack)),
                                      ("$JS/FC/#", _Listener(self._on_flow_control))):
             subscription = Subscription(target, topic_filter)
@@ -72,8 +89,13 @@ class JetStream(service.Service):
             self._subscriptions.append(subscription)
         self.broker.interest_watchers.append(self._interest)
         self.broker.after_sync.append(self._synced)
-        log.info("JetStream ready: {streams} streams, {consumers} consumers",
-                 streams=len(self.streams), consumers=self.consumer_count())
+        file_streams = storage.max_file_streams
+        log.info("JetStream ready: {streams} streams, {consumers} consumers; at most {max_streams} streams "
+                 "(jetstream.max_streams), {file_streams} of them on file (one open file each; "
+                 "half of the open-file limit RLIMIT_NOFILE {nofile})",
+                 streams=len(self.streams), consumers=self.consumer_count(), max_streams=self.settings.max_streams,
+                 file_streams="all" if file_streams is None else min(file_streams, self.settings.max_streams),
+                 nofile="unlimited" if file_streams is None else storage.open_file_limit)
 
     def stopService(self):
         service.Service.stopService(self)
@@ -89,59 +111,104 @@ class JetStream(service.Service):
             stream.detach()
 
     def _reopen(self, name: str) -> None:
+        """Serve a file stream again, and its durable consumers. Raises, with
+        nothing left open, if the stream cannot be served."""
         storage = self.broker.storage
         meta = storage.read_meta(name, _STREAM_META)
         if meta is None:
             log.warn("stream directory {name!r} has no configuration; left alone", name=name)
             return
-        config = meta["config"]
-        stream = Stream(self, config, storage.open_stream(name, store_limits(config), "file"), meta["created"])
+        config, created = meta["config"], meta["created"]
+        if config.get("name") != name or config.get("storage") != "file" or not isinstance(created, int):
+            raise ValueError("its configuration document is not this stream's")
+        config = stream_config(config, self.broker.router.max_levels)
+        store = storage.open_stream(name, store_limits(config), "file")
+        stream = None
+        try:
+            stream = Stream(self, config, store, created)
+            stream.attach()
+        except Exception:
+            if stream is not None:
+                stream.detach()
+            storage.close_stream(name)
+            raise
         self.streams[name] = stream
-        stream.attach()
         for key in storage.meta_keys(name, _CONSUMER_META):
-            document = storage.read_meta(name, key)
-            try:
-                consumer = Consumer(stream, document["config"], document["created"])
-                consumer.restore(document["state"])
-            except (TypeError, KeyError, ValueError):  # torn or from elsewhere: the others still start
-                log.warn("stream {name}: consumer document {key} is unreadable; that consumer is left out",
-                         name=name, key=key)
-                continue
-            self._add(stream, consumer)
+            self._restore_consumer(stream, key)
         state = stream.store.state()
         log.info("stream {name}: {messages} messages, seq {first}..{last}, {consumers} consumers",
                  name=name, messages=state.messages, first=state.first_seq, last=state.last_seq,
                  consumers=len(stream.consumers))
 
+    def _not_restored(self, name: str, error: Exception) -> None:
+        reason = str(error) if isinstance(error, (ApiError, TooManyStreams)) else "%s: %s" % (
+            type(error).__name__, error)
+        self.unrestored[name] = reason
+        log.error("stream {name} not restored: {reason}; it is not served and its files are kept (fix the "
+                  "settings and restart, or delete the stream)", name=name, reason=reason)
+
+    def _restore_consumer(self, stream, key: str) -> None:
+        """A durable consumer from its document; one that cannot be restored
+        is left out (its document stays) with an error naming it and why."""
+        document = self.broker.storage.read_meta(stream.name, key)
+        consumer = None
+        try:
+            if document is None:
+                raise ValueError("its document is unreadable")
+            _check_state(document["state"])
+            consumer = Consumer(stream, document["config"], document["created"])
+            consumer.restore(document["state"])
+            self._add(stream, consumer)
+        except Exception as e:  # torn, or from elsewhere: the others still start
+            if consumer is not None:
+                self._drop(stream, consumer)
+            log.error("stream {name}: consumer {key} not restored: {reason}; it is left out",
+                      name=stream.name, key=key[len(_CONSUMER_META):], reason="%s: %s" % (type(e).__name__, e))
+
     # -- streams --------------------------------------------------------------------
 
     def create_stream(self, config: dict) -> Stream:
+        """Open, save and attach a new stream; if any step fails (TooManyStreams,
+        OSError ...) nothing is left of it, on disk or in the router."""
         storage = self.broker.storage
         name = config["name"]
-        created = time.time_ns()
-        store = storage.open_stream(name, store_limits(config), config["storage"])
-        stream = self.streams[name] = Stream(self, config, store, created)
-        self._write_stream_meta(stream)
-        stream.attach()
+        stream = None
+        try:
+            store = storage.open_stream(name, store_limits(config), config["storage"])
+            stream = Stream(self, config, store, time.time_ns())
+            self._write_stream_meta(stream, config)
+            stream.attach()
+        except Exception:
+            if stream is not None:
+                stream.detach()
+            storage.remove_stream(name)
+            raise
+        self.streams[name] = stream
         log.info("stream {name} created on {subjects} ({storage})", name=name,
                  subjects=", ".join(config["subjects"]), storage=config["storage"])
         return stream
 
     def update_stream(self, stream, config: dict) -> None:
-        stream.configure(config)
+        """Save, then apply a checked configuration: a failed save (OSError)
+        changes nothing, and so does a failed apply (the old one is saved again)."""
+        old = stream.config
+        self._write_stream_meta(stream, config)
+        try:
+            stream.configure(config)
+        except Exception:
+            self._write_stream_meta(stream, old)
+            raise
         for consumer in stream.consumers.values():
             consumer.configure(consumer.config)  # "covers the whole stream" may have changed
-        self._write_stream_meta(stream)
 
     def purged(self, stream) -> None:
         """Messages went by purge: consumers forget them."""
         for consumer in list(stream.consumers.values()):
             consumer.prune()
 
-    def _write_stream_meta(self, stream) -> None:
-        if stream.config["storage"] == "file":
-            self.broker.storage.write_meta(stream.name, _STREAM_META,
-                                           {"config": stream.config, "created": stream.created})
+    def _write_stream_meta(self, stream, config: dict) -> None:
+        if config["storage"] == "file":
+            self.broker.storage.write_meta(stream.name, _STREAM_META, {"config": config, "created": stream.created})
 
     def delete_stream(self, stream) -> None:
         for name in list(stream.consumers):
@@ -150,6 +217,12 @@ class JetStream(service.Service):
         del self.streams[stream.name]
         self.broker.storage.remove_stream(stream.name)
         log.info("stream {name} deleted", name=stream.name)
+
+    def delete_unrestored(self, name: str) -> None:
+        """STREAM.DELETE of a stream that start-up left out: its files go."""
+        del self.unrestored[name]
+        self.broker.storage.remove_stream(name)
+        log.info("stream {name} (not restored) deleted", name=name)
 
     # -- consumers ------------------------------------------------------------------
 
@@ -177,15 +250,23 @@ class JetStream(service.Service):
         self._push_add(consumer)
         consumer.activate()
 
-    def delete_consumer(self, stream, name: str) -> None:
-        consumer = stream.consumers.pop(name, None)
-        if consumer is None:
-            return
+    def _drop(self, stream, consumer) -> None:
+        """Take a consumer out of service (its saved document is left alone)."""
         consumer.stop()
-        stream.forget_interest(consumer.ack_floor_stream_seq + 1)
-        self._by_ack_levels.pop(consumer.ack_prefix_levels(), None)
+        if stream.consumers.get(consumer.name) is consumer:
+            del stream.consumers[consumer.name]
+        levels = consumer.ack_prefix_levels()
+        if self._by_ack_levels.get(levels) is consumer:
+            del self._by_ack_levels[levels]
         self._push_remove(consumer)
         self._unsaved.pop(consumer, None)
+
+    def delete_consumer(self, stream, name: str) -> None:
+        consumer = stream.consumers.get(name)
+        if consumer is None:
+            return
+        self._drop(stream, consumer)
+        stream.forget_interest(consumer.ack_floor_stream_seq + 1)
         if consumer.durable and stream.config["storage"] == "file" and stream.name in self.streams:
             self.broker.storage.delete_meta(stream.name, _CONSUMER_META + name)
 
@@ -275,3 +356,12 @@ class JetStream(service.Service):
                 consumer.flow_control_reply(message.topic)
             except Exception:  # a bug must cost one flow-control answer, not the client's connection
                 log.failure("flow-control answer {topic} failed", topic=message.topic)
+
+
+def _check_state(state: dict) -> None:
+    """The numbers of a saved consumer state must be sequences a stream can
+    have (a document written before they were checked may hold 2**70)."""
+    numbers = [state["next_seq"]] + list(state["delivered"]) + list(state["ack_floor"])
+    numbers += list(state.get("last_per_subject", ())) + [n for entry in state["pending"] for n in entry]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ + 1 for n in numbers):
+        raise ValueError("its state holds a number that is not a sequence a stream can have")

@@ -73,13 +73,21 @@ class Stream:
     # -- configuration --------------------------------------------------------
 
     def configure(self, config: dict) -> None:
-        """Take a (new) configuration: limits, subjects, expiry timer."""
-        self.config = config
-        self.filters = topic_filters(config["subjects"])
-        self.store.update_limits(store_limits(config))
-        if self._subscriptions:
+        """Take a (new) configuration: limits, subjects, expiry timer. An
+        attached stream subscribes to the new subjects before anything else
+        changes, so one the router refuses leaves it as it was."""
+        filters = topic_filters(config["subjects"])
+        attached = bool(self._subscriptions)
+        if attached:
+            subscriptions = self._subscribe(filters)
             self.detach()
-            self.attach()
+            self._subscriptions = subscriptions
+        self.config = config
+        self.filters = filters
+        self.store.update_limits(store_limits(config))
+        if attached:
+            self._restore_recent_ids()
+            self._schedule_expiry()
 
     def covers_all(self, topic_filters_) -> bool:
         """Do these consumer filters take in every subject of the stream?"""
@@ -87,12 +95,25 @@ class Stream:
 
     def attach(self) -> None:
         """Start taking messages: subscribe to the subjects, start expiring."""
-        for topic_filter in self.filters:
-            subscription = Subscription(self, topic_filter)
-            self.broker.router.subscribe(subscription)
-            self._subscriptions.append(subscription)
+        self._subscriptions = self._subscribe(self.filters)
         self._restore_recent_ids()
         self._schedule_expiry()
+
+    def _subscribe(self, filters) -> list:
+        """Subscriptions of the stream to ``filters``, all or none: if the
+        router refuses one (InvalidTopic), those made are undone."""
+        router = self.broker.router
+        subscriptions = []
+        try:
+            for topic_filter in filters:
+                subscription = Subscription(self, topic_filter)
+                router.subscribe(subscription)
+                subscriptions.append(subscription)
+        except Exception:
+            for subscription in subscriptions:
+                router.unsubscribe(subscription)
+            raise
+        return subscriptions
 
     def detach(self) -> None:
         for subscription in self._subscriptions:

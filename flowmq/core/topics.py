@@ -14,12 +14,12 @@ level values and the texts the grammar allows:
 
 - encoding writes ``%XX`` for each character the grammar cannot hold, and
   writes a literal ``%`` as ``%25`` only where it would otherwise be read as
-  an escape: where it is followed by one of the grammar's codes, or by
-  ``25`` repeated and then a code (so ``50%``, ``%zz``, ``%25zz`` and, in
-  NATS, ``a%2Fb`` stay as they are);
+  an escape: where it is followed by one of the grammar's codes, possibly
+  after any number of ``25`` (so ``50%``, ``%zz``, ``%25zz`` and, in NATS,
+  ``a%2Fb`` stay as they are);
 - decoding replaces only the grammar's codes, and reads ``%25`` as ``%``
-  only where encoding would have written it (followed by ``25`` repeated
-  and a code); any other ``%`` is literal;
+  only where encoding would have written it (before a code, possibly after
+  more ``25``); any other ``%`` is literal;
 - a grammar without empty levels (NATS) writes the empty level as the whole
   level ``%00``, and a level that is literally ``%00`` (or ``%2500``, ...)
   with one more ``25``.

@@ -23,6 +23,7 @@ from flowmq.logs import logger, set_level
 from flowmq.nats.jetstream.service import JetStream
 from flowmq.nats.protocol import NatsFactory
 from flowmq.security import Security
+from flowmq.signals import SignalService
 from flowmq.transport import ImmediateWriteEndpoint
 
 log = logger("flowmq")
@@ -61,13 +62,15 @@ class Options(usage.Options):
 
 
 class BrokerService(service.MultiService):
-    """The whole broker: the core service and its protocol listeners."""
+    """The whole broker: the core service, its protocol listeners, and the
+    handling of operator signals (flowmq.signals)."""
 
     def __init__(self, settings, reactor, security):
         service.MultiService.__init__(self)
         self.settings = settings
         self.security = security
         set_level(settings.broker.log_level)
+        SignalService(reactor).setServiceParent(self)
         self.broker = Broker(settings, reactor)
         self.broker.setServiceParent(self)
         self.jetstream = None

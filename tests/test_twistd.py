@@ -34,19 +34,24 @@ def _start(args, cwd, env_extra=None):
     )
 
 
-def _wait_for_port(process, log):
-    """Read the log until the NATS listener says where it listens."""
+def _wait_for_line(process, log, pattern):
+    """Read the log until a line matches ``pattern``; the match."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = process.stdout.readline().decode()
         if not line:
             break
         log.append(line)
-        found = re.search(r"NATS listening on [\d.]+:(\d+)", line)
+        found = re.search(pattern, line)
         if found:
-            return int(found.group(1))
+            return found
     process.kill()
-    pytest.fail("no listening line in the log:\n" + "".join(log))
+    pytest.fail("no line matching %r in the log:\n%s" % (pattern, "".join(log)))
+
+
+def _wait_for_port(process, log):
+    """Read the log until the NATS listener says where it listens."""
+    return int(_wait_for_line(process, log, r"NATS listening on [\d.]+:(\d+)").group(1))
 
 
 def _round_trip(port):
@@ -83,6 +88,23 @@ def test_twistd_flowmq_serves_nats_and_stops_on_sigterm(tmp_path):
     assert "data directory: %s" % (tmp_path / "flowmq-data") in text
     assert "FlowMQ shutting down" in text
     assert (tmp_path / "flowmq-data").is_dir()
+
+
+def test_sigusr2_is_logged_and_ignored(tmp_path):
+    """nats-server enters lame-duck mode on SIGUSR2; FlowMQ has none yet, and
+    must not die of the signal's default action."""
+    log = []
+    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", "0"], tmp_path)
+    port = _wait_for_port(process, log)
+    # Once a client is served the reactor runs, so every service has started
+    # (the port listens a little earlier, from privilegedStartService).
+    assert _round_trip(port) == ("greetings.world", b"hello")
+    process.send_signal(signal.SIGUSR2)
+    _wait_for_line(process, log, r"SIGUSR2: lame-duck mode is not supported yet; ignoring")
+    assert process.poll() is None
+    assert _round_trip(port) == ("greetings.world", b"hello")
+    assert _stop(process, log) == -signal.SIGTERM
+    assert "FlowMQ shutting down" in "".join(log)
 
 
 def test_config_file_and_override(tmp_path):

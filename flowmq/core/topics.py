@@ -9,20 +9,25 @@ Every wire protocol converts its own addresses to and from this form (see
 ``flowmq/nats/subjects.py`` for NATS). A level value that a protocol's
 grammar cannot express is written with a percent escape, ``%XX`` (two
 upper-case hex digits, listed in ``ESCAPES``). Each grammar knows only the
-escapes it needs, and the rule is reversible in every grammar:
+escapes it needs, and the rule is a one-to-one correspondence between the
+level values and the texts the grammar allows:
 
 - encoding writes ``%XX`` for each character the grammar cannot hold, and
   writes a literal ``%`` as ``%25`` only where it would otherwise be read as
-  one of the grammar's escapes (so ``50%``, ``%zz`` and, in NATS, ``a%2Fb``
-  stay as they are);
-- decoding replaces only the grammar's escapes and leaves any other ``%``
-  alone;
-- some escapes stand only for a whole level: ``%00`` for an empty level in a
-  grammar that has none, and (in NATS) ``%2A`` for a level that is just
-  ``*``.
+  an escape: where it is followed by one of the grammar's codes, possibly
+  after any number of ``25`` (so ``50%``, ``%zz``, ``%25zz`` and, in NATS,
+  ``a%2Fb`` stay as they are);
+- decoding replaces only the grammar's codes, and reads ``%25`` as ``%``
+  only where encoding would have written it (before a code, possibly after
+  more ``25``); any other ``%`` is literal;
+- a grammar without empty levels (NATS) writes the empty level as the whole
+  level ``%00``, and a level that is literally ``%00`` (or ``%2500``, ...)
+  with one more ``25``.
 
-So ``decode(encode(level)) == level`` for every level value, and an address
-that needed no escapes passes through another grammar byte for byte. The
+So ``decode(encode(value)) == value`` for every level value, and
+``encode(decode(text)) == text`` for every text the grammar allows: an
+address passes into another grammar and back byte for byte, and one that
+needed no escapes passes through another grammar byte for byte. The
 canonical topic grammar escapes ``/`` (the separator) and ``+`` and ``#``
 (the wildcards, which a topic name may never contain).
 """
@@ -46,14 +51,15 @@ ESCAPES = {
     "20": " ",
     "23": "#",
     "25": "%",
-    "2A": "*",
     "2B": "+",
     "2E": ".",
     "2F": "/",
-    "3E": ">",
 }
 _CODE_OF = {char: "%" + code for code, char in ESCAPES.items() if char}
-_EMPTY_LEVEL = "%00"
+_PERCENT = _CODE_OF["%"]
+# A whole level that stands for the empty level (group 1 empty) or, with one
+# "25" fewer, for a literal "%00", "%2500", ... level.
+_EMPTY_LEVEL_RE = re.compile(r"%((?:25)*)00")
 
 
 class InvalidTopic(ValueError):
@@ -63,46 +69,48 @@ class InvalidTopic(ValueError):
 class LevelGrammar:
     """How one grammar writes a level value.
 
-    ``always`` are characters escaped wherever they occur; ``alone`` are
-    values escaped only when they make up the whole level (a NATS token that
-    is just ``*`` would read as a wildcard, while ``a*b`` is a literal);
-    ``empty_level`` says whether the grammar can hold an empty level.
+    ``always`` are the characters it cannot hold, escaped wherever they
+    occur; ``empty_level`` says whether it can hold an empty level.
     """
 
-    def __init__(self, always: str, alone: tuple = (), empty_level: bool = True):
+    def __init__(self, always: str, empty_level: bool = True):
         self.always = always
-        self.alone = frozenset(alone)
         self.empty_level = empty_level
-        codes = "|".join(sorted(_CODE_OF[c][1:] for c in always + "%"))
-        self._escape_re = re.compile("%(" + codes + ")")
-        self._literal_percent_re = re.compile("%(?=" + codes + ")")
-        self._needs_escape_re = re.compile("[" + re.escape(always + "%") + "]")
-        # Whole-level escapes: the text of the level -> the value it stands for.
-        self._whole = {_CODE_OF[value]: value for value in alone}
-        if not empty_level:
-            self._whole[_EMPTY_LEVEL] = ""
+        codes = "|".join(sorted(_CODE_OF[c][1:] for c in always))
+        # What follows a "%" that would read as an escape: "25"s, then a code.
+        escape_ahead = "(?=(?:25)*(?:%s))" % codes
+        # Encoding: such a "%" becomes "%25", a character of ``always`` its code.
+        self._encode_re = re.compile("%%%s|[%s]" % (escape_ahead, re.escape(always)))
+        # Decoding: a code is its character; "%25" is "%" only before such text.
+        self._decode_re = re.compile("%%(?:(%s)|25%s)" % (codes, escape_ahead))
 
     def encode(self, value: str) -> str:
         """Write the level value ``value`` in this grammar."""
-        if not value:
-            return value if self.empty_level else _EMPTY_LEVEL
-        if value in self.alone:
-            return _CODE_OF[value]
-        if value in self._whole:  # a literal "%2A" would read as the escape of "*"
-            return "%25" + value[1:]
-        if not self._needs_escape_re.search(value):
-            return value
-        value = self._literal_percent_re.sub("%25", value)
-        return "".join(_CODE_OF[c] if c in self.always else c for c in value)
+        if not self.empty_level:
+            if not value:
+                return "%00"
+            if _EMPTY_LEVEL_RE.fullmatch(value):
+                return _PERCENT + value[1:]
+        return self._encode_re.sub(_encode_match, value)
 
     def decode(self, text: str) -> str:
         """Read a level written in this grammar back to its value."""
-        whole = self._whole.get(text)
-        if whole is not None:
-            return whole
         if "%" not in text:
             return text
-        return self._escape_re.sub(lambda m: ESCAPES[m.group(1)], text)
+        if not self.empty_level:
+            whole = _EMPTY_LEVEL_RE.fullmatch(text)
+            if whole:
+                return "%" + whole.group(1)[2:] + "00" if whole.group(1) else ""
+        return self._decode_re.sub(_decode_match, text)
+
+
+def _encode_match(match) -> str:
+    return _CODE_OF[match.group()]
+
+
+def _decode_match(match) -> str:
+    code = match.group(1)
+    return ESCAPES[code] if code else "%"
 
 
 #: The canonical topic grammar (identity for MQTT topic names).

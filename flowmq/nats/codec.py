@@ -10,7 +10,8 @@ because the server closes such a connection (nats-server does the same).
 Operations are tuples whose first item is one of the ``OP_*`` codes:
 
 - ``(OP_PUB, subject, reply|None, payload)``
-- ``(OP_HPUB, subject, reply|None, header_block, payload)``
+- ``(OP_HPUB, subject, reply|None, header_block, payload)``; the header
+  block is empty for ``HPUB <subject> [reply] 0 <size>``
 - ``(OP_SUB, subject, queue|None, sid)``
 - ``(OP_UNSUB, sid, max_msgs|None)``
 - ``(OP_CONNECT, json_bytes)``, ``(OP_PING,)``, ``(OP_PONG,)``

@@ -360,6 +360,12 @@ class NatsConnection(BrokerConnection):
             self.close_with_error(ERR_HEADERS_NOT_SUPPORTED)
             return
         block = op[3]
+        if not block:
+            # "HPUB <subject> [reply] 0 <size>": nats-server delivers a message
+            # without headers (MSG, not HMSG); nats.js sends one on every
+            # JetStream publish and KV put.
+            self._publish(op[1], op[2], op[4], None)
+            return
         try:
             status, pairs = codec.parse_headers(block)
         except codec.BadHeader:

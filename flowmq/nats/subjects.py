@@ -4,10 +4,13 @@
 - In filters, ``*`` and FlowMQ's ``+`` are one level and a final ``>`` is one
   or more levels, which is the unified filter ``+/#`` (``a.>`` does not match
   ``a``, as in NATS).
+- In a publish or reply subject every token is literal, wildcards included
+  (nats-server outside pedantic mode): ``x.>`` is the topic ``x/>`` and is
+  delivered as ``x.>`` again.
 - A level value that a subject cannot hold (a ``.``, white space, an empty
-  level, a level that is just ``*``, ``>`` or ``+``) is percent-escaped, and
-  a ``/`` inside a NATS token is escaped on the topic side; see
-  ``flowmq.core.topics`` for the reversible rule.
+  level) is percent-escaped, and a ``/``, ``+`` or ``#`` inside a NATS token
+  is escaped on the topic side; see ``flowmq.core.topics`` for the rule,
+  under which every subject comes back byte for byte.
 
 Conversions of the same address repeat all the time, so both directions are
 memoised in dicts bounded in entries and in key length.
@@ -29,11 +32,11 @@ _WHITE_SPACE = " \t\r\n\x0b\x0c"
 _WHITE_SPACE_SET = frozenset(_WHITE_SPACE)
 
 #: How a topic level value is written as a NATS token.
-NATS_TOKEN = LevelGrammar("." + _WHITE_SPACE, alone=("*", ">", "+"), empty_level=False)
+NATS_TOKEN = LevelGrammar("." + _WHITE_SPACE, empty_level=False)
 
 # Characters that send a conversion down the slow, token-by-token path.
-_SUBJECT_SPECIAL = frozenset("%/#+*>")
-_TOPIC_SPECIAL = frozenset("%.*>")
+_SUBJECT_SPECIAL = frozenset("%/#+")
+_TOPIC_SPECIAL = frozenset("%.")
 # The memo of each direction: its entries, and the longest address it keeps.
 _CACHE_LIMIT = 16384
 _CACHE_KEY_LIMIT = 256
@@ -65,8 +68,8 @@ _topics = TOPIC_OF_SUBJECT
 def subject_to_topic(subject) -> str:
     """The topic a message published to ``subject`` (wire bytes or str) goes to.
 
-    Raises InvalidTopic for a subject with wildcards, empty tokens or bytes
-    that are not UTF-8.
+    Wildcard tokens are literal levels. Raises InvalidTopic for a subject
+    with empty tokens, white space or bytes that are not UTF-8.
     """
     topic = _topics.get(subject)
     if topic is not None:

@@ -207,8 +207,11 @@ SETTINGS = (
     Setting("nats", "max_pings_out", _positive_int, 2,
             "unanswered PINGs after which a connection is closed as stale"),
     Setting("nats", "write_deadline", _positive_float, 10.0,
-            "seconds a client may take nothing while output waits (then it is cut off as a "
-            "slow consumer), and a closing connection gets to take its last bytes"),
+            "seconds a client's output may stay backed up without it catching up (then it is cut "
+            "off as a slow consumer), and a closing connection gets to take its last bytes"),
+    Setting("nats", "stall_deadline", _positive_float, 2.0,
+            "seconds a client may take nothing at all while its output is backed up (then it is "
+            "cut off as a slow consumer); after 0.5 s of that it no longer holds back publishers"),
     Setting("auth", "user", _string, None, "user name of the single-user setup (with auth.password)"),
     Setting("auth", "password", _secret, None,
             "password of auth.user: plain text or a bcrypt hash (python -m flowmq.auth.passwords)"),

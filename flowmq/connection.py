@@ -4,17 +4,23 @@
 
 - the output queue: frames are queued with ``send()`` and written in one
   ``transport.write`` per batch (the broker's WriteBatcher decides when);
-- the slow-consumer rule: the connection is a streaming producer of its
-  transport, so Twisted pauses it when the socket cannot take more; output
-  then waits in the queue, and the client is cut off when more than
-  ``max_pending`` bytes wait, or when it takes nothing for ``write_deadline``
-  seconds while output waits;
-- flow control: while its output is backed up, a connection holds back the
-  reading of the connections that publish to it (``hold_input`` /
-  ``release_input`` on the message's origin), so that fast publishers slow
-  down to what a subscriber that is reading can take, instead of cutting it
-  off; a subscriber that stops reading is cut off by the write deadline, and
-  its holds end with it;
+- the slow-consumer rules: the connection is a streaming producer of its
+  transport, so Twisted pauses it when the socket cannot take more (its
+  output is *backed up*); output then waits in the queue, and while it
+  waits the connection checks every ``TICK`` seconds how much its client
+  took (what the client's TCP acknowledged, ``peer_progress()`` of
+  ``flowmq.transport``). The client is cut off as a slow consumer when more
+  than ``max_pending`` bytes wait, when it took nothing for
+  ``stall_deadline`` seconds, or when its output stays backed up for
+  ``write_deadline`` seconds (it takes data but cannot keep up);
+- flow control: while its output is backed up with more than
+  min(``max_pending``/4, ``HOLD_PUBLISHERS_AT``) bytes waiting, a
+  connection holds back the reading of the connections that publish to it
+  (``hold_input`` / ``release_input`` on the message's origin), so that
+  fast publishers slow down to what a subscriber that is reading can take,
+  instead of cutting it off. Only a client that took bytes within the last
+  ``HOLD_TICKS`` ticks holds anybody: one that stops reading releases its
+  publishers after 0.5 s, and is cut off alone;
 - the graceful close: flush what is queued, close, abort after the deadline.
 
 A subclass implements ``stop_consuming()`` (drop its subscriptions) and
@@ -35,6 +41,13 @@ from flowmq.logs import logger
 
 #: Output above which a backed-up connection starts holding its publishers.
 HOLD_PUBLISHERS_AT = 1 << 20
+#: Seconds between two looks at what a backed-up client took.
+TICK = 0.1
+#: A backed-up connection holds its publishers only while its client took
+#: bytes within the last HOLD_TICKS ticks (0.5 s): long enough for a reader
+#: that is descheduled for a moment, short enough that one that stopped
+#: reading stalls the others for at most that long.
+HOLD_TICKS = 5
 
 
 @implementer(IPushProducer)
@@ -43,7 +56,8 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
 
     log = logger("flowmq.connection")
 
-    def __init__(self, broker, clock, client_id: int, max_pending: int, write_deadline: float):
+    def __init__(self, broker, clock, client_id: int, max_pending: int, write_deadline: float,
+                 stall_deadline: float):
         self.broker = broker
         self.clock = clock
         self.client_id = client_id
@@ -55,12 +69,20 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._max_pending = max_pending
         self._hold_at = min(max_pending // 4, HOLD_PUBLISHERS_AT)
         self._write_deadline = write_deadline
+        # Counted in ticks, not read off the clock: a broker that did not run
+        # for a while (a loaded machine) must not blame its clients for it.
+        self._stall_ticks = max(1, round(stall_deadline / TICK))
         self._out: list = []
         self._pending = 0
         self._marked = False
         self._paused = False
         self._closing = False
-        self._stall_call = None  # cuts the client off if it stays paused too long
+        self._watch_call = None  # the next look at what a backed-up client took
+        self._backed_up_at = 0.0  # when the transport paused us
+        self._taken_at_backup = 0  # what the client had taken (acknowledged) then
+        self._taken = 0  # ... and at the last look
+        self._taken_when = 0.0  # when that last changed
+        self._idle_ticks = 0  # looks in a row at which it had taken nothing more
         self._abort_call = None  # cuts a closing client off if it does not take its last bytes
         self._holding = None  # the publishers this connection holds back
         self._held_by = None  # the connections holding back this one's input
@@ -77,9 +99,9 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._closing = True
         self._out = []
         self._pending = 0
-        for call in (self._stall_call, self._abort_call):
-            if call is not None and call.active():
-                call.cancel()
+        self._stop_watching()
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         self._release_publishers()
         self._held_by = None
         self.stop_consuming()
@@ -103,7 +125,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._out.append(data)
         self._pending += len(data)
         if self._pending > self._max_pending:
-            self._cut_off("more than %d bytes pending" % self._max_pending)
+            self._cut_off("more than %d bytes waiting%s" % (self._max_pending, self._taken_lately()))
         elif not self._marked:
             self._marked = True
             self._batcher.mark(self)
@@ -125,9 +147,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if self._closing:
             return
         self._closing = True
-        if self._stall_call is not None and self._stall_call.active():
-            self._stall_call.cancel()  # closing already: the abort below is the deadline now
-        self._stall_call = None
+        self._stop_watching()  # closing already: the abort below is the deadline now
         self.stop_consuming()
         self._release_publishers()
         if self._out:
@@ -151,15 +171,17 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
 
     def pauseProducing(self):
         self._paused = True
-        if self._stall_call is None and not self._closing:
-            self._stall_call = self.clock.callLater(self._write_deadline, self._stalled)
+        if self._watch_call is None and not self._closing:
+            # A new backed-up spell: the client counts as taking data until
+            # a look shows otherwise.
+            self._backed_up_at = self._taken_when = self.clock.seconds()
+            self._taken = self._taken_at_backup = self.transport.peer_progress()[0]
+            self._idle_ticks = 0
+            self._watch_call = self.clock.callLater(TICK, self._watch)
 
     def resumeProducing(self):
         self._paused = False
-        if self._stall_call is not None:
-            if self._stall_call.active():
-                self._stall_call.cancel()
-            self._stall_call = None
+        self._stop_watching()
         if self._marked:
             self.flush_output()
         self._release_publishers()
@@ -167,17 +189,51 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
     def stopProducing(self):
         self._paused = True
 
-    def _stalled(self):
-        self._stall_call = None
-        if not self._closing:
-            self._cut_off("took nothing for %g s" % self._write_deadline)
+    def _stop_watching(self) -> None:
+        if self._watch_call is not None:
+            if self._watch_call.active():
+                self._watch_call.cancel()
+            self._watch_call = None
+
+    def _watch(self) -> None:
+        """A look, every TICK while backed up, at what the client took: the
+        stall and write-deadline rules, and the end of its holds when it
+        stopped taking. (nats-server's rule is a write that stalls for its
+        write_deadline; a push producer gets no stalled write, so FlowMQ
+        watches what the socket's peer acknowledges instead.)"""
+        self._watch_call = None
+        taken, waiting = self.transport.peer_progress()
+        now = self.clock.seconds()
+        if taken != self._taken:
+            self._taken, self._taken_when, self._idle_ticks = taken, now, 0
+        else:
+            self._idle_ticks += 1
+        waiting += self._pending
+        if self._idle_ticks >= self._stall_ticks:
+            self._cut_off("took nothing for %.1f s while %d bytes waited for it" % (now - self._taken_when, waiting))
+        elif now - self._backed_up_at >= self._write_deadline:
+            self._cut_off("could not keep up: %d bytes still waiting after %.1f s backed up; "
+                          "it took %d bytes in that time"
+                          % (waiting, now - self._backed_up_at, taken - self._taken_at_backup))
+        else:
+            if self._idle_ticks >= HOLD_TICKS:
+                self._release_publishers()
+            self._watch_call = self.clock.callLater(TICK, self._watch)
+
+    def _taken_lately(self) -> str:
+        """For the log: what a backed-up client took since its output backed up."""
+        if not self._paused:
+            return ""
+        return "; it took %d bytes in the %.1f s since its output backed up" % (
+            self.transport.peer_progress()[0] - self._taken_at_backup, self.clock.seconds() - self._backed_up_at)
 
     # -- flow control -----------------------------------------------------------
 
     def hold_publisher(self, publisher) -> None:
-        """After queueing a delivery: if our output is backed up, hold back the
-        input of the connection that published it until we drain."""
-        if not self._paused or self._pending <= self._hold_at:
+        """After queueing a delivery: if our output is backed up while our
+        client takes data, hold back the input of the connection that
+        published it until we drain."""
+        if not self._paused or self._pending <= self._hold_at or self._idle_ticks >= HOLD_TICKS:
             return
         if publisher is None or publisher is self or not hasattr(publisher, "hold_input"):
             return

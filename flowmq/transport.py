@@ -13,18 +13,46 @@ flow control, producers, TLS (whose writes go through the TLS layer
 unchanged) and closing all work as in Twisted. ``ImmediateWriteEndpoint``
 is a TCP server endpoint that listens with it, optionally with TLS from the
 first byte (Twisted's TLSMemoryBIOFactory around the protocol factory).
+
+The server also tells how far its peer is: ``peer_progress()`` gives the
+bytes the peer's TCP has acknowledged and those still on their way to it,
+which the slow-consumer rules of ``flowmq.connection`` go by.
 """
 
 from __future__ import annotations
+
+import struct
 
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+try:  # Linux: SIOCOUTQ (= TIOCOUTQ), a TCP socket's bytes not yet acknowledged by the peer
+    from fcntl import ioctl
+    from termios import TIOCOUTQ
+except ImportError:  # Windows
+    ioctl = None
+
+_INT = struct.Struct("i")  # the C int the ioctl fills in
+
+
+def _unacknowledged(sock) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged;
+    0 where the system does not tell (then Twisted's sends are the measure)."""
+    if ioctl is None:
+        return 0
+    try:
+        return _INT.unpack(ioctl(sock.fileno(), TIOCOUTQ, bytes(_INT.size)))[0]
+    except OSError:  # not Linux (ENOTTY), or the socket is closed
+        return 0
+
 
 class ImmediateWriteServer(tcp.Server):
-    """A TCP server transport whose write() sends at once when nothing waits."""
+    """A TCP server transport whose write() sends at once when nothing waits,
+    and which counts what its socket took."""
+
+    bytes_sent = 0  # bytes the socket took (the kernel's send queue), ever
 
     def write(self, data):
         # dataBuffer and _tempDataBuffer are FileDescriptor's two buffers;
@@ -37,6 +65,20 @@ class ImmediateWriteServer(tcp.Server):
                     return
                 data = data[sent:]
         tcp.Server.write(self, data)
+
+    def writeSomeData(self, data):
+        sent = tcp.Server.writeSomeData(self, data)
+        if isinstance(sent, int):
+            self.bytes_sent += sent
+        return sent
+
+    def peer_progress(self) -> tuple:
+        """(taken, waiting): the bytes the peer's TCP has acknowledged so far,
+        and the bytes still on their way to it (in Twisted's buffers and the
+        socket's send queue). Counted on the wire: with TLS, encrypted bytes."""
+        unacknowledged = _unacknowledged(self.socket)
+        buffered = len(self.dataBuffer) - self.offset + self._tempDataLen
+        return self.bytes_sent - unacknowledged, buffered + unacknowledged
 
 
 class ImmediateWritePort(tcp.Port):

@@ -95,7 +95,7 @@ class NatsConnection(BrokerConnection):
     def __init__(self, factory: "NatsFactory"):
         settings = factory.settings
         BrokerConnection.__init__(self, factory.broker, factory.clock, factory.next_client_id(),
-                                  settings.max_pending, settings.write_deadline)
+                                  settings.max_pending, settings.write_deadline, settings.stall_deadline)
         self.factory = factory
         self.settings = settings
         self._broker_publish = self.broker.publish

@@ -8,8 +8,8 @@ nats-server takes a header block of length 0 as a message without headers
 
 The raw-bytes tests below run everywhere; the last test drives the real
 nats.js through node and is skipped when node or the nats.js packages are
-missing (``npm install @nats-io/transport-node @nats-io/jetstream
-@nats-io/kv`` in a directory named by ``FLOWMQ_NATS_JS``).
+missing (``npm install --prefix tests/clients/nats-js``, or the packages in a
+directory named by ``FLOWMQ_NATS_JS``).
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ const { Kvm } = require("@nats-io/kv");
 
 def _nats_js_directory():
     """The directory whose node_modules holds nats.js, or None."""
-    directory = os.environ.get("FLOWMQ_NATS_JS")
-    if not directory or shutil.which("node") is None:
+    directory = os.environ.get("FLOWMQ_NATS_JS") or os.path.join(os.path.dirname(__file__), "clients", "nats-js")
+    if shutil.which("node") is None:
         return None
     for package in ("transport-node", "jetstream", "kv"):
         if not os.path.isdir(os.path.join(directory, "node_modules", "@nats-io", package)):

@@ -79,7 +79,8 @@ class Consumer:
         self._last_per_subject_sent = 0
         self.waiting = collections.deque()  # PullRequest, oldest first
         self.last_active = 0
-        self._timer = None
+        self._timer = None  # the redelivery timer, due at _timer_due (ns)
+        self._timer_due = 0
         self._heartbeat = None
         self._inactivity = None
         self._inactive_since = None
@@ -532,7 +533,8 @@ class Consumer:
     def _push_deadline(self, deadline: int, seq: int) -> None:
         self._compact_deadlines()
         heapq.heappush(self._deadlines, (deadline, seq))
-        if self._timer is None:
+        # A -NAK delay or a backoff step can fall before what the timer waits for.
+        if self._timer is None or deadline < self._timer_due:
             self._arm_timer()
 
     def _compact_deadlines(self) -> None:
@@ -556,7 +558,8 @@ class Consumer:
             self._timer.cancel()
         self._timer = None
         if self._deadlines and not self.deleted:
-            delay = max(0.0, (self._deadlines[0][0] - time.time_ns()) / 1e9)
+            self._timer_due = self._deadlines[0][0]
+            delay = max(0.0, (self._timer_due - time.time_ns()) / 1e9)
             self._timer = self.clock.callLater(delay, self._deadlines_passed)
 
     def _deadlines_passed(self) -> None:

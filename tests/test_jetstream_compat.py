@@ -1,0 +1,55 @@
+"""JetStream behaviour that clients notice, compared with nats-server's.
+
+Each test states what nats-server (2.10 .. 2.15, run with ``-js``) answers
+for the same requests, and checks FlowMQ answers alike: redelivery timing
+of -NAK with a delay, pull requests that expire, direct gets nobody serves,
+rollups and purges by wildcard, configuration checks, the JSON of stream
+answers and the byte counts of stored messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from tests.conftest import run
+
+
+async def _connect(broker):
+    nc = await nats.connect(broker.url)
+    return nc, nc.jetstream()
+
+
+async def _api(nc, subject, body=b""):
+    """A JetStream API request; the decoded JSON answer."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    msg = await nc.request(subject, body, timeout=10)
+    return json.loads(msg.data)
+
+
+# -- redelivery and pull requests -----------------------------------------------------
+
+
+def test_nak_with_delay_redelivers_after_the_delay_not_the_ack_wait(broker):
+    """nats-server redelivers a -NAK {"delay": ns} when the delay has passed,
+    however long ack_wait is (here 30 s)."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="NAKD", subjects=["nakd"])
+        await js.publish("nakd", b"x")
+        sub = await js.pull_subscribe("nakd", durable="d", config=ConsumerConfig(ack_wait=30))
+        [first] = await sub.fetch(1, timeout=5)
+        await first.nak(delay=0.5)
+        [again] = await sub.fetch(1, timeout=10)
+        await nc.close()
+        return again
+
+    again = run(main())
+    assert (again.data, again.metadata.num_delivered) == (b"x", 2)

@@ -265,8 +265,13 @@ class Consumer:
                 return None
             return self.deliver_topic
         waiting = self.waiting
+        now = self.clock.seconds()
         while waiting:
             request = waiting[0]
+            if request.expired(now):  # nats-server checks the expiry as it delivers
+                waiting.popleft()
+                self._time_out(request)
+                continue
             if request.batch > 0 and self.broker.router.has_interest(request.reply):
                 return request
             waiting.popleft()
@@ -445,8 +450,11 @@ class Consumer:
     def request_expired(self, request) -> None:
         if request in self.waiting:
             self.waiting.remove(request)
-            request.finish(self, b"408", b"Request Timeout", [
-                ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes or 0))])
+            self._time_out(request)
+
+    def _time_out(self, request) -> None:
+        request.finish(self, b"408", b"Request Timeout", [
+            ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes or 0))])
 
     # -- acknowledgements ---------------------------------------------------------
 

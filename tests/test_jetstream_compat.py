@@ -78,3 +78,79 @@ def test_a_pull_request_that_ran_out_gets_no_message_published_after(raw_client)
     subject, reply, header, payload = api.read_msg()
     assert (subject, header, payload) == (b"exp", None, b"hello")
     assert reply.startswith(b"$JS.ACK.EXP.c.1.1.")
+
+
+# -- direct gets and message lookups --------------------------------------------------
+
+
+def test_requests_nats_server_has_no_subscription_for_get_no_responders(broker):
+    """nats-server listens on DIRECT.GET.<stream> only for streams with
+    allow_direct, and on MSG.NEXT.<stream>.<consumer> only while the consumer
+    exists: elsewhere a request finds no responders (nats-py raises
+    NoRespondersError), not a 404 or 409 status."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="PLAIN", subjects=["plain"])
+        await js.publish("plain", b"x")
+        refused = []
+        for subject, body in (("$JS.API.DIRECT.GET.PLAIN", b'{"seq":1}'),
+                              ("$JS.API.DIRECT.GET.MISSING", b'{"seq":1}'),
+                              ("$JS.API.DIRECT.GET.PLAIN.plain", b""),
+                              ("$JS.API.CONSUMER.MSG.NEXT.PLAIN.missing", b'{"batch":1}'),
+                              ("$JS.API.CONSUMER.MSG.NEXT.MISSING.c", b'{"batch":1}')):
+            with pytest.raises(nats.errors.NoRespondersError):
+                await nc.request(subject, body, timeout=10)
+            refused.append(subject)
+        await nc.close()
+        return refused
+
+    assert len(run(main())) == 5
+
+
+def test_direct_get_statuses_are_nats_servers(broker):
+    """The 408/404 statuses of DIRECT.GET and their descriptions, as
+    nats-server's processDirectGetRequest sends them."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="DG", subjects=["dg.>"], allow_direct=True)
+        await js.publish("dg.a.b", b"x")
+        statuses = []
+        for subject, body in (("$JS.API.DIRECT.GET.DG", b""),
+                              ("$JS.API.DIRECT.GET.DG", b"{}"),
+                              ("$JS.API.DIRECT.GET.DG", b"not json"),
+                              ("$JS.API.DIRECT.GET.DG", b'{"seq":1,"last_by_subj":"dg.a.b"}'),
+                              ("$JS.API.DIRECT.GET.DG.dg.a.b", b'{"seq":1}'),
+                              ("$JS.API.DIRECT.GET.DG", b'{"seq":2}'),
+                              ("$JS.API.DIRECT.GET.DG", b'{"last_by_subj":"dg..b"}')):
+            msg = await nc.request(subject, body, timeout=10)
+            statuses.append((msg.headers.get("Status"), msg.headers.get("Description")))
+        found = await nc.request("$JS.API.DIRECT.GET.DG.dg.*.b", b"", timeout=10)
+        await nc.close()
+        return statuses, found
+
+    statuses, found = run(main())
+    assert statuses == [("408", "Empty Request"), ("408", "Empty Request"), ("408", "Malformed Request"),
+                        ("408", "Bad Request"), ("408", "Bad Request"), ("404", "Message Not Found"),
+                        ("404", "Message Not Found")]
+    assert (found.data, found.headers["Nats-Sequence"], found.headers["Nats-Subject"]) == (b"x", "1", "dg.a.b")
+
+
+def test_a_lookup_by_a_subject_with_an_empty_token_finds_no_message(broker):
+    """STREAM.MSG.GET with last_by_subj / next_by_subj "lk..b" (an empty token):
+    nats-server answers 404 no message found (10037), not 400 bad request."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="LK", subjects=["lk.>"])
+        await js.publish("lk.a.b", b"x")
+        answers = [await _api(nc, "$JS.API.STREAM.MSG.GET.LK", body)
+                   for body in ({"last_by_subj": "lk..b"}, {"next_by_subj": "lk..b"}, {"last_by_subj": "lk. .b"})]
+        with pytest.raises(nats.js.errors.NotFoundError) as missing:
+            await js.get_last_msg("LK", "lk..b")
+        found = await js.get_last_msg("LK", "lk.*.b")
+        await nc.close()
+        return answers, missing.value, found
+
+    answers, missing, found = run(main())
+    assert [a["error"] for a in answers] == [{"code": 404, "err_code": 10037, "description": "no message found"}] * 3
+    assert missing.err_code == 10037
+    assert (found.seq, found.data) == (1, b"x")

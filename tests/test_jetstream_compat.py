@@ -154,3 +154,44 @@ def test_a_lookup_by_a_subject_with_an_empty_token_finds_no_message(broker):
     assert [a["error"] for a in answers] == [{"code": 404, "err_code": 10037, "description": "no message found"}] * 3
     assert missing.err_code == 10037
     assert (found.seq, found.data) == (1, b"x")
+
+
+# -- configuration checks -------------------------------------------------------------
+
+
+def test_consumer_flow_control_and_heartbeat_checks_are_nats_servers(broker):
+    """nats-server refuses flow control without idle heartbeats (10108), and
+    idle heartbeats (10088) or flow control (10089) on a pull consumer."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="FC", subjects=["fc"])
+        errors = []
+        for config in ({"deliver_subject": "fc.out", "flow_control": True},
+                       {"idle_heartbeat": 1_000_000_000},
+                       {"flow_control": True},
+                       {"flow_control": True, "idle_heartbeat": 1_000_000_000}):
+            answer = await _api(nc, "$JS.API.CONSUMER.CREATE.FC", {"stream_name": "FC", "config": config})
+            errors.append((answer["error"]["code"], answer["error"]["err_code"]))
+        ok = await _api(nc, "$JS.API.CONSUMER.CREATE.FC", {"stream_name": "FC", "config": {
+            "deliver_subject": "fc.out", "flow_control": True, "idle_heartbeat": 1_000_000_000}})
+        await nc.close()
+        return errors, ok
+
+    errors, ok = run(main())
+    assert errors == [(400, 10108), (400, 10088), (400, 10089), (400, 10088)]
+    assert ok["config"]["flow_control"] is True
+
+
+def test_mirror_direct_without_a_mirror_is_refused(broker):
+    """nats-server: "stream has no mirror but does have mirror direct" (500, 10052)."""
+    async def main():
+        nc, _js = await _connect(broker)
+        answer = await _api(nc, "$JS.API.STREAM.CREATE.MD", {"name": "MD", "subjects": ["md"], "mirror_direct": True})
+        names = await _api(nc, "$JS.API.STREAM.NAMES")
+        await nc.close()
+        return answer, names
+
+    answer, names = run(main())
+    assert answer["error"] == {"code": 500, "err_code": 10052,
+                               "description": "stream has no mirror but does have mirror direct"}
+    assert not names["streams"]

@@ -136,6 +136,8 @@ def stream_config(request: dict) -> dict:
     for key in _STREAM_UNSUPPORTED:
         if request.get(key):
             raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s is not supported by FlowMQ" % key)
+    if request.get("mirror_direct"):  # there is no mirror (nats-server: only a mirror may have it)
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="stream has no mirror but does have mirror direct")
     config = {"name": check_name(request.get("name"), errors.STREAM_NAME_PATH, "stream")}
     for key in _STREAM_OPTIONAL:
         if request.get(key) is not None:
@@ -213,8 +215,10 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
             subject_to_topic(config["deliver_subject"])
         except InvalidTopic:
             raise ApiError(errors.CONSUMER_INVALID_DELIVER_SUBJECT) from None
-    elif config.get("idle_heartbeat") or config.get("flow_control"):
-        raise ApiError(errors.CONSUMER_CREATE, err="consumer idle heartbeat and flow control require a push based consumer")
+    elif config.get("idle_heartbeat"):
+        raise ApiError(errors.CONSUMER_HEARTBEAT_NEEDS_PUSH)
+    elif config.get("flow_control"):
+        raise ApiError(errors.CONSUMER_FLOW_CONTROL_NEEDS_PUSH)
     if 0 < config.get("idle_heartbeat", 0) < MIN_HEARTBEAT:
         raise ApiError(errors.CONSUMER_SMALL_HEARTBEAT)
     if config["ack_policy"] != "none":
@@ -229,6 +233,8 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
         if config["max_deliver"] != -1 and config["max_deliver"] <= len(backoff):
             raise ApiError(errors.CONSUMER_MAX_DELIVER_BACKOFF)
     _check_start(config)
+    if config.get("flow_control") and not config.get("idle_heartbeat"):
+        raise ApiError(errors.CONSUMER_FLOW_CONTROL_NEEDS_HEARTBEATS)  # nats-server: a stall must show
     _check_filters(config, stream_config_)
     if stream_config_["retention"] == "workqueue" and config["ack_policy"] != "explicit":
         raise ApiError(errors.CONSUMER_WQ_EXPLICIT_ACK)

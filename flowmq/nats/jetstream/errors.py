@@ -64,4 +64,7 @@ CONSUMER_MAX_DELIVER_BACKOFF = (400, 10116, "max deliver is required to be > len
 CONSUMER_DOES_NOT_EXIST = (400, 10149, "consumer does not exist")
 STREAM_SEALED = (400, 10109, "invalid operation on sealed stream")
 CONSUMER_SMALL_HEARTBEAT = (400, 10083, "consumer idle heartbeat needs to be >= 100ms")
+CONSUMER_HEARTBEAT_NEEDS_PUSH = (400, 10088, "consumer idle heartbeat requires a push based consumer")
+CONSUMER_FLOW_CONTROL_NEEDS_PUSH = (400, 10089, "consumer flow control requires a push based consumer")
+CONSUMER_FLOW_CONTROL_NEEDS_HEARTBEATS = (400, 10108, "consumer with flow control also needs heartbeats")
 INTERNAL = (500, 10012, "internal error: {err}")

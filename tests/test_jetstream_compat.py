@@ -195,3 +195,79 @@ def test_mirror_direct_without_a_mirror_is_refused(broker):
     assert answer["error"] == {"code": 500, "err_code": 10052,
                                "description": "stream has no mirror but does have mirror direct"}
     assert not names["streams"]
+
+
+# -- rollups and purges -----------------------------------------------------------------
+
+
+def test_a_rollup_on_a_subject_with_wildcards_purges_every_matching_subject(broker):
+    """nats-server stores a message published on "ru.*" (it does not check
+    publish subjects) and its "Nats-Rollup: sub" purges the subject as a
+    filter: every ru.<token> message goes, ru.c.d stays. The header's value
+    is taken in any case; an empty one is no rollup."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="RU", subjects=["ru.>"], allow_rollup_hdrs=True)
+        for subject in ("ru.a", "ru.b", "ru.c.d", "ru.a"):
+            await js.publish(subject, b"x")
+        rollup = await js.publish("ru.*", b"R", headers={"Nats-Rollup": "sub"})
+        after_sub = await js.stream_info("RU")
+        kept = await js.get_msg("RU", 3)
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.get_msg("RU", 4)
+        await js.publish("ru.e.f", b"x", headers={"Nats-Rollup": ""})
+        await js.publish("ru.g.h", b"R", headers={"Nats-Rollup": "SUB"})
+        everything = await js.publish("ru.>", b"R", headers={"Nats-Rollup": "Sub"})
+        after_all = await js.stream_info("RU")
+        await nc.close()
+        return rollup, after_sub, kept, everything, after_all
+
+    rollup, after_sub, kept, everything, after_all = run(main())
+    assert rollup.seq == 5
+    assert (after_sub.state.messages, after_sub.state.first_seq) == (2, 3)
+    assert (kept.subject, kept.seq) == ("ru.c.d", 3)
+    assert (after_all.state.messages, after_all.state.first_seq) == (1, everything.seq)
+
+
+def test_a_key_value_purge_of_a_wildcard_key_purges_the_matching_keys(broker):
+    """KV purge is a "sub" rollup on $KV.<bucket>.<key>: with nats-server a
+    wildcard key purges every key it matches."""
+    async def main():
+        nc, js = await _connect(broker)
+        kv = await js.create_key_value(bucket="KVW")
+        for key, value in (("hello.a", b"1"), ("hello.b", b"2"), ("other", b"3")):
+            await kv.put(key, value)
+        await kv.purge("hello.*")
+        gone = []
+        for key in ("hello.a", "hello.b"):
+            with pytest.raises(nats.js.errors.KeyNotFoundError):
+                await kv.get(key)
+            gone.append(key)
+        other = await kv.get("other")
+        status = await kv.status()
+        await nc.close()
+        return gone, other, status
+
+    gone, other, status = run(main())
+    assert gone == ["hello.a", "hello.b"] and other.value == b"3"
+    assert status.values == 2  # "other" and the purge marker
+
+
+def test_purge_by_a_wildcard_filter_purges_every_matching_subject(broker):
+    """STREAM.PURGE {"filter": "pw.*"} (and with keep) purges every subject
+    the filter matches, as nats-server's PurgeEx does."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="PW", subjects=["pw.>"])
+        for subject in ("pw.a", "pw.b", "pw.c.d", "pw.a", "pw.b"):
+            await js.publish(subject, b"x")
+        kept_one = await _api(nc, "$JS.API.STREAM.PURGE.PW", {"filter": "pw.*", "keep": 1})
+        first = await js.stream_info("PW", subjects_filter=">")
+        purged = await _api(nc, "$JS.API.STREAM.PURGE.PW", {"filter": "pw.*"})
+        second = await js.stream_info("PW", subjects_filter=">")
+        await nc.close()
+        return kept_one, first, purged, second
+
+    kept_one, first, purged, second = run(main())
+    assert (kept_one["purged"], first.state.subjects) == (3, {"pw.b": 1, "pw.c.d": 1})
+    assert (purged["purged"], second.state.subjects) == (1, {"pw.c.d": 1})

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import time
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
 from flowmq.core.store import LimitExceeded, Limits
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
@@ -151,18 +153,19 @@ class Stream:
                     return self._ack_prefix + b'%d,"duplicate":true}' % seen, 0
             self._check_expectations(message.topic, headers)
             rollup = header_value(headers, "Nats-Rollup")
-            if rollup is not None:
-                if not config["allow_rollup_hdrs"]:
+            if rollup:  # nats-server: an empty value is no rollup, and case does not matter
+                rollup = rollup.lower()
+                if not config["allow_rollup_hdrs"] or config["deny_purge"]:
                     raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
                 if rollup not in ("sub", "all"):
-                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % rollup)
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
         try:
             seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
         except LimitExceeded as e:
             if str(e) == _SIZE_ERROR:
                 raise ApiError(errors.MESSAGE_TOO_BIG) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
-        if rollup is not None and self.store.purge(message.topic if rollup == "sub" else None, keep=1):
+        if rollup and self.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
             self.service.purged(self)
         if msg_id:
             self._remember_id(msg_id, seq, timestamp)
@@ -309,6 +312,19 @@ class Stream:
                                     for topic in itertools.islice(counts, MAX_SUBJECT_DETAILS)}
         return {"config": self.config, "created": rfc3339(self.created), "state": document,
                 "cluster": {"leader": self.service.server_name}, "ts": rfc3339(time.time_ns())}
+
+
+def _rollup_filter(topic: str) -> str:
+    """What a "sub" rollup purges: nats-server purges the message's subject
+    as a filter, and a published subject may hold '*' and a last '>' (nats-server
+    takes them; FlowMQ keeps them as levels), which match there as wildcards."""
+    levels = topic.split(SEPARATOR)
+    if "*" not in levels and levels[-1] != ">":
+        return topic
+    levels = [SINGLE_LEVEL if level == "*" else level for level in levels]
+    if levels[-1] == ">":
+        levels[-1:] = [SINGLE_LEVEL, MULTI_LEVEL]
+    return SEPARATOR.join(levels)
 
 
 def _as_int(text: str) -> int:

@@ -271,3 +271,70 @@ def test_purge_by_a_wildcard_filter_purges_every_matching_subject(broker):
     kept_one, first, purged, second = run(main())
     assert (kept_one["purged"], first.state.subjects) == (3, {"pw.b": 1, "pw.c.d": 1})
     assert (purged["purged"], second.state.subjects) == (1, {"pw.c.d": 1})
+
+
+# -- the JSON of the answers -----------------------------------------------------------
+
+
+def test_stream_answers_have_nats_servers_fields(broker):
+    """nats-server (not clustered): only STREAM.INFO tells the cluster;
+    did_create is in every successful STREAM.CREATE answer; num_deleted,
+    num_subjects, subjects, no_ack and discard_new_per_subject are left out
+    when zero, empty or false; STREAM.INFO pages the subjects (total, offset,
+    limit, all zero when none match)."""
+    async def main():
+        nc, _js = await _connect(broker)
+        request = {"name": "JS1", "subjects": ["js1.>"]}
+        created = await _api(nc, "$JS.API.STREAM.CREATE.JS1", request)
+        again = await _api(nc, "$JS.API.STREAM.CREATE.JS1", request)
+        updated = await _api(nc, "$JS.API.STREAM.UPDATE.JS1", dict(request, max_msgs=10))
+        listed = await _api(nc, "$JS.API.STREAM.LIST")
+        info = await _api(nc, "$JS.API.STREAM.INFO.JS1", {"subjects_filter": "js1.>"})
+        for subject in ("js1.c", "js1.a", "js1.b"):
+            await nc.request(subject, b"x", timeout=10)
+        details = await _api(nc, "$JS.API.STREAM.INFO.JS1", {"subjects_filter": "js1.>"})
+        page = await _api(nc, "$JS.API.STREAM.INFO.JS1", {"subjects_filter": "js1.>", "offset": 1})
+        await nc.close()
+        return created, again, updated, listed, info, details, page
+
+    created, again, updated, listed, info, details, page = run(main())
+    for answer in (created, again, updated, listed["streams"][0]):
+        assert "cluster" not in answer
+        assert not {"num_deleted", "num_subjects", "subjects"} & set(answer["state"])
+        assert not {"no_ack", "discard_new_per_subject"} & set(answer["config"])
+    assert created["did_create"] is True and again["did_create"] is True
+    assert info["cluster"]["leader"]
+    assert "subjects" not in info["state"]
+    assert (info["total"], info["offset"], info["limit"]) == (0, 0, 0)
+    assert details["state"]["subjects"] == {"js1.a": 1, "js1.b": 1, "js1.c": 1}
+    assert (details["total"], details["offset"], details["limit"]) == (3, 0, 100_000)
+    assert details["state"]["num_subjects"] == 3
+    assert list(page["state"]["subjects"]) == ["js1.b", "js1.c"]
+    assert (page["total"], page["offset"]) == (3, 1)
+
+
+def test_consumer_answers_have_nats_servers_fields(broker):
+    """nats-server (not clustered): consumer answers tell no cluster, and
+    delivered / ack_floor have last_active only once something was
+    delivered / acknowledged."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="JS2", subjects=["js2"])
+        await js.publish("js2", b"x")
+        created = await _api(nc, "$JS.API.CONSUMER.CREATE.JS2.d", {
+            "stream_name": "JS2", "config": {"durable_name": "d", "ack_policy": "explicit"}})
+        sub = await js.pull_subscribe_bind("d", stream="JS2")
+        [msg] = await sub.fetch(1, timeout=10)
+        delivered = await _api(nc, "$JS.API.CONSUMER.INFO.JS2.d")
+        await msg.ack_sync(timeout=10)
+        acked = await _api(nc, "$JS.API.CONSUMER.INFO.JS2.d")
+        listed = await _api(nc, "$JS.API.CONSUMER.LIST.JS2")
+        await nc.close()
+        return created, delivered, acked, listed
+
+    created, delivered, acked, listed = run(main())
+    for answer in (created, delivered, acked, listed["consumers"][0]):
+        assert "cluster" not in answer
+    assert "last_active" not in created["delivered"] and "last_active" not in created["ack_floor"]
+    assert "last_active" in delivered["delivered"] and "last_active" not in delivered["ack_floor"]
+    assert "last_active" in acked["ack_floor"]

@@ -19,6 +19,7 @@ from flowmq.nats.jetstream.config import (
 )
 from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
+from flowmq.nats.jetstream.stream import MAX_SUBJECT_DETAILS
 from flowmq.logs import logger
 from flowmq.nats.jetstream.wire import b64, header_block, rfc3339, status_message
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
@@ -160,12 +161,13 @@ class JetStreamApi:
         if existing is not None:
             if existing.config != config:
                 raise ApiError(errors.STREAM_NAME_EXISTS)
-            return existing.info()
-        if len(self.service.streams) >= self.service.settings.max_streams:
-            raise ApiError(errors.MAX_STREAMS)
-        self._check_overlap(config, None)
-        info = self.service.create_stream(config).info()
-        info["did_create"] = True
+            info = existing.info()
+        else:
+            if len(self.service.streams) >= self.service.settings.max_streams:
+                raise ApiError(errors.MAX_STREAMS)
+            self._check_overlap(config, None)
+            info = self.service.create_stream(config).info()
+        info["did_create"] = True  # nats-server (not clustered) says so for the same configuration again too
         return info
 
     def stream_update(self, args, payload) -> dict:
@@ -195,8 +197,20 @@ class JetStreamApi:
                 raise ApiError(errors.STREAM_SUBJECT_OVERLAP)
 
     def stream_info(self, args, payload) -> dict:
+        """The stream, the cluster (only this answer has it, as in nats-server)
+        and, for a subjects_filter, the matching subjects a page at a time."""
         stream = self._stream(args)
-        return stream.info(_subject_field(self._body(payload), "subjects_filter"))
+        body = self._body(payload)
+        info = stream.info()
+        info["cluster"] = {"leader": self.service.server_name}
+        subjects_filter, offset, total = _subject_field(body, "subjects_filter"), _offset(body), 0
+        if subjects_filter:
+            page, total = stream.subjects(subjects_filter, offset)
+            if page:
+                info["state"]["subjects"] = page
+        # nats-server's paging of the subjects: all zero unless some match.
+        info.update(total=total, offset=offset if total else 0, limit=MAX_SUBJECT_DETAILS if total else 0)
+        return info
 
     def stream_delete(self, args, payload) -> dict:
         self.service.delete_stream(self._stream(args))

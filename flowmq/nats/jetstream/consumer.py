@@ -78,7 +78,9 @@ class Consumer:
         self._last_per_subject: list = []
         self._last_per_subject_sent = 0
         self.waiting = collections.deque()  # PullRequest, oldest first
-        self.last_active = 0
+        self.last_active = 0  # ns of the last delivery or pull request (inactivity, heartbeats)
+        self._last_delivered = 0  # ns of the last delivery, and of the last ack (INFO's last_active)
+        self._last_acked = 0
         self._timer = None  # the redelivery timer, due at _timer_due (ns)
         self._timer_due = 0
         self._heartbeat = None
@@ -341,7 +343,7 @@ class Consumer:
         if seq > self.delivered_stream_seq:
             self.delivered_stream_seq = seq
         now = time.time_ns()
-        self.last_active = now
+        self.last_active = self._last_delivered = now
         if self.ack_none:
             self.ack_floor_consumer_seq, self.ack_floor_stream_seq = consumer_seq, self.delivered_stream_seq
         else:
@@ -487,6 +489,7 @@ class Consumer:
 
     def _settle(self, seqs) -> None:
         """These deliveries are done with (acked, terminated or out of tries)."""
+        self._last_acked = time.time_ns()
         for seq in seqs:
             self._forget(seq)
         self.stream.acknowledged(self, seqs)
@@ -611,17 +614,20 @@ class Consumer:
     # -- views and persistence -------------------------------------------------
 
     def info(self) -> dict:
+        """nats-server's ConsumerInfo (not clustered: no "cluster"; "last_active"
+        once there was a delivery / an ack since the start)."""
         push_bound = self.deliver_topic is not None and self.broker.router.has_interest(self.deliver_topic)
+        delivered = {"consumer_seq": self.delivered_consumer_seq, "stream_seq": self.delivered_stream_seq}
+        ack_floor = {"consumer_seq": self.ack_floor_consumer_seq, "stream_seq": self.ack_floor_stream_seq}
+        for sequences, last in ((delivered, self._last_delivered), (ack_floor, self._last_acked)):
+            if last:
+                sequences["last_active"] = rfc3339(last)
         document = {
             "stream_name": self.stream.name, "name": self.name, "created": rfc3339(self.created),
-            "config": self.config,
-            "delivered": {"consumer_seq": self.delivered_consumer_seq, "stream_seq": self.delivered_stream_seq,
-                          "last_active": rfc3339(self.last_active)},
-            "ack_floor": {"consumer_seq": self.ack_floor_consumer_seq, "stream_seq": self.ack_floor_stream_seq},
+            "config": self.config, "delivered": delivered, "ack_floor": ack_floor,
             "num_ack_pending": len(self.pending),
             "num_redelivered": sum(1 for entry in self.pending.values() if entry.deliveries > 1),
-            "num_waiting": len(self.waiting), "num_pending": self.num_pending(),
-            "cluster": {"leader": self.stream.service.server_name}, "ts": rfc3339(time.time_ns()),
+            "num_waiting": len(self.waiting), "num_pending": self.num_pending(), "ts": rfc3339(time.time_ns()),
         }
         if push_bound:
             document["push_bound"] = True

@@ -17,14 +17,13 @@ consumer has).
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import time
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
 from flowmq.core.store import LimitExceeded, Limits
-from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
@@ -37,6 +36,8 @@ log = logger("flowmq.jetstream")
 _SIZE_ERROR = "message size exceeds maximum allowed"
 #: Most subjects a STREAM.INFO with subjects_filter lists (nats-server's limit too).
 MAX_SUBJECT_DETAILS = 100_000
+#: Configuration fields that nats-server's answers leave out when false (omitempty).
+_OMITTED_IF_FALSE = frozenset(("no_ack", "discard_new_per_subject"))
 
 
 def store_limits(config: dict) -> Limits:
@@ -293,25 +294,38 @@ class Stream:
 
     # -- views ----------------------------------------------------------------
 
-    def info(self, subjects_filter=None) -> dict:
+    def info(self) -> dict:
+        """The stream as STREAM.CREATE, UPDATE and LIST answer it (nats-server's
+        StreamInfo; STREAM.INFO adds the cluster and subject details), without
+        the fields nats-server leaves out when they are zero or false."""
         state = self.store.state()
         document = {
             "messages": state.messages, "bytes": state.bytes,
             "first_seq": state.first_seq, "first_ts": rfc3339(state.first_timestamp),
             "last_seq": state.last_seq, "last_ts": rfc3339(state.last_timestamp),
-            "num_deleted": state.num_deleted, "num_subjects": state.num_subjects,
             "consumer_count": len(self.consumers),
         }
-        if subjects_filter:
-            try:
-                topic_filter = filter_to_topic_filter(subjects_filter)
-            except ValueError:
-                raise ApiError(errors.BAD_REQUEST) from None
-            counts = self.store.topics(topic_filter)
-            document["subjects"] = {topic_to_subject(topic).decode(): counts[topic]
-                                    for topic in itertools.islice(counts, MAX_SUBJECT_DETAILS)}
-        return {"config": self.config, "created": rfc3339(self.created), "state": document,
-                "cluster": {"leader": self.service.server_name}, "ts": rfc3339(time.time_ns())}
+        if state.num_deleted:
+            document["num_deleted"] = state.num_deleted
+        if state.num_subjects:
+            document["num_subjects"] = state.num_subjects
+        config = {key: value for key, value in self.config.items() if value is not False or key not in _OMITTED_IF_FALSE}
+        return {"config": config, "created": rfc3339(self.created), "state": document, "ts": rfc3339(time.time_ns())}
+
+    def subjects(self, subjects_filter: str, offset: int):
+        """``(subject -> messages, how many subjects match)`` for STREAM.INFO's
+        subjects_filter: at most MAX_SUBJECT_DETAILS from ``offset`` on, in
+        the order of the subjects when more than one page is asked for (as
+        nats-server pages them). A filter no subject can match matches none."""
+        try:
+            counts = self.store.topics(filter_to_topic_filter(subjects_filter))
+        except InvalidTopic:
+            return {}, 0
+        total = len(counts)
+        if offset == 0 and total <= MAX_SUBJECT_DETAILS:
+            return {topic_to_subject(topic).decode(): count for topic, count in counts.items()}, total
+        subjects = sorted((topic_to_subject(topic).decode(), count) for topic, count in counts.items())
+        return dict(subjects[offset:offset + MAX_SUBJECT_DETAILS]), total
 
 
 def _rollup_filter(topic: str) -> str:

@@ -338,3 +338,108 @@ def test_consumer_answers_have_nats_servers_fields(broker):
     assert "last_active" not in created["delivered"] and "last_active" not in created["ack_floor"]
     assert "last_active" in delivered["delivered"] and "last_active" not in delivered["ack_floor"]
     assert "last_active" in acked["ack_floor"]
+
+
+# -- bytes ---------------------------------------------------------------------------------
+
+
+def _memory_bytes(subject: str, header_block: bytes, payload: bytes) -> int:
+    """nats-server's memStoreMsgSize."""
+    return len(subject.encode()) + len(header_block) + len(payload) + 16
+
+
+def _file_bytes(subject: str, header_block: bytes, payload: bytes) -> int:
+    """nats-server's fileStoreMsgSize."""
+    size = 22 + len(subject.encode()) + len(payload) + 8
+    return size + 4 + len(header_block) if header_block else size
+
+
+#: (subject after the stream's prefix, headers, payload): plain, empty, with
+#: headers (the NATS block nats-py sends), a multi-byte subject, a subject
+#: with a character FlowMQ escapes in its topics.
+_SAMPLES = (
+    ("a", None, b"hello"),
+    ("a", None, b""),
+    ("b", {"Nats-Msg-Id": "abc"}, b"hello"),
+    ("c", {"X-One": "1", "X-Two": "two"}, b"payload" * 10),
+    ("\u00e9t\u00e9", None, b"x"),
+    ("a/b", None, b"x"),
+)
+
+
+def _block(headers) -> bytes:
+    if not headers:
+        return b""
+    return b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items()) + b"\r\n"
+
+
+def test_stream_bytes_count_as_nats_servers_file_and_memory_and_after_a_restart(start_broker):
+    """state.bytes is nats-server's figure byte for byte: memory streams
+    count subject + header block + payload + 16, file streams their record
+    (22 + subject + payload + 8, and 4 + header block with headers). A
+    restart recounts the same (sealed segments from their index, the
+    active one by reading it)."""
+    broker = start_broker(**{"storage.segment_bytes": 256})
+
+    async def publish_all():
+        nc, js = await _connect(broker)
+        for storage in ("file", "memory"):
+            name = "BY" + storage[0].upper()
+            await js.add_stream(name=name, subjects=[name.lower() + ".>"], storage=storage)
+            for suffix, headers, payload in _SAMPLES:
+                await js.publish("%s.%s" % (name.lower(), suffix), payload, headers=headers)
+        counted = {name: (await js.stream_info(name)).state.bytes for name in ("BYF", "BYM")}
+        await nc.close()
+        return counted
+
+    async def file_bytes():
+        nc, js = await _connect(broker)
+        info = await js.stream_info("BYF")
+        await nc.close()
+        return info.state.bytes
+
+    counted = run(publish_all())
+    expected = {name: sum(size("%s.%s" % (name.lower(), suffix), _block(headers), payload)
+                          for suffix, headers, payload in _SAMPLES)
+                for name, size in (("BYF", _file_bytes), ("BYM", _memory_bytes))}
+    assert counted == expected
+    broker.stop()
+    broker = start_broker(**{"storage.segment_bytes": 256})
+    assert run(file_bytes()) == expected["BYF"]
+
+
+def test_max_bytes_and_max_msg_size_count_as_nats_server(broker):
+    """max_bytes limits what state.bytes counts (discard old drops the oldest,
+    discard new refuses), and max_msg_size counts the header block as sent
+    (nats-server: len(hdr) + len(msg))."""
+    async def main():
+        nc, js = await _connect(broker)
+        await js.add_stream(name="MBO", subjects=["mbo"], max_bytes=100)  # file: 30 bytes -> 64
+        for headers, payload in ((None, b"x" * 30), (None, b"x" * 30), ({"A": "b"}, b"x" * 5)):
+            await js.publish("mbo", payload, headers=headers)
+        old = await js.stream_info("MBO")
+        await js.add_stream(name="MBN", subjects=["mbn"], max_bytes=100, discard="new", storage="memory")
+        await js.publish("mbn", b"x" * 30)  # 3 + 30 + 16 = 49
+        await js.publish("mbn", b"x" * 30)
+        refused = []
+        for headers, payload in (({"A": "b"}, b"x" * 5), (None, b"x")):
+            with pytest.raises(nats.js.errors.APIError) as full:
+                await js.publish("mbn", payload, headers=headers)
+            refused.append(full.value.description)
+        new = await js.stream_info("MBN")
+        await js.add_stream(name="MS", subjects=["ms"], max_msg_size=20)
+        accepted = [await js.publish("ms", b"x" * 20), await js.publish("ms", b"x", headers={"A": "b"})]
+        too_big = []
+        for headers, payload in ((None, b"x" * 21), ({"Abc": "b"}, b"x" * 5), ({"Abc": "b"}, b"x" * 4)):
+            with pytest.raises(nats.js.errors.BadRequestError) as error:
+                await js.publish("ms", payload, headers=headers)
+            too_big.append(error.value.err_code)
+        await nc.close()
+        return old, refused, new, accepted, too_big
+
+    old, refused, new, accepted, too_big = run(main())
+    assert (old.state.messages, old.state.first_seq, old.state.bytes) == (1, 3, 22 + 3 + 5 + 8 + 4 + 18)
+    assert refused == ["maximum bytes exceeded"] * 2
+    assert (new.state.messages, new.state.bytes) == (2, 98)
+    assert [ack.seq for ack in accepted] == [1, 2]  # 20, and 18 (header block) + 1
+    assert too_big == [10054] * 3  # 21; 20 + 5; 20 + 4

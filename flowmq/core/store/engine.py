@@ -115,9 +115,10 @@ class StorageEngine:
 
     # -- streams ---------------------------------------------------------------
 
-    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file"):
+    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file", sizer=None):
         """The stream's store, recovered from disk or new. A stream already
-        open is returned as it is (with ``limits`` applied, if given)."""
+        open is returned as it is (with ``limits`` applied, if given).
+        ``sizer``: how a message counts toward the stream's bytes (see base.py)."""
         store = self._stores.get(name)
         if store is not None:
             if isinstance(store, MemoryStore) != (storage == "memory"):
@@ -126,7 +127,7 @@ class StorageEngine:
                 store.update_limits(limits)
             return store
         if storage == "memory":
-            store = MemoryStore(limits)
+            store = MemoryStore(limits, sizer)
         elif storage == "file":
             store = FileStore(
                 self._stream_dir(name, create=True),
@@ -134,6 +135,7 @@ class StorageEngine:
                 name=name,
                 segment_bytes=self.segment_bytes,
                 on_dirty=self._store_dirty,
+                sizer=sizer,
             )
         else:
             raise ValueError("storage must be 'file' or 'memory', not %r" % (storage,))

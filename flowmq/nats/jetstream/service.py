@@ -21,7 +21,7 @@ from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
 from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.consumer import Consumer
-from flowmq.nats.jetstream.stream import Stream, store_limits
+from flowmq.nats.jetstream.stream import STORE_SIZERS, Stream, store_limits
 from flowmq.nats.jetstream.wire import dumps
 
 log = logger("flowmq.jetstream")
@@ -95,7 +95,8 @@ class JetStream(service.Service):
             log.warn("stream directory {name!r} has no configuration; left alone", name=name)
             return
         config = meta["config"]
-        stream = Stream(self, config, storage.open_stream(name, store_limits(config), "file"), meta["created"])
+        store = storage.open_stream(name, store_limits(config), "file", STORE_SIZERS["file"])
+        stream = Stream(self, config, store, meta["created"])
         self.streams[name] = stream
         stream.attach()
         for key in storage.meta_keys(name, _CONSUMER_META):
@@ -119,7 +120,7 @@ class JetStream(service.Service):
         storage = self.broker.storage
         name = config["name"]
         created = time.time_ns()
-        store = storage.open_stream(name, store_limits(config), config["storage"])
+        store = storage.open_stream(name, store_limits(config), config["storage"], STORE_SIZERS[config["storage"]])
         stream = self.streams[name] = Stream(self, config, store, created)
         self._write_stream_meta(stream)
         stream.attach()

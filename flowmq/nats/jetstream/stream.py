@@ -28,23 +28,42 @@ from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.wire import dumps, header_value, rfc3339
+from flowmq.nats.jetstream.wire import dumps, header_block, header_value, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
 log = logger("flowmq.jetstream")
 
-_SIZE_ERROR = "message size exceeds maximum allowed"
 #: Most subjects a STREAM.INFO with subjects_filter lists (nats-server's limit too).
 MAX_SUBJECT_DETAILS = 100_000
 #: Configuration fields that nats-server's answers leave out when false (omitempty).
 _OMITTED_IF_FALSE = frozenset(("no_ack", "discard_new_per_subject"))
 
 
+def _memory_size(topic: str, headers, payload_len: int) -> int:
+    """A message's bytes in a memory stream: nats-server's memStoreMsgSize
+    (subject + header block + payload + 16)."""
+    return len(topic_to_subject(topic)) + (len(header_block(headers)) if headers else 0) + payload_len + 16
+
+
+def _file_size(topic: str, headers, payload_len: int) -> int:
+    """A message's bytes in a file stream: nats-server's fileStoreMsgSize (its
+    record: 22 bytes of lengths, sequence and time, the subject, the header
+    block with its 4-byte length if there is one, the payload, an 8-byte hash)."""
+    size = 22 + len(topic_to_subject(topic)) + payload_len + 8
+    return size + 4 + len(header_block(headers)) if headers else size
+
+
+#: The store's sizer by the stream's storage: state.bytes and max_bytes count
+#: bytes as nats-server does (headers as the NATS block clients send).
+STORE_SIZERS = {"memory": _memory_size, "file": _file_size}
+
+
 def store_limits(config: dict) -> Limits:
-    """The storage engine's limits for a stream configuration."""
+    """The storage engine's limits for a stream configuration (max_msg_size
+    is the stream's to check: it counts the NATS header block, see ingest)."""
     return Limits(
         max_msgs=config["max_msgs"], max_bytes=config["max_bytes"], max_age=config["max_age"],
-        max_msgs_per_subject=config["max_msgs_per_subject"], max_msg_size=config["max_msg_size"],
+        max_msgs_per_subject=config["max_msgs_per_subject"],
         discard_new=config["discard"] == "new",
         discard_new_per_subject=config["discard_new_per_subject"])
 
@@ -160,11 +179,12 @@ class Stream:
                     raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
                 if rollup not in ("sub", "all"):
                     raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
+        max_size = config["max_msg_size"]
+        if max_size > 0 and len(message.payload) + (len(header_block(headers)) if headers else 0) > max_size:
+            raise ApiError(errors.MESSAGE_TOO_BIG)  # nats-server: header block + payload
         try:
             seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
         except LimitExceeded as e:
-            if str(e) == _SIZE_ERROR:
-                raise ApiError(errors.MESSAGE_TOO_BIG) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
         if rollup and self.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
             self.service.purged(self)

@@ -443,3 +443,29 @@ def test_max_bytes_and_max_msg_size_count_as_nats_server(broker):
     assert (new.state.messages, new.state.bytes) == (2, 98)
     assert [ack.seq for ack in accepted] == [1, 2]  # 20, and 18 (header block) + 1
     assert too_big == [10054] * 3  # 21; 20 + 5; 20 + 4
+
+
+def test_a_pull_requests_max_bytes_counts_as_nats_server(raw_client):
+    """nats-server counts a delivery against max_bytes as subject + ack reply
+    subject + header block + payload; the message that does not fit ends the
+    request with 409 and what was left of it (Nats-Pending-Messages/-Bytes)."""
+    api = Api(raw_client())
+    _stream(api, "PMB", ["pmb"])
+    answer = api.request("$JS.API.CONSUMER.CREATE.PMB.c", json.dumps(
+        {"stream_name": "PMB", "config": {"durable_name": "c", "ack_policy": "none"}}))
+    assert "error" not in answer, answer
+    for _ in range(3):
+        api.pub("pmb", b"x" * 100, headers=[("H", "v")])
+    api.ping()
+    api.client.subscribe(b"pull.bytes", b"8")
+    # Each delivery: 3 (pmb) + 41 ($JS.ACK.PMB.c.1.<seq>.<seq>.<19-digit ns>.<pending>)
+    # + 18 (NATS/1.0, H: v) + 100 = 162: one fits in 300, two do not.
+    api.pub("$JS.API.CONSUMER.MSG.NEXT.PMB.c", b'{"batch":3,"max_bytes":300}', "pull.bytes")
+    first = api.read_msg()
+    subject, reply, header, payload = first
+    assert (subject, payload) == (b"pmb", b"x" * 100)
+    assert len(subject) + len(reply) + len(header) + len(payload) == 162
+    status = api.read_msg()
+    assert status[0] == b"pull.bytes"
+    assert status[2] == (b"NATS/1.0 409 Message Size Exceeds MaxBytes\r\n"
+                         b"Nats-Pending-Messages: 2\r\nNats-Pending-Bytes: 138\r\n\r\n")

@@ -27,7 +27,7 @@ from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
 from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, consumer_filter_subjects, topic_filters
 from flowmq.nats.jetstream.pull import PullRequest
-from flowmq.nats.jetstream.wire import parse_rfc3339, rfc3339, status_message
+from flowmq.nats.jetstream.wire import header_block, parse_rfc3339, rfc3339, status_message
 from flowmq.nats.subjects import subject_to_topic, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -95,6 +95,7 @@ class Consumer:
         self.deleted = False
         self.configure(config)
         self._ack_prefix = subject_to_topic("$JS.ACK.%s.%s" % (stream.name, self.name)) + SEPARATOR
+        self._ack_subject_length = len(topic_to_subject(self._ack_prefix[:-1])) + 1
 
     def ack_prefix_levels(self) -> tuple:
         """The stream and consumer levels of our ack topics (the service's lookup key)."""
@@ -246,12 +247,14 @@ class Consumer:
                 stored, deliveries = self._next_message()
                 if stored is None:
                     break
-                if isinstance(target, PullRequest) and not target.fits(_size(stored)):
+                message = self._outgoing(stored, deliveries)
+                size = self._size(message)
+                if isinstance(target, PullRequest) and not target.fits(size):
                     self._unread(stored, deliveries)
                     self.waiting.popleft()
-                    target.finish(self, b"409", b"Message Size Exceeds MaxBytes")
+                    target.finish(self, b"409", b"Message Size Exceeds MaxBytes", target.pending_headers())
                     continue
-                self._deliver(stored, deliveries, target)
+                self._deliver(stored, deliveries, target, message, size)
         finally:
             self._pumping = False
         if self.waiting:
@@ -336,7 +339,28 @@ class Consumer:
                 found = stored
         return found
 
-    def _deliver(self, stored, deliveries: int, target) -> None:
+    def _outgoing(self, stored, deliveries: int) -> Message:
+        """The delivery of ``stored`` as the next consumer seq: under its own
+        subject, with its ack reply subject (and only its headers if so configured)."""
+        reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (
+            deliveries, stored.seq, self.delivered_consumer_seq + 1, stored.timestamp, self.num_pending())
+        payload = stored.payload
+        headers = stored.headers
+        if self.headers_only:
+            headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
+            payload = b""
+        return Message(stored.topic, payload, headers, reply)
+
+    def _size(self, message) -> int:
+        """A delivery's bytes as nats-server counts them for a pull request's
+        max_bytes and for flow control: subject + ack reply subject + header
+        block + payload (the reply's tail after our prefix is digits and dots)."""
+        headers = message.headers
+        return (len(topic_to_subject(message.topic)) + self._ack_subject_length
+                + len(message.reply_to) - len(self._ack_prefix)
+                + (len(header_block(headers)) if headers else 0) + len(message.payload))
+
+    def _deliver(self, stored, deliveries: int, target, message, size: int) -> None:
         self.delivered_consumer_seq += 1
         consumer_seq = self.delivered_consumer_seq
         seq = stored.seq
@@ -354,14 +378,6 @@ class Consumer:
             else:
                 entry.consumer_seq, entry.deliveries, entry.deadline = consumer_seq, deliveries, deadline
             self._push_deadline(deadline, seq)
-        reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (deliveries, seq, consumer_seq, stored.timestamp, self.num_pending())
-        payload = stored.payload
-        headers = stored.headers
-        if self.headers_only:
-            headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
-            payload = b""
-        message = Message(stored.topic, payload, headers, reply)
-        size = _size(stored)
         if isinstance(target, PullRequest):
             target.took(size)
             target.last_sent = now
@@ -455,8 +471,7 @@ class Consumer:
             self._time_out(request)
 
     def _time_out(self, request) -> None:
-        request.finish(self, b"408", b"Request Timeout", [
-            ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes or 0))])
+        request.finish(self, b"408", b"Request Timeout", request.pending_headers())
 
     # -- acknowledgements ---------------------------------------------------------
 
@@ -652,11 +667,6 @@ class Consumer:
         for seq, consumer_seq, deliveries in state["pending"]:
             entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)
             self._due(seq, entry)  # not acked before the restart: deliver again
-
-
-def _size(stored) -> int:
-    """A message's size as max_bytes and flow control count it."""
-    return len(stored.payload) + len(stored.topic)
 
 
 def random_name() -> str:

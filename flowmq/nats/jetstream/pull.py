@@ -76,6 +76,10 @@ class PullRequest:
             return b"Exceeded MaxRequestMaxBytes of %d" % config["max_bytes"]
         return None
 
+    def pending_headers(self) -> list:
+        """What is left of the request, as nats-server tells it in a 408 or 409."""
+        return [("Nats-Pending-Messages", str(self.batch)), ("Nats-Pending-Bytes", str(self.max_bytes or 0))]
+
     def fits(self, size: int) -> bool:
         return self.max_bytes is None or size <= self.max_bytes
 

@@ -182,6 +182,34 @@ def test_consumer_flow_control_and_heartbeat_checks_are_nats_servers(broker):
     assert ok["config"]["flow_control"] is True
 
 
+def test_consumer_defaults_from_backoff_and_the_streams_consumer_limits(broker):
+    """nats-server: the first backoff is the ack wait; the stream's
+    consumer_limits are the consumers' defaults and their limits (10121,
+    10153, the limit in Go's duration format)."""
+    async def main():
+        nc, js = await _connect(broker)
+        await _api(nc, "$JS.API.STREAM.CREATE.CL", {"name": "CL", "subjects": ["cl"], "consumer_limits": {
+            "inactive_threshold": 90_000_000_000, "max_ack_pending": 10}})
+        answers = []
+        for config in ({"durable_name": "bo", "ack_policy": "explicit", "backoff": [1_000_000_000, 2_000_000_000],
+                        "max_deliver": 5},
+                       {"durable_name": "more", "ack_policy": "explicit", "max_ack_pending": 11},
+                       {"durable_name": "longer", "ack_policy": "explicit", "inactive_threshold": 91_000_000_000}):
+            answers.append(await _api(nc, "$JS.API.CONSUMER.CREATE.CL." + config["durable_name"],
+                                      {"stream_name": "CL", "config": config}))
+        await nc.close()
+        return answers
+
+    backoff, more, longer = run(main())
+    config = backoff["config"]
+    assert (config["ack_wait"], config["max_ack_pending"], config["inactive_threshold"]) == (
+        1_000_000_000, 10, 90_000_000_000)
+    assert more["error"] == {"code": 400, "err_code": 10121,
+                             "description": "consumer max ack pending exceeds system limit of 10"}
+    assert longer["error"] == {"code": 400, "err_code": 10153,
+                               "description": "consumer inactive threshold exceeds system limit of 1m30s"}
+
+
 def test_mirror_direct_without_a_mirror_is_refused(broker):
     """nats-server: "stream has no mirror but does have mirror direct" (500, 10052)."""
     async def main():

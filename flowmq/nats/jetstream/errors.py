@@ -67,4 +67,6 @@ CONSUMER_SMALL_HEARTBEAT = (400, 10083, "consumer idle heartbeat needs to be >= 
 CONSUMER_HEARTBEAT_NEEDS_PUSH = (400, 10088, "consumer idle heartbeat requires a push based consumer")
 CONSUMER_FLOW_CONTROL_NEEDS_PUSH = (400, 10089, "consumer flow control requires a push based consumer")
 CONSUMER_FLOW_CONTROL_NEEDS_HEARTBEATS = (400, 10108, "consumer with flow control also needs heartbeats")
+CONSUMER_MAX_ACK_PENDING_EXCESS = (400, 10121, "consumer max ack pending exceeds system limit of {limit}")
+CONSUMER_INACTIVE_THRESHOLD_EXCESS = (400, 10153, "consumer inactive threshold exceeds system limit of {limit}")
 INTERNAL = (500, 10012, "internal error: {err}")

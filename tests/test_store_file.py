@@ -298,6 +298,39 @@ def test_missing_or_stale_index_is_rebuilt(tmp_path, store_logs):
     store.close()
 
 
+def _sizer(topic, headers, payload_len):
+    """A made-up accounting: 100 a message, 10 a header, 1 a payload byte."""
+    return 100 + 10 * len(headers or ()) + payload_len
+
+
+def test_a_sizer_counts_the_bytes_and_its_figures_survive_a_reopen(tmp_path):
+    """Bytes (and max_bytes) count the sizer's figures; reopening gets them
+    back from the .idx of sealed segments and by scanning the rest (also
+    when an .idx is gone, or is one of FMQIDX01, which had no such figures)."""
+    def reopen():
+        return FileStore(str(tmp_path), Limits(max_bytes=3000), name="orders", segment_bytes=SEGMENT, sizer=_sizer)
+
+    store = reopen()
+    populate(store, 40)
+    expected = sum(_sizer(m.topic, m.headers, len(m.payload)) for m in contents(store)[2])
+    assert store.state().bytes == expected <= 3000 < expected + _sizer("a/1", None, 12)
+    assert [m.size for m in contents(store)[2]] == [_sizer(m.topic, m.headers, len(m.payload))
+                                                    for m in contents(store)[2]]
+    before = contents(store)
+    store.close()
+    store = reopen()
+    assert contents(store) == before
+    store.close()
+    indexes = files(tmp_path, ".idx")
+    os.unlink(tmp_path / indexes[0])
+    old = bytearray((tmp_path / indexes[1]).read_bytes())
+    old[:8] = b"FMQIDX01"
+    (tmp_path / indexes[1]).write_bytes(bytes(old))
+    store = reopen()
+    assert contents(store) == before
+    store.close()
+
+
 def test_corrupt_sealed_segment_keeps_the_later_ones(tmp_path, store_logs):
     store = open_store(tmp_path)
     populate(store, 40)

@@ -18,6 +18,13 @@ bookkeeping here is the same for both:
   used goes when there are more than ``_MAX_VIEWS``.
 - counters: live messages, live bytes, first and last sequence.
 
+A message's *size*, what it counts toward ``max_bytes`` and the stream's
+bytes, is by default its record's (records.py); a protocol that has its
+own accounting gives the store a *sizer*, ``sizer(topic, headers,
+payload length) -> int``, called once per message as it is appended (and,
+for FileStore, when a segment has to be scanned at start-up; the figure is
+kept in the segment's index). JetStream's counts as nats-server's does.
+
 Sequences start at 1, grow by one per append and are never reused; the
 last a stream can have is ``MAX_SEQ`` (the record codec's width), so an
 append past it is refused (LAST_SEQ) and so is a purge that would move the
@@ -120,12 +127,14 @@ class MessageStore(ABC):
     abstract methods: an incomplete store cannot be made).
 
     ``on_remove``: None, or ``callable(seq, topic)`` called for every message
-    that limits, expiry, delete or purge remove.
+    that limits, expiry, delete or purge remove. ``sizer``: see the module
+    docstring (None: a message counts as its record).
     """
 
-    def __init__(self, limits: Limits | None = None):
+    def __init__(self, limits: Limits | None = None, sizer=None):
         self.limits = limits if limits is not None else Limits()
         self.on_remove = None
+        self._sizer = sizer
         self._topics: dict = {}  # topic -> TopicSeqs
         self._views: dict = {}  # wildcard filter -> FilterView, least recently used first
         self._count = 0
@@ -137,11 +146,12 @@ class MessageStore(ABC):
 
     @abstractmethod
     def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
-        """Store a new message (``topic_b``/``headers_b``: its encoded topic and headers)."""
+        """Store a new message (``topic_b``/``headers_b``: its encoded topic and
+        headers; ``size``: what it counts)."""
 
     @abstractmethod
     def _drop(self, seq):
-        """Forget a live message; return ``(topic, size)``, or None if it is not live."""
+        """Forget a live message; return ``(topic, counted size)``, or None if it is not live."""
 
     @abstractmethod
     def _clear(self):
@@ -153,7 +163,7 @@ class MessageStore(ABC):
 
     @abstractmethod
     def _size(self, seq) -> int:
-        """The size of the live message ``seq``."""
+        """The counted size of the live message ``seq``."""
 
     @abstractmethod
     def _timestamp(self, seq) -> int:
@@ -195,7 +205,10 @@ class MessageStore(ABC):
             headers_b = encode_headers(headers)
         else:
             headers, headers_b = None, b""
-        size = len(topic_b) + len(headers_b) + len(payload) + OVERHEAD
+        if self._sizer is None:
+            size = len(topic_b) + len(headers_b) + len(payload) + OVERHEAD
+        else:
+            size = self._sizer(topic, headers, len(payload))
         if 0 < limits.max_msg_size < len(headers_b) + len(payload):
             raise LimitExceeded(MAX_MSG_SIZE)
         seqs = self._topics.get(topic)

@@ -19,8 +19,8 @@ class TooManyStreams(Exception):
 
 
 class StoredMessage:
-    """One stored message. ``size`` is what it counts toward ``max_bytes``:
-    UTF-8 topic + encoded headers + payload + 16 (see records.py)."""
+    """One stored message. ``size`` is what it counts toward ``max_bytes``
+    (see base.py: its record's size, or the store's sizer's figure)."""
 
     __slots__ = ("seq", "topic", "headers", "payload", "timestamp", "size")
 

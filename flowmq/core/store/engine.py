@@ -137,9 +137,10 @@ class StorageEngine:
 
     # -- streams ---------------------------------------------------------------
 
-    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file"):
+    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file", sizer=None):
         """The stream's store, recovered from disk or new. A stream already
         open is returned as it is (with ``limits`` applied, if given).
+        ``sizer``: how a message counts toward the stream's bytes (see base.py).
         TooManyStreams when ``max_file_streams`` file streams are open."""
         store = self._stores.get(name)
         if store is not None:
@@ -149,7 +150,7 @@ class StorageEngine:
                 store.update_limits(limits)
             return store
         if storage == "memory":
-            store = MemoryStore(limits)
+            store = MemoryStore(limits, sizer)
         elif storage == "file":
             if self.max_file_streams is not None and self.file_streams() >= self.max_file_streams:
                 raise TooManyStreams(
@@ -162,6 +163,7 @@ class StorageEngine:
                 name=name,
                 segment_bytes=self.segment_bytes,
                 on_dirty=self._store_dirty,
+                sizer=sizer,
             )
         else:
             raise ValueError("storage must be 'file' or 'memory', not %r" % (storage,))

@@ -72,10 +72,11 @@ class FileStore(MessageStore):
 
     ``on_dirty``: None or ``callable(store)``, called at the first change
     after each flush (the engine's cue to schedule ``flush_all``).
+    ``sizer``: see base.MessageStore.
     """
 
-    def __init__(self, directory, limits=None, name=None, segment_bytes=64 << 20, on_dirty=None):
-        super().__init__(limits)
+    def __init__(self, directory, limits=None, name=None, segment_bytes=64 << 20, on_dirty=None, sizer=None):
+        super().__init__(limits, sizer)
         self.directory = directory
         self.name = name if name is not None else os.path.basename(directory)
         self.segment_bytes = segment_bytes
@@ -108,7 +109,7 @@ class FileStore(MessageStore):
             segment = Segment(self.directory, base)
             sealed = position < len(bases) - 1
             if not (sealed and segment.read_index() and (not segment.seqs or segment.seqs[0] > last)):
-                stop, file_size = segment.scan(last)
+                stop, file_size = segment.scan(last, self._sizer)
                 if stop < file_size:
                     truncate_torn_tail(self.name, segment.path, "segment", stop, file_size)
                 if sealed:
@@ -142,14 +143,14 @@ class FileStore(MessageStore):
     def _rebuild_topics(self) -> None:
         topics = self._topics
         for segment in self._segments:
-            seqs, names, sizes, live = segment.seqs, segment.topics, segment.sizes, segment.live
+            seqs, names, counted, live = segment.seqs, segment.topics, segment.counted, segment.live
             index = live.find(1)
             while index >= 0:
                 entry = topics.get(names[index])
                 if entry is None:
                     entry = topics[names[index]] = TopicSeqs()
                 entry.seqs.append(seqs[index])
-                self._bytes += sizes[index]
+                self._bytes += counted[index]
                 index = live.find(1, index + 1)
             self._count += segment.live_count
 
@@ -225,7 +226,7 @@ class FileStore(MessageStore):
         self._buf += record
         active.size = offset + len(record)
         topic = sys.intern(topic)
-        active.add(seq, offset, timestamp, size, topic)
+        active.add(seq, offset, timestamp, len(record) - records.SIZE_DELTA, topic, counted=size)
         cache = self._cache
         cache[seq] = StoredMessage(seq, topic, headers, payload, timestamp, size)
         self._cache_bytes += size
@@ -244,7 +245,7 @@ class FileStore(MessageStore):
         cached = self._cache.pop(seq, None)
         if cached is not None:
             self._cache_bytes -= cached.size
-        dropped = segment.topics[index], segment.sizes[index]
+        dropped = segment.topics[index], segment.counted[index]
         if not segment.live_count:
             self._retire(segment)
         return dropped
@@ -287,8 +288,7 @@ class FileStore(MessageStore):
         segment, index = self._locate(seq)
         if segment is None or not segment.live[index]:
             return None
-        offset, size = segment.offsets[index], segment.sizes[index]
-        length = size + records.SIZE_DELTA
+        offset, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
         if segment is self._active and offset >= segment.written:
             start = offset - segment.written
             data = bytes(self._buf[start : start + length])
@@ -304,7 +304,8 @@ class FileStore(MessageStore):
                 offset=offset,
             )
             return None
-        return StoredMessage(seq, record.topic, record.headers, record.payload, record.timestamp, size)
+        return StoredMessage(seq, record.topic, record.headers, record.payload, record.timestamp,
+                             segment.counted[index])
 
     def _read(self, segment, offset: int, length: int) -> bytes:
         """A record's bytes from disk. A reader going forward (a consumer
@@ -329,7 +330,7 @@ class FileStore(MessageStore):
 
     def _size(self, seq):
         segment, index = self._locate(seq)
-        return segment.sizes[index]
+        return segment.counted[index]
 
     def _timestamp(self, seq):
         segment, index = self._locate(seq)

@@ -21,8 +21,8 @@ _TRIM = 1024
 class MemoryStore(MessageStore):
     """A MessageStore in memory (see base.MessageStore for the interface)."""
 
-    def __init__(self, limits=None):
-        super().__init__(limits)
+    def __init__(self, limits=None, sizer=None):
+        super().__init__(limits, sizer)
         self._slots: list = []  # StoredMessage or None; index = seq - _base
         self._stamps = array("q")  # timestamp of each slot, removed or not
         self._base = 1  # invariant: _base + len(_slots) == _last + 1

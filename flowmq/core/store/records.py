@@ -23,9 +23,10 @@ The payload is what is left of ``length``. Markers:
 Headers are encoded as, per pair, ``u16 name length, u32 value length,
 name, value`` (UTF-8, ``surrogatepass`` so any Python string round-trips).
 
-A message's *size*, which counts toward ``max_bytes``, is
-``len(topic) + len(encoded headers) + len(payload) + OVERHEAD`` (16), so a
-message record is always ``size + SIZE_DELTA`` bytes long.
+A message record is always ``size + SIZE_DELTA`` bytes long, where its
+*size* is ``len(topic) + len(encoded headers) + len(payload) + OVERHEAD``
+(16); that is also what the message counts toward ``max_bytes`` unless the
+store was given a sizer (see base.MessageStore).
 
 ``scan`` and ``decode`` stop at the first byte that does not start a
 complete, valid record (torn tail, flipped bit, garbage) and return its
@@ -193,6 +194,19 @@ def topic_at(buf, offset: int, topic_len: int) -> str:
     """The topic of the record at ``offset`` (from a ``scan`` entry)."""
     start = offset + HEADER_SIZE
     return bytes(buf[start : start + topic_len]).decode("utf-8", "surrogatepass")
+
+
+def headers_at(buf, offset: int, topic_len: int, headers_len: int):
+    """The header pairs of the record at ``offset`` (from a ``scan`` entry):
+    None if it has none, or if they are malformed (the read path then
+    refuses the record anyway)."""
+    if not headers_len:
+        return None
+    start = offset + HEADER_SIZE + topic_len
+    try:
+        return decode_headers(bytes(buf[start : start + headers_len]))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def decode(buf, start: int = 0, end: int | None = None):

@@ -2,8 +2,10 @@
 
 A segment is ``<first seq, 20 digits>.log``: MESSAGE (and ERASED) records
 back to back. Its index holds one entry per record, in parallel arrays (no
-Python object per message): sequence, file offset, timestamp, size, topic
-(a list of shared, interned strings) and a live flag (a bytearray, so that
+Python object per message): sequence, file offset, timestamp, size (the
+record's length less ``records.SIZE_DELTA``), counted size (what the message
+counts toward the stream's bytes: the store's sizer's figure), topic (a
+list of shared, interned strings) and a live flag (a bytearray, so that
 finding and counting live entries runs at C speed). Liveness is not part
 of the file: it comes from the stream's tombstone file.
 
@@ -12,10 +14,12 @@ When a segment is sealed, the index (without the live flags) is written to
 records the .log's size and ends with a CRC32; one that does not match is
 ignored and the segment is scanned instead.
 
-.idx layout (little-endian): magic ``FMQIDX01``, u64 log size, u64 entry
+.idx layout (little-endian): magic ``FMQIDX02``, u64 log size, u64 entry
 count, u32 topic count; the arrays seqs (u64), offsets (u64), timestamps
-(i64), sizes (u32), topic numbers (u32); the topics (u16 length + UTF-8
-each); u32 CRC32 of everything before it.
+(i64), sizes (u32), counted sizes (u32), topic numbers (u32); the topics
+(u16 length + UTF-8 each); u32 CRC32 of everything before it. (An
+``FMQIDX01`` file, which had no counted sizes, is ignored: the segment is
+scanned once and its .idx rewritten.)
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from flowmq.core.store.files import mapped, replace_file
 
 SEGMENT_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"
-_INDEX_MAGIC = b"FMQIDX01"
+_INDEX_MAGIC = b"FMQIDX02"
 _INDEX_HEAD = struct.Struct("<8sQQI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_ARRAYS = (("seqs", "Q"), ("offsets", "Q"), ("stamps", "q"), ("sizes", "I"))
+_ARRAYS = (("seqs", "Q"), ("offsets", "Q"), ("stamps", "q"), ("sizes", "I"), ("counted", "I"))
+#: Bytes of one entry in a .idx: the arrays and its topic number.
+_ENTRY_BYTES = sum(array(code).itemsize for _attr, code in _ARRAYS) + 4
 _LITTLE = sys.byteorder == "little"
 
 
@@ -60,6 +66,7 @@ class Segment:
         "offsets",
         "stamps",
         "sizes",
+        "counted",
         "topics",
         "live",
         "live_count",
@@ -79,6 +86,7 @@ class Segment:
         self.offsets = array("Q")
         self.stamps = array("q")
         self.sizes = array("I")
+        self.counted = array("I")
         self.topics: list = []
         self.live = bytearray()
         self.live_count = 0
@@ -90,11 +98,13 @@ class Segment:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    def add(self, seq, offset, timestamp, size, topic, live=True) -> None:
+    def add(self, seq, offset, timestamp, size, topic, live=True, counted=None) -> None:
+        """One more record; ``counted``: the message's counted size (None: ``size``)."""
         self.seqs.append(seq)
         self.offsets.append(offset)
         self.stamps.append(timestamp)
         self.sizes.append(size)
+        self.counted.append(size if counted is None else counted)
         self.topics.append(topic)
         self.live.append(1 if live else 0)
         if live:
@@ -124,8 +134,9 @@ class Segment:
 
     # -- reading the file at start-up --------------------------------------
 
-    def scan(self, last_seq: int):
+    def scan(self, last_seq: int, sizer=None):
         """Rebuild the index by reading the file; all entries start live.
+        ``sizer``: the store's (None: a message counts as its record).
 
         Returns ``(stop, file size)``: where valid records end (records must
         be MESSAGE or ERASED with sequences above ``last_seq`` and increasing).
@@ -133,14 +144,18 @@ class Segment:
         self.reset()
         with mapped(self.path) as data:
             entries, stop = records.scan(data)
-            for offset, rtype, length, seq, timestamp, topic_len, _headers_len in entries:
+            for offset, rtype, length, seq, timestamp, topic_len, headers_len in entries:
                 if seq <= last_seq or rtype not in (records.MESSAGE, records.ERASED):
                     stop = offset
                     break
                 last_seq = seq
                 if rtype == records.MESSAGE:
                     topic = sys.intern(records.topic_at(data, offset, topic_len))
-                    self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic)
+                    counted = None
+                    if sizer is not None:
+                        counted = sizer(topic, records.headers_at(data, offset, topic_len, headers_len),
+                                        length - records.HEADER_SIZE - topic_len - headers_len)
+                    self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic, counted=counted)
                 else:
                     self.add(seq, offset, timestamp, length - records.SIZE_DELTA, "", live=False)
             file_size = len(data)
@@ -182,7 +197,7 @@ class Segment:
         if len(data) < _INDEX_HEAD.size + 4 or zlib.crc32(data[:-4]) != _U32.unpack_from(data, len(data) - 4)[0]:
             return False
         magic, size, count, topic_count = _INDEX_HEAD.unpack_from(data)
-        if magic != _INDEX_MAGIC or size != file_size or count * 32 + topic_count * 2 > len(data):
+        if magic != _INDEX_MAGIC or size != file_size or count * _ENTRY_BYTES + topic_count * 2 > len(data):
             return False
         try:
             loaded, offset = [], _INDEX_HEAD.size
@@ -199,13 +214,14 @@ class Segment:
                 (length,) = _U16.unpack_from(data, offset)
                 names.append(sys.intern(data[offset + 2 : offset + 2 + length].decode("utf-8", "surrogatepass")))
                 offset += 2 + length
-            topics = [names[number] for number in loaded[4]]
+            topics = [names[number] for number in loaded[len(_ARRAYS)]]
         except (struct.error, ValueError, IndexError):
             return False
         if offset != len(data) - 4:
             return False
         self.reset()
-        self.seqs, self.offsets, self.stamps, self.sizes = loaded[:4]
+        for (attr, _code), values in zip(_ARRAYS, loaded):
+            setattr(self, attr, values)
         self.topics = topics
         self.live = bytearray(b"\x01") * count
         self.live_count = count
@@ -229,12 +245,12 @@ class Segment:
             offsets.append(offset)
             offset += length
         replace_file(self.path, b"".join(chunks), durable=True)
-        seqs, stamps, sizes, topics = self.seqs, self.stamps, self.sizes, self.topics
+        old = {attr: getattr(self, attr) for attr, _code in _ARRAYS}
+        topics = self.topics
         self.reset()
-        self.seqs = array("Q", [seqs[i] for i in keep])
+        for attr, code in _ARRAYS:
+            setattr(self, attr, array(code, [old[attr][i] for i in keep]))
         self.offsets = offsets
-        self.stamps = array("q", [stamps[i] for i in keep])
-        self.sizes = array("I", [sizes[i] for i in keep])
         self.topics = [topics[i] for i in keep]
         self.live = bytearray(b"\x01") * len(keep)
         self.live_count = len(keep)

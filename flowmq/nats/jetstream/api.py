@@ -21,6 +21,7 @@ from flowmq.nats.jetstream.config import (
 )
 from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
+from flowmq.nats.jetstream.stream import MAX_SUBJECT_DETAILS
 from flowmq.logs import logger
 from flowmq.nats.jetstream.wire import b64, header_block, rfc3339, status_message
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
@@ -71,9 +72,9 @@ class JetStreamApi:
             if reply is not None:
                 try:
                     if tokens[0] == "DIRECT":
-                        self.direct_get(tokens[2:], message.payload, reply)
+                        self.direct_get(tokens[2:], message)
                     else:
-                        self.msg_next(tokens[3:], message.payload, reply)
+                        self.msg_next(tokens[3:], message)
                 except Exception:  # a bug must cost one request, not the requester's connection
                     log.failure("JetStream API request on {topic} failed", topic=message.topic)
             return
@@ -165,18 +166,18 @@ class JetStreamApi:
         if existing is not None:
             if existing.config != config:
                 raise ApiError(errors.STREAM_NAME_EXISTS)
-            return existing.info()
-        if len(self.service.streams) >= self.service.settings.max_streams:
-            raise ApiError(errors.MAX_STREAMS)
-        self._check_overlap(config, None)
-        try:
-            stream = self.service.create_stream(config)
-        except TooManyStreams as e:
-            raise ApiError(errors.FILE_STREAMS_LIMIT, err=str(e)) from None
-        except OSError as e:
-            raise ApiError(errors.STREAM_CREATE, err=str(e)) from None
-        info = stream.info()
-        info["did_create"] = True
+            info = existing.info()
+        else:
+            if len(self.service.streams) >= self.service.settings.max_streams:
+                raise ApiError(errors.MAX_STREAMS)
+            self._check_overlap(config, None)
+            try:
+                info = self.service.create_stream(config).info()
+            except TooManyStreams as e:
+                raise ApiError(errors.FILE_STREAMS_LIMIT, err=str(e)) from None
+            except OSError as e:
+                raise ApiError(errors.STREAM_CREATE, err=str(e)) from None
+        info["did_create"] = True  # nats-server (not clustered) says so for the same configuration again too
         return info
 
     def stream_update(self, args, payload) -> dict:
@@ -209,8 +210,20 @@ class JetStreamApi:
                 raise ApiError(errors.STREAM_SUBJECT_OVERLAP)
 
     def stream_info(self, args, payload) -> dict:
+        """The stream, the cluster (only this answer has it, as in nats-server)
+        and, for a subjects_filter, the matching subjects a page at a time."""
         stream = self._stream(args)
-        return stream.info(_subject_field(self._body(payload), "subjects_filter"))
+        body = self._body(payload)
+        info = stream.info()
+        info["cluster"] = {"leader": self.service.server_name}
+        subjects_filter, offset, total = _subject_field(body, "subjects_filter"), _offset(body), 0
+        if subjects_filter:
+            page, total = stream.subjects(subjects_filter, offset)
+            if page:
+                info["state"]["subjects"] = page
+        # nats-server's paging of the subjects: all zero unless some match.
+        info.update(total=total, offset=offset if total else 0, limit=MAX_SUBJECT_DETAILS if total else 0)
+        return info
 
     def stream_delete(self, args, payload) -> dict:
         if len(args) == 1 and args[0] in self.service.unrestored:
@@ -253,25 +266,39 @@ class JetStreamApi:
         self.service.purged(stream)
         return {"success": True, "purged": purged}
 
-    def _find_message(self, stream, body):
-        """The stored message a MSG.GET / DIRECT.GET body names, or ApiError."""
-        seq = _integer_field(body, "seq")
-        last, following = _subject_field(body, "last_by_subj"), _subject_field(body, "next_by_subj")
-        if last:
-            stored = stream.store.last_message(_topic_filter(last))
-        elif following:
-            stored = stream.store.next_message(seq or 1, _topic_filter(following))
-        elif seq:
-            stored = stream.store.get(seq)
-        else:
-            raise ApiError(errors.BAD_REQUEST)
+    @staticmethod
+    def _find_message(stream, lookup):
+        """The stored message of a ``(seq, last_by_subj, next_by_subj)``
+        lookup, or ApiError. A subject that no stored message can have (an
+        empty token ...) finds nothing, as in nats-server, not a bad request."""
+        seq, last, following = lookup
+        try:
+            if last:
+                stored = stream.store.last_message(filter_to_topic_filter(last))
+            elif following:
+                stored = stream.store.next_message(seq or 1, filter_to_topic_filter(following))
+            else:
+                stored = stream.store.get(seq)
+        except InvalidTopic:
+            stored = None
         if stored is None:
             raise ApiError(errors.NO_MESSAGE_FOUND)
         return stored
 
     def stream_msg_get(self, args, payload) -> dict:
         stream = self._stream(args)
-        stored = self._find_message(stream, self._body(payload, required=True))
+        body = self._body(payload, required=True)
+        try:
+            lookup = _lookup(body)
+        except ValueError as e:
+            raise ApiError(errors.INVALID_JSON, err=str(e)) from None
+        seq, last, following = lookup
+        # nats-server: seq and last_by_subj exclude each other, as do last_by_subj
+        # and next_by_subj; one is needed; this request has no batch form.
+        if (seq and last) or (last and following) or not (seq or last or following) or any(
+                body.get(key) for key in _BATCH_FIELDS):
+            raise ApiError(errors.BAD_REQUEST)
+        stored = self._find_message(stream, lookup)
         message = {"subject": topic_to_subject(stored.topic).decode(), "seq": stored.seq,
                    "data": b64(stored.payload), "time": rfc3339(stored.timestamp)}
         if stored.headers:
@@ -290,26 +317,41 @@ class JetStreamApi:
             raise ApiError(errors.SEQUENCE_NOT_FOUND, seq=seq)
         return {"success": True}
 
-    def direct_get(self, tokens, payload, reply) -> None:
+    def direct_get(self, tokens, message) -> None:
         """$JS.API.DIRECT.GET.<stream>[.<subject>]: the message itself, with
-        Nats-Stream/-Subject/-Sequence/-Time-Stamp headers, or a status."""
+        Nats-Stream/-Subject/-Sequence/-Time-Stamp headers, or a status:
+        408 Empty Request / Malformed Request / Bad Request, 404 Message Not
+        Found (nats-server's stream.go processDirectGetRequest)."""
         stream = self.service.streams.get(tokens[0]) if tokens else None
+        if stream is None or not stream.config["allow_direct"]:
+            self._no_responders(message)  # nats-server listens only for allow_direct streams
+            return
+        reply = message.reply_to
         try:
-            if stream is None:
-                raise ApiError(errors.STREAM_NOT_FOUND)
-            body = {"last_by_subj": ".".join(tokens[1:])} if len(tokens) > 1 else self._body(payload, True)
-            stored = self._find_message(stream, body)
-        except ApiError as e:
-            if e.code == 404:
-                status = status_message(reply, b"404", b"Message Not Found")
-            else:
-                status = status_message(reply, b"408", b"Bad Request")
-            self.broker.publish(status)
+            stored = self._find_message(stream, _direct_lookup(tokens[1:], message.payload))
+        except _Refused as e:
+            self.broker.publish(status_message(reply, b"408", e.args[0]))
+            return
+        except ApiError:
+            self.broker.publish(status_message(reply, b"404", b"Message Not Found"))
             return
         headers = tuple(stored.headers or ()) + (
             ("Nats-Stream", stream.name), ("Nats-Subject", topic_to_subject(stored.topic).decode()),
             ("Nats-Sequence", str(stored.seq)), ("Nats-Time-Stamp", rfc3339(stored.timestamp)))
         self.broker.publish(Message(reply, stored.payload, headers))
+
+    def _no_responders(self, message) -> None:
+        """A request on a subject that nats-server has no subscription for
+        (DIRECT.GET of a stream without allow_direct, MSG.NEXT of a consumer
+        that does not exist): as there, the requester hears "no responders"
+        (a 503 status) if it asked for that in CONNECT and nobody else
+        listens on the subject."""
+        if not getattr(message.origin, "no_responders", False):
+            return
+        subscriptions, groups = self.broker.router.match(message.topic)
+        if groups or any(subscription.consumer is not self for subscription in subscriptions):
+            return
+        self.broker.deliver_to(message.reply_to, status_message(message.reply_to, b"503", b""))
 
     # -- consumers ----------------------------------------------------------------
 
@@ -408,15 +450,16 @@ class JetStreamApi:
         return {"total": len(names), "offset": offset, "limit": _PAGE,
                 "consumers": [stream.consumers[n].info() for n in names[offset:offset + _PAGE]]}
 
-    def msg_next(self, tokens, payload, reply) -> None:
+    def msg_next(self, tokens, message) -> None:
         """CONSUMER.MSG.NEXT.<stream>.<consumer>: a pull request."""
         stream = self.service.streams.get(tokens[0]) if len(tokens) == 2 else None
         consumer = stream.consumers.get(tokens[1]) if stream is not None else None
-        if consumer is None or consumer.deliver_topic is not None:
-            self.broker.publish(status_message(reply, b"409", b"Consumer Deleted" if consumer is None
-                                               else b"Consumer is push based"))
-            return
-        consumer.request_next(reply, payload)
+        if consumer is None:
+            self._no_responders(message)  # nats-server listens there only while the consumer exists
+        elif consumer.deliver_topic is not None:
+            self.broker.publish(status_message(message.reply_to, b"409", b"Consumer is push based"))
+        else:
+            consumer.request_next(message.reply_to, message.payload)
 
 
 def _subject_field(body: dict, key: str):
@@ -425,6 +468,56 @@ def _subject_field(body: dict, key: str):
     if value is not None and not isinstance(value, str):
         raise ApiError(errors.BAD_REQUEST)
     return value
+
+
+#: The fields of a batched direct get, which a by-subject DIRECT.GET and MSG.GET refuse.
+_BATCH_FIELDS = ("batch", "max_bytes", "multi_last", "start_time", "up_to_seq", "up_to_time")
+
+
+class _Refused(Exception):
+    """A direct get answered with a 408 status; the argument is its description."""
+
+
+def _lookup(body: dict):
+    """``(seq, last_by_subj, next_by_subj)`` of a MSG.GET / DIRECT.GET body
+    (0 and "" for those not set); ValueError for a field of the wrong type."""
+    seq = body.get("seq") or 0
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= UINT64[2]:
+        raise ValueError("seq must be a sequence number (a uint64)")
+    subjects = []
+    for key in ("last_by_subj", "next_by_subj"):
+        value = body.get(key) or ""
+        if not isinstance(value, str):
+            raise ValueError("%s must be a subject" % key)
+        subjects.append(value)
+    return seq, subjects[0], subjects[1]
+
+
+def _direct_lookup(key_tokens, payload: bytes):
+    """The lookup of a DIRECT.GET, by its body or (``key_tokens``, the
+    subject's tokens after the stream's name) by subject; _Refused if the
+    request is empty, malformed or asks for two things at once."""
+    if not payload and not key_tokens:
+        raise _Refused(b"Empty Request")
+    body = {}
+    if payload:
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            lookup = _lookup(body)
+        except (ValueError, RecursionError):
+            raise _Refused(b"Malformed Request") from None
+    if key_tokens:  # the subject is the lookup: the body may not ask for another
+        if any(body.get(key) for key in ("seq", "last_by_subj", "next_by_subj") + _BATCH_FIELDS):
+            raise _Refused(b"Bad Request")
+        return 0, ".".join(key_tokens), ""
+    seq, last, following = lookup
+    if not (seq or last or following or body.get("multi_last") or body.get("start_time")):
+        raise _Refused(b"Empty Request")
+    if (seq and last) or (last and following) or body.get("multi_last") or body.get("start_time"):
+        raise _Refused(b"Bad Request")  # (multi_last and start_time: FlowMQ does not serve them)
+    return lookup
 
 
 def _topic_filter(subject: str) -> str:

@@ -20,7 +20,7 @@ from flowmq.core.store import MAX_SEQ
 from flowmq.core.topics import SEPARATOR, InvalidTopic, filters_overlap
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.wire import parse_rfc3339
+from flowmq.nats.jetstream.wire import go_duration, parse_rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, subject_to_topic
 
 SECOND = 1_000_000_000
@@ -170,6 +170,8 @@ def stream_config(request: dict, max_levels: int) -> dict:
     for key in _STREAM_UNSUPPORTED:
         if request.get(key):
             raise ApiError(errors.STREAM_INVALID_CONFIG, err="%s is not supported by FlowMQ" % key)
+    if request.get("mirror_direct"):  # there is no mirror (nats-server: only a mirror may have it)
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="stream has no mirror but does have mirror direct")
     config = {"name": check_name(request.get("name"), errors.STREAM_NAME_PATH, "stream")}
     for key in _STREAM_OPTIONAL:
         if request.get(key) is not None:
@@ -251,10 +253,15 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
             subject_to_topic(config["deliver_subject"])
         except InvalidTopic:
             raise ApiError(errors.CONSUMER_INVALID_DELIVER_SUBJECT) from None
-    elif config.get("idle_heartbeat") or config.get("flow_control"):
-        raise ApiError(errors.CONSUMER_CREATE, err="consumer idle heartbeat and flow control require a push based consumer")
+    elif config.get("idle_heartbeat"):
+        raise ApiError(errors.CONSUMER_HEARTBEAT_NEEDS_PUSH)
+    elif config.get("flow_control"):
+        raise ApiError(errors.CONSUMER_FLOW_CONTROL_NEEDS_PUSH)
     if 0 < config.get("idle_heartbeat", 0) < MIN_HEARTBEAT:
         raise ApiError(errors.CONSUMER_SMALL_HEARTBEAT)
+    limits = _consumer_limits(stream_config_)
+    for key, value in limits.items():  # nats-server: the stream's consumer_limits are the defaults
+        config.setdefault(key, value)
     if config["ack_policy"] != "none":
         config.setdefault("ack_wait", DEFAULT_ACK_WAIT)
         config.setdefault("max_ack_pending", pull_defaults["max_ack_pending"])
@@ -268,11 +275,27 @@ def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
             raise ApiError(errors.CONSUMER_CREATE, err="backoff must be a list of durations")
         if config["max_deliver"] != -1 and config["max_deliver"] <= len(backoff):
             raise ApiError(errors.CONSUMER_MAX_DELIVER_BACKOFF)
+        config["ack_wait"] = backoff[0]  # nats-server: the first backoff is the ack wait
+    if config.get("max_ack_pending", 0) > limits.get("max_ack_pending", INT64_MAX):
+        raise ApiError(errors.CONSUMER_MAX_ACK_PENDING_EXCESS, limit=limits["max_ack_pending"])
+    if config.get("inactive_threshold", 0) > limits.get("inactive_threshold", INT64_MAX):
+        raise ApiError(errors.CONSUMER_INACTIVE_THRESHOLD_EXCESS, limit=go_duration(limits["inactive_threshold"]))
     _check_start(config)
+    if config.get("flow_control") and not config.get("idle_heartbeat"):
+        raise ApiError(errors.CONSUMER_FLOW_CONTROL_NEEDS_HEARTBEATS)  # nats-server: a stall must show
     _check_filters(config, stream_config_)
     if stream_config_["retention"] == "workqueue" and config["ack_policy"] != "explicit":
         raise ApiError(errors.CONSUMER_WQ_EXPLICIT_ACK)
     return config
+
+
+def _consumer_limits(stream_config_: dict) -> dict:
+    """The stream's consumer_limits that are set (positive integers)."""
+    limits = stream_config_.get("consumer_limits")
+    if not isinstance(limits, dict):
+        return {}
+    return {key: limits[key] for key in ("max_ack_pending", "inactive_threshold")
+            if isinstance(limits.get(key), int) and not isinstance(limits[key], bool) and limits[key] > 0}
 
 
 def _check_start(config: dict) -> None:

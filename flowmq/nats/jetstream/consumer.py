@@ -27,7 +27,7 @@ from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
 from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, consumer_filter_subjects, topic_filters
 from flowmq.nats.jetstream.pull import PullRequest
-from flowmq.nats.jetstream.wire import parse_rfc3339, rfc3339, status_message
+from flowmq.nats.jetstream.wire import header_block, parse_rfc3339, rfc3339, status_message
 from flowmq.nats.subjects import subject_to_topic, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -78,8 +78,11 @@ class Consumer:
         self._last_per_subject: list = []
         self._last_per_subject_sent = 0
         self.waiting = collections.deque()  # PullRequest, oldest first
-        self.last_active = 0
-        self._timer = None
+        self.last_active = 0  # ns of the last delivery or pull request (inactivity, heartbeats)
+        self._last_delivered = 0  # ns of the last delivery, and of the last ack (INFO's last_active)
+        self._last_acked = 0
+        self._timer = None  # the redelivery timer, due at _timer_due (ns)
+        self._timer_due = 0
         self._heartbeat = None
         self._inactivity = None
         self._inactive_since = None
@@ -92,6 +95,7 @@ class Consumer:
         self.deleted = False
         self.configure(config)
         self._ack_prefix = subject_to_topic("$JS.ACK.%s.%s" % (stream.name, self.name)) + SEPARATOR
+        self._ack_subject_length = len(topic_to_subject(self._ack_prefix[:-1])) + 1
 
     def ack_prefix_levels(self) -> tuple:
         """The stream and consumer levels of our ack topics (the service's lookup key)."""
@@ -243,12 +247,14 @@ class Consumer:
                 stored, deliveries = self._next_message()
                 if stored is None:
                     break
-                if isinstance(target, PullRequest) and not target.fits(_size(stored)):
+                message = self._outgoing(stored, deliveries)
+                size = self._size(message)
+                if isinstance(target, PullRequest) and not target.fits(size):
                     self._unread(stored, deliveries)
                     self.waiting.popleft()
-                    target.finish(self, b"409", b"Message Size Exceeds MaxBytes")
+                    target.finish(self, b"409", b"Message Size Exceeds MaxBytes", target.pending_headers())
                     continue
-                self._deliver(stored, deliveries, target)
+                self._deliver(stored, deliveries, target, message, size)
         finally:
             self._pumping = False
         if self.waiting:
@@ -264,8 +270,13 @@ class Consumer:
                 return None
             return self.deliver_topic
         waiting = self.waiting
+        now = self.clock.seconds()
         while waiting:
             request = waiting[0]
+            if request.expired(now):  # nats-server checks the expiry as it delivers
+                waiting.popleft()
+                self._time_out(request)
+                continue
             if request.batch > 0 and self.broker.router.has_interest(request.reply):
                 return request
             waiting.popleft()
@@ -328,14 +339,35 @@ class Consumer:
                 found = stored
         return found
 
-    def _deliver(self, stored, deliveries: int, target) -> None:
+    def _outgoing(self, stored, deliveries: int) -> Message:
+        """The delivery of ``stored`` as the next consumer seq: under its own
+        subject, with its ack reply subject (and only its headers if so configured)."""
+        reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (
+            deliveries, stored.seq, self.delivered_consumer_seq + 1, stored.timestamp, self.num_pending())
+        payload = stored.payload
+        headers = stored.headers
+        if self.headers_only:
+            headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
+            payload = b""
+        return Message(stored.topic, payload, headers, reply)
+
+    def _size(self, message) -> int:
+        """A delivery's bytes as nats-server counts them for a pull request's
+        max_bytes and for flow control: subject + ack reply subject + header
+        block + payload (the reply's tail after our prefix is digits and dots)."""
+        headers = message.headers
+        return (len(topic_to_subject(message.topic)) + self._ack_subject_length
+                + len(message.reply_to) - len(self._ack_prefix)
+                + (len(header_block(headers)) if headers else 0) + len(message.payload))
+
+    def _deliver(self, stored, deliveries: int, target, message, size: int) -> None:
         self.delivered_consumer_seq += 1
         consumer_seq = self.delivered_consumer_seq
         seq = stored.seq
         if seq > self.delivered_stream_seq:
             self.delivered_stream_seq = seq
         now = time.time_ns()
-        self.last_active = now
+        self.last_active = self._last_delivered = now
         if self.ack_none:
             self.ack_floor_consumer_seq, self.ack_floor_stream_seq = consumer_seq, self.delivered_stream_seq
         else:
@@ -346,14 +378,6 @@ class Consumer:
             else:
                 entry.consumer_seq, entry.deliveries, entry.deadline = consumer_seq, deliveries, deadline
             self._push_deadline(deadline, seq)
-        reply = self._ack_prefix + "%d/%d/%d/%d/%d" % (deliveries, seq, consumer_seq, stored.timestamp, self.num_pending())
-        payload = stored.payload
-        headers = stored.headers
-        if self.headers_only:
-            headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
-            payload = b""
-        message = Message(stored.topic, payload, headers, reply)
-        size = _size(stored)
         if isinstance(target, PullRequest):
             target.took(size)
             target.last_sent = now
@@ -444,8 +468,10 @@ class Consumer:
     def request_expired(self, request) -> None:
         if request in self.waiting:
             self.waiting.remove(request)
-            request.finish(self, b"408", b"Request Timeout", [
-                ("Nats-Pending-Messages", str(request.batch)), ("Nats-Pending-Bytes", str(request.max_bytes or 0))])
+            self._time_out(request)
+
+    def _time_out(self, request) -> None:
+        request.finish(self, b"408", b"Request Timeout", request.pending_headers())
 
     # -- acknowledgements ---------------------------------------------------------
 
@@ -478,6 +504,7 @@ class Consumer:
 
     def _settle(self, seqs) -> None:
         """These deliveries are done with (acked, terminated or out of tries)."""
+        self._last_acked = time.time_ns()
         for seq in seqs:
             self._forget(seq)
         self.stream.acknowledged(self, seqs)
@@ -532,7 +559,8 @@ class Consumer:
     def _push_deadline(self, deadline: int, seq: int) -> None:
         self._compact_deadlines()
         heapq.heappush(self._deadlines, (deadline, seq))
-        if self._timer is None:
+        # A -NAK delay or a backoff step can fall before what the timer waits for.
+        if self._timer is None or deadline < self._timer_due:
             self._arm_timer()
 
     def _compact_deadlines(self) -> None:
@@ -556,7 +584,8 @@ class Consumer:
             self._timer.cancel()
         self._timer = None
         if self._deadlines and not self.deleted:
-            delay = max(0.0, (self._deadlines[0][0] - time.time_ns()) / 1e9)
+            self._timer_due = self._deadlines[0][0]
+            delay = max(0.0, (self._timer_due - time.time_ns()) / 1e9)
             self._timer = self.clock.callLater(delay, self._deadlines_passed)
 
     def _deadlines_passed(self) -> None:
@@ -600,17 +629,20 @@ class Consumer:
     # -- views and persistence -------------------------------------------------
 
     def info(self) -> dict:
+        """nats-server's ConsumerInfo (not clustered: no "cluster"; "last_active"
+        once there was a delivery / an ack since the start)."""
         push_bound = self.deliver_topic is not None and self.broker.router.has_interest(self.deliver_topic)
+        delivered = {"consumer_seq": self.delivered_consumer_seq, "stream_seq": self.delivered_stream_seq}
+        ack_floor = {"consumer_seq": self.ack_floor_consumer_seq, "stream_seq": self.ack_floor_stream_seq}
+        for sequences, last in ((delivered, self._last_delivered), (ack_floor, self._last_acked)):
+            if last:
+                sequences["last_active"] = rfc3339(last)
         document = {
             "stream_name": self.stream.name, "name": self.name, "created": rfc3339(self.created),
-            "config": self.config,
-            "delivered": {"consumer_seq": self.delivered_consumer_seq, "stream_seq": self.delivered_stream_seq,
-                          "last_active": rfc3339(self.last_active)},
-            "ack_floor": {"consumer_seq": self.ack_floor_consumer_seq, "stream_seq": self.ack_floor_stream_seq},
+            "config": self.config, "delivered": delivered, "ack_floor": ack_floor,
             "num_ack_pending": len(self.pending),
             "num_redelivered": sum(1 for entry in self.pending.values() if entry.deliveries > 1),
-            "num_waiting": len(self.waiting), "num_pending": self.num_pending(),
-            "cluster": {"leader": self.stream.service.server_name}, "ts": rfc3339(time.time_ns()),
+            "num_waiting": len(self.waiting), "num_pending": self.num_pending(), "ts": rfc3339(time.time_ns()),
         }
         if push_bound:
             document["push_bound"] = True
@@ -635,11 +667,6 @@ class Consumer:
         for seq, consumer_seq, deliveries in state["pending"]:
             entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)
             self._due(seq, entry)  # not acked before the restart: deliver again
-
-
-def _size(stored) -> int:
-    """A message's size as max_bytes and flow control count it."""
-    return len(stored.payload) + len(stored.topic)
 
 
 def random_name() -> str:

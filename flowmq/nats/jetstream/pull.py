@@ -24,7 +24,7 @@ MAX_BATCH = 1_000_000
 
 class PullRequest:
     __slots__ = ("reply", "batch", "max_bytes", "expires", "no_wait", "heartbeat", "delivered", "last_sent",
-                 "_timer", "_beat")
+                 "_deadline", "_timer", "_beat")
 
     def __init__(self, reply: str, batch: int, max_bytes: int, expires: int, no_wait: bool, heartbeat: int = 0):
         self.reply = reply
@@ -35,6 +35,7 @@ class PullRequest:
         self.heartbeat = heartbeat  # ns; 0: none
         self.delivered = 0
         self.last_sent = 0  # ns of the last message or heartbeat sent to it
+        self._deadline = None  # when it expires, in the consumer's clock's seconds
         self._timer = None
         self._beat = None
 
@@ -78,6 +79,10 @@ class PullRequest:
             return b"Exceeded MaxRequestMaxBytes of %d" % config["max_bytes"]
         return None
 
+    def pending_headers(self) -> list:
+        """What is left of the request, as nats-server tells it in a 408 or 409."""
+        return [("Nats-Pending-Messages", str(self.batch)), ("Nats-Pending-Bytes", str(self.max_bytes or 0))]
+
     def fits(self, size: int) -> bool:
         return self.max_bytes is None or size <= self.max_bytes
 
@@ -94,9 +99,15 @@ class PullRequest:
 
     def start_timer(self, consumer) -> None:
         if self.expires:
+            self._deadline = consumer.clock.seconds() + self.expires / 1e9
             self._timer = consumer.clock.callLater(self.expires / 1e9, consumer.request_expired, self)
         if self.heartbeat:
             self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)
+
+    def expired(self, now: float) -> bool:
+        """Has the request's time run out by ``now`` (the clock's seconds)? Its
+        timer may not have fired yet when a message comes in the same turn."""
+        return self._deadline is not None and now >= self._deadline
 
     def _idle(self, consumer) -> None:
         self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)

@@ -34,7 +34,7 @@ from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.config import stream_config
 from flowmq.nats.jetstream.consumer import Consumer
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.stream import Stream, store_limits
+from flowmq.nats.jetstream.stream import STORE_SIZERS, Stream, store_limits
 from flowmq.nats.jetstream.wire import dumps
 
 log = logger("flowmq.jetstream")
@@ -122,7 +122,7 @@ class JetStream(service.Service):
         if config.get("name") != name or config.get("storage") != "file" or not isinstance(created, int):
             raise ValueError("its configuration document is not this stream's")
         config = stream_config(config, self.broker.router.max_levels)
-        store = storage.open_stream(name, store_limits(config), "file")
+        store = storage.open_stream(name, store_limits(config), "file", STORE_SIZERS["file"])
         stream = None
         try:
             stream = Stream(self, config, store, created)
@@ -174,7 +174,8 @@ class JetStream(service.Service):
         name = config["name"]
         stream = None
         try:
-            store = storage.open_stream(name, store_limits(config), config["storage"])
+            store = storage.open_stream(name, store_limits(config), config["storage"],
+                                       STORE_SIZERS[config["storage"]])
             stream = Stream(self, config, store, time.time_ns())
             self._write_stream_meta(stream, config)
             stream.attach()

@@ -17,31 +17,53 @@ consumer has).
 from __future__ import annotations
 
 import collections
-import itertools
+import json
 import time
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
 from flowmq.core.store import LimitExceeded, Limits
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.wire import dumps, header_value, rfc3339
+from flowmq.nats.jetstream.wire import dumps, header_block, header_value, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
 log = logger("flowmq.jetstream")
 
-_SIZE_ERROR = "message size exceeds maximum allowed"
 #: Most subjects a STREAM.INFO with subjects_filter lists (nats-server's limit too).
 MAX_SUBJECT_DETAILS = 100_000
+#: Configuration fields that nats-server's answers leave out when false (omitempty).
+_OMITTED_IF_FALSE = frozenset(("no_ack", "discard_new_per_subject"))
+
+
+def _memory_size(topic: str, headers, payload_len: int) -> int:
+    """A message's bytes in a memory stream: nats-server's memStoreMsgSize
+    (subject + header block + payload + 16)."""
+    return len(topic_to_subject(topic)) + (len(header_block(headers)) if headers else 0) + payload_len + 16
+
+
+def _file_size(topic: str, headers, payload_len: int) -> int:
+    """A message's bytes in a file stream: nats-server's fileStoreMsgSize (its
+    record: 22 bytes of lengths, sequence and time, the subject, the header
+    block with its 4-byte length if there is one, the payload, an 8-byte hash)."""
+    size = 22 + len(topic_to_subject(topic)) + payload_len + 8
+    return size + 4 + len(header_block(headers)) if headers else size
+
+
+#: The store's sizer by the stream's storage: state.bytes and max_bytes count
+#: bytes as nats-server does (headers as the NATS block clients send).
+STORE_SIZERS = {"memory": _memory_size, "file": _file_size}
 
 
 def store_limits(config: dict) -> Limits:
-    """The storage engine's limits for a stream configuration."""
+    """The storage engine's limits for a stream configuration (max_msg_size
+    is the stream's to check: it counts the NATS header block, see ingest)."""
     return Limits(
         max_msgs=config["max_msgs"], max_bytes=config["max_bytes"], max_age=config["max_age"],
-        max_msgs_per_subject=config["max_msgs_per_subject"], max_msg_size=config["max_msg_size"],
+        max_msgs_per_subject=config["max_msgs_per_subject"],
         discard_new=config["discard"] == "new",
         discard_new_per_subject=config["discard_new_per_subject"])
 
@@ -172,18 +194,20 @@ class Stream:
                     return self._ack_prefix + b'%d,"duplicate":true}' % seen, 0
             self._check_expectations(message.topic, headers)
             rollup = header_value(headers, "Nats-Rollup")
-            if rollup is not None:
-                if not config["allow_rollup_hdrs"]:
+            if rollup:  # nats-server: an empty value is no rollup, and case does not matter
+                rollup = rollup.lower()
+                if not config["allow_rollup_hdrs"] or config["deny_purge"]:
                     raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
                 if rollup not in ("sub", "all"):
-                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % rollup)
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
+        max_size = config["max_msg_size"]
+        if max_size > 0 and len(message.payload) + (len(header_block(headers)) if headers else 0) > max_size:
+            raise ApiError(errors.MESSAGE_TOO_BIG)  # nats-server: header block + payload
         try:
             seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
         except LimitExceeded as e:
-            if str(e) == _SIZE_ERROR:
-                raise ApiError(errors.MESSAGE_TOO_BIG) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
-        if rollup is not None and self.store.purge(message.topic if rollup == "sub" else None, keep=1):
+        if rollup and self.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
             self.service.purged(self)
         if msg_id:
             self._remember_id(msg_id, seq, timestamp)
@@ -311,25 +335,51 @@ class Stream:
 
     # -- views ----------------------------------------------------------------
 
-    def info(self, subjects_filter=None) -> dict:
+    def info(self) -> dict:
+        """The stream as STREAM.CREATE, UPDATE and LIST answer it (nats-server's
+        StreamInfo; STREAM.INFO adds the cluster and subject details), without
+        the fields nats-server leaves out when they are zero or false."""
         state = self.store.state()
         document = {
             "messages": state.messages, "bytes": state.bytes,
             "first_seq": state.first_seq, "first_ts": rfc3339(state.first_timestamp),
             "last_seq": state.last_seq, "last_ts": rfc3339(state.last_timestamp),
-            "num_deleted": state.num_deleted, "num_subjects": state.num_subjects,
             "consumer_count": len(self.consumers),
         }
-        if subjects_filter:
-            try:
-                topic_filter = filter_to_topic_filter(subjects_filter)
-            except ValueError:
-                raise ApiError(errors.BAD_REQUEST) from None
-            counts = self.store.topics(topic_filter)
-            document["subjects"] = {topic_to_subject(topic).decode(): counts[topic]
-                                    for topic in itertools.islice(counts, MAX_SUBJECT_DETAILS)}
-        return {"config": self.config, "created": rfc3339(self.created), "state": document,
-                "cluster": {"leader": self.service.server_name}, "ts": rfc3339(time.time_ns())}
+        if state.num_deleted:
+            document["num_deleted"] = state.num_deleted
+        if state.num_subjects:
+            document["num_subjects"] = state.num_subjects
+        config = {key: value for key, value in self.config.items() if value is not False or key not in _OMITTED_IF_FALSE}
+        return {"config": config, "created": rfc3339(self.created), "state": document, "ts": rfc3339(time.time_ns())}
+
+    def subjects(self, subjects_filter: str, offset: int):
+        """``(subject -> messages, how many subjects match)`` for STREAM.INFO's
+        subjects_filter: at most MAX_SUBJECT_DETAILS from ``offset`` on, in
+        the order of the subjects when more than one page is asked for (as
+        nats-server pages them). A filter no subject can match matches none."""
+        try:
+            counts = self.store.topics(filter_to_topic_filter(subjects_filter))
+        except InvalidTopic:
+            return {}, 0
+        total = len(counts)
+        if offset == 0 and total <= MAX_SUBJECT_DETAILS:
+            return {topic_to_subject(topic).decode(): count for topic, count in counts.items()}, total
+        subjects = sorted((topic_to_subject(topic).decode(), count) for topic, count in counts.items())
+        return dict(subjects[offset:offset + MAX_SUBJECT_DETAILS]), total
+
+
+def _rollup_filter(topic: str) -> str:
+    """What a "sub" rollup purges: nats-server purges the message's subject
+    as a filter, and a published subject may hold '*' and a last '>' (nats-server
+    takes them; FlowMQ keeps them as levels), which match there as wildcards."""
+    levels = topic.split(SEPARATOR)
+    if "*" not in levels and levels[-1] != ">":
+        return topic
+    levels = [SINGLE_LEVEL if level == "*" else level for level in levels]
+    if levels[-1] == ">":
+        levels[-1:] = [SINGLE_LEVEL, MULTI_LEVEL]
+    return SEPARATOR.join(levels)
 
 
 def _as_int(text: str) -> int:

@@ -47,6 +47,31 @@ def parse_rfc3339(text: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + fraction
 
 
+def go_duration(ns: int) -> str:
+    """A duration as Go's time.Duration prints it (``1h2m3.5s``, ``250ms``),
+    which nats-server's error texts use."""
+    if ns < 1000:
+        return "%dns" % ns if ns else "0s"
+    if ns < 1_000_000:
+        return _decimal(ns, 1000) + "\u00b5s"
+    if ns < 1_000_000_000:
+        return _decimal(ns, 1_000_000) + "ms"
+    hours, rest = divmod(ns, 3600 * 1_000_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000_000)
+    seconds = _decimal(rest, 1_000_000_000) + "s"
+    if hours:
+        return "%dh%dm%s" % (hours, minutes, seconds)
+    return "%dm%s" % (minutes, seconds) if minutes else seconds
+
+
+def _decimal(value: int, unit: int) -> str:
+    """``value / unit`` in decimal, without trailing zeros (unit: a power of ten)."""
+    whole, fraction = divmod(value, unit)
+    if not fraction:
+        return str(whole)
+    return "%d.%s" % (whole, str(fraction).rjust(len(str(unit)) - 1, "0").rstrip("0"))
+
+
 def dumps(document) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 

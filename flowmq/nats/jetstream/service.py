@@ -121,18 +121,8 @@ class JetStream(service.Service):
         config, created = meta["config"], meta["created"]
         if config.get("name") != name or config.get("storage") != "file" or not isinstance(created, int):
             raise ValueError("its configuration document is not this stream's")
-        config = stream_config(config, self.broker.router.max_levels)
-        store = storage.open_stream(name, store_limits(config), "file", STORE_SIZERS["file"])
-        stream = None
-        try:
-            stream = Stream(self, config, store, created)
-            stream.attach()
-        except Exception:
-            if stream is not None:
-                stream.detach()
-            storage.close_stream(name)
-            raise
-        self.streams[name] = stream
+        stream = self._start_stream(stream_config(config, self.broker.router.max_levels), created,
+                                    save=False, undo=storage.close_stream)
         for key in storage.meta_keys(name, _CONSUMER_META):
             self._restore_consumer(stream, key)
         state = stream.store.state()
@@ -170,23 +160,30 @@ class JetStream(service.Service):
     def create_stream(self, config: dict) -> Stream:
         """Open, save and attach a new stream; if any step fails (TooManyStreams,
         OSError ...) nothing is left of it, on disk or in the router."""
-        storage = self.broker.storage
+        stream = self._start_stream(config, time.time_ns(), save=True, undo=self.broker.storage.remove_stream)
+        log.info("stream {name} created on {subjects} ({storage})", name=config["name"],
+                 subjects=", ".join(config["subjects"]), storage=config["storage"])
+        return stream
+
+    def _start_stream(self, config: dict, created: int, save: bool, undo) -> Stream:
+        """Open the stream's store, save its configuration if ``save``, and
+        attach it to the router; if a step fails, ``undo(name)`` (close or
+        remove the store) and re-raise, leaving nothing in the router."""
         name = config["name"]
         stream = None
         try:
-            store = storage.open_stream(name, store_limits(config), config["storage"],
-                                       STORE_SIZERS[config["storage"]])
-            stream = Stream(self, config, store, time.time_ns())
-            self._write_stream_meta(stream, config)
+            store = self.broker.storage.open_stream(name, store_limits(config), config["storage"],
+                                                    STORE_SIZERS[config["storage"]])
+            stream = Stream(self, config, store, created)
+            if save:
+                self._write_stream_meta(stream, config)
             stream.attach()
         except Exception:
             if stream is not None:
                 stream.detach()
-            storage.remove_stream(name)
+            undo(name)
             raise
         self.streams[name] = stream
-        log.info("stream {name} created on {subjects} ({storage})", name=name,
-                 subjects=", ".join(config["subjects"]), storage=config["storage"])
         return stream
 
     def update_stream(self, stream, config: dict) -> None:

@@ -16,6 +16,7 @@ import time
 from twisted.application import service
 
 from flowmq.core.message import Message
+from flowmq.core.filtertrie import FilterTrie
 from flowmq.core.router import Subscription
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
@@ -50,6 +51,8 @@ class JetStream(service.Service):
         self.settings = settings.jetstream
         self.server_name = settings.broker.server_name
         self.streams: dict = {}
+        #: Every stream's subjects (owner: the stream's name), for the overlap checks.
+        self.subjects = FilterTrie()
         self.api = JetStreamApi(self)
         self._subscriptions: list = []
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer

@@ -86,17 +86,20 @@ class Stream:
         return not topic_filters_ or set(topic_filters_) >= set(self.filters)
 
     def attach(self) -> None:
-        """Start taking messages: subscribe to the subjects, start expiring."""
+        """Start taking messages: subscribe to the subjects (and claim them
+        in ``service.subjects``), start expiring."""
         for topic_filter in self.filters:
             subscription = Subscription(self, topic_filter)
             self.broker.router.subscribe(subscription)
             self._subscriptions.append(subscription)
+            self.service.subjects.add(topic_filter, self.name)
         self._restore_recent_ids()
         self._schedule_expiry()
 
     def detach(self) -> None:
         for subscription in self._subscriptions:
             self.broker.router.unsubscribe(subscription)
+            self.service.subjects.remove(subscription.filter, self.name)
         self._subscriptions = []
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()

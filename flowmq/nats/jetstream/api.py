@@ -138,23 +138,17 @@ class JetStreamApi:
 
     def account_info(self, args, payload) -> dict:
         service = self.service
-        memory = storage = 0
-        for stream in service.streams.values():
-            size = stream.store.state().bytes
-            if stream.config["storage"] == "memory":
-                memory += size
-            else:
-                storage += size
         settings = service.settings
-        return {
-            "memory": memory, "storage": storage, "reserved_memory": 0, "reserved_storage": 0,
+        document = service.account.info(service.streams.values())
+        document.update({
             "streams": len(service.streams), "consumers": service.consumer_count(),
-            "limits": {"max_memory": -1, "max_storage": -1, "max_streams": settings.max_streams,
-                       "max_consumers": settings.max_consumers, "max_ack_pending": -1,
-                       "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
-                       "max_bytes_required": False},
             "api": {"total": self.total, "errors": self.errors},
-        }
+        })
+        document["limits"].update({
+            "max_streams": settings.max_streams, "max_consumers": settings.max_consumers, "max_ack_pending": -1,
+            "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1, "max_bytes_required": False,
+        })
+        return document
 
     def stream_create(self, args, payload) -> dict:
         config = self._named_stream_config(args, payload)
@@ -165,6 +159,7 @@ class JetStreamApi:
             return existing.info()
         if len(self.service.streams) >= self.service.settings.max_streams:
             raise ApiError(errors.MAX_STREAMS)
+        self.service.account.check_reservation(config, self.service.streams.values(), creating=True)
         self._check_overlap(config)
         info = self.service.create_stream(config).info()
         info["did_create"] = True
@@ -177,6 +172,7 @@ class JetStreamApi:
         for key in ("storage", "retention"):
             if old[key] != config[key]:
                 raise ApiError(errors.STREAM_UPDATE, err="stream configuration update can not change %s" % key)
+        self.service.account.check_reservation(config, self.service.streams.values(), creating=False)
         self._check_overlap(config)
         self.service.update_stream(stream, config)
         return stream.info()

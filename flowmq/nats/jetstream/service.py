@@ -20,6 +20,7 @@ from flowmq.core.filtertrie import FilterTrie
 from flowmq.core.router import Subscription
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
+from flowmq.nats.jetstream.account import Account
 from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.consumer import Consumer
 from flowmq.nats.jetstream.stream import Stream, store_limits
@@ -53,6 +54,7 @@ class JetStream(service.Service):
         self.streams: dict = {}
         #: Every stream's subjects (owner: the stream's name), for the overlap checks.
         self.subjects = FilterTrie()
+        self.account = Account.from_settings(self.settings, settings.broker.data_dir)
         self.api = JetStreamApi(self)
         self._subscriptions: list = []
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer
@@ -151,6 +153,7 @@ class JetStream(service.Service):
             self.delete_consumer(stream, name)
         stream.detach()
         del self.streams[stream.name]
+        stream.store.use_quota(None)
         self.broker.storage.remove_stream(stream.name)
         log.info("stream {name} deleted", name=stream.name)
 

@@ -22,7 +22,7 @@ import time
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
-from flowmq.core.store import LimitExceeded, Limits
+from flowmq.core.store import QUOTA_EXCEEDED, LimitExceeded, Limits
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
@@ -68,6 +68,7 @@ class Stream:
         self._acks: list = []  # (reply topic, PubAck) waiting for the store's write
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
         store.on_remove = self._removed
+        store.use_quota(service.account.quotas[config["storage"]])
         self.configure(config)
 
     # -- configuration --------------------------------------------------------
@@ -164,6 +165,8 @@ class Stream:
         except LimitExceeded as e:
             if str(e) == _SIZE_ERROR:
                 raise ApiError(errors.MESSAGE_TOO_BIG) from None
+            if str(e) == QUOTA_EXCEEDED:  # the account's max_memory / max_store
+                raise ApiError(errors.ACCOUNT_RESOURCES_EXCEEDED) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
         if rollup is not None and self.store.purge(message.topic if rollup == "sub" else None, keep=1):
             self.service.purged(self)

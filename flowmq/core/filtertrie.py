@@ -5,7 +5,7 @@ do (``a/b/c``), ``a/+/c`` and ``a/b/d`` do not. JetStream refuses a stream
 whose subjects overlap another stream's, a stream with two subjects that
 overlap each other, and a consumer whose filter subjects do. Comparing every
 filter with every other one costs O(n^2 x levels): 1,000 subjects of 128
-levels took 48 s.
+levels would have taken about 48 s.
 
 So each side's filters go into a ``FilterTrie`` (a trie over levels as the
 router's, ``TrieNode``: literal children and one slot each for ``+`` and

@@ -44,6 +44,30 @@ def _positive_int(text):
     return value
 
 
+#: Byte-size units, as nats-server's config reads them: k, m, g, t are
+#: powers of 1000; kb, mb ... (and kib, mib ...) powers of 1024.
+_UNITS = {"": 1, "b": 1}
+_UNITS.update((letter, 1000 ** power) for power, letter in enumerate("kmgt", 1))
+_UNITS.update((letter + suffix, 1024 ** power) for power, letter in enumerate("kmgt", 1) for suffix in ("b", "i", "ib"))
+
+
+def _byte_size(text):
+    """A number of bytes: a whole number, or a string with a unit ("512MiB",
+    "2GB", "10G"); -1 means no limit."""
+    if isinstance(text, str):
+        stripped = text.strip().lower()
+        number = stripped.rstrip("kmgtib")
+        unit = _UNITS.get(stripped[len(number):].strip())
+        if unit is None:
+            raise ValueError("must be a number of bytes, with an optional unit (K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB)")
+        value = _integer(number.strip()) * unit
+    else:
+        value = _integer(text)
+    if not -1 <= value < 2 ** 63:
+        raise ValueError("must be -1 (no limit), 0 or more (below 2^63)")
+    return value
+
+
 def _port(text):
     value = _integer(text)
     if not 0 <= value <= 65535:
@@ -249,6 +273,13 @@ SETTINGS = (
     Setting("jetstream", "max_streams", _positive_int, 10000,
             "most streams the broker holds (file streams also at most half of the open-file limit, ulimit -n)"),
     Setting("jetstream", "max_consumers", _positive_int, 100000, "most consumers over all streams"),
+    Setting("jetstream", "max_memory", _byte_size, None,
+            "most bytes that all memory streams may hold together, e.g. 2GiB; -1: no limit, 0: no memory "
+            "streams [default: 75% of the machine's memory, or 256MiB if that is unknown]"),
+    Setting("jetstream", "max_store", _byte_size, None,
+            "most bytes that all file streams may hold together, e.g. 500GB; -1: no limit, 0: no file "
+            "streams [default: 75% of the disk space free for broker.data_dir at start-up, or 1TiB if "
+            "that is unknown]"),
     Setting("jetstream", "max_ack_pending", _positive_int, 1000,
             "max_ack_pending of a consumer that does not set one"),
     Setting("jetstream", "max_waiting", _positive_int, 512,

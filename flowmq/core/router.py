@@ -104,32 +104,31 @@ class QueueGroup:
         return None
 
 
-class _Node:
-    __slots__ = ("children", "single", "multi", "subscriptions", "groups")
+class TrieNode:
+    """A node of a trie over topic levels: literal children and one slot
+    each for ``+`` and ``#``. Subclasses add what a node holds (the router's
+    subscriptions, flowmq.core.filtertrie's filter owners)."""
+
+    __slots__ = ("children", "single", "multi")
 
     def __init__(self):
         self.children: dict = {}
-        self.single: _Node | None = None
-        self.multi: _Node | None = None
-        self.subscriptions: dict = {}  # Subscription -> None, in subscription order
-        self.groups: dict = {}  # group name -> QueueGroup
-
-    def is_empty(self) -> bool:
-        return not (self.children or self.single or self.multi or self.subscriptions or self.groups)
+        self.single = None
+        self.multi = None
 
     def step(self, level: str, create: bool):
         """The child for ``level`` (a literal or a wildcard), created on demand."""
         if level == SINGLE_LEVEL:
             if self.single is None and create:
-                self.single = _Node()
+                self.single = type(self)()
             return self.single
         if level == MULTI_LEVEL:
             if self.multi is None and create:
-                self.multi = _Node()
+                self.multi = type(self)()
             return self.multi
         child = self.children.get(level)
         if child is None and create:
-            child = self.children[level] = _Node()
+            child = self.children[level] = type(self)()
         return child
 
     def drop(self, level: str):
@@ -139,6 +138,18 @@ class _Node:
             self.multi = None
         else:
             del self.children[level]
+
+
+class _Node(TrieNode):
+    __slots__ = ("subscriptions", "groups")
+
+    def __init__(self):
+        TrieNode.__init__(self)
+        self.subscriptions: dict = {}  # Subscription -> None, in subscription order
+        self.groups: dict = {}  # group name -> QueueGroup
+
+    def is_empty(self) -> bool:
+        return not (self.children or self.single or self.multi or self.subscriptions or self.groups)
 
 
 class Router:

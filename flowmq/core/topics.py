@@ -152,29 +152,3 @@ def validate_filter(topic_filter: str) -> str:
             raise InvalidTopic("wildcard inside level %r of %r" % (level, topic_filter))
     return topic_filter
 
-
-def filters_overlap(a: str, b: str) -> bool:
-    """Is there a topic that both unified topic filters match?"""
-    left, right = a.split(SEPARATOR), b.split(SEPARATOR)
-    memo: dict = {}
-
-    def overlap(i: int, j: int) -> bool:
-        key = (i, j)
-        if key not in memo:
-            memo[key] = _step(i, j)
-        return memo[key]
-
-    def _step(i: int, j: int) -> bool:
-        if i == len(left) and j == len(right):
-            return True
-        if i < len(left) and left[i] == MULTI_LEVEL:
-            return overlap(i + 1, j) or (j < len(right) and overlap(i, j + 1))
-        if j < len(right) and right[j] == MULTI_LEVEL:
-            return overlap(i, j + 1) or (i < len(left) and overlap(i + 1, j))
-        if i == len(left) or j == len(right):
-            return False
-        if left[i] == SINGLE_LEVEL or right[j] == SINGLE_LEVEL or left[i] == right[j]:
-            return overlap(i + 1, j + 1)
-        return False
-
-    return overlap(0, 0)

@@ -56,6 +56,7 @@ from flowmq.core.store.datatypes import (
     MAX_MSG_SIZE,
     MAX_MSGS,
     MAX_MSGS_PER_SUBJECT,
+    QUOTA_EXCEEDED,
     LimitExceeded,
     Limits,
     StreamState,
@@ -129,12 +130,15 @@ class MessageStore(ABC):
     ``on_remove``: None, or ``callable(seq, topic)`` called for every message
     that limits, expiry, delete or purge remove. ``sizer``: see the module
     docstring (None: a message counts as its record).
+    ``quota``: None, or the Quota that the store's bytes count in (set with
+    ``use_quota``).
     """
 
     def __init__(self, limits: Limits | None = None, sizer=None):
         self.limits = limits if limits is not None else Limits()
         self.on_remove = None
         self._sizer = sizer
+        self.quota = None
         self._topics: dict = {}  # topic -> TopicSeqs
         self._views: dict = {}  # wildcard filter -> FilterView, least recently used first
         self._count = 0
@@ -211,6 +215,9 @@ class MessageStore(ABC):
             size = self._sizer(topic, headers, len(payload))
         if 0 < limits.max_msg_size < len(headers_b) + len(payload):
             raise LimitExceeded(MAX_MSG_SIZE)
+        quota = self.quota
+        if quota is not None and 0 <= quota.limit < quota.bytes + size:
+            raise LimitExceeded(QUOTA_EXCEEDED)
         seqs = self._topics.get(topic)
         per_subject = limits.max_msgs_per_subject
         at_subject_limit = per_subject > 0 and seqs is not None and len(seqs) >= per_subject
@@ -229,6 +236,8 @@ class MessageStore(ABC):
             self._first = seq
         self._count += 1
         self._bytes += size
+        if quota is not None:
+            quota.bytes += size
         if seqs is None:
             seqs = self._topics[topic] = TopicSeqs()
             if self._views:
@@ -263,6 +272,14 @@ class MessageStore(ABC):
         max_msgs, max_bytes = limits.max_msgs, limits.max_bytes
         while self._count and ((0 < max_msgs < self._count) or (0 < max_bytes < self._bytes)):
             self._remove(self._first)
+
+    def use_quota(self, quota) -> None:
+        """Count this store's bytes in ``quota`` from now on (None: in no quota)."""
+        if self.quota is not None:
+            self.quota.bytes -= self._bytes
+        self.quota = quota
+        if quota is not None:
+            quota.bytes += self._bytes
 
     def update_limits(self, limits: Limits) -> None:
         """Apply new limits now: count, bytes and per-subject limits drop the
@@ -303,6 +320,8 @@ class MessageStore(ABC):
         topic, size = dropped
         self._count -= 1
         self._bytes -= size
+        if self.quota is not None:
+            self.quota.bytes -= size
         seqs = self._topics[topic]
         seqs.remove(seq)
         for view in seqs.views:
@@ -373,6 +392,8 @@ class MessageStore(ABC):
         self._last = max(self._last, first_seq - 1)
         self._first = first_seq
         self._clear()
+        if self.quota is not None:
+            self.quota.bytes -= self._bytes
         self._count = self._bytes = 0
         self._topics.clear()
         for view in self._views.values():

@@ -7,6 +7,7 @@ MAX_BYTES = "maximum bytes exceeded"
 MAX_MSGS_PER_SUBJECT = "maximum messages per subject exceeded"
 MAX_MSG_SIZE = "message size exceeds maximum allowed"
 LAST_SEQ = "the stream is at its last sequence: it can take no more messages"
+QUOTA_EXCEEDED = "quota exceeded"
 
 
 class LimitExceeded(Exception):
@@ -79,6 +80,23 @@ class Limits:
 
     def __repr__(self):
         return "Limits(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+
+class Quota:
+    """The bytes that a group of stores hold together (``bytes``) and the
+    most they may (``limit``; -1: no limit): JetStream's account limit on
+    memory or on file storage. A store counts in one quota at most
+    (``MessageStore.use_quota``); an append that would take ``bytes`` past
+    ``limit`` is refused with ``QUOTA_EXCEEDED`` before anything is stored."""
+
+    __slots__ = ("limit", "bytes")
+
+    def __init__(self, limit: int = -1):
+        self.limit = limit
+        self.bytes = 0
+
+    def __repr__(self):
+        return "Quota(limit=%r, bytes=%r)" % (self.limit, self.bytes)
 
 
 class StreamState:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 
 from flowmq.core.message import Message
+from flowmq.core.filtertrie import FilterTrie, budget, distinct_owners, overlapping
 from flowmq.core.store import TooManyStreams
-from flowmq.core.topics import SEPARATOR, TOPIC_LEVEL, InvalidTopic, filters_overlap
+from flowmq.core.topics import SEPARATOR, TOPIC_LEVEL, InvalidTopic
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import (
     INT64, UINT64, check_consumer_update, check_range, check_seq, consumer_config, consumer_filter_subjects,
-    stream_config, topic_filters,
+    overlaps, stream_config, subject_trie, topic_filters,
 )
 from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
@@ -139,23 +140,17 @@ class JetStreamApi:
 
     def account_info(self, args, payload) -> dict:
         service = self.service
-        memory = storage = 0
-        for stream in service.streams.values():
-            size = stream.store.state().bytes
-            if stream.config["storage"] == "memory":
-                memory += size
-            else:
-                storage += size
         settings = service.settings
-        return {
-            "memory": memory, "storage": storage, "reserved_memory": 0, "reserved_storage": 0,
+        document = service.account.info(service.streams.values())
+        document.update({
             "streams": len(service.streams), "consumers": service.consumer_count(),
-            "limits": {"max_memory": -1, "max_storage": -1, "max_streams": settings.max_streams,
-                       "max_consumers": settings.max_consumers, "max_ack_pending": -1,
-                       "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
-                       "max_bytes_required": False},
             "api": {"total": self.total, "errors": self.errors},
-        }
+        })
+        document["limits"].update({
+            "max_streams": settings.max_streams, "max_consumers": settings.max_consumers, "max_ack_pending": -1,
+            "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1, "max_bytes_required": False,
+        })
+        return document
 
     def stream_create(self, args, payload) -> dict:
         config = self._named_stream_config(args, payload)
@@ -170,7 +165,8 @@ class JetStreamApi:
         else:
             if len(self.service.streams) >= self.service.settings.max_streams:
                 raise ApiError(errors.MAX_STREAMS)
-            self._check_overlap(config, None)
+            self.service.account.check_reservation(config, self.service.streams.values(), creating=True)
+            self._check_overlap(config)
             try:
                 info = self.service.create_stream(config).info()
             except TooManyStreams as e:
@@ -187,7 +183,8 @@ class JetStreamApi:
         for key in ("storage", "retention"):
             if old[key] != config[key]:
                 raise ApiError(errors.STREAM_UPDATE, err="stream configuration update can not change %s" % key)
-        self._check_overlap(config, stream)
+        self.service.account.check_reservation(config, self.service.streams.values(), creating=False)
+        self._check_overlap(config)
         try:
             self.service.update_stream(stream, config)
         except OSError as e:
@@ -203,10 +200,13 @@ class JetStreamApi:
         body["name"] = args[0]
         return stream_config(body, self.broker.router.max_levels)
 
-    def _check_overlap(self, config, itself) -> None:
-        filters = topic_filters(config["subjects"])
-        for other in self.service.streams.values():
-            if other is not itself and any(filters_overlap(a, b) for a in filters for b in other.filters):
+    def _check_overlap(self, config) -> None:
+        """No subject may overlap another stream's (the stream's own old ones
+        in ``service.subjects`` have its name as owner, so they do not count)."""
+        name = config["name"]
+        mine = FilterTrie((topic_filter, name) for topic_filter in topic_filters(config["subjects"]))
+        for ours, theirs in overlaps(mine, self.service.subjects, errors.STREAM_INVALID_CONFIG):
+            if distinct_owners(ours, theirs):
                 raise ApiError(errors.STREAM_SUBJECT_OVERLAP)
 
     def stream_info(self, args, payload) -> dict:
@@ -237,8 +237,13 @@ class JetStreamApi:
         streams = sorted(self.service.streams.values(), key=lambda s: s.name)
         subject = _subject_field(body, "subject")
         if subject:
-            wanted = _topic_filter(subject)
-            streams = [s for s in streams if any(filters_overlap(wanted, f) for f in s.filters)]
+            # The walk visits at most the nodes of every stream's subjects.
+            wanted = FilterTrie(((_topic_filter(subject), None),))
+            subjects = self.service.subjects
+            names: set = set()
+            for _wanted, owners in overlapping(wanted, subjects, budget(subjects.levels + wanted.levels)):
+                names.update(owners)
+            streams = [s for s in streams if s.name in names]
         return streams, _offset(body)
 
     def stream_names(self, args, payload) -> dict:
@@ -407,6 +412,8 @@ class JetStreamApi:
             if action == "create":
                 raise ApiError(errors.CONSUMER_EXISTS)
             check_consumer_update(existing.config, config)
+            if stream.config["retention"] == "workqueue":
+                self._check_work_queue(stream, config, name)
             service.update_consumer(existing, config)
             return existing.info()
         if action == "update":
@@ -415,19 +422,28 @@ class JetStreamApi:
                 0 < stream.config["max_consumers"] <= len(stream.consumers)):
             raise ApiError(errors.MAX_CONSUMERS)
         if stream.config["retention"] == "workqueue":
-            self._check_work_queue(stream, config)
+            self._check_work_queue(stream, config, name)
         return service.create_consumer(stream, config).info()
 
     @staticmethod
-    def _check_work_queue(stream, config) -> None:
-        """A work queue hands each message to one consumer: filters must not overlap."""
-        mine = topic_filters(consumer_filter_subjects(config))
-        for other in stream.consumers.values():
-            theirs = topic_filters(consumer_filter_subjects(other.config))
-            if not mine and not theirs:
-                raise ApiError(errors.CONSUMER_WQ_MULTIPLE_UNFILTERED)
-            if not mine or not theirs or any(filters_overlap(a, b) for a in mine for b in theirs):
+    def _check_work_queue(stream, config, name) -> None:
+        """A work queue hands each message to one consumer: the filters of its
+        consumers must not overlap (nats-server's partitionUnique)."""
+        others = [c for c in stream.consumers.values() if c.name != name]
+        if not others:
+            return
+        mine = consumer_filter_subjects(config)
+        if not mine:
+            raise ApiError(errors.CONSUMER_WQ_MULTIPLE_UNFILTERED)
+        theirs = FilterTrie()
+        for other in others:
+            subjects = consumer_filter_subjects(other.config)
+            if not subjects:  # it takes everything
                 raise ApiError(errors.CONSUMER_WQ_OVERLAP)
+            for topic_filter in topic_filters(subjects):
+                theirs.add(topic_filter, other.name)
+        if any(overlaps(subject_trie(mine), theirs, errors.CONSUMER_CREATE)):
+            raise ApiError(errors.CONSUMER_WQ_OVERLAP)
 
     def consumer_info(self, args, payload) -> dict:
         return self._consumer(args).info()

@@ -16,8 +16,9 @@ accepted.
 
 from __future__ import annotations
 
+from flowmq.core.filtertrie import FilterTrie, OverlapTooComplex, distinct_owners, overlapping
 from flowmq.core.store import MAX_SEQ
-from flowmq.core.topics import SEPARATOR, InvalidTopic, filters_overlap
+from flowmq.core.topics import SEPARATOR, InvalidTopic
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.errors import ApiError
 from flowmq.nats.jetstream.wire import go_duration, parse_rfc3339
@@ -29,10 +30,12 @@ DEFAULT_ACK_WAIT = 30 * SECOND
 DEFAULT_INACTIVE_THRESHOLD = 5 * SECOND
 MIN_HEARTBEAT = SECOND // 10
 MAX_NAME_LENGTH = 255
-#: Most subjects of one stream, and filter subjects of one consumer (the
-#: overlap checks are quadratic in them).
+#: Most subjects of one stream, and filter subjects of one consumer.
 MAX_SUBJECTS = 1000
-_API_FILTER = "$JS/API/#"
+#: The error text of an overlap check cut at its budget (see flowmq.core.filtertrie).
+TOO_COMPLEX = "subjects too complex to check for overlaps"
+#: The JetStream API's subjects, which only a stream with no_ack may take in.
+_API = FilterTrie((("$JS/API/#", "$JS.API.>"),))
 _NAME_FORBIDDEN = frozenset(" \t\r\n\x0b\x0c.*>")
 
 STREAM_DEFAULTS = {
@@ -207,14 +210,48 @@ def stream_config(request: dict, max_levels: int) -> dict:
     if deepest > max_levels:  # nats-server has no such limit; its error for a subject it refuses
         raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %d tokens, more than the %d "
                        "of broker.max_topic_levels" % (deepest, max_levels))
-    if not config["no_ack"] and any(filters_overlap(f, _API_FILTER) for f in filters):
+    trie = subject_trie(subjects)
+    invalid = errors.STREAM_INVALID_CONFIG
+    if not config["no_ack"] and any(overlaps(trie, _API, invalid)):
         # PubAcks to API requests would be answers to the requests themselves.
-        raise ApiError(errors.STREAM_INVALID_CONFIG,
-                       err="subjects that overlap with jetstream api require no-ack to be true")
-    if len(set(filters)) != len(filters) or any(
-            filters_overlap(a, b) for i, a in enumerate(filters) for b in filters[i + 1:]):
-        raise ApiError(errors.STREAM_INVALID_CONFIG, err="subjects overlap")
+        raise ApiError(invalid, err="subjects that overlap with jetstream api require no-ack to be true")
+    found = first_overlap(trie, subjects, invalid)
+    if found:
+        # nats-server's words (a subject given twice overlaps with itself).
+        raise ApiError(invalid, err='subject "%s" overlaps with "%s"' % found)
     return config
+
+
+def subject_trie(subjects) -> FilterTrie:
+    """The trie of NATS subjects' unified topic filters, each owned by its subject."""
+    trie = FilterTrie()
+    for subject, topic_filter in zip(subjects, topic_filters(subjects)):
+        trie.add(topic_filter, subject)
+    return trie
+
+
+def overlaps(mine: FilterTrie, theirs: FilterTrie, too_complex):
+    """``flowmq.core.filtertrie.overlapping``, or ApiError ``too_complex``
+    (with TOO_COMPLEX) when the walk passes its budget of steps."""
+    try:
+        yield from overlapping(mine, theirs)
+    except OverlapTooComplex:
+        raise ApiError(too_complex, err=TOO_COMPLEX) from None
+
+
+def first_overlap(trie: FilterTrie, subjects: list, too_complex):
+    """Two of ``subjects`` (whose trie is ``trie``) that overlap, in their
+    order, or None. A subject given twice overlaps with itself."""
+    seen = set()
+    for subject in subjects:
+        if subject in seen:
+            return subject, subject
+        seen.add(subject)
+    for mine, theirs in overlaps(trie, trie, too_complex):
+        found = distinct_owners(mine, theirs)
+        if found:
+            return tuple(sorted(found, key=subjects.index))
+    return None
 
 
 def consumer_config(request, stream_config_: dict, pull_defaults: dict) -> dict:
@@ -325,13 +362,19 @@ def _check_filters(config: dict, stream_config_: dict) -> None:
         raise ApiError(errors.CONSUMER_CREATE, err="at most %d filter subjects" % MAX_SUBJECTS)
     if not all(isinstance(s, str) and s for s in subjects):
         raise ApiError(errors.CONSUMER_CREATE, err="consumer filter in FilterSubjects cannot be empty")
-    filters = topic_filters(subjects)
-    if any(filters_overlap(a, b) for i, a in enumerate(filters) for b in filters[i + 1:]):
+    if not subjects:
+        return
+    trie = subject_trie(subjects)
+    if first_overlap(trie, subjects, errors.CONSUMER_CREATE):
         raise ApiError(errors.CONSUMER_OVERLAPPING_FILTERS)
-    stream_filters = topic_filters(stream_config_["subjects"])
-    for topic_filter in filters:
-        if not any(filters_overlap(topic_filter, s) for s in stream_filters):
-            raise ApiError(errors.CONSUMER_FILTER_NOT_SUBSET)
+    # Each filter must take in some of the stream's subjects.
+    unmatched = set(subjects)
+    for owners, _theirs in overlaps(trie, subject_trie(stream_config_["subjects"]), errors.CONSUMER_CREATE):
+        unmatched.difference_update(owners)
+        if not unmatched:
+            break
+    if unmatched:
+        raise ApiError(errors.CONSUMER_FILTER_NOT_SUBSET)
 
 
 def consumer_filter_subjects(config: dict) -> list:

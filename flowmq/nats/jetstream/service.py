@@ -26,10 +26,12 @@ import time
 from twisted.application import service
 
 from flowmq.core.message import Message
+from flowmq.core.filtertrie import FilterTrie
 from flowmq.core.router import Subscription
 from flowmq.core.store import MAX_SEQ, TooManyStreams
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
+from flowmq.nats.jetstream.account import Account
 from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.config import stream_config
 from flowmq.nats.jetstream.consumer import Consumer
@@ -64,6 +66,9 @@ class JetStream(service.Service):
         self.server_name = settings.broker.server_name
         self.streams: dict = {}
         self.unrestored: dict = {}  # name -> why: file streams on disk that start-up left out
+        #: Every stream's subjects (owner: the stream's name), for the overlap checks.
+        self.subjects = FilterTrie()
+        self.account = Account.from_settings(self.settings, settings.broker.data_dir)
         self.api = JetStreamApi(self)
         self._subscriptions: list = []
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer
@@ -213,6 +218,7 @@ class JetStream(service.Service):
             self.delete_consumer(stream, name)
         stream.detach()
         del self.streams[stream.name]
+        stream.store.use_quota(None)
         self.broker.storage.remove_stream(stream.name)
         log.info("stream {name} deleted", name=stream.name)
 

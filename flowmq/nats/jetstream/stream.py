@@ -22,7 +22,7 @@ import time
 
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
-from flowmq.core.store import LimitExceeded, Limits
+from flowmq.core.store import QUOTA_EXCEEDED, LimitExceeded, Limits
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic
 from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
@@ -90,6 +90,7 @@ class Stream:
         self._acks: list = []  # (reply topic, PubAck) waiting for the store's write
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
         store.on_remove = self._removed
+        store.use_quota(service.account.quotas[config["storage"]])
         self.configure(config)
 
     # -- configuration --------------------------------------------------------
@@ -104,6 +105,7 @@ class Stream:
             subscriptions = self._subscribe(filters)
             self.detach()
             self._subscriptions = subscriptions
+            self._claim_subjects()
         self.config = config
         self.filters = filters
         self.store.update_limits(store_limits(config))
@@ -116,8 +118,10 @@ class Stream:
         return not topic_filters_ or set(topic_filters_) >= set(self.filters)
 
     def attach(self) -> None:
-        """Start taking messages: subscribe to the subjects, start expiring."""
+        """Start taking messages: subscribe to the subjects (and claim them
+        in ``service.subjects``), start expiring."""
         self._subscriptions = self._subscribe(self.filters)
+        self._claim_subjects()
         self._restore_recent_ids()
         self._schedule_expiry()
 
@@ -137,9 +141,16 @@ class Stream:
             raise
         return subscriptions
 
+    def _claim_subjects(self) -> None:
+        """Enter the subscribed subjects in ``service.subjects`` (the overlap checks)."""
+        for subscription in self._subscriptions:
+            self.service.subjects.add(subscription.filter, self.name)
+
     def detach(self) -> None:
         for subscription in self._subscriptions:
             self.broker.router.unsubscribe(subscription)
+            self.service.subjects.remove(subscription.filter, self.name)
+            self.service.subjects.remove(subscription.filter, self.name)
         self._subscriptions = []
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -206,6 +217,8 @@ class Stream:
         try:
             seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
         except LimitExceeded as e:
+            if str(e) == QUOTA_EXCEEDED:  # the account's max_memory / max_store
+                raise ApiError(errors.ACCOUNT_RESOURCES_EXCEEDED) from None
             raise ApiError(errors.STORE_FAILED, err=str(e)) from None
         if rollup and self.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
             self.service.purged(self)

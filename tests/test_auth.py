@@ -37,7 +37,8 @@ from flowmq.auth.credentials import (
 from flowmq.auth.fairqueue import FairQueue, QueueFull, source_of
 from flowmq.auth.memo import VerifiedSecrets
 from flowmq.auth.passwords import hash_password, is_hashed, verify_password
-from flowmq.auth.permissions import UNRESTRICTED, Permissions, filter_covers
+from flowmq.auth.permissions import UNRESTRICTED, Permissions
+from flowmq.core.covers import filter_covers
 from flowmq.auth.realm import FlowMQRealm, IFlowMQSession, Session, build_portal
 from flowmq.core.router import filter_matches
 from flowmq.core.topics import InvalidTopic

@@ -320,6 +320,25 @@ def test_consumer_filter_subjects_are_checked_in_linear_time(broker):
     assert answers == [10138, 10138, 10093]
 
 
+def test_consumer_filters_are_refused_only_when_one_takes_in_another(broker):
+    """nats-server 2.15 (checked against it): filters that merely overlap
+    (`a.*.c` and `a.b.>` share `a.b.c`) are a valid consumer; a filter that
+    takes in another, or one given twice, gets 10138."""
+    async def main():
+        nc = await nats.connect(broker.url)
+        await nc.request("$JS.API.STREAM.CREATE.S", json.dumps({"name": "S", "subjects": ["a.>"]}).encode())
+        answers = []
+        for i, filters in enumerate((["a.*.c", "a.b.>"], ["a.>", "a.b"], ["a.b", "a.b"],
+                                     ["a.b.c", "a.*.c"], ["a.*", "a.*"], ["a.*.c", "a.b.*"])):
+            reply = await nc.request("$JS.API.CONSUMER.CREATE.S.C%d" % i, json.dumps(
+                {"stream_name": "S", "config": {"name": "C%d" % i, "filter_subjects": filters}}).encode())
+            answers.append(json.loads(reply.data).get("error", {}).get("err_code"))
+        await nc.close()
+        return answers
+
+    assert run(main()) == [None, 10138, 10138, 10138, 10138, None]
+
+
 def test_work_queue_consumers_must_not_overlap(broker):
     """nats-server's partitionUnique: on create and on update."""
     async def main():

@@ -16,6 +16,7 @@ accepted.
 
 from __future__ import annotations
 
+from flowmq.core.covers import filter_covers
 from flowmq.core.filtertrie import FilterTrie, OverlapTooComplex, distinct_owners, overlapping
 from flowmq.core.store import MAX_SEQ
 from flowmq.core.topics import SEPARATOR, InvalidTopic
@@ -365,7 +366,7 @@ def _check_filters(config: dict, stream_config_: dict) -> None:
     if not subjects:
         return
     trie = subject_trie(subjects)
-    if first_overlap(trie, subjects, errors.CONSUMER_CREATE):
+    if _one_takes_in_another(trie, subjects):
         raise ApiError(errors.CONSUMER_OVERLAPPING_FILTERS)
     # Each filter must take in some of the stream's subjects.
     unmatched = set(subjects)
@@ -375,6 +376,23 @@ def _check_filters(config: dict, stream_config_: dict) -> None:
             break
     if unmatched:
         raise ApiError(errors.CONSUMER_FILTER_NOT_SUBSET)
+
+
+def _one_takes_in_another(trie: FilterTrie, subjects: list) -> bool:
+    """Does one of a consumer's filter subjects (whose trie is ``trie``) take
+    in every subject of another? nats-server (since PR 7810) refuses only
+    that, not filters that merely overlap (`a.*.c` and `a.b.>`); a subject
+    given twice takes in itself. Only the pairs the trie walk finds
+    overlapping are compared."""
+    if len(set(subjects)) != len(subjects):
+        return True
+    filters = dict(zip(subjects, topic_filters(subjects)))
+    for mine, theirs in overlaps(trie, trie, errors.CONSUMER_CREATE):
+        for one in mine:
+            for other in theirs:
+                if one != other and filter_covers(filters[one], filters[other]):
+                    return True
+    return False
 
 
 def consumer_filter_subjects(config: dict) -> list:

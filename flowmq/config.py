@@ -212,7 +212,7 @@ SETTINGS = (
     Setting("broker", "route_cache_size", _positive_int, 4096,
             "number of topics whose routing result is cached"),
     Setting("broker", "max_topic_levels", _positive_int, 128,
-            "most levels (NATS tokens) in a subscription's topic filter"),
+            "most levels in a subscription's topic filter (a NATS token is one level, a trailing '>' two)"),
     Setting("nats", "enabled", _boolean, True, "serve the NATS protocol"),
     Setting("nats", "host", _string, "0.0.0.0", "address the NATS listener binds to"),
     Setting("nats", "port", _port, 4222, "NATS port (0 picks a free port)"),

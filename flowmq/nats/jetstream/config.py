@@ -209,8 +209,8 @@ def stream_config(request: dict, max_levels: int) -> dict:
     filters = topic_filters(subjects)
     deepest = max(topic_filter.count(SEPARATOR) + 1 for topic_filter in filters)
     if deepest > max_levels:  # nats-server has no such limit; its error for a subject it refuses
-        raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %d tokens, more than the %d "
-                       "of broker.max_topic_levels" % (deepest, max_levels))
+        raise ApiError(errors.STREAM_INVALID_CONFIG, err="invalid subject: %d levels, more than the %d "
+                       "of broker.max_topic_levels (a trailing '>' counts as two)" % (deepest, max_levels))
     trie = subject_trie(subjects)
     invalid = errors.STREAM_INVALID_CONFIG
     if not config["no_ack"] and any(overlaps(trie, _API, invalid)):

@@ -41,6 +41,8 @@ level_values = st.one_of(
 
 #: Text over the characters of the escape codes (of both grammars), so that
 #: escape-looking combinations (``%2E``, ``%252F``, ``%2500`` ...) are frequent.
+#: (Its subsets are lists: hypothesis 6.141, PyPy 3.9's, drops a filter on a
+#: ``sampled_from`` alphabet.)
 ESCAPE_ALPHABET = "%0259ABCDEF/+#*> \t\r\n.a"
 #: Texts that look like escapes of one grammar or the other, or once did.
 ESCAPE_LOOKALIKES = ["%2E", "%25", "%2525", "%25zz", "%252E", "%25252E", "%2F", "%252F", "%00", "%2500",
@@ -51,8 +53,7 @@ ESCAPE_LOOKALIKES = ["%2E", "%25", "%2525", "%25zz", "%252E", "%25252E", "%2F", 
 token_chars = st.characters(codec="utf-8").filter(lambda c: c != "." and not c.isspace())
 nats_tokens = st.one_of(
     st.text(alphabet=token_chars, min_size=1, max_size=8),
-    st.text(alphabet=st.sampled_from(ESCAPE_ALPHABET).filter(lambda c: c != "." and not c.isspace()),
-            min_size=1, max_size=10),
+    st.text(alphabet=[c for c in ESCAPE_ALPHABET if c != "." and not c.isspace()], min_size=1, max_size=10),
     st.sampled_from(ESCAPE_LOOKALIKES + ["*", ">", "+", "#"]),
 )
 nats_subjects = st.lists(nats_tokens, min_size=1, max_size=5).map(".".join)
@@ -60,7 +61,7 @@ nats_subjects = st.lists(nats_tokens, min_size=1, max_size=5).map(".".join)
 # Every level of a topic name (an MQTT topic name): any text but "/", "+", "#".
 topic_level_texts = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8").filter(lambda c: c not in "/+#"), max_size=8),
-    st.text(alphabet=st.sampled_from(ESCAPE_ALPHABET).filter(lambda c: c not in "/+#"), max_size=10),
+    st.text(alphabet=[c for c in ESCAPE_ALPHABET if c not in "/+#"], max_size=10),
     st.sampled_from(ESCAPE_LOOKALIKES + ["*", ">", ""]),
 )
 topic_names = st.lists(topic_level_texts, min_size=1, max_size=5).map("/".join)

@@ -132,8 +132,9 @@ class RawClient:
         data, self.buffer = self.buffer, b""
         return data
 
-    def handshake(self, connect=b'{"verbose":false,"headers":true,"no_responders":true}'):
-        """Read INFO, send CONNECT and a PING, wait for the PONG."""
+    def handshake(self, connect=b'{"verbose":false,"pedantic":false,"headers":true,"no_responders":true}'):
+        """Read INFO, send CONNECT (by default with the options nats-py sends) and
+        a PING, wait for the PONG."""
         info = self.read_line()
         assert info.startswith(b"INFO ")
         self.send(b"CONNECT " + connect + b"\r\nPING\r\n")

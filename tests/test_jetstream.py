@@ -599,8 +599,7 @@ def test_bad_requests_get_json_errors(raw_client):
     for subject, body in ((b"$JS.API.STREAM.CREATE.X", b"{not json"),
                           (b"$JS.API.STREAM.CREATE.X", b'{"name":"Y"}'),
                           (b"$JS.API.STREAM.CREATE.a/b", b'{"name":"a/b"}'),
-                          (b"$JS.API.STREAM.INFO.NOPE", b""),
-                          (b"$JS.API.NOT.AN.API", b"")):
+                          (b"$JS.API.STREAM.INFO.NOPE", b"")):
         client.send(b"PUB %s reply %d\r\n%s\r\n" % (subject, len(body), body))
         header = client.read_line()
         assert header.startswith(b"MSG reply 1 ")

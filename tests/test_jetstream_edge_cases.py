@@ -111,7 +111,10 @@ def _stream(api, name="S", subjects=("s.>",), **extra):
 
 
 def _consumer(api, stream="S", **config):
-    answer = api.request("$JS.API.CONSUMER.CREATE." + stream, json.dumps({"stream_name": stream, "config": config}))
+    """Create a consumer as nats-py does: a named one on CONSUMER.CREATE.<stream>.<name>."""
+    name = config.get("name") or config.get("durable_name")
+    subject = "$JS.API.CONSUMER.CREATE.%s" % stream + ("" if name is None else "." + name)
+    answer = api.request(subject, json.dumps({"stream_name": stream, "config": config}))
     assert "error" not in answer, answer
     return answer
 
@@ -169,7 +172,8 @@ def test_consumer_config_with_wrong_types_gets_an_error(raw_client, config):
     api = _api(raw_client)
     _stream(api)
     api.request("$JS.API.STREAM.CREATE.S", json.dumps({"name": "S", "subjects": ["s.>"], "storage": "memory"}))
-    answer = api.request("$JS.API.CONSUMER.CREATE.S", json.dumps({"stream_name": "S", "config": config}))
+    subject = "$JS.API.CONSUMER.CREATE.S" + (".d" if "durable_name" in config else "")
+    answer = api.request(subject, json.dumps({"stream_name": "S", "config": config}))
     if "error" not in answer:
         # accepted: it must at least keep working (a publish and a pull)
         api.request("s.x", b"m")

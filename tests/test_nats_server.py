@@ -194,7 +194,7 @@ def test_fatal_protocol_errors_close_with_err(raw_client, wire, error):
     [
         (b"SUB a..b 1\r\n", b"-ERR 'Invalid Subject'"),
         (b"SUB a.>.b 1\r\n", b"-ERR 'Invalid Subject'"),
-        (b"PUB a..b 1\r\nx\r\n", b"-ERR 'Invalid Publish Subject'"),
+        (b"PUB a.\xff 1\r\nx\r\n", b"-ERR 'Invalid Publish Subject'"),  # not UTF-8 (FlowMQ's own refusal)
         (b"HPUB a 5 6\r\nbad\r\nx\r\n", b"-ERR 'bad message header detected'"),
     ],
 )

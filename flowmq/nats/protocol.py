@@ -35,7 +35,8 @@ from flowmq.nats.codec import (
     OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg,
 )
 from flowmq.nats.subjects import (
-    SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, filter_to_topic_filter, subject_to_topic, topic_to_subject,
+    SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, EmptyToken, filter_to_topic_filter, is_literal_subject, subject_to_topic,
+    topic_to_subject,
 )
 from flowmq.tls import peer_identity
 
@@ -60,12 +61,23 @@ ERR_AUTHORIZATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 
 _HEADERS_KEY = codec.WIRE_CACHE_HEADERS
+# The wire cache's reply subject of a message whose reply subject has no topic (an empty token).
+_REPLY_KEY = "nats.reply"
 # ADR-9 of the NATS project: the status a requester gets when nobody listens.
 _NO_RESPONDERS_BLOCK = codec.encode_headers((), status=b"503")
 
 
 def _header_block(message) -> bytes:
     return codec.encode_headers(message.headers)
+
+
+def _topic_or_none(subject: bytes):
+    """The topic of a publish or reply subject, or None if it has an empty
+    token; InvalidTopic if it is not UTF-8."""
+    try:
+        return subject_to_topic(subject)
+    except EmptyToken:
+        return None
 
 
 def make_server_id() -> str:
@@ -102,8 +114,10 @@ class NatsConnection(BrokerConnection):
         self.parser = codec.NatsParser(settings.max_control_line, settings.max_payload)
         self.subscriptions: dict = {}  # sid bytes -> NatsSubscription
         # CONNECT options, with nats-server's defaults: a client that sends
-        # no CONNECT, or one without "verbose", gets +OK after each operation.
+        # no CONNECT, or one without "verbose", gets +OK after each operation,
+        # and one without "pedantic" is in pedantic mode.
         self.verbose = True
+        self.pedantic = True
         self.echo = True
         self.headers = False
         self.no_responders = False
@@ -240,6 +254,7 @@ class NatsConnection(BrokerConnection):
             self.close_with_error("Parse Error: CONNECT needs a JSON object")
             return None
         self.verbose = options.get("verbose", True) is not False
+        self.pedantic = options.get("pedantic", True) is not False
         self.echo = options.get("echo", True) is not False
         self.headers = options.get("headers") is True
         self.no_responders = options.get("no_responders") is True
@@ -378,12 +393,21 @@ class NatsConnection(BrokerConnection):
             topic = _cached_topic(subject) or subject_to_topic(subject)
             reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
         except InvalidTopic:
+            topic = self._topic_of_odd_subjects(subject, reply)
+            if topic is None:
+                return
+            reply_to = None
+        if self.pedantic and not is_literal_subject(subject):
+            # nats-server's pedantic mode: an error, and the message goes on all the same.
             self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
-            return
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
             message.headers = headers[0]
             message.wire_cache = {_HEADERS_KEY: headers[1]}
+        if reply_to is None and reply is not None:  # it has no topic: NATS subscribers get it as it came
+            if message.wire_cache is None:
+                message.wire_cache = {}
+            message.wire_cache[_REPLY_KEY] = reply
         acknowledge_at = len(self._out) if self.verbose else 0
         try:
             delivered = self._broker_publish(message)
@@ -397,6 +421,36 @@ class NatsConnection(BrokerConnection):
                 self._out.insert(acknowledge_at, codec.OK)
                 self._pending += len(codec.OK)
         if not delivered and reply_to is not None and self.no_responders:
+            self._answer_no_responders(reply)
+
+    def _topic_of_odd_subjects(self, subject: bytes, reply) -> str | None:
+        """A publish whose subject or reply subject has no topic. One that is
+        not UTF-8 is refused (nats-server takes it). One with an empty token
+        is taken as nats-server takes it, silently outside pedantic mode,
+        though no subscription can match it: to such a subject the message
+        reaches nobody (a request is answered "no responders"); with such a
+        reply subject it is delivered, and nobody can answer it. Returns the
+        topic to publish to, or None when nothing is to be published."""
+        try:
+            topic = _topic_or_none(subject)
+            if reply is not None:
+                _topic_or_none(reply)
+        except InvalidTopic:
+            self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
+            return None
+        if topic is None:
+            self._publish_nowhere(subject, reply)
+        return topic
+
+    def _publish_nowhere(self, subject: bytes, reply) -> None:
+        """A publish to a subject with an empty token, as nats-server answers it."""
+        if self.pedantic:
+            self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
+        if self.permissions is not None and self.permissions.publish_allow is not None:
+            self._publish_denied(subject)  # nats-server: no allow filter matches such a subject
+            return
+        self._ok()
+        if reply is not None and self.no_responders and _topic_or_none(reply) is not None:
             self._answer_no_responders(reply)
 
     def _publish_denied(self, subject: bytes) -> None:
@@ -467,6 +521,8 @@ class NatsConnection(BrokerConnection):
         subject = _cached_subject(topic) or topic_to_subject(topic)
         if reply is not None:
             reply = _cached_subject(reply) or topic_to_subject(reply)
+        elif message.wire_cache is not None:
+            reply = message.wire_cache.get(_REPLY_KEY)
         if message.headers is None or not self.headers:
             self.send(encode_msg(subject, subscription.sid, reply, message.payload))
         else:

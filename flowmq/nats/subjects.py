@@ -7,6 +7,9 @@
 - In a publish or reply subject every token is literal, wildcards included
   (nats-server outside pedantic mode): ``x.>`` is the topic ``x/>`` and is
   delivered as ``x.>`` again.
+- A subject with an empty token (``a..b``, ``.a``, ``a.``) has no topic
+  (``EmptyToken``): nats-server takes it in a publish but no subscription
+  can match it, and the empty level is already NATS's ``%00``.
 - A level value that a subject cannot hold (a ``.``, white space, an empty
   level) is percent-escaped, and a ``/``, ``+`` or ``#`` inside a NATS token
   is escaped on the topic side; see ``flowmq.core.topics`` for the rule,
@@ -50,13 +53,24 @@ def _remember(cache: dict, key, value):
     return value
 
 
+class EmptyToken(InvalidTopic):
+    """A subject with an empty token: no subscription can match it."""
+
+
 def _tokens(subject: str) -> list:
     if not subject or not _WHITE_SPACE_SET.isdisjoint(subject):
         raise InvalidTopic("invalid subject %r" % (subject,))
     tokens = subject.split(".")
     if "" in tokens:
-        raise InvalidTopic("empty token in subject %r" % (subject,))
+        raise EmptyToken("empty token in subject %r" % (subject,))
     return tokens
+
+
+def is_literal_subject(subject: bytes) -> bool:
+    """Has the wire subject no wildcard token and no empty token (nats-server's
+    IsValidLiteralSubject, which pedantic mode checks publish subjects with)?"""
+    tokens = subject.split(b".")
+    return b"" not in tokens and b"*" not in tokens and b">" not in tokens
 
 
 #: Memo of subject_to_topic (wire subject -> topic); the hot path reads it
@@ -68,8 +82,8 @@ _topics = TOPIC_OF_SUBJECT
 def subject_to_topic(subject) -> str:
     """The topic a message published to ``subject`` (wire bytes or str) goes to.
 
-    Wildcard tokens are literal levels. Raises InvalidTopic for a subject
-    with empty tokens, white space or bytes that are not UTF-8.
+    Wildcard tokens are literal levels. Raises EmptyToken for a subject with
+    an empty token, InvalidTopic for white space or bytes that are not UTF-8.
     """
     topic = _topics.get(subject)
     if topic is not None:

@@ -5,6 +5,12 @@ with a JSON body (or none); the answer is a JSON document published to the
 request's reply subject, with an ``error`` object when the request fails.
 Direct gets answer with the stored message itself, and pull requests
 (CONSUMER.MSG.NEXT) with messages, so those two are not JSON.
+
+As in nats-server, a request runs even without a reply subject (nobody
+hears the answer), and a subject that is not one of nats-server's API
+subjects, with its number of tokens, gets no answer at all (the requester
+times out); the operations nats-server knows and FlowMQ does not implement
+are answered with an error.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie, budget, distinct_owners, overlapping
 from flowmq.core.store import TooManyStreams
-from flowmq.core.topics import SEPARATOR, TOPIC_LEVEL, InvalidTopic
+from flowmq.core.topics import InvalidTopic
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import (
     INT64, UINT64, check_consumer_update, check_range, check_seq, consumer_config, consumer_filter_subjects,
@@ -31,6 +37,7 @@ log = logger("flowmq.jetstream")
 
 _PAGE = 256  # entries per page of the LIST and NAMES answers
 _TYPE = "io.nats.jetstream.api.v1.%s_response"
+_ONE_OR_MORE = -1  # the arity of CONSUMER.CREATE: <stream>[.<name>[.<filter subject>]]
 
 
 class JetStreamApi:
@@ -44,55 +51,65 @@ class JetStreamApi:
         self.broker = service.broker
         self.total = 0
         self.errors = 0
+        # operation tokens -> (handler, response type, number of tokens after them),
+        # as nats-server subscribes them ($JS.API.STREAM.INFO.*: exactly one).
         self._routes = {
-            ("INFO",): (self.account_info, "account_info"),
-            ("STREAM", "CREATE"): (self.stream_create, "stream_create"),
-            ("STREAM", "UPDATE"): (self.stream_update, "stream_update"),
-            ("STREAM", "INFO"): (self.stream_info, "stream_info"),
-            ("STREAM", "DELETE"): (self.stream_delete, "stream_delete"),
-            ("STREAM", "NAMES"): (self.stream_names, "stream_names"),
-            ("STREAM", "LIST"): (self.stream_list, "stream_list"),
-            ("STREAM", "PURGE"): (self.stream_purge, "stream_purge"),
-            ("STREAM", "MSG", "GET"): (self.stream_msg_get, "stream_msg_get"),
-            ("STREAM", "MSG", "DELETE"): (self.stream_msg_delete, "stream_msg_delete"),
-            ("CONSUMER", "CREATE"): (self.consumer_create, "consumer_create"),
-            ("CONSUMER", "DURABLE", "CREATE"): (self.consumer_durable_create, "consumer_create"),
-            ("CONSUMER", "INFO"): (self.consumer_info, "consumer_info"),
-            ("CONSUMER", "DELETE"): (self.consumer_delete, "consumer_delete"),
-            ("CONSUMER", "NAMES"): (self.consumer_names, "consumer_names"),
-            ("CONSUMER", "LIST"): (self.consumer_list, "consumer_list"),
+            ("INFO",): (self.account_info, "account_info", 0),
+            ("STREAM", "CREATE"): (self.stream_create, "stream_create", 1),
+            ("STREAM", "UPDATE"): (self.stream_update, "stream_update", 1),
+            ("STREAM", "INFO"): (self.stream_info, "stream_info", 1),
+            ("STREAM", "DELETE"): (self.stream_delete, "stream_delete", 1),
+            ("STREAM", "NAMES"): (self.stream_names, "stream_names", 0),
+            ("STREAM", "LIST"): (self.stream_list, "stream_list", 0),
+            ("STREAM", "PURGE"): (self.stream_purge, "stream_purge", 1),
+            ("STREAM", "MSG", "GET"): (self.stream_msg_get, "stream_msg_get", 1),
+            ("STREAM", "MSG", "DELETE"): (self.stream_msg_delete, "stream_msg_delete", 1),
+            ("CONSUMER", "CREATE"): (self.consumer_create, "consumer_create", _ONE_OR_MORE),
+            ("CONSUMER", "DURABLE", "CREATE"): (self.consumer_durable_create, "consumer_create", 2),
+            ("CONSUMER", "INFO"): (self.consumer_info, "consumer_info", 2),
+            ("CONSUMER", "DELETE"): (self.consumer_delete, "consumer_delete", 2),
+            ("CONSUMER", "NAMES"): (self.consumer_names, "consumer_names", 1),
+            ("CONSUMER", "LIST"): (self.consumer_list, "consumer_list", 1),
+            # nats-server's that FlowMQ does not implement: an error rather than a timeout.
+            ("STREAM", "SNAPSHOT"): (_not_supported, "stream_snapshot", 1),
+            ("STREAM", "RESTORE"): (_not_supported, "stream_restore", 1),
+            ("CONSUMER", "PAUSE"): (_not_supported, "consumer_pause", 2),
+            ("CONSUMER", "UNPIN"): (_not_supported, "consumer_unpin", 2),
+            ("CONSUMER", "RESET"): (_not_supported, "consumer_reset", 2),
+            # Clustering: what a nats-server that is not clustered answers.
+            ("STREAM", "LEADER", "STEPDOWN"): (_clustering, "stream_leader_stepdown", 1),
+            ("STREAM", "PEER", "REMOVE"): (_clustering, "stream_remove_peer", 1),
+            ("STREAM", "PEER", "EVACUATE"): (_clustering, "stream_evacuate_peer", 1),
+            ("STREAM", "CANCEL_MOVE"): (_clustering, "stream_cancel_move", 1),
+            ("CONSUMER", "LEADER", "STEPDOWN"): (_clustering, "consumer_leader_stepdown", 2),
         }
 
     # -- dispatch -----------------------------------------------------------------
 
     def deliver(self, message, subscription) -> None:
-        # The tokens as the client wrote them (a filter subject's '>' included).
-        tokens = [TOPIC_LEVEL.decode(level) for level in message.topic.split(SEPARATOR)[2:]]
+        # The tokens exactly as the client wrote them (a filter subject's '>'
+        # and a name such as "a%2Eb" included): the topic's levels are their
+        # values, and the NATS subject of the topic is the text that was sent.
+        tokens = topic_to_subject(message.topic).decode().split(".")[2:]
         reply = message.reply_to
-        if tokens[:2] == ["DIRECT", "GET"] or tokens[:3] == ["CONSUMER", "MSG", "NEXT"]:
+        if not tokens or tokens[:2] == ["DIRECT", "GET"] or tokens[:3] == ["CONSUMER", "MSG", "NEXT"]:
             if reply is not None:
                 try:
-                    if tokens[0] == "DIRECT":
+                    if not tokens:  # "$JS.API" itself, which nats-server's "$JS.API.>" does not match
+                        self._no_responders(message)
+                    elif tokens[0] == "DIRECT":
                         self.direct_get(tokens[2:], message)
                     else:
                         self.msg_next(tokens[3:], message)
                 except Exception:  # a bug must cost one request, not the requester's connection
                     log.failure("JetStream API request on {topic} failed", topic=message.topic)
             return
-        if reply is None:
-            return  # nobody to answer (nats-server ignores such requests too)
+        route = self._route(tokens)
+        if route is None:
+            return  # not an API subject of nats-server's: it does not answer either
+        handler, kind, args = route
         self.total += 1
-        for length in (3, 2, 1):
-            route = self._routes.get(tuple(tokens[:length]))
-            if route is not None:
-                handler, kind = route
-                args = tokens[length:]
-                break
-        else:
-            handler, kind, args = None, "error", ()
         try:
-            if handler is None:
-                raise ApiError(errors.BAD_REQUEST)
             document = handler(args, message.payload)
         except ApiError as e:
             self.errors += 1
@@ -101,8 +118,22 @@ class JetStreamApi:
             log.failure("JetStream API request on {topic} failed", topic=message.topic)
             self.errors += 1
             document = {"error": ApiError(errors.INTERNAL, err=type(e).__name__).as_json()}
-        document["type"] = _TYPE % kind
-        self.service.reply(reply, document)
+        if reply is not None:  # without one the request still runs, as in nats-server
+            document["type"] = _TYPE % kind
+            self.service.reply(reply, document)
+
+    def _route(self, tokens):
+        """(handler, response type, arguments) of an API subject's tokens after
+        ``$JS.API``, or None if nats-server has no such subject."""
+        for length in (3, 2, 1):
+            route = self._routes.get(tuple(tokens[:length]))
+            if route is not None:
+                handler, kind, arity = route
+                args = tokens[length:]
+                if len(args) == arity or (arity == _ONE_OR_MORE and args):
+                    return handler, kind, args
+                return None
+        return None
 
     @staticmethod
     def _body(payload: bytes, required=False):
@@ -120,16 +151,12 @@ class JetStreamApi:
         return document
 
     def _stream(self, args):
-        if len(args) != 1:
-            raise ApiError(errors.BAD_REQUEST)
         stream = self.service.streams.get(args[0])
         if stream is None:
             raise ApiError(errors.STREAM_NOT_FOUND)
         return stream
 
     def _consumer(self, args):
-        if len(args) != 2:
-            raise ApiError(errors.BAD_REQUEST)
         stream = self._stream(args[:1])
         consumer = stream.consumers.get(args[1])
         if consumer is None:
@@ -153,7 +180,12 @@ class JetStreamApi:
         return document
 
     def stream_create(self, args, payload) -> dict:
-        config = self._named_stream_config(args, payload)
+        body = self._body(payload, required=True)
+        if body.get("name") != args[0]:  # nats-server: the body names the subject's stream
+            raise ApiError(errors.STREAM_NAME_MISMATCH)
+        if body.get("sealed") is True:  # nats-server seals only an existing stream (STREAM.UPDATE)
+            raise ApiError(errors.STREAM_INVALID_CONFIG, err="stream configuration for create can not be sealed")
+        config = self._stream_config(body)
         unrestored = self.service.unrestored.get(config["name"])
         if unrestored is not None:  # its files are still there: a new stream must not take them over
             raise ApiError(errors.STREAM_NOT_RESTORED, reason=unrestored)
@@ -177,7 +209,9 @@ class JetStreamApi:
         return info
 
     def stream_update(self, args, payload) -> dict:
-        config = self._named_stream_config(args, payload)
+        config = self._stream_config(self._body(payload, required=True))
+        if config["name"] != args[0]:  # checked after the configuration, as nats-server does
+            raise ApiError(errors.STREAM_NAME_MISMATCH)
         stream = self._stream(args)
         old = stream.config
         for key in ("storage", "retention"):
@@ -191,14 +225,13 @@ class JetStreamApi:
             raise ApiError(errors.STREAM_UPDATE, err=str(e)) from None
         return stream.info()
 
-    def _named_stream_config(self, args, payload) -> dict:
-        if len(args) != 1:
-            raise ApiError(errors.BAD_REQUEST)
-        body = self._body(payload, required=True)
-        if body.get("name") not in (None, args[0]):
-            raise ApiError(errors.STREAM_NAME_MISMATCH)
-        body["name"] = args[0]
-        return stream_config(body, self.broker.router.max_levels)
+    def _stream_config(self, body: dict) -> dict:
+        config = stream_config(body, self.broker.router.max_levels)
+        # nats-server's checkStreamCfg refuses this too; checked on requests
+        # only, so that a stream an older FlowMQ took is still restored.
+        if config["deny_purge"] and config["allow_rollup_hdrs"]:
+            raise ApiError(errors.STREAM_INVALID_CONFIG, err="roll-ups require the purge permission")
+        return config
 
     def _check_overlap(self, config) -> None:
         """No subject may overlap another stream's (the stream's own old ones
@@ -361,44 +394,54 @@ class JetStreamApi:
     # -- consumers ----------------------------------------------------------------
 
     def consumer_create(self, args, payload) -> dict:
-        """CONSUMER.CREATE.<stream>[.<name>[.<filter subject>]]."""
-        if not args:
-            raise ApiError(errors.BAD_REQUEST)
-        stream, body, request = self._consumer_request(args[0], payload)
-        if len(args) >= 2:
+        """CONSUMER.CREATE.<stream>[.<name>[.<filter subject>]], with nats-server's
+        rules (jsConsumerCreateRequest): without a name in the subject the
+        consumer is ephemeral (a durable_name is refused); with one, that is
+        its name (whatever "name" the body has) and a durable_name must be the
+        same; a filter subject in the subject must be the body's filter_subject."""
+        body, request = self._consumer_request(args[0], payload)
+        if len(args) == 1:
+            if request.get("durable_name"):
+                raise ApiError(errors.CONSUMER_EPHEMERAL_WITH_DURABLE_NAME)
+        else:
             name = args[1]
-            if request.get("name") not in (None, "", name) or request.get("durable_name") not in (None, "", name):
+            if request.get("durable_name") not in (None, "", name):
                 raise ApiError(errors.CONSUMER_NAME_MISMATCH)
-            request.setdefault("name", name)
+            request["name"] = name
             if len(args) > 2:
-                filter_subject = ".".join(args[2:])
-                if request.get("filter_subject") not in (None, "", filter_subject):
+                if request.get("filter_subjects"):
+                    raise ApiError(errors.CONSUMER_MULTIPLE_FILTERS_IN_SUBJECT)
+                if request.get("filter_subject") != ".".join(args[2:]):
                     raise ApiError(errors.CONSUMER_FILTER_MISMATCH)
-                request["filter_subject"] = filter_subject
-        return self._create_consumer(stream, request, body.get("action", ""))
+        return self._create_consumer(args[0], request, body.get("action", ""))
 
     def consumer_durable_create(self, args, payload) -> dict:
-        """CONSUMER.DURABLE.CREATE.<stream>.<durable> (nats-server < 2.9's form)."""
-        if len(args) != 2:
-            raise ApiError(errors.CONSUMER_DURABLE_NOT_IN_SUBJECT)
-        stream, body, request = self._consumer_request(args[0], payload)
-        if request.get("durable_name") not in (None, "", args[1]):
+        """CONSUMER.DURABLE.CREATE.<stream>.<durable> (nats-server < 2.9's
+        form): the body's durable_name must be the subject's."""
+        body, request = self._consumer_request(args[0], payload)
+        if not request.get("durable_name"):
+            raise ApiError(errors.CONSUMER_DURABLE_NAME_NOT_SET)
+        if request["durable_name"] != args[1]:
             raise ApiError(errors.CONSUMER_NAME_MISMATCH)
-        request["durable_name"] = args[1]
-        return self._create_consumer(stream, request, body.get("action", ""))
+        return self._create_consumer(args[0], request, body.get("action", ""))
 
-    def _consumer_request(self, stream_name: str, payload: bytes):
-        """(stream, request body, its "config") of a consumer create request."""
-        stream = self._stream([stream_name])
-        body = self._body(payload, required=True)
+    @classmethod
+    def _consumer_request(cls, stream_name: str, payload: bytes):
+        """(request body, its "config") of a consumer create request. As in
+        nats-server, the body must name the subject's stream (checked before
+        the stream is looked up), and no "config" is the zero configuration."""
+        body = cls._body(payload, required=True)
         request = body.get("config")
-        if not isinstance(request, dict):
-            raise ApiError(errors.CONSUMER_CONFIG_REQUIRED)
-        if body.get("stream_name") not in (None, stream.name):
+        if request is None:
+            request = {}
+        elif not isinstance(request, dict):
+            raise ApiError(errors.INVALID_JSON, err="config must be an object")
+        if body.get("stream_name") != stream_name:
             raise ApiError(errors.STREAM_NAME_MISMATCH)
-        return stream, body, request
+        return body, request
 
-    def _create_consumer(self, stream, request: dict, action: str) -> dict:
+    def _create_consumer(self, stream_name: str, request: dict, action: str) -> dict:
+        stream = self._stream([stream_name])
         service = self.service
         config = consumer_config(request, stream.config, {
             "max_ack_pending": service.settings.max_ack_pending, "max_waiting": service.settings.max_waiting})
@@ -476,6 +519,14 @@ class JetStreamApi:
             self.broker.publish(status_message(message.reply_to, b"409", b"Consumer is push based"))
         else:
             consumer.request_next(message.reply_to, message.payload)
+
+
+def _not_supported(args, payload):
+    raise ApiError(errors.BAD_REQUEST)
+
+
+def _clustering(args, payload):
+    raise ApiError(errors.CLUSTERING_REQUIRED)
 
 
 def _subject_field(body: dict, key: str):

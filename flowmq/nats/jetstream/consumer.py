@@ -9,7 +9,8 @@ pull consumers deliver to the reply subject of each waiting pull request
 Every delivery's reply subject is ``$JS.ACK.<stream>.<consumer>.<delivery
 count>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>``, the v1 form
 that nats-py's ``msg.metadata`` reads; the client publishes the ack verb
-there (+ACK or empty, -NAK [{"delay": ns}], +WPI, +TERM, +NXT [request]).
+there (+ACK, +OK or empty, -NAK [{"delay": ns} or a Go duration], +WPI,
++TERM [reason], +NXT [request]).
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from flowmq.core.message import Message
 from flowmq.core.router import filter_matches
 from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
-from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, consumer_filter_subjects, topic_filters
+from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, INT64, consumer_filter_subjects, topic_filters
 from flowmq.nats.jetstream.pull import PullRequest
-from flowmq.nats.jetstream.wire import header_block, parse_rfc3339, rfc3339, status_message
+from flowmq.nats.jetstream.wire import header_block, parse_go_duration, parse_rfc3339, rfc3339, status_message
 from flowmq.nats.subjects import subject_to_topic, topic_to_subject
 
 log = logger("flowmq.jetstream")
 
 #: Bytes a push consumer with flow control sends between two flow-control requests.
 FLOW_CONTROL_WINDOW = 256 * 1024
+_ACK = b"+ACK"
+_OK = b"+OK"  # nats-server still takes it as an ack
 _PROGRESS = b"+WPI"
 _NAK = b"-NAK"
 _TERM = b"+TERM"
@@ -476,21 +479,27 @@ class Consumer:
     # -- acknowledgements ---------------------------------------------------------
 
     def acknowledge(self, seq: int, body: bytes, reply) -> None:
-        """The ack verb ``body`` for the delivery of stream seq ``seq``."""
-        verb, _, rest = body.strip().partition(b" ")
-        if verb == _PROGRESS:
+        """The ack verb ``body`` for the delivery of stream seq ``seq``, read
+        as nats-server's processAck does: an empty body, +ACK or +OK (exactly)
+        acks; -NAK, +NXT and +TERM are prefixes (what follows is their
+        argument); +WPI must stand alone; any other body is ignored."""
+        if not body or body == _ACK or body == _OK:
+            self._ack(seq)
+        elif body.startswith(_NEXT):
+            self._ack(seq)
+            if reply is not None:
+                self.request_next(reply, body[len(_NEXT):])
+        elif body.startswith(_NAK):
+            self._nak(seq, body[len(_NAK):])
+        elif body == _PROGRESS:
             entry = self.pending.get(seq)
             if entry is not None and entry.deadline:
                 self._set_deadline(seq, entry, time.time_ns() + self._wait_for(entry.deliveries))
-        elif verb == _NAK:
-            self._nak(seq, rest)
-        elif verb == _TERM:
+        elif body.startswith(_TERM):
             if seq in self.pending:
                 self._settle([seq])
-        else:  # empty, +ACK or +NXT
-            self._ack(seq)
-            if verb == _NEXT and reply is not None:
-                self.request_next(reply, rest)
+        else:
+            return
         self.pump()
 
     def _ack(self, seq: int) -> None:
@@ -537,16 +546,11 @@ class Consumer:
         self.stream.service.consumer_changed(self)
         self.pump()
 
-    def _nak(self, seq: int, rest: bytes) -> None:
+    def _nak(self, seq: int, argument: bytes) -> None:
         entry = self.pending.get(seq)
         if entry is None:
             return
-        delay = 0
-        if rest:
-            try:
-                delay = int(json.loads(rest).get("delay", 0))
-            except (ValueError, AttributeError, TypeError):
-                delay = 0
+        delay = nak_delay(argument)
         if delay > 0:
             self._set_deadline(seq, entry, time.time_ns() + delay)
         else:
@@ -667,6 +671,37 @@ class Consumer:
         for seq, consumer_seq, deliveries in state["pending"]:
             entry = self.pending[seq] = _Pending(consumer_seq, deliveries, 0)
             self._due(seq, entry)  # not acked before the restart: deliver again
+
+
+def nak_delay(argument: bytes) -> int:
+    """The delay in ns that a -NAK's argument asks for (0 or less: redeliver
+    now), read as nats-server's processNak reads it: a JSON object's "delay"
+    (its key matched without regard to case, as Go's encoding/json does) must
+    be an integer that fits Go's time.Duration (int64 ns); an argument that is
+    not an object is a Go duration (``-NAK 5s``). Whatever nats-server cannot
+    read that way (a float, a string, 1e400, 2**63, broken JSON) is a plain
+    -NAK there, so it is here too: the delay is bounded by int64 ns (292 years)."""
+    text = argument.strip().decode("utf-8", "replace")
+    if not text:
+        return 0
+    try:
+        if not text.startswith("{"):
+            return parse_go_duration(text)
+        pairs = json.loads(text, object_pairs_hook=list, parse_constant=_not_json)
+    except (ValueError, RecursionError):  # RecursionError: "{"a": [[[[..." nested too deep
+        return 0
+    delay = 0
+    for key, value in pairs:
+        if key.lower() == "delay" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or not INT64[1] <= value <= INT64[2]:
+                return 0  # Go's json refuses it for a time.Duration
+            delay = value
+    return delay
+
+
+def _not_json(constant: str):
+    """NaN and Infinity, which Python's json takes and Go's refuses."""
+    raise ValueError("%s is not JSON" % constant)
 
 
 def random_name() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 
 from flowmq.core.message import Message
 from flowmq.nats import codec
@@ -62,6 +63,44 @@ def go_duration(ns: int) -> str:
     if hours:
         return "%dh%dm%s" % (hours, minutes, seconds)
     return "%dm%s" % (minutes, seconds) if minutes else seconds
+
+
+#: The units of Go's time.ParseDuration, in ns.
+_GO_UNITS = {"ns": 1, "us": 1000, "\u00b5s": 1000, "\u03bcs": 1000, "ms": 1_000_000, "s": 1_000_000_000,
+             "m": 60_000_000_000, "h": 3_600_000_000_000}
+#: One term of a Go duration: digits, an optional fraction, the unit.
+_GO_TERM = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
+_GO_LIMIT = 1 << 63
+
+
+def parse_go_duration(text: str) -> int:
+    """ns of a duration as Go's time.ParseDuration reads it (``1h30m``,
+    ``-1.5s``, ``250ms``, ``0``); ValueError for any other text and for a
+    duration beyond Go's int64 nanoseconds. Digits of a fraction past the
+    18th are ignored (below a nanosecond for every unit but the hour)."""
+    negative = text.startswith("-")
+    if text.startswith(("-", "+")):
+        text = text[1:]
+    if text == "0":
+        return 0
+    if not text:
+        raise ValueError("empty duration")
+    total = position = 0
+    while position < len(text):
+        term = _GO_TERM.match(text, position)
+        whole, fraction, unit = term.groups()
+        if not (whole or fraction) or unit not in _GO_UNITS:
+            raise ValueError("invalid duration %r" % text)
+        whole, fraction, scale = whole.lstrip("0"), (fraction or "")[:18], _GO_UNITS[unit]
+        if len(whole) > 19:  # beyond 2**63 whatever the unit (int() of long digit runs is slow)
+            raise ValueError("duration %r does not fit int64" % text)
+        total += int(whole or "0") * scale + (int(fraction) * scale // 10 ** len(fraction) if fraction else 0)
+        if total > _GO_LIMIT:
+            raise ValueError("duration %r does not fit int64" % text)
+        position = term.end()
+    if not negative and total == _GO_LIMIT:
+        raise ValueError("duration %r does not fit int64" % text)
+    return -total if negative else total
 
 
 def _decimal(value: int, unit: int) -> str:

@@ -58,7 +58,7 @@ class _FilterNode(TrieNode):
 
     def __init__(self):
         TrieNode.__init__(self)
-        self.owners: dict = {}  # owner -> None: whose filters end at this node
+        self.owners = None  # owner -> None: whose filters end at this node (a dict once there is one)
         self.loops = False  # a '#' node: it may take any number of further levels
 
 
@@ -88,7 +88,9 @@ class FilterTrie:
                 else:
                     child = node.children[level] = _FilterNode()
             node = child
-        if owner in node.owners:
+        if node.owners is None:
+            node.owners = {}  # made only where a filter ends: deep tries are mostly inner nodes
+        elif owner in node.owners:
             return False
         node.owners[owner] = None
         self.levels += len(levels)
@@ -105,7 +107,7 @@ class FilterTrie:
                 return False
             path.append((node, level))
             node = child
-        if owner not in node.owners:
+        if not node.owners or owner not in node.owners:
             return False
         del node.owners[owner]
         self.levels -= len(levels)

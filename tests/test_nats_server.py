@@ -322,7 +322,10 @@ def test_nats_py_answers_server_pings(start_broker):
 
 
 def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(start_broker):
-    broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 1.0})
+    # The slow reader is cut off by max_pending (or stall_deadline); the long
+    # write_deadline leaves its farewell in place until the test reads it
+    # (a closing connection is aborted, unsent bytes and all, after it).
+    broker = start_broker(**{"nats.max_pending": 256 * 1024, "nats.write_deadline": 60.0})
     slow = RawClient(broker.port, rcvbuf=4096)
     slow.handshake()
     slow.subscribe(b"feed")

@@ -235,3 +235,35 @@ def test_tool_runs_the_jetstream_scenarios_against_flowmq(tmp_path):
                    "300/300 acked in order ok", "3,000/3,000 acked in order ok", "3,000/3,000 consumed ok",
                    "check: all 6 runs complete"):
         assert figure in text, figure
+
+
+def test_tool_times_stream_creates_with_deep_subjects(tmp_path):
+    """js-create: three STREAM.CREATEs (one per subject shape) answered with
+    every subject, each timed, and the stream deleted after each."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "flowmq.bench", "--scenario", "js-create", "--js-create-subjects", "50",
+               "--json", str(out), "--quiet"]
+    proc = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+    text = proc.stdout.decode()
+    assert proc.returncode == 0, text + proc.stderr.decode()
+    [result] = json.loads(out.read_text())["servers"][0]["results"]
+    assert result["complete"] and not result["errors"], result
+    assert result["details"]["subjects"] == 50
+    for shape in ("distinct", "shared prefix", "wildcards"):
+        assert result["details"][shape]["seconds"] > 0
+        assert "STREAM.CREATE, %s (ms)" % shape in text
+    assert "3/3 streams created ok" in text
+
+
+def test_deep_subject_sets_have_the_tokens_and_no_overlaps():
+    from flowmq.bench.scenarios import deep_subject_sets
+    from flowmq.core.filtertrie import FilterTrie, distinct_owners, overlapping
+    from flowmq.nats.subjects import filter_to_topic_filter
+
+    for _shape, subjects in deep_subject_sets("bench.js.create", 40):
+        assert len(subjects) == len(set(subjects)) == 40
+        assert all(subject.count(".") + 1 == 128 for subject in subjects)
+        trie = FilterTrie((filter_to_topic_filter(s), s) for s in subjects)
+        assert not any(distinct_owners(a, b) for a, b in overlapping(trie, trie))

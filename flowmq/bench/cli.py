@@ -44,9 +44,12 @@ JetStream ones are left out for a --url server without JetStream):
   js-pull   a durable pull consumer (ack policy explicit, every message
             acked) reads a stream pre-filled with --js-msgs messages, one
             pull request of --js-batch (500) messages after the other; msgs/s
-  js        the three JetStream scenarios
+  js-create STREAM.CREATE of a memory stream with --js-create-subjects
+            (1,000) subjects of 128 tokens, in three shapes (distinct
+            branches, a shared prefix, every other token a *); ms each
+  js        the four JetStream scenarios
 
-The JetStream scenarios each create a file-storage stream FLOWMQ_BENCH_*
+js-pub-sync, js-pub-async and js-pull each create a file-storage stream FLOWMQ_BENCH_*
 (deleting one an interrupted run left) and delete it after the run. They
 check that message n got seq n+1 and that every seq was consumed once and
 acknowledged. nats-server then runs with -js and a temporary -sd directory;
@@ -115,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
                    help="messages of js-pub-sync (default 20,000)")
     p.add_argument("--js-window", type=_count, default=4000, metavar="N",
                    help="PubAcks outstanding in js-pub-async and the js-pull prefill (default 4,000)")
+    p.add_argument("--js-create-subjects", type=_count, default=1000, metavar="N",
+                   help="subjects of each stream js-create creates (default 1,000, JetStream's most)")
     p.add_argument("--js-batch", type=_count, default=500, metavar="N",
                    help="messages per pull request of js-pull (default 500; the consumer's "
                         "max_ack_pending is the server's default, 1,000)")

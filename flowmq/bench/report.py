@@ -20,6 +20,7 @@ _FORMATS = {
     "count": "{:,}",
     "mb": "{:,.2f}",
     "us": "{:,.0f}",
+    "ms": "{:,.1f}",
     "kib": "{:,.1f}",
     "ratio": "{:.3f}",
     "pct": "{:.2f}%",
@@ -135,6 +136,9 @@ def header(cfg, runs) -> str:
                   % (format(cfg.js_msgs, ","), format(cfg.js_batch, ",")))
     if js:
         lines.append("JetStream, file storage: " + ", ".join(js))
+    if "js-create" in ran:
+        lines.append("js-create: STREAM.CREATE of a memory stream with %s subjects of %d tokens, per shape"
+                     % (format(cfg.js_create_subjects, ","), scenarios.JS_CREATE_TOKENS))
     for server, _ in runs:
         pid = " pid %d" % server.pid if server.pid else ""
         lines.append("  %s at %s%s" % (server.description or server.kind, server.url, pid))

@@ -10,20 +10,24 @@ returns a result dict (JSON-ready) with its figures and its check.
 from __future__ import annotations
 
 import array
+import json
 import time
 
 from flowmq.bench import idle, jetstream, launch, protocol, pubsub, reqrep, stats, system
 
-JS_NAMES = ("js-pub-sync", "js-pub-async", "js-pull")
+JS_TRAFFIC = ("js-pub-sync", "js-pub-async", "js-pull")
+JS_NAMES = JS_TRAFFIC + ("js-create",)
 NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES
-SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_NAMES  # run once per payload size
+SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_TRAFFIC  # run once per payload size
 GROUPS = {"js": JS_NAMES}  # --scenario js: all of them
 DEFAULT = NAMES  # what runs without --scenario (the JetStream set takes about 20 s per server)
 BASE_EXTRA_SUBSCRIPTIONS = 10
 # The streams (file storage) and the consumer of the JetStream scenarios; a
 # stream of that name that an interrupted run left behind is deleted first.
 JS_STREAMS = {"js-pub-sync": "FLOWMQ_BENCH_PUB_SYNC", "js-pub-async": "FLOWMQ_BENCH_PUB_ASYNC",
-              "js-pull": "FLOWMQ_BENCH_PULL"}
+              "js-pull": "FLOWMQ_BENCH_PULL", "js-create": "FLOWMQ_BENCH_CREATE"}
+#: Tokens of each subject of js-create's streams (FlowMQ's broker.max_topic_levels).
+JS_CREATE_TOKENS = 128
 JS_CONSUMER = "flowmq-bench"
 
 
@@ -79,6 +83,8 @@ def run(name: str, server, cfg, size, progress) -> dict:
             _js_publish(result, server, cfg, progress, size, window=cfg.js_window)
         elif name == "js-pull":
             _js_pull(result, server, cfg, progress, size)
+        elif name == "js-create":
+            _js_create(result, server, cfg, progress)
         else:
             raise ValueError("unknown scenario %r" % name)
     except Exception as e:  # one failed scenario must not stop the others
@@ -575,3 +581,52 @@ def _js_acked(result, api, name: str, total: int, timeout: float) -> dict:
         time.sleep(0.05)
     return {k: info.get(k) for k in ("delivered", "ack_floor", "num_ack_pending", "num_redelivered",
                                      "num_pending", "num_waiting")}
+
+
+def deep_subject_sets(prefix: str, count: int, tokens: int = JS_CREATE_TOKENS) -> list:
+    """js-create's subject lists, ``count`` subjects of ``tokens`` tokens in
+    three shapes, none of which overlaps another subject of its list:
+    distinct from their second token on (many deep branches), sharing all
+    but the last token, and every other token a ``*``."""
+    fill = tokens - prefix.count(".") - 3  # prefix, shape, the body, the subject's own number
+    shared = ".".join("t%d" % j for j in range(fill))
+    starred = ".".join("*" if j % 2 else "t%d" % j for j in range(fill))
+    return [
+        ("distinct", ["%s.distinct.n%d.%s" % (prefix, i, shared) for i in range(count)]),
+        ("shared prefix", ["%s.shared.%s.n%d" % (prefix, shared, i) for i in range(count)]),
+        ("wildcards", ["%s.wild.%s.n%d" % (prefix, starred, i) for i in range(count)]),
+    ]
+
+
+def _js_create(result, server, cfg, progress):
+    """STREAM.CREATE of a memory stream with --js-create-subjects deep
+    subjects, per shape: the time to the answer (the server checks the
+    subjects for overlaps and subscribes to them), then STREAM.DELETE."""
+    name = JS_STREAMS["js-create"]
+    prefix = "[%s] " % result["label"]
+    created = 0
+    sets = deep_subject_sets(_js_subject(cfg, "js-create"), cfg.js_create_subjects)
+    details = result["details"]
+    details.update(subjects=cfg.js_create_subjects, tokens=JS_CREATE_TOKENS)
+    api = jetstream.JsApi(server.host, server.port, max(cfg.setup_timeout, 120.0))
+    try:
+        for shape, subjects in sets:
+            progress.update(prefix + "creating a stream of %s subjects (%s)" % (format(len(subjects), ","), shape),
+                            force=True)
+            api.delete_stream(name, missing_ok=True)
+            started = time.perf_counter()
+            info = api.request("$JS.API.STREAM.CREATE.%s" % name,
+                               {"name": name, "subjects": subjects, "storage": "memory"})
+            elapsed = time.perf_counter() - started
+            if len(info.get("config", {}).get("subjects", ())) == len(subjects):
+                created += 1
+            else:
+                result["errors"].append("%s: the stream has %s subjects, not %d"
+                                        % (shape, len(info.get("config", {}).get("subjects", ())), len(subjects)))
+            _figure(result, "STREAM.CREATE, %s (ms)" % shape, elapsed * 1000.0, "ms")
+            details[shape] = {"seconds": elapsed, "request_bytes": len(json.dumps(subjects))}
+            _js_drop(result, api, name)
+    finally:
+        api.close()
+    result["check"] = _check_text(created, len(sets), "streams created")
+    result["complete"] = created == len(sets) and not result["errors"]

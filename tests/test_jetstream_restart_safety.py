@@ -51,6 +51,16 @@ async def _connect(url):
     return nc, nc.jetstream(timeout=10)
 
 
+async def _info_and_fetch(url, stream: str, durable: str, count: int):
+    """The stream's info and the next ``count`` messages of its durable pull consumer."""
+    nc, js = await _connect(url)
+    info = await js.stream_info(stream)
+    psub = await js.pull_subscribe_bind(durable, stream=stream)
+    msgs = await psub.fetch(count, timeout=10)
+    await nc.close()
+    return info, msgs
+
+
 async def _api(nc, subject: str, body=None) -> dict:
     """A $JS.API request with a raw JSON body (nats-py would check or convert it)."""
     payload = b"" if body is None else json.dumps(body).encode()
@@ -182,15 +192,8 @@ def test_lowered_max_topic_levels_leaves_that_stream_out_and_serves_the_rest(tmp
     # The limit raised again: the stream is back as it was, consumer and all.
     broker = twistd(data_dir, "raised")
 
-    async def raised():
-        nc, js = await _connect(broker.url)
-        info = await js.stream_info("DEEP")
-        psub = await js.pull_subscribe_bind("reader", stream="DEEP")
-        msgs = await psub.fetch(3, timeout=10)
-        await nc.close()
-        return info, [m.data for m in msgs]
-
-    info, data = run(raised())
+    info, msgs = run(_info_and_fetch(broker.url, "DEEP", "reader", 3))
+    data = [m.data for m in msgs]
     assert (info.state.messages, info.state.last_seq) == (3, 3)
     assert data == [b"d0", b"d1", b"d2"]
     broker.stop()
@@ -315,15 +318,8 @@ def test_purge_to_a_high_sequence_survives_a_restart_with_a_durable_consumer(sta
     broker.stop()
     broker = start_broker()
 
-    async def at_the_end():
-        nc, js = await _connect(broker.url)
-        info = await js.stream_info("HIGH")
-        psub = await js.pull_subscribe_bind("d", stream="HIGH")
-        msgs = await psub.fetch(1, timeout=10)
-        await nc.close()
-        return info, [(m.metadata.sequence.stream, m.data) for m in msgs]
-
-    info, got = run(at_the_end())
+    info, msgs = run(_info_and_fetch(broker.url, "HIGH", "d", 1))
+    got = [(m.metadata.sequence.stream, m.data) for m in msgs]
     assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (1, LAST_SEQ, LAST_SEQ)
     assert got == [(LAST_SEQ, b"last")]
 

@@ -77,20 +77,24 @@ def default_max_store(data_dir: str) -> int:
 class Account:
     """The limits, and the Quota that the stores of each storage count in."""
 
-    def __init__(self, max_memory: int, max_store: int):
+    def __init__(self, max_memory: int, max_store: int, from_machine=(False, False)):
         self.quotas = {"memory": Quota(max_memory), "file": Quota(max_store)}
+        self._from_machine = from_machine  # (memory, store): derived, not set
 
     @classmethod
     def from_settings(cls, settings, data_dir: str) -> Account:
         """The account of the ``jetstream`` settings, defaults from the machine."""
         max_memory, max_store = settings.max_memory, settings.max_store
-        account = cls(default_max_memory() if max_memory is None else max_memory,
-                      default_max_store(data_dir) if max_store is None else max_store)
+        return cls(default_max_memory() if max_memory is None else max_memory,
+                   default_max_store(data_dir) if max_store is None else max_store,
+                   (max_memory is None, max_store is None))
+
+    def log_limits(self) -> None:
+        """The start-up log line of the limits and where they came from."""
         log.info("JetStream limits: {memory} of memory{how_memory}, {store} of file storage{how_store}",
-                 memory=_mib(account.quotas["memory"].limit), store=_mib(account.quotas["file"].limit),
-                 how_memory=" (from the machine)" if max_memory is None else "",
-                 how_store=" (from the machine)" if max_store is None else "")
-        return account
+                 memory=_mib(self.quotas["memory"].limit), store=_mib(self.quotas["file"].limit),
+                 how_memory=" (from the machine)" if self._from_machine[0] else "",
+                 how_store=" (from the machine)" if self._from_machine[1] else "")
 
     @staticmethod
     def reserved(streams, storage: str, but: str = None) -> int:

@@ -95,6 +95,7 @@ class JetStream(service.Service):
         self.broker.interest_watchers.append(self._interest)
         self.broker.after_sync.append(self._synced)
         file_streams = storage.max_file_streams
+        self.account.log_limits()
         log.info("JetStream ready: {streams} streams, {consumers} consumers; at most {max_streams} streams "
                  "(jetstream.max_streams), {file_streams} of them on file (one open file each; "
                  "half of the open-file limit RLIMIT_NOFILE {nofile})",

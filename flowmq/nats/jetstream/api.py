@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 from flowmq.core.message import Message
-from flowmq.core.filtertrie import FilterTrie, budget, distinct_owners, overlapping
+from flowmq.core.filtertrie import FilterTrie, OverlapTooComplex, budget, distinct_owners, overlapping
 from flowmq.core.store import TooManyStreams
 from flowmq.core.topics import InvalidTopic
 from flowmq.nats.jetstream import errors
@@ -259,7 +259,7 @@ class JetStreamApi:
         return info
 
     def stream_delete(self, args, payload) -> dict:
-        if len(args) == 1 and args[0] in self.service.unrestored:
+        if args[0] in self.service.unrestored:
             self.service.delete_unrestored(args[0])
         else:
             self.service.delete_stream(self._stream(args))
@@ -274,8 +274,11 @@ class JetStreamApi:
             wanted = FilterTrie(((_topic_filter(subject), None),))
             subjects = self.service.subjects
             names: set = set()
-            for _wanted, owners in overlapping(wanted, subjects, budget(subjects.levels + wanted.levels)):
-                names.update(owners)
+            try:
+                for _wanted, owners in overlapping(wanted, subjects, budget(subjects.levels + wanted.levels)):
+                    names.update(owners)
+            except OverlapTooComplex:
+                raise ApiError(errors.BAD_REQUEST) from None
             streams = [s for s in streams if s.name in names]
         return streams, _offset(body)
 

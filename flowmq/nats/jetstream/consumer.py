@@ -28,7 +28,7 @@ from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
 from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, INT64, consumer_filter_subjects, topic_filters
 from flowmq.nats.jetstream.pull import PullRequest
-from flowmq.nats.jetstream.wire import header_block, parse_go_duration, parse_rfc3339, rfc3339, status_message
+from flowmq.nats.jetstream.wire import header_block_length, parse_go_duration, parse_rfc3339, rfc3339, status_message
 from flowmq.nats.subjects import subject_to_topic, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -361,7 +361,7 @@ class Consumer:
         headers = message.headers
         return (len(topic_to_subject(message.topic)) + self._ack_subject_length
                 + len(message.reply_to) - len(self._ack_prefix)
-                + (len(header_block(headers)) if headers else 0) + len(message.payload))
+                + header_block_length(headers) + len(message.payload))
 
     def _deliver(self, stored, deliveries: int, target, message, size: int) -> None:
         self.delivered_consumer_seq += 1

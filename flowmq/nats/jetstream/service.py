@@ -176,7 +176,7 @@ class JetStream(service.Service):
         attach it to the router; if a step fails, ``undo(name)`` (close or
         remove the store) and re-raise, leaving nothing in the router."""
         name = config["name"]
-        stream = None
+        store = stream = None
         try:
             store = self.broker.storage.open_stream(name, store_limits(config), config["storage"],
                                                     STORE_SIZERS[config["storage"]])
@@ -187,6 +187,8 @@ class JetStream(service.Service):
         except Exception:
             if stream is not None:
                 stream.detach()
+            if store is not None:
+                store.use_quota(None)  # its bytes must not count against the other streams
             undo(name)
             raise
         self.streams[name] = stream

@@ -28,7 +28,7 @@ from flowmq.logs import logger
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.wire import dumps, header_block, header_value, rfc3339
+from flowmq.nats.jetstream.wire import dumps, header_block_length, header_value, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -42,7 +42,7 @@ _OMITTED_IF_FALSE = frozenset(("no_ack", "discard_new_per_subject"))
 def _memory_size(topic: str, headers, payload_len: int) -> int:
     """A message's bytes in a memory stream: nats-server's memStoreMsgSize
     (subject + header block + payload + 16)."""
-    return len(topic_to_subject(topic)) + (len(header_block(headers)) if headers else 0) + payload_len + 16
+    return len(topic_to_subject(topic)) + header_block_length(headers) + payload_len + 16
 
 
 def _file_size(topic: str, headers, payload_len: int) -> int:
@@ -50,7 +50,7 @@ def _file_size(topic: str, headers, payload_len: int) -> int:
     record: 22 bytes of lengths, sequence and time, the subject, the header
     block with its 4-byte length if there is one, the payload, an 8-byte hash)."""
     size = 22 + len(topic_to_subject(topic)) + payload_len + 8
-    return size + 4 + len(header_block(headers)) if headers else size
+    return size + 4 + header_block_length(headers) if headers else size
 
 
 #: The store's sizer by the stream's storage: state.bytes and max_bytes count
@@ -150,7 +150,6 @@ class Stream:
         for subscription in self._subscriptions:
             self.broker.router.unsubscribe(subscription)
             self.service.subjects.remove(subscription.filter, self.name)
-            self.service.subjects.remove(subscription.filter, self.name)
         self._subscriptions = []
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -212,7 +211,7 @@ class Stream:
                 if rollup not in ("sub", "all"):
                     raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
         max_size = config["max_msg_size"]
-        if max_size > 0 and len(message.payload) + (len(header_block(headers)) if headers else 0) > max_size:
+        if max_size > 0 and len(message.payload) + header_block_length(headers) > max_size:
             raise ApiError(errors.MESSAGE_TOO_BIG)  # nats-server: header block + payload
         try:
             seq, timestamp = self.store.append(message.topic, headers or None, message.payload)

@@ -119,6 +119,12 @@ def header_block(pairs) -> bytes:
     return codec.encode_headers(pairs or ())
 
 
+def header_block_length(pairs) -> int:
+    """The bytes of the NATS header block of ``pairs`` (0 without headers),
+    what nats-server counts of a message's headers in its sizes."""
+    return len(codec.encode_headers(pairs)) if pairs else 0
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

@@ -9,7 +9,7 @@ import pytest
 
 from flowmq import config
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "etc", "flowmq.toml")
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "etc", "flowmq.toml")
 
 
 def test_defaults():
@@ -85,7 +85,7 @@ def test_command_line_errors_name_the_option_source():
 
 
 def test_readme_documents_every_setting():
-    with open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")) as f:
         text = f.read()
     for setting in config.SETTINGS:
         option = "`--%s`" % setting.option if setting.cli else "file only"

@@ -8,7 +8,7 @@ nats-server takes a header block of length 0 as a message without headers
 
 The raw-bytes tests below run everywhere; the last test drives the real
 nats.js through node and is skipped when node or the nats.js packages are
-missing (``npm install --prefix tests/clients/nats-js``, or the packages in a
+missing (``npm install --prefix tests/nats/clients/nats-js``, or the packages in a
 directory named by ``FLOWMQ_NATS_JS``).
 """
 

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests.test_jetstream_edge_cases import Api, _consumer, _stream
+from tests.jetstream.test_jetstream_edge_cases import Api, _consumer, _stream
 
 MINUTE = 60_000_000_000
 

@@ -18,7 +18,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from tests.conftest import run
-from tests.test_jetstream_edge_cases import Api, _stream
+from tests.jetstream.test_jetstream_edge_cases import Api, _stream
 
 
 async def _connect(broker):

@@ -28,7 +28,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from conftest import run
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 #: A stream's segment file: ``<first seq, 20 digits>.log`` (tombstones.log is not one).
 SEGMENT_FILE = re.compile(r"^\d{20}\.log$")
 #: A record: u32 CRC, u8 type, u32 length of the whole record, ... (flowmq/core/store/records.py).

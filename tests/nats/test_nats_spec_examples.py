@@ -234,7 +234,7 @@ def test_error_handling_example(broker, capsys):
 
 def test_readme_first_example(broker, capsys):
     """The README's first publish-and-subscribe example, pointed at the test broker."""
-    with open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")) as f:
         code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
     assert "nats://127.0.0.1:4222" in code
     exec(compile(code.replace("nats://127.0.0.1:4222", broker.url), "README.md", "exec"), {})

@@ -43,7 +43,7 @@ from flowmq.auth.realm import FlowMQRealm, IFlowMQSession, Session, build_portal
 from flowmq.core.router import filter_matches
 from flowmq.core.topics import InvalidTopic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def outcome(deferred):

@@ -14,7 +14,7 @@ import pytest
 from flowmq.bench import jetstream, protocol, stats
 from flowmq.bench.counter import FrameCounter
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 
 
 def _frames(n, subject=b"bench.1to1", size=16):

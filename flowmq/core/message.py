@@ -21,19 +21,25 @@ class Message:
     - ``origin``: the consumer object of the connection that published it
       (None for messages made inside the broker), so that a connection that
       asked for no echo does not get its own messages back.
+    - ``properties``: None, or the message's less common properties (the
+      protocol-neutral fields that MQTT, AMQP and Kafka carry beyond these).
+    - ``receipt``: None, or the Receipt of a publisher that waits until every
+      destination that keeps the message has stored it.
     - ``wire_cache``: None, or a dict in which protocols keep the encoded
       pieces of this message that every delivery to them reuses (the NATS
       header block, say), keyed by a name each protocol owns.
     """
 
-    __slots__ = ("topic", "payload", "headers", "reply_to", "origin", "wire_cache")
+    __slots__ = ("topic", "payload", "headers", "reply_to", "origin", "properties", "receipt", "wire_cache")
 
-    def __init__(self, topic: str, payload: bytes, headers=None, reply_to=None, origin=None):
+    def __init__(self, topic: str, payload: bytes, headers=None, reply_to=None, origin=None, properties=None):
         self.topic = topic
         self.payload = payload
         self.headers = headers
         self.reply_to = reply_to
         self.origin = origin
+        self.properties = properties
+        self.receipt = None
         self.wire_cache = None
 
     def cached(self, key: str, build):

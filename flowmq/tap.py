@@ -78,17 +78,11 @@ class BrokerService(service.MultiService):
             self.jetstream = JetStream(self.broker, settings)
             self.jetstream.setServiceParent(self)
         self.listeners = {}
-        nats = settings.nats
-        if nats.enabled:
-            tls_first = security.tls_options if security.handshake_first else None
-            self._add_listener("NATS", ImmediateWriteEndpoint(reactor, nats.port, nats.host, tls_options=tls_first),
-                               NatsFactory(self.broker, nats, reactor, security),
-                               "max_payload=%d, %s" % (nats.max_payload, _describe(security)))
-
-    def _add_listener(self, name, endpoint, factory, details):
-        listener = ListenerService(name, endpoint, factory, details)
-        listener.setServiceParent(self)
-        self.listeners[name] = listener
+        for plugin in PROTOCOLS:
+            if getattr(settings, plugin.section).enabled:
+                for listener in plugin.listeners(self.broker, settings, reactor, security):
+                    listener.setServiceParent(self)
+                    self.listeners.setdefault(listener.name, listener)
 
     def privilegedStartService(self):
         source = self.settings.source or "embedded defaults"
@@ -125,6 +119,38 @@ def _describe(security) -> str:
     if security.verify_clients:
         tls += ", client certificates required"
     return "%s, %s" % (auth, tls)
+
+
+class ProtocolPlugin:
+    """One protocol FlowMQ serves: its name in the logs, its config section
+    (``<section>.enabled``, ``.host``, ``.port`` and its own keys, declared in
+    ``flowmq.config``), the factory builder ``build_factory(broker, section
+    settings, clock, security)`` and ``describe(section settings)``, the
+    protocol's own part of the "listening on" log line."""
+
+    def __init__(self, name: str, section: str, build_factory, describe):
+        self.name = name
+        self.section = section
+        self.build_factory = build_factory
+        self.describe = describe
+
+    @property
+    def default_port(self) -> int:
+        return config.default_of(self.section + ".port")
+
+    def listeners(self, broker, settings, reactor, security) -> list:
+        """The listener services of this protocol (not yet started)."""
+        own = getattr(settings, self.section)
+        tls_first = security.tls_options if security.handshake_first else None
+        endpoint = ImmediateWriteEndpoint(reactor, own.port, own.host, tls_options=tls_first)
+        factory = self.build_factory(broker, own, reactor, security)
+        return [ListenerService(self.name, endpoint, factory, "%s, %s" % (self.describe(own), _describe(security)))]
+
+
+#: Every protocol FlowMQ serves; adding one is one entry here (and its section in flowmq.config).
+PROTOCOLS = (
+    ProtocolPlugin("NATS", "nats", NatsFactory, lambda own: "max_payload=%d" % own.max_payload),
+)
 
 
 def build_service(settings, reactor=None, security=None) -> BrokerService:

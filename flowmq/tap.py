@@ -110,15 +110,10 @@ class BrokerService(service.MultiService):
         return service.MultiService.stopService(self)
 
 
-def _describe(security) -> str:
+def _describe(security, tls) -> str:
     """How a listener secures its clients, for the start-up log."""
     auth = "auth required" if security.portal is not None else "no auth"
-    if security.tls_options is None:
-        return auth + ", no TLS"
-    tls = "TLS handshake first" if security.handshake_first else "TLS required"
-    if security.verify_clients:
-        tls += ", client certificates required"
-    return "%s, %s" % (auth, tls)
+    return "%s, %s" % (auth, "no TLS" if tls is None else tls.describe())
 
 
 class ProtocolPlugin:
@@ -141,10 +136,11 @@ class ProtocolPlugin:
     def listeners(self, broker, settings, reactor, security) -> list:
         """The listener services of this protocol (not yet started)."""
         own = getattr(settings, self.section)
-        tls_first = security.tls_options if security.handshake_first else None
+        tls = security.tls
+        tls_first = tls.options if tls is not None and tls.handshake_first else None
         endpoint = ImmediateWriteEndpoint(reactor, own.port, own.host, tls_options=tls_first)
-        factory = self.build_factory(broker, own, reactor, security)
-        return [ListenerService(self.name, endpoint, factory, "%s, %s" % (self.describe(own), _describe(security)))]
+        factory = self.build_factory(broker, own, reactor, security, tls)
+        return [ListenerService(self.name, endpoint, factory, "%s, %s" % (self.describe(own), _describe(security, tls)))]
 
 
 #: Every protocol FlowMQ serves; adding one is one entry here (and its section in flowmq.config).

@@ -76,8 +76,10 @@ class ListenerService(service.Service):
 
     log = logger("flowmq.listener")
 
-    def __init__(self, protocol_name: str, endpoint, factory: ConnectionRegistry, details: str = ""):
-        self.name = protocol_name
+    def __init__(self, protocol_name: str, endpoint, factory: ConnectionRegistry, details: str = "", name=None):
+        self.protocol = protocol_name
+        #: The service's name in the broker: the protocol's, or "NATS 2" ... for its other listeners.
+        self.name = name or protocol_name
         self.endpoint = endpoint
         self.factory = factory
         self.details = details
@@ -96,7 +98,7 @@ class ListenerService(service.Service):
             address = self.port.getHost()
             self.log.info(
                 "{protocol} listening on {host}:{port}{details}",
-                protocol=self.name, host=address.host, port=address.port,
+                protocol=self.protocol, host=address.host, port=address.port,
                 details=" (%s)" % self.details if self.details else "",
             )
 

@@ -75,6 +75,25 @@ class Security:
         elif tls.verify or tls.handshake_first or tls.ca is not None or self.certificate_logins:
             raise ConfigError("%s: tls.ca, tls.verify, tls.handshake_first and auth.certificates "
                               "need tls.cert and tls.key" % self.source)
+        #: The TLS of each entry of each protocol's ``<section>.listeners``, by section.
+        self.listeners = {
+            section: [self._entry_tls(section, number, entry) for number, entry in enumerate(own.listeners, 1)]
+            for section, own in vars(settings).items() if hasattr(own, "listeners")
+        }
+
+    def _entry_tls(self, section: str, number: int, entry: dict):
+        """The TLS of entry ``number`` of ``<section>.listeners`` (its own
+        certificate, the [tls] section's, or None for plain text)."""
+        names = "%s.listeners[%d]." % (section, number)
+        if entry["cert"] is not None or entry["key"] is not None:
+            return listener_tls(names, entry["cert"], entry["key"], entry["ca"], entry["verify"],
+                                entry["handshake_first"], self.tls_timeout, self.source)
+        if not entry["tls"]:
+            return None
+        if self.tls is None:
+            raise ConfigError("%s: %stls needs tls.cert and tls.key, or the entry's own cert and key"
+                              % (self.source, names))
+        return self.tls
 
 
 def _source(settings):

@@ -9,6 +9,7 @@ the MultiService (the broker first, then one listener per protocol) that
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import platform
 
@@ -41,7 +42,7 @@ class Options(usage.Options):
     )
     optParameters = [["config", "c", None, "TOML config file to load (see etc/flowmq.toml)"]] + [
         [setting.option, None, None,
-         setting.help if setting.default is None else "%s [default: %s]" % (setting.help, setting.default)]
+         setting.help if setting.default in (None, ()) else "%s [default: %s]" % (setting.help, setting.default)]
         for setting in config.SETTINGS
         if setting.cli
     ]
@@ -77,12 +78,15 @@ class BrokerService(service.MultiService):
         if settings.jetstream.enabled:  # a sibling of the broker: it saves its consumers before the engine closes
             self.jetstream = JetStream(self.broker, settings)
             self.jetstream.setServiceParent(self)
+        #: Listener services by name: the protocol's ("NATS") for its first
+        #: listener, then "NATS 2", "NATS 3" ... for those of <section>.listeners.
         self.listeners = {}
+        client_ids = itertools.count(1)  # one [cid N] per client of the whole broker
         for plugin in PROTOCOLS:
             if getattr(settings, plugin.section).enabled:
-                for listener in plugin.listeners(self.broker, settings, reactor, security):
+                for listener in plugin.listeners(self.broker, settings, reactor, security, client_ids):
                     listener.setServiceParent(self)
-                    self.listeners.setdefault(listener.name, listener)
+                    self.listeners[listener.name] = listener
 
     def privilegedStartService(self):
         source = self.settings.source or "embedded defaults"
@@ -133,14 +137,27 @@ class ProtocolPlugin:
     def default_port(self) -> int:
         return config.default_of(self.section + ".port")
 
-    def listeners(self, broker, settings, reactor, security) -> list:
-        """The listener services of this protocol (not yet started)."""
+    def listeners(self, broker, settings, reactor, security, client_ids=None) -> list:
+        """The listener services of this protocol (not yet started): one on
+        ``<section>.host``/``.port`` (TLS with [tls] when it is set), one
+        per entry of ``<section>.listeners``. Their factories share the
+        connection limit, and ``client_ids`` (the broker's one counter)."""
         own = getattr(settings, self.section)
-        tls = security.tls
-        tls_first = tls.options if tls is not None and tls.handshake_first else None
-        endpoint = ImmediateWriteEndpoint(reactor, own.port, own.host, tls_options=tls_first)
-        factory = self.build_factory(broker, own, reactor, security, tls)
-        return [ListenerService(self.name, endpoint, factory, "%s, %s" % (self.describe(own), _describe(security, tls)))]
+        if client_ids is None:
+            client_ids = itertools.count(1)
+        places = [(own.host, own.port, security.tls)]
+        for entry, tls in zip(own.listeners, security.listeners[self.section]):
+            places.append((own.host if entry["host"] is None else entry["host"], entry["port"], tls))
+        siblings: list = []
+        services = []
+        for number, (host, port, tls) in enumerate(places, 1):
+            tls_first = tls.options if tls is not None and tls.handshake_first else None
+            endpoint = ImmediateWriteEndpoint(reactor, port, host, tls_options=tls_first)
+            factory = self.build_factory(broker, own, reactor, security, tls, client_ids, siblings)
+            services.append(ListenerService(self.name, endpoint, factory,
+                                            "%s, %s" % (self.describe(own), _describe(security, tls)),
+                                            self.name if number == 1 else "%s %d" % (self.name, number)))
+        return services
 
 
 #: Every protocol FlowMQ serves; adding one is one entry here (and its section in flowmq.config).

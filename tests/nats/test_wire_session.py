@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
 
 
@@ -152,3 +151,9 @@ def test_over_the_connection_limit_gets_info_then_an_error(wire):
     first.finish()
     third = broker.connect("nats")
     assert third.take().startswith(b"INFO ") and not third.closing
+
+
+def test_the_shared_limits_apply_to_nats_unless_it_overrides_them(wire):
+    assert _info(wire(**{"limits.max_payload": 2048}).connect("nats").take_line())["max_payload"] == 2048
+    overridden = wire(**{"limits.max_payload": 2048, "nats.max_payload": 512}).connect("nats")
+    assert _info(overridden.take_line())["max_payload"] == 512

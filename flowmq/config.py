@@ -374,11 +374,6 @@ def defaults() -> SimpleNamespace:
     return load(None, {})
 
 
-def default_of(name: str):
-    """The embedded default of the setting ``name`` ("nats.port")."""
-    return _BY_NAME[name].default
-
-
 def load(path, overrides) -> SimpleNamespace:
     """Defaults, then the TOML file at ``path`` (if any), then ``overrides``.
 

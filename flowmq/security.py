@@ -23,13 +23,11 @@ class ListenerTLS:
     protocol's first frame or after it (``handshake_first``), whether client
     certificates are required, and how long a client has for its handshake."""
 
-    def __init__(self, options, handshake_first: bool, verify_clients: bool, timeout: float, has_ca: bool):
+    def __init__(self, options, handshake_first: bool, verify_clients: bool, timeout: float):
         self.options = options
         self.handshake_first = handshake_first
         self.verify_clients = verify_clients
         self.timeout = timeout
-        #: Client certificates are asked for (a CA to check them is set).
-        self.has_ca = has_ca
 
     def describe(self) -> str:
         """For the start-up log."""
@@ -49,7 +47,7 @@ def listener_tls(names: str, cert, key, ca, verify: bool, handshake_first: bool,
         options = server_options(cert, key, ca, verify, names=names)
     except TLSConfigError as e:
         raise ConfigError("%s: %s" % (source, e)) from None
-    return ListenerTLS(options, handshake_first, verify, timeout, ca is not None)
+    return ListenerTLS(options, handshake_first, verify, timeout)
 
 
 class Security:

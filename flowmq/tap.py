@@ -121,21 +121,20 @@ def _describe(security, tls) -> str:
 
 
 class ProtocolPlugin:
-    """One protocol FlowMQ serves: its name in the logs, its config section
-    (``<section>.enabled``, ``.host``, ``.port`` and its own keys, declared in
-    ``flowmq.config``), the factory builder ``build_factory(broker, section
-    settings, clock, security)`` and ``describe(section settings)``, the
-    protocol's own part of the "listening on" log line."""
+    """One protocol FlowMQ serves: its name in the logs; its config section
+    (``<section>.enabled``, ``.host``, ``.port`` with the default port,
+    ``.listeners``, the [limits] overrides and its own keys, declared in
+    ``flowmq.config`` with every other default); ``build_factory(broker,
+    section settings, clock, security, tls, client_ids, siblings)``, which
+    makes a ``flowmq.listener.ConnectionRegistry`` for one listener; and
+    ``describe(section settings)``, the protocol's own part of the
+    "listening on" log line."""
 
     def __init__(self, name: str, section: str, build_factory, describe):
         self.name = name
         self.section = section
         self.build_factory = build_factory
         self.describe = describe
-
-    @property
-    def default_port(self) -> int:
-        return config.default_of(self.section + ".port")
 
     def listeners(self, broker, settings, reactor, security, client_ids=None) -> list:
         """The listener services of this protocol (not yet started): one on

@@ -40,6 +40,12 @@ class WireTransport(StringTransport):
         StringTransport.__init__(self, peerAddress=IPv4Address("TCP", "10.0.0.1", peer_port))
         self.taken = 0
         self.aborted = False
+        self.tls_options = None  # the options of startTLS, once the protocol asked for it
+
+    def startTLS(self, options):
+        """The in-band TLS upgrade: noted (the bytes stay clear text here; a
+        test plays the handshake's end with ``protocol.handshakeCompleted()``)."""
+        self.tls_options = options
 
     def peer_progress(self) -> tuple:
         written = len(self.io.getvalue())

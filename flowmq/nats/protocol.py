@@ -279,6 +279,9 @@ class NatsConnection(BrokerConnection):
     def _on_ping(self, op):
         self.send(codec.PONG)
 
+    def keepalive_frame(self) -> bytes:
+        return codec.PING
+
     def _on_pong(self, op):
         self.keepalive_answered()
 
@@ -445,9 +448,6 @@ class NatsConnection(BrokerConnection):
         subscription.delivered += 1
         if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
             self._remove(subscription)
-
-    def keepalive_frame(self) -> bytes:
-        return codec.PING
 
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from tlscerts import make_pki
+
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
 
 
@@ -157,3 +161,27 @@ def test_the_shared_limits_apply_to_nats_unless_it_overrides_them(wire):
     assert _info(wire(**{"limits.max_payload": 2048}).connect("nats").take_line())["max_payload"] == 2048
     overridden = wire(**{"limits.max_payload": 2048, "nats.max_payload": 512}).connect("nats")
     assert _info(overridden.take_line())["max_payload"] == 512
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
+
+
+def test_tls_upgrade_after_info_and_the_handshake_timeout(wire, pki):
+    client = wire(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key, "tls.timeout": 2.0}).connect("nats")
+    assert _info(client.take_line())["tls_required"] is True
+    assert client.transport.tls_options is not None  # TLS starts right after INFO, in clear text
+    client.advance(1.9)
+    assert not client.transport.aborted
+    client.advance(0.2)
+    assert client.transport.aborted  # no handshake in time: cut off without a word
+
+
+def test_a_finished_tls_handshake_stops_its_timeout(wire, pki):
+    client = wire(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key, "tls.timeout": 2.0}).connect("nats")
+    client.take()
+    client.advance(1.0)
+    client.protocol.handshakeCompleted()
+    client.advance(5)
+    assert not client.closing

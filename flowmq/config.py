@@ -6,8 +6,18 @@ A config file is TOML with one table per section::
     [broker]
     data_dir = "/var/lib/flowmq"
 
+    [limits]
+    max_payload = 1048576
+
     [nats]
     port = 4222
+
+``[limits]`` holds the per-connection limits every protocol shares; a
+protocol's section may override one of them for that protocol (its default is
+then ``limits.<key>``, and ``settings.<section>.<key>`` always holds the value
+in force). Each protocol section has ``enabled``, ``host``, ``port`` (its
+first listener, with ``[tls]`` when ``tls.cert`` is set) and ``listeners``
+(more ports, each plain or TLS with ``[tls]``'s or its own certificate).
 
 Each setting is also a command-line option named ``--<section>-<key>`` with
 underscores as dashes (``--nats-max-payload``); the command line overrides the
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 from flowmq.core.topics import InvalidTopic, validate_filter
 
@@ -170,6 +181,52 @@ def _string_table(entry, where):
     return dict(entry)
 
 
+#: The keys of an entry of ``<protocol>.listeners``.
+LISTENER_KEYS = ("host", "port", "tls", "cert", "key", "ca", "verify", "handshake_first")
+
+
+def _listener(entry, where):
+    """One more listener of a protocol: port, host (default: the section's
+    host), and TLS: ``tls = true`` for the [tls] section's certificate, or
+    its own ``cert`` and ``key`` (with ``ca``, ``verify``, ``handshake_first``)."""
+    try:
+        listener = {"port": _port(entry["port"])}
+        listener["host"] = _string(entry["host"]) if "host" in entry else None
+        for key in ("cert", "key", "ca"):
+            listener[key] = _string(entry[key]) if key in entry else None
+        for key in ("tls", "verify", "handshake_first"):
+            listener[key] = _boolean(entry.get(key, False))
+    except ValueError as e:
+        raise ValueError("%s: %s" % (where, e)) from None
+    own = listener["cert"] is not None or listener["key"] is not None
+    if not own and (listener["ca"] is not None or listener["verify"] or listener["handshake_first"]):
+        raise ValueError("%s: ca, verify and handshake_first go with the entry's own cert and key "
+                         "(with tls = true, the [tls] section's apply)" % where)
+    listener["tls"] = listener["tls"] or own
+    return listener
+
+
+def _listener_url(text, where):
+    """``tcp://HOST:PORT`` (plain) or ``tls://HOST:PORT`` (the [tls] section's TLS)."""
+    try:
+        url = urlsplit(text.strip())
+        port = url.port
+    except ValueError as e:
+        raise ValueError("%s: %s" % (where, e)) from None
+    if url.scheme not in ("tcp", "tls") or port is None or url.path or url.query:
+        raise ValueError("%s: %r is not tcp://HOST:PORT or tls://HOST:PORT" % (where, text))
+    return _listener({"host": url.hostname or "", "port": port, "tls": url.scheme == "tls"}, where)
+
+
+def _listeners(value):
+    """A list of [[<protocol>.listeners]] tables, or (command line) a comma
+    separated list of tcp://HOST:PORT and tls://HOST:PORT."""
+    if isinstance(value, str):
+        return tuple(_listener_url(text, "entry %d" % number)
+                     for number, text in enumerate(value.split(","), 1) if text.strip())
+    return _tables(LISTENER_KEYS, ("port",), _listener)(value)
+
+
 def _choice(*choices):
     def parse(text):
         if text not in choices:
@@ -182,16 +239,18 @@ class Setting:
     """One setting: where it lives, how to read it, its default and its help.
 
     ``cli`` False: a structured setting (a list of tables) that only a
-    config file can give.
+    config file can give. ``inherit``: the setting whose value this one takes
+    when it is not given (a protocol's override of a ``[limits]`` key).
     """
 
-    def __init__(self, section, key, parse, default, help, cli=True):
+    def __init__(self, section, key, parse, default, help, cli=True, inherit=None):
         self.section = section
         self.key = key
         self.parse = parse
         self.default = default
         self.help = help
         self.cli = cli
+        self.inherit = inherit
 
     @property
     def name(self):
@@ -200,6 +259,44 @@ class Setting:
     @property
     def option(self):
         return ("%s-%s" % (self.section, self.key)).replace("_", "-")
+
+
+#: The per-connection limits every protocol shares (section [limits]); a
+#: protocol's section may override each of them for that protocol.
+_LIMITS = (
+    ("max_payload", _positive_int, 1048576, "largest message payload (headers included) in bytes"),
+    ("max_connections", _positive_int, 65536, "most client connections at once, over all listeners of a protocol"),
+    ("max_pending", _positive_int, 67108864,
+     "bytes that may wait for one slow client before it is cut off as a slow consumer"),
+    ("ping_interval", _positive_float, 120.0,
+     "seconds between the server's keepalive PINGs (or the protocol's own keepalive frame)"),
+    ("max_pings_out", _positive_int, 2, "unanswered PINGs after which a connection is closed as stale"),
+    ("write_deadline", _positive_float, 10.0,
+     "seconds a client's output may stay backed up without it catching up (then it is cut "
+     "off as a slow consumer), and a closing connection gets to take its last bytes"),
+    ("stall_deadline", _positive_float, 2.0,
+     "seconds a client may take nothing at all while its output is backed up (then it is "
+     "cut off as a slow consumer); after 0.5 s of that it no longer holds back publishers"),
+)
+
+
+def _protocol_settings(section, label, port):
+    """What every protocol's section has: enabled, host, port, listeners,
+    and its overrides of the [limits] keys."""
+    return (
+        Setting(section, "enabled", _boolean, True, "serve the %s protocol" % label),
+        Setting(section, "host", _string, "0.0.0.0", "address the %s listener binds to" % label),
+        Setting(section, "port", _port, port,
+                "%s port (0 picks a free port); TLS with [tls] when tls.cert is set" % label),
+        Setting(section, "listeners", _listeners, (),
+                "more %s listeners: [[%s.listeners]] with port, host, and tls = true ([tls]'s certificate) "
+                "or their own cert, key, ca, verify, handshake_first; on the command line "
+                "tcp://HOST:PORT,tls://HOST:PORT" % (label, section)),
+    ) + tuple(
+        Setting(section, key, parse, None, "limits.%s for %s alone (when set)" % (key, label),
+                inherit="limits." + key)
+        for key, parse, _, _ in _LIMITS
+    )
 
 
 SETTINGS = (
@@ -213,29 +310,12 @@ SETTINGS = (
             "number of topics whose routing result is cached"),
     Setting("broker", "max_topic_levels", _positive_int, 128,
             "most levels in a subscription's topic filter (a NATS token is one level, a trailing '>' two)"),
-    Setting("nats", "enabled", _boolean, True, "serve the NATS protocol"),
-    Setting("nats", "host", _string, "0.0.0.0", "address the NATS listener binds to"),
-    Setting("nats", "port", _port, 4222, "NATS port (0 picks a free port)"),
-    Setting("nats", "max_payload", _positive_int, 1048576,
-            "largest message payload (headers included) in bytes"),
+    *(Setting("limits", key, parse, default, help) for key, parse, default, help in _LIMITS),
+    *_protocol_settings("nats", "NATS", 4222),
     Setting("nats", "max_control_line", _positive_int, 4096,
             "longest protocol line (PUB, SUB, CONNECT ...) in bytes"),
-    Setting("nats", "max_connections", _positive_int, 65536,
-            "most NATS client connections at once"),
     Setting("nats", "max_subscriptions", _positive_int, 1000000,
             "most subscriptions on one connection"),
-    Setting("nats", "max_pending", _positive_int, 67108864,
-            "bytes that may wait for one slow client before it is cut off as a slow consumer"),
-    Setting("nats", "ping_interval", _positive_float, 120.0,
-            "seconds between the server's keepalive PINGs"),
-    Setting("nats", "max_pings_out", _positive_int, 2,
-            "unanswered PINGs after which a connection is closed as stale"),
-    Setting("nats", "write_deadline", _positive_float, 10.0,
-            "seconds a client's output may stay backed up without it catching up (then it is cut "
-            "off as a slow consumer), and a closing connection gets to take its last bytes"),
-    Setting("nats", "stall_deadline", _positive_float, 2.0,
-            "seconds a client may take nothing at all while its output is backed up (then it is "
-            "cut off as a slow consumer); after 0.5 s of that it no longer holds back publishers"),
     Setting("auth", "user", _string, None, "user name of the single-user setup (with auth.password)"),
     Setting("auth", "password", _secret, None,
             "password of auth.user: plain text or a bcrypt hash (python -m flowmq.auth.passwords)"),
@@ -305,6 +385,9 @@ def load(path, overrides) -> SimpleNamespace:
         values.update(_read_file(path))
     for name, raw in overrides.items():
         values[name] = _parse(_setting_named(name, "the command line"), raw, "the command line")
+    for setting in SETTINGS:
+        if setting.inherit is not None and values[setting.name] is None:
+            values[setting.name] = values[setting.inherit]
     settings = SimpleNamespace(**{section: SimpleNamespace() for section in SECTIONS})
     for name, value in values.items():
         section, key = name.split(".")

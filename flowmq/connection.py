@@ -2,6 +2,10 @@
 
 ``BrokerConnection`` is the base of each protocol's Protocol class. It owns:
 
+- the connection's life: the listener's connection limit, the TLS upgrade
+  and its handshake timeout, the login through the twisted.cred portal and
+  its authentication timeout, the keepalive, the graceful close, and the
+  cancelling of all of them when the client goes;
 - the output queue: frames are queued with ``send()`` and written in one
   ``transport.write`` per batch (the broker's WriteBatcher decides when);
 - the slow-consumer rules: the connection is a streaming producer of its
@@ -20,24 +24,38 @@
   fast publishers slow down to what a subscriber that is reading can take,
   instead of cutting it off. Only a client that took bytes within the last
   ``HOLD_TICKS`` ticks holds anybody: one that stops reading releases its
-  publishers after 0.5 s, and is cut off alone;
-- the graceful close: flush what is queued, close, abort after the deadline.
+  publishers after 0.5 s, and is cut off alone.
 
-A subclass implements ``stop_consuming()`` (drop its subscriptions) and
-``farewell(reason)`` (the protocol's last frame to a client cut off as a
-slow consumer), and calls ``hold_publisher(message.origin)`` after each
-delivery it queues.
+Its factory is a ``flowmq.listener.ConnectionRegistry`` (broker, clock,
+limits, security, the listener's TLS, client ids). A subclass speaks the
+protocol's own frames through these hooks:
+
+- ``greet()``: the first frame, sent on connect (NATS: INFO);
+- ``farewell(reason)``: the last frame to a client closed for one of the
+  ``CLOSE_*`` reasons below (NATS: its -ERR text);
+- ``keepalive_frame()``: what the server sends every ``ping_interval``
+  (NATS: PING); ``keepalive_answered()`` when the client proves it lives;
+- ``logged_in()``: after a login (``log_in(credentials, who)``) succeeded;
+- ``stop_consuming()``: drop every subscription;
+
+and it calls ``hold_publisher(message.origin)`` after each delivery it
+queues.
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from flowmq.auth.credentials import CertificateCredentials, presented_by
+from flowmq.auth.permissions import UNRESTRICTED
+from flowmq.auth.realm import IFlowMQSession
 from flowmq.logs import logger
+from flowmq.tls import peer_identity
 
 #: Output above which a backed-up connection starts holding its publishers.
 HOLD_PUBLISHERS_AT = 1 << 20
@@ -49,29 +67,39 @@ TICK = 0.1
 #: reading stalls the others for at most that long.
 HOLD_TICKS = 5
 
+# Why the connection base closes a client; ``farewell(reason)`` says it in the protocol's words.
+CLOSE_SLOW_CONSUMER = "slow consumer"
+CLOSE_TOO_MANY_CONNECTIONS = "too many connections"
+CLOSE_AUTH_TIMEOUT = "authentication timeout"
+CLOSE_LOGIN_REFUSED = "login refused"
+CLOSE_STALE = "stale connection"
 
-@implementer(IPushProducer)
+
+@implementer(IPushProducer, IHandshakeListener)
 class BrokerConnection(Protocol, metaclass=ABCMeta):
-    """A client connection of any protocol: output queue, slow consumers, flow control."""
+    """A client connection of any protocol: life cycle, login, keepalive,
+    output queue, slow consumers, flow control."""
 
     log = logger("flowmq.connection")
 
-    def __init__(self, broker, clock, client_id: int, max_pending: int, write_deadline: float,
-                 stall_deadline: float):
-        self.broker = broker
-        self.clock = clock
-        self.client_id = client_id
+    def __init__(self, factory):
+        self.factory = factory
+        self.broker = factory.broker
+        self.clock = factory.clock
+        self.client_id = factory.next_client_id()
         self.peer = "?"
         #: The logged-in user's Permissions, None when unrestricted; the
         #: broker checks publishes, subscriptions and deliveries against it.
         self.permissions = None
-        self._batcher = broker.batcher
-        self._max_pending = max_pending
-        self._hold_at = min(max_pending // 4, HOLD_PUBLISHERS_AT)
-        self._write_deadline = write_deadline
+        limits = factory.limits
+        self._limits = limits
+        self._batcher = self.broker.batcher
+        self._max_pending = limits.max_pending
+        self._hold_at = min(limits.max_pending // 4, HOLD_PUBLISHERS_AT)
+        self._write_deadline = limits.write_deadline
         # Counted in ticks, not read off the clock: a broker that did not run
         # for a while (a loaded machine) must not blame its clients for it.
-        self._stall_ticks = max(1, round(stall_deadline / TICK))
+        self._stall_ticks = max(1, round(limits.stall_deadline / TICK))
         self._out: list = []
         self._pending = 0
         self._marked = False
@@ -86,6 +114,17 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._abort_call = None  # cuts a closing client off if it does not take its last bytes
         self._holding = None  # the publishers this connection holds back
         self._held_by = None  # the connections holding back this one's input
+        self._pings_out = 0
+        self._ping_call = None
+        # Authentication (when the factory's security has a portal): the
+        # avatar, the auth timeout, the login under way, the logout.
+        self.session = None
+        self._auth_call = None
+        self._login = None  # the Deferred of a login under way
+        self._logout = None
+        self._tls_call = None  # closes a client that does not finish its TLS handshake
+
+    # -- connection life cycle ------------------------------------------------
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -94,19 +133,53 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if hasattr(self.transport, "setTcpNoDelay"):
             # Small frames go out at once: no Nagle delay on replies (nats-server does the same).
             self.transport.setTcpNoDelay(True)
+        factory = self.factory
+        within_limit = factory.register(self)
+        self.greet()  # nats-server sends INFO before it refuses one connection too many
+        if not within_limit:
+            self.log.warn("[cid {cid}] {peer} refused: {max} connections already open",
+                          cid=self.client_id, peer=self.peer, max=factory.max_connections)
+            self.close_for(CLOSE_TOO_MANY_CONNECTIONS)
+            return
+        self.log.debug("[cid {cid}] client connected from {peer}", cid=self.client_id, peer=self.peer)
+        tls = factory.tls
+        if tls is not None:
+            self._tls_call = self.clock.callLater(tls.timeout, self._tls_timed_out)
+            if not tls.handshake_first:
+                # In-band upgrade: the greeting in clear text, then TLS on the same socket.
+                self.flush_output()
+                self.transport.startTLS(tls.options)
+        security = factory.security
+        if security.portal is not None:
+            self._auth_call = self.clock.callLater(security.auth_timeout, self._auth_timed_out)
+        self._ping_call = self.clock.callLater(self._limits.ping_interval, self._keepalive)
 
     def connectionLost(self, reason):
-        self._closing = True
-        self._out = []
-        self._pending = 0
-        self._stop_watching()
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
-        self._release_publishers()
-        self._held_by = None
-        self.stop_consuming()
+        for call in (self._ping_call, self._auth_call, self._tls_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self._login is not None:
+            self._login.cancel()  # a bcrypt check still waiting is dropped
+        if self._logout is not None:
+            self._logout()
+        try:
+            self._closing = True
+            self._out = []
+            self._pending = 0
+            self._stop_watching()
+            if self._abort_call is not None and self._abort_call.active():
+                self._abort_call.cancel()
+            self._release_publishers()
+            self._held_by = None
+            self.stop_consuming()
+        finally:
+            self.factory.unregister(self)
+        self.log.debug("[cid {cid}] {peer} closed", cid=self.client_id, peer=self.peer)
 
     # -- what subclasses provide ------------------------------------------------
+
+    def greet(self) -> None:
+        """Send the protocol's first frame, if it has one (NATS: INFO)."""
 
     @abstractmethod
     def stop_consuming(self) -> None:
@@ -114,7 +187,101 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
 
     @abstractmethod
     def farewell(self, reason: str) -> bytes:
-        """The protocol's last frame to a client that is cut off (a NATS -ERR ...)."""
+        """The protocol's last frame to a client closed for ``reason`` (a
+        CLOSE_* constant; NATS: -ERR and its text), b"" for none."""
+
+    def keepalive_frame(self) -> bytes:
+        """What the server sends every ping_interval to see that the client
+        lives (NATS: PING); b"" for none (the client must show it lives)."""
+        return b""
+
+    def logged_in(self) -> None:
+        """The login succeeded (``self.session`` is set, reading resumes)."""
+
+    # -- login (twisted.cred), TLS and authentication timeouts --------------------
+
+    def log_in(self, credentials, who: str) -> None:
+        """Log in through the portal with ``credentials`` (None: nothing to
+        check, the login fails); ``who`` names them in the log. Reading stops
+        until the login is decided; then ``logged_in()`` runs, or the client
+        is closed with CLOSE_LOGIN_REFUSED."""
+        self.transport.pauseProducing()
+        if credentials is None:
+            self._login_failed(None, who)
+            return
+        presented_by(credentials, self.transport.getPeer())  # bcrypt checks queue per address
+        self._login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
+        self._login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
+
+    def certificate_credentials(self):
+        """(credentials, who) of the client's verified TLS certificate when
+        certificate logins are on, else None."""
+        if self.factory.security.certificate_logins:
+            identity = peer_identity(self.transport)
+            if identity is not None:
+                return CertificateCredentials(*identity), "certificate %s" % identity[1]
+        return None
+
+    def _logged_in(self, result):
+        self._login = None
+        if self._closing:
+            return
+        _, self.session, self._logout = result
+        if self.session.permissions is not UNRESTRICTED:
+            self.permissions = self.session.permissions
+        if self._auth_call is not None and self._auth_call.active():
+            self._auth_call.cancel()
+        self.log.debug("[cid {cid}] {peer} logged in as {user}", cid=self.client_id, peer=self.peer,
+                       user=self.session.user)
+        self.transport.resumeProducing()
+        self.logged_in()
+
+    def _login_failed(self, failure, who):
+        self._login = None
+        if failure is not None and failure.check(defer.CancelledError):
+            return  # the client went away while its login waited
+        # The user name, the peer and why (a refused or a crowded check), never the password.
+        self.log.info("[cid {cid}] authentication failed for {who} from {peer}: {why}",
+                      cid=self.client_id, who=who, peer=self.peer,
+                      why="nothing to check" if failure is None else failure.getErrorMessage())
+        self.close_for(CLOSE_LOGIN_REFUSED)
+
+    def handshakeCompleted(self):
+        """IHandshakeListener: the client finished its TLS handshake in time."""
+        if self._tls_call is not None and self._tls_call.active():
+            self._tls_call.cancel()
+        self._tls_call = None
+
+    def _tls_timed_out(self):
+        self._tls_call = None
+        self.log.info("[cid {cid}] {peer} did not complete the TLS handshake in time",
+                      cid=self.client_id, peer=self.peer)
+        self.transport.abortConnection()
+
+    def _auth_timed_out(self):
+        self._auth_call = None
+        if self.session is None:
+            self.log.info("[cid {cid}] {peer} did not authenticate in time", cid=self.client_id, peer=self.peer)
+            self.close_for(CLOSE_AUTH_TIMEOUT)
+
+    # -- keepalive ----------------------------------------------------------------
+
+    def keepalive_answered(self) -> None:
+        """The client answered the keepalive (NATS: PONG)."""
+        self._pings_out = 0
+
+    def _keepalive(self) -> None:
+        if self._pings_out + 1 > self._limits.max_pings_out:
+            self.log.info("[cid {cid}] stale connection {peer}: {n} PINGs unanswered",
+                          cid=self.client_id, peer=self.peer, n=self._pings_out)
+            self._ping_call = None
+            self.close_for(CLOSE_STALE)
+            return
+        self._pings_out += 1
+        frame = self.keepalive_frame()
+        if frame:
+            self.send(frame)
+        self._ping_call = self.clock.callLater(self._limits.ping_interval, self._keepalive)
 
     # -- output -----------------------------------------------------------------
 
@@ -141,6 +308,13 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self._pending = 0
             self.transport.write(data)
 
+    def close_for(self, reason: str) -> None:
+        """Send the protocol's farewell for ``reason`` after what is queued, then close."""
+        frame = self.farewell(reason)
+        if frame:
+            self.send(frame)
+        self.close_gracefully()
+
     def close_gracefully(self) -> None:
         """Stop taking work, write what is queued, close; cut it off if the
         client does not take its bytes within the write deadline."""
@@ -164,7 +338,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
                       cid=self.client_id, peer=self.peer, why=why)
         self._out = []
         self._pending = 0
-        self.transport.write(self.farewell("Slow Consumer"))
+        self.transport.write(self.farewell(CLOSE_SLOW_CONSUMER))
         self.close_gracefully()
 
     # -- IPushProducer: the transport says when it is full -------------------------

@@ -1,13 +1,20 @@
 """What every protocol listener shares: the listening service, the connection
 registry with its connection limit, and the graceful drain at shutdown.
 
-A protocol's factory subclasses ``ConnectionRegistry``; its protocol calls
-``register``/``unregister`` and implements ``close_gracefully()`` (flush what
-is queued, then close). The listener service binds an endpoint, logs where it
-listens, and on stop closes the port first and then drains the connections.
+A protocol's factory subclasses ``ConnectionRegistry``, which carries what its
+connections (``flowmq.connection.BrokerConnection``) need: the broker, the
+clock, the limits, the security (portal) and the listener's own TLS, and the
+client ids. One protocol may listen on several ports (a plain and a TLS one):
+one factory per listener, the connection limit counted over all of that
+protocol's listeners, client ids counted once for the whole broker so that a
+``[cid N]`` in the logs names one client. The listener service binds an
+endpoint, logs where it listens, and on stop closes the port first and then
+drains the connections.
 """
 
 from __future__ import annotations
+
+import itertools
 
 from twisted.application import service
 from twisted.internet import defer
@@ -21,21 +28,32 @@ class ConnectionRegistry(Factory):
 
     noisy = False
 
-    def __init__(self, clock, max_connections: int):
+    def __init__(self, broker, clock, limits, security, tls=None, client_ids=None, siblings=None):
+        self.broker = broker
         self.clock = clock
-        self.max_connections = max_connections
+        #: max_connections, max_payload, max_pending, write_deadline,
+        #: stall_deadline, ping_interval, max_pings_out (flowmq.config).
+        self.limits = limits
+        self.max_connections = limits.max_connections
+        self.security = security
+        #: This listener's flowmq.security.ListenerTLS, None for plain text.
+        self.tls = tls
+        self._client_ids = client_ids if client_ids is not None else itertools.count(1)
+        #: The registries of every listener of this protocol (they share the connection limit).
+        self.siblings = siblings if siblings is not None else [self]
+        if self not in self.siblings:
+            self.siblings.append(self)
         self.connections: set = set()
         self._lost: dict = {}  # connection -> Deferred fired when it is gone
-        self._next_id = 0
 
     def next_client_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        return next(self._client_ids)
 
     def register(self, connection) -> bool:
-        """Track a new connection; False when it is over the connection limit."""
+        """Track a new connection; False when the protocol's listeners are
+        over their connection limit together."""
         self.connections.add(connection)
-        return len(self.connections) <= self.max_connections
+        return sum(len(registry.connections) for registry in self.siblings) <= self.max_connections
 
     def unregister(self, connection) -> None:
         self.connections.discard(connection)
@@ -58,8 +76,10 @@ class ListenerService(service.Service):
 
     log = logger("flowmq.listener")
 
-    def __init__(self, protocol_name: str, endpoint, factory: ConnectionRegistry, details: str = ""):
-        self.name = protocol_name
+    def __init__(self, protocol_name: str, endpoint, factory: ConnectionRegistry, details: str = "", name=None):
+        self.protocol = protocol_name
+        #: The service's name in the broker: the protocol's, or "NATS 2" ... for its other listeners.
+        self.name = name or protocol_name
         self.endpoint = endpoint
         self.factory = factory
         self.details = details
@@ -78,7 +98,7 @@ class ListenerService(service.Service):
             address = self.port.getHost()
             self.log.info(
                 "{protocol} listening on {host}:{port}{details}",
-                protocol=self.name, host=address.host, port=address.port,
+                protocol=self.protocol, host=address.host, port=address.port,
                 details=" (%s)" % self.details if self.details else "",
             )
 

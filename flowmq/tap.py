@@ -9,6 +9,7 @@ the MultiService (the broker first, then one listener per protocol) that
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import platform
 
@@ -41,7 +42,7 @@ class Options(usage.Options):
     )
     optParameters = [["config", "c", None, "TOML config file to load (see etc/flowmq.toml)"]] + [
         [setting.option, None, None,
-         setting.help if setting.default is None else "%s [default: %s]" % (setting.help, setting.default)]
+         setting.help if setting.default in (None, ()) else "%s [default: %s]" % (setting.help, setting.default)]
         for setting in config.SETTINGS
         if setting.cli
     ]
@@ -77,18 +78,15 @@ class BrokerService(service.MultiService):
         if settings.jetstream.enabled:  # a sibling of the broker: it saves its consumers before the engine closes
             self.jetstream = JetStream(self.broker, settings)
             self.jetstream.setServiceParent(self)
+        #: Listener services by name: the protocol's ("NATS") for its first
+        #: listener, then "NATS 2", "NATS 3" ... for those of <section>.listeners.
         self.listeners = {}
-        nats = settings.nats
-        if nats.enabled:
-            tls_first = security.tls_options if security.handshake_first else None
-            self._add_listener("NATS", ImmediateWriteEndpoint(reactor, nats.port, nats.host, tls_options=tls_first),
-                               NatsFactory(self.broker, nats, reactor, security),
-                               "max_payload=%d, %s" % (nats.max_payload, _describe(security)))
-
-    def _add_listener(self, name, endpoint, factory, details):
-        listener = ListenerService(name, endpoint, factory, details)
-        listener.setServiceParent(self)
-        self.listeners[name] = listener
+        client_ids = itertools.count(1)  # one [cid N] per client of the whole broker
+        for plugin in PROTOCOLS:
+            if getattr(settings, plugin.section).enabled:
+                for listener in plugin.listeners(self.broker, settings, reactor, security, client_ids):
+                    listener.setServiceParent(self)
+                    self.listeners[listener.name] = listener
 
     def privilegedStartService(self):
         source = self.settings.source or "embedded defaults"
@@ -116,15 +114,55 @@ class BrokerService(service.MultiService):
         return service.MultiService.stopService(self)
 
 
-def _describe(security) -> str:
+def _describe(security, tls) -> str:
     """How a listener secures its clients, for the start-up log."""
     auth = "auth required" if security.portal is not None else "no auth"
-    if security.tls_options is None:
-        return auth + ", no TLS"
-    tls = "TLS handshake first" if security.handshake_first else "TLS required"
-    if security.verify_clients:
-        tls += ", client certificates required"
-    return "%s, %s" % (auth, tls)
+    return "%s, %s" % (auth, "no TLS" if tls is None else tls.describe())
+
+
+class ProtocolPlugin:
+    """One protocol FlowMQ serves: its name in the logs; its config section
+    (``<section>.enabled``, ``.host``, ``.port`` with the default port,
+    ``.listeners``, the [limits] overrides and its own keys, declared in
+    ``flowmq.config`` with every other default); ``build_factory(broker,
+    section settings, clock, security, tls, client_ids, siblings)``, which
+    makes a ``flowmq.listener.ConnectionRegistry`` for one listener; and
+    ``describe(section settings)``, the protocol's own part of the
+    "listening on" log line."""
+
+    def __init__(self, name: str, section: str, build_factory, describe):
+        self.name = name
+        self.section = section
+        self.build_factory = build_factory
+        self.describe = describe
+
+    def listeners(self, broker, settings, reactor, security, client_ids=None) -> list:
+        """The listener services of this protocol (not yet started): one on
+        ``<section>.host``/``.port`` (TLS with [tls] when it is set), one
+        per entry of ``<section>.listeners``. Their factories share the
+        connection limit, and ``client_ids`` (the broker's one counter)."""
+        own = getattr(settings, self.section)
+        if client_ids is None:
+            client_ids = itertools.count(1)
+        places = [(own.host, own.port, security.tls)]
+        for entry, tls in zip(own.listeners, security.listeners[self.section]):
+            places.append((own.host if entry["host"] is None else entry["host"], entry["port"], tls))
+        siblings: list = []
+        services = []
+        for number, (host, port, tls) in enumerate(places, 1):
+            tls_first = tls.options if tls is not None and tls.handshake_first else None
+            endpoint = ImmediateWriteEndpoint(reactor, port, host, tls_options=tls_first)
+            factory = self.build_factory(broker, own, reactor, security, tls, client_ids, siblings)
+            services.append(ListenerService(self.name, endpoint, factory,
+                                            "%s, %s" % (self.describe(own), _describe(security, tls)),
+                                            self.name if number == 1 else "%s %d" % (self.name, number)))
+        return services
+
+
+#: Every protocol FlowMQ serves; adding one is one entry here (and its section in flowmq.config).
+PROTOCOLS = (
+    ProtocolPlugin("NATS", "nats", NatsFactory, lambda own: "max_payload=%d" % own.max_payload),
+)
 
 
 def build_service(settings, reactor=None, security=None) -> BrokerService:

@@ -62,16 +62,16 @@ _SIGNING_KEYS = (
 )
 
 
-def _load_key(path: str):
-    data = _read("tls.key", path)
+def _load_key(setting: str, path: str):
+    data = _read(setting, path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:  # encrypted: needs a password
-        raise TLSConfigError("tls.key", path, "the key is encrypted; an unencrypted key is needed") from exc
+        raise TLSConfigError(setting, path, "the key is encrypted; an unencrypted key is needed") from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise TLSConfigError("tls.key", path, "no valid PEM private key in it") from exc
+        raise TLSConfigError(setting, path, "no valid PEM private key in it") from exc
     if not isinstance(key, _SIGNING_KEYS):
-        raise TLSConfigError("tls.key", path, "not a signing key (RSA, EC, DSA, Ed25519 or Ed448)")
+        raise TLSConfigError(setting, path, "not a signing key (RSA, EC, DSA, Ed25519 or Ed448)")
     return key
 
 
@@ -82,7 +82,7 @@ def _public_key_bytes(public_key) -> bytes:
 
 
 def server_options(
-    cert: str, key: str, ca: str | None = None, verify_clients: bool = False
+    cert: str, key: str, ca: str | None = None, verify_clients: bool = False, names: str = "tls."
 ) -> CertificateOptions:
     """TLS options for a listener (TLS 1.2 minimum).
 
@@ -92,11 +92,12 @@ def server_options(
     the server asks for a client certificate and verifies one if sent. With
     ``verify_clients`` a client certificate signed by ``ca`` is required
     (the handshake fails without one); without it, a client may send none.
+    ``names`` prefixes the setting names in errors (a listener's own TLS).
     """
-    chain = _load_certificates("tls.cert", cert)
-    private_key = _load_key(key)
+    chain = _load_certificates(names + "cert", cert)
+    private_key = _load_key(names + "key", key)
     if _public_key_bytes(private_key.public_key()) != _public_key_bytes(chain[0].public_key()):
-        raise TLSConfigError("tls.key", key, "it is not the key of the certificate in %s" % cert)
+        raise TLSConfigError(names + "key", key, "it is not the key of the certificate in %s" % cert)
     # Twisted hands these to pyOpenSSL's Context, which takes cryptography
     # objects (and deprecates its own X509/PKey there since pyOpenSSL 25.x).
     options = {
@@ -106,7 +107,7 @@ def server_options(
         "raiseMinimumTo": TLSVersion.TLSv1_2,
     }
     if ca:
-        authorities = [crypto.X509.from_cryptography(c) for c in _load_certificates("tls.ca", ca)]
+        authorities = [crypto.X509.from_cryptography(c) for c in _load_certificates(names + "ca", ca)]
         if verify_clients:
             options["trustRoot"] = trustRootFromCertificates([Certificate(c) for c in authorities])
         else:
@@ -115,12 +116,12 @@ def server_options(
             # arguments can ask for one without requiring it.
             options.update(verify=True, caCerts=authorities, requireCertificate=False)
     elif verify_clients:
-        raise TLSConfigError("tls.verify", None, "needs tls.ca, the CA that signs client certificates")
+        raise TLSConfigError(names + "verify", None, "needs %sca, the CA that signs client certificates" % names)
     result = CertificateOptions(**options)
     try:
         result.getContext()  # OpenSSL's own checks now, not at the first client
     except SSL.Error as exc:
-        raise TLSConfigError("tls.cert", cert, "OpenSSL refuses it with key %s: %s" % (key, exc)) from exc
+        raise TLSConfigError(names + "cert", cert, "OpenSSL refuses it with key %s: %s" % (key, exc)) from exc
     return result
 
 

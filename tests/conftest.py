@@ -4,7 +4,8 @@ The Twisted reactor runs in a background thread for the whole test session;
 each test that asks for ``broker`` gets its own BrokerService (own settings,
 own port) started and stopped through ``blockingCallFromThread``, and talks
 to it over real sockets: with nats-py (asyncio, in the test's thread) or
-with raw bytes.
+with raw bytes. ``wire`` makes wire-script brokers instead (tests/wire.py):
+no socket, no reactor thread, time on a task.Clock.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from flowmq import config
 from flowmq.tap import build_service
+from wire import WireBroker
 
 _reactor_thread = None
 
@@ -75,6 +77,22 @@ def start_broker(tmp_path):
     yield start
     for broker in started:
         broker.stop()
+
+
+@pytest.fixture
+def wire(tmp_path):
+    """Make a WireBroker (tests/wire.py: a protocol on StringTransport and
+    task.Clock) with setting overrides: ``wire(**{"auth.token": "s"})``."""
+    brokers = []
+
+    def make(**overrides):
+        made = WireBroker(overrides, tmp_path)
+        brokers.append(made)
+        return made
+
+    yield make
+    for made in brokers:
+        made.close()
 
 
 @pytest.fixture

@@ -5,8 +5,11 @@ on the operations (CONNECT, PUB/HPUB, SUB/UNSUB, PING/PONG), turns them into
 core calls (``broker.publish``, ``broker.subscribe``) and, as the delivery
 target of its subscriptions, encodes MSG/HMSG frames.
 
-The output queue, slow-consumer cut-off, flow control and graceful close
-are the protocol-neutral ``flowmq.connection.BrokerConnection``'s.
+The connection's life (connection limit, TLS and its timeout, the login
+through the portal and its timeout, keepalive), the output queue, the
+slow-consumer cut-off, flow control and the graceful close are the
+protocol-neutral ``flowmq.connection.BrokerConnection``'s; this module gives
+them NATS's frames (INFO, PING/PONG, -ERR texts) and its CONNECT options.
 """
 
 from __future__ import annotations
@@ -15,15 +18,13 @@ import json
 import os
 
 from twisted.cred.credentials import UsernamePassword
-from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener
-from zope.interface import implementer
 
 from flowmq import __version__
-from flowmq.auth.credentials import CertificateCredentials, TokenCredentials, presented_by
-from flowmq.auth.permissions import UNRESTRICTED
-from flowmq.auth.realm import IFlowMQSession
-from flowmq.connection import BrokerConnection
+from flowmq.auth.credentials import TokenCredentials
+from flowmq.connection import (
+    CLOSE_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, CLOSE_TOO_MANY_CONNECTIONS,
+    BrokerConnection,
+)
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
@@ -38,7 +39,6 @@ from flowmq.nats.subjects import (
     SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, EmptyToken, filter_to_topic_filter, is_literal_subject, subject_to_topic,
     topic_to_subject,
 )
-from flowmq.tls import peer_identity
 
 _cached_topic = TOPIC_OF_SUBJECT.get
 _cached_subject = SUBJECT_OF_TOPIC.get
@@ -59,6 +59,13 @@ ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
 ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
 ERR_AUTHORIZATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
+ERR_SLOW_CONSUMER = "Slow Consumer"
+
+# What a client closed by the connection base reads last.
+_FAREWELLS = {
+    CLOSE_SLOW_CONSUMER: ERR_SLOW_CONSUMER, CLOSE_TOO_MANY_CONNECTIONS: ERR_MAX_CONNECTIONS,
+    CLOSE_AUTH_TIMEOUT: ERR_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED: ERR_AUTHORIZATION, CLOSE_STALE: ERR_STALE,
+}
 
 _HEADERS_KEY = codec.WIRE_CACHE_HEADERS
 # The wire cache's reply subject of a message whose reply subject has no topic (an empty token).
@@ -98,7 +105,6 @@ class NatsSubscription(Subscription):
         self.delivered = 0
 
 
-@implementer(IHandshakeListener)
 class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
@@ -106,9 +112,7 @@ class NatsConnection(BrokerConnection):
 
     def __init__(self, factory: "NatsFactory"):
         settings = factory.settings
-        BrokerConnection.__init__(self, factory.broker, factory.clock, factory.next_client_id(),
-                                  settings.max_pending, settings.write_deadline, settings.stall_deadline)
-        self.factory = factory
+        BrokerConnection.__init__(self, factory)
         self.settings = settings
         self._broker_publish = self.broker.publish
         self.parser = codec.NatsParser(settings.max_control_line, settings.max_payload)
@@ -122,39 +126,12 @@ class NatsConnection(BrokerConnection):
         self.headers = False
         self.no_responders = False
         self.name = ""
-        self._pings_out = 0
-        self._ping_call = None
-        # Authentication (when the factory has a portal): the avatar, the ops
-        # that wait while a login is under way, the auth timeout.
-        self.session = None
-        self._waiting_ops = None
-        self._auth_call = None
-        self._login = None  # the Deferred of a login under way
-        self._logout = None
-        self._tls_call = None  # closes a client that does not finish its TLS handshake
+        self._waiting_ops = None  # the operations that wait while a login is under way
 
     # -- connection life cycle ------------------------------------------------
 
-    def connectionMade(self):
-        BrokerConnection.connectionMade(self)
-        within_limit = self.factory.register(self)
+    def greet(self):
         self.send(codec.encode_info(self._info(self.transport.getPeer())))
-        if not within_limit:
-            self.log.warn("[cid {cid}] {peer} refused: {max} connections already open",
-                          cid=self.client_id, peer=self.peer, max=self.factory.max_connections)
-            self.close_with_error(ERR_MAX_CONNECTIONS)
-            return
-        self.log.debug("[cid {cid}] client connected from {peer}", cid=self.client_id, peer=self.peer)
-        security = self.factory.security
-        if security.tls_options is not None:
-            self._tls_call = self.clock.callLater(security.tls_timeout, self._tls_timed_out)
-            if not security.handshake_first:
-                # In-band upgrade: INFO in clear text, then TLS on the same socket.
-                self.flush_output()
-                self.transport.startTLS(security.tls_options)
-        if security.portal is not None:
-            self._auth_call = self.clock.callLater(security.auth_timeout, self._auth_timed_out)
-        self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
 
     def _info(self, peer) -> dict:
         host = self.transport.getHost()
@@ -176,24 +153,10 @@ class NatsConnection(BrokerConnection):
         security = self.factory.security
         if security.portal is not None:
             info["auth_required"] = True
-        if security.tls_options is not None:
+        if self.factory.tls is not None:
             info["tls_required"] = True
-            info["tls_verify"] = security.verify_clients
+            info["tls_verify"] = self.factory.tls.verify_clients
         return info
-
-    def connectionLost(self, reason):
-        for call in (self._ping_call, self._auth_call, self._tls_call):
-            if call is not None and call.active():
-                call.cancel()
-        if self._login is not None:
-            self._login.cancel()  # a bcrypt check still waiting is dropped
-        if self._logout is not None:
-            self._logout()
-        try:
-            BrokerConnection.connectionLost(self, reason)
-        finally:
-            self.factory.unregister(self)
-        self.log.debug("[cid {cid}] {peer} closed", cid=self.client_id, peer=self.peer)
 
     def stop_consuming(self):
         subscriptions, self.subscriptions = self.subscriptions, {}
@@ -201,7 +164,7 @@ class NatsConnection(BrokerConnection):
             self.broker.unsubscribe(subscription)
 
     def farewell(self, reason: str) -> bytes:
-        return codec.encode_err(reason)
+        return codec.encode_err(_FAREWELLS[reason])
 
     def close_with_error(self, text: str) -> None:
         """Send ``-ERR 'text'`` after what is queued, then close."""
@@ -287,14 +250,7 @@ class NatsConnection(BrokerConnection):
             if options is None:
                 return []
             self._waiting_ops = list(ops[index + 1:])
-            self.transport.pauseProducing()
-            credentials, who = self._credentials(options)
-            if credentials is None:
-                self._login_failed(None, who)
-                return []
-            presented_by(credentials, self.transport.getPeer())  # bcrypt checks queue per address
-            self._login = self.factory.security.portal.login(credentials, self, IFlowMQSession)
-            self._login.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(who,))
+            self.log_in(*self._credentials(options))
             return []
         return []
 
@@ -309,66 +265,25 @@ class NatsConnection(BrokerConnection):
             return None, "a user name or password that is not UTF-8"
         if isinstance(token, str):
             return TokenCredentials(token), "a token"
-        if self.factory.security.certificate_logins:
-            identity = peer_identity(self.transport)
-            if identity is not None:
-                return CertificateCredentials(*identity), "certificate %s" % identity[1]
-        return None, "no credentials"
+        return self.certificate_credentials() or (None, "no credentials")
 
-    def _logged_in(self, result):
-        self._login = None
-        if self._closing:
-            return
-        _, self.session, self._logout = result
-        if self.session.permissions is not UNRESTRICTED:
-            self.permissions = self.session.permissions
-        if self._auth_call is not None and self._auth_call.active():
-            self._auth_call.cancel()
-        self.log.debug("[cid {cid}] {peer} logged in as {user}", cid=self.client_id, peer=self.peer,
-                       user=self.session.user)
+    def logged_in(self):
         self._ok()
         waiting, self._waiting_ops = self._waiting_ops, None
-        self.transport.resumeProducing()
         self._batcher.begin()
         try:
             self._run(waiting)
         finally:
             self._batcher.end()
 
-    def _login_failed(self, failure, who):
-        self._login = None
-        if failure is not None and failure.check(defer.CancelledError):
-            return  # the client went away while its login waited
-        # The user name, the peer and why (a refused or a crowded check), never the password.
-        self.log.info("[cid {cid}] authentication failed for {who} from {peer}: {why}",
-                      cid=self.client_id, who=who, peer=self.peer,
-                      why="nothing to check" if failure is None else failure.getErrorMessage())
-        self._waiting_ops = None
-        self.close_with_error(ERR_AUTHORIZATION)
-
-    def handshakeCompleted(self):
-        """IHandshakeListener: the client finished its TLS handshake in time."""
-        if self._tls_call is not None and self._tls_call.active():
-            self._tls_call.cancel()
-        self._tls_call = None
-
-    def _tls_timed_out(self):
-        self._tls_call = None
-        self.log.info("[cid {cid}] {peer} did not complete the TLS handshake in time",
-                      cid=self.client_id, peer=self.peer)
-        self.transport.abortConnection()
-
-    def _auth_timed_out(self):
-        self._auth_call = None
-        if self.session is None:
-            self.log.info("[cid {cid}] {peer} did not authenticate in time", cid=self.client_id, peer=self.peer)
-            self.close_with_error(ERR_AUTH_TIMEOUT)
-
     def _on_ping(self, op):
         self.send(codec.PONG)
 
+    def keepalive_frame(self) -> bytes:
+        return codec.PING
+
     def _on_pong(self, op):
-        self._pings_out = 0
+        self.keepalive_answered()
 
     def _on_hpub(self, op):
         if not self.headers:  # nats-server: HPUB needs "headers": true in CONNECT
@@ -534,17 +449,6 @@ class NatsConnection(BrokerConnection):
         if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
             self._remove(subscription)
 
-    def _keepalive(self) -> None:
-        if self._pings_out + 1 > self.settings.max_pings_out:
-            self.log.info("[cid {cid}] stale connection {peer}: {n} PINGs unanswered",
-                          cid=self.client_id, peer=self.peer, n=self._pings_out)
-            self._ping_call = None
-            self.close_with_error(ERR_STALE)
-            return
-        self._pings_out += 1
-        self.send(codec.PING)
-        self._ping_call = self.clock.callLater(self.settings.ping_interval, self._keepalive)
-
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {
     OP_HPUB: NatsConnection._on_hpub,
@@ -557,11 +461,9 @@ _HANDLERS = {
 class NatsFactory(ConnectionRegistry):
     """Makes a NatsConnection per client; shared state of the NATS listener."""
 
-    def __init__(self, broker, settings, clock, security):
-        ConnectionRegistry.__init__(self, clock, settings.max_connections)
-        self.broker = broker
+    def __init__(self, broker, settings, clock, security, tls=None, client_ids=None, siblings=None):
+        ConnectionRegistry.__init__(self, broker, clock, settings, security, tls, client_ids, siblings)
         self.settings = settings
-        self.security = security
         self.server_id = make_server_id()
         self.server_name = broker.settings.broker.server_name
 

@@ -27,9 +27,10 @@ def test_example_file_lists_every_setting_with_its_default():
     for setting in config.SETTINGS:
         shown = ("\n%s = " if setting.default not in (None, ()) else "\n# %s")
         assert shown % setting.key in text or "[[%s]]" % setting.name in text, setting.name
-    loaded = config.load(EXAMPLE, {})
-    for setting in config.SETTINGS:
-        assert getattr(getattr(loaded, setting.section), setting.key) == setting.default
+    loaded, defaults = config.load(EXAMPLE, {}), config.defaults()
+    for setting in config.SETTINGS:  # a protocol's override of a [limits] key has the [limits] value
+        assert getattr(getattr(loaded, setting.section), setting.key) == getattr(
+            getattr(defaults, setting.section), setting.key)
 
 
 def test_file_then_overrides(tmp_path):
@@ -63,6 +64,12 @@ def test_file_then_overrides(tmp_path):
         ("[[auth.users]]\nname = 'a'\npublish = ['a/+b']\n", "entry 1.publish: wildcard inside level"),
         ("[[auth.tokens]]\ntoken = 't'\n", "entry 1: missing user"),
         ("[nats\n", "not valid TOML"),
+        ("[limits]\nmax_pending = 0\n", "limits.max_pending = 0 is not valid: must be greater than 0"),
+        ("[[nats.listeners]]\nhost = 'x'\n", "nats.listeners is not valid: entry 1: missing port"),
+        ("[[nats.listeners]]\nport = 1\n[[nats.listeners]]\nport = 99999\n",
+         "nats.listeners is not valid: entry 2: must be between 0 and 65535"),
+        ("[[nats.listeners]]\nport = 1\ntsl = true\n", "entry 1: unknown key tsl"),
+        ("[[nats.listeners]]\nport = 1\nverify = true\n", "entry 1: ca, verify and handshake_first go with"),
     ],
 )
 def test_file_errors_name_key_and_file(tmp_path, document, message):
@@ -90,3 +97,24 @@ def test_readme_documents_every_setting():
     for setting in config.SETTINGS:
         option = "`--%s`" % setting.option if setting.cli else "file only"
         assert "| `%s` | %s |" % (setting.name, option) in text, setting.name
+
+
+def test_limits_are_shared_and_a_protocol_may_override_them(tmp_path):
+    path = tmp_path / "flowmq.toml"
+    path.write_text("[limits]\nmax_payload = 2048\nping_interval = 5.0\n[nats]\nping_interval = 7.5\n")
+    settings = config.load(str(path), {})
+    assert settings.limits.max_payload == settings.nats.max_payload == 2048  # from [limits]
+    assert settings.nats.ping_interval == 7.5  # NATS's own, over [limits]
+    assert settings.nats.max_pings_out == settings.limits.max_pings_out == 2
+    settings = config.load(str(path), {"limits.max_payload": "4096", "nats.max_pending": "1000"})
+    assert settings.nats.max_payload == 4096 and settings.nats.max_pending == 1000
+
+
+def test_listeners_from_the_command_line():
+    settings = config.load(None, {"nats.listeners": "tls://0.0.0.0:4443, tcp://[::1]:4223"})
+    first, second = settings.nats.listeners
+    assert (first["host"], first["port"], first["tls"]) == ("0.0.0.0", 4443, True)
+    assert (second["host"], second["port"], second["tls"]) == ("::1", 4223, False)
+    with pytest.raises(config.ConfigError, match=r"the command line: nats.listeners = 'http://x:1' is not valid: "
+                                                 r"entry 1: 'http://x:1' is not tcp://HOST:PORT"):
+        config.load(None, {"nats.listeners": "http://x:1"})

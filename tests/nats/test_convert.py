@@ -191,3 +191,27 @@ def test_a_jetstream_stream_stores_and_replays_the_properties(broker, storage):
     assert kept.properties == EVERY_PROPERTY and _same(kept.headers, TYPED)
     assert stored.headers == EXPECTED_HEADERS
     assert replayed.headers == EXPECTED_HEADERS
+
+
+def test_hostile_headers_from_another_protocol_reach_a_raw_subscriber_as_one_well_formed_hmsg(broker, raw_client):
+    client = raw_client()
+    client.handshake()
+    client.subscribe(b"evil")
+    props = Properties(content_type="x\r\nInjected: 4", message_id="\r\n\r\nPUB x 0\r\n")
+
+    def publish():
+        broker.service.broker.publish(Message("evil", b"body", tuple(HOSTILE), properties=props))
+    broker.call(publish)
+    head = client.read_line().split()
+    assert head[:3] == [b"HMSG", b"evil", b"1"], head
+    header_size, total = int(head[3]), int(head[4])
+    frame = client.read_exact(total + 2)
+    block, payload = frame[:header_size], frame[header_size:total]
+    assert payload == b"body" and frame[total:] == b"\r\n"
+    status, pairs = codec.parse_headers(block)
+    assert len(pairs) == len(HOSTILE) + len(props.items()) + 1
+    assert not any(name.startswith("Injected") for name, _ in pairs)
+    headers, back = convert.from_nats(pairs)
+    assert _same(headers, tuple(HOSTILE)) and back == props
+    client.send(b"PING\r\n")  # the connection is in step: nothing was injected
+    assert client.read_line() == b"PONG"

@@ -69,6 +69,7 @@ _KINDS = {
     "app_id": (str, None), "utf8": (bool, None),
 }
 _FIELD_OF = {header.lower(): field for field, header in PROPERTY_HEADERS.items()}
+_FIRST_LETTERS = frozenset(header[0] for header in _FIELD_OF) | frozenset(header[0].upper() for header in _FIELD_OF)
 
 #: What may appear unescaped: printable ASCII; in names not ':' (nor space:
 #: nats-py drops names with whitespace); '%' is the escape itself.
@@ -84,13 +85,32 @@ _MAX_DECIMAL = 1000  # characters of a Decimal's text
 
 def _plain_value(value) -> bool:
     """A str that a NATS header line carries as it is."""
-    if type(value) is not str or _CONTROL.search(value) or value != value.strip():
-        return False
+    return (type(value) is str and not _CONTROL.search(value) and value == value.strip()
+            and (value.isascii() or _utf8(value)))
+
+
+def _utf8(text: str) -> bool:
+    """False for a str with a lone surrogate (no UTF-8 form)."""
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
+        text.encode("utf-8")
+    except UnicodeEncodeError:
         return False
     return True
+
+
+def _derive(kind, text: str):
+    """The value a property header's text gives, when it is that value's own
+    rendering, else None."""
+    if kind is str:
+        return text if _plain_value(text) else None
+    if kind is int:
+        if _INT.fullmatch(text) and str(int(text)) == text:
+            return int(text)
+        return None
+    if kind is bool:
+        return True if text == "true" else False if text == "false" else None
+    value = unquote_to_bytes(text)
+    return value if quote_from_bytes(value, safe=_VALUE_SAFE) == text else None
 
 
 def _render_name(name: str):
@@ -179,15 +199,13 @@ def properties_of(headers):
     own rendering (``FlowMQ-Priority: 007`` is not; it stays a header only)."""
     properties = None
     for name, text in headers:
+        if name[:1] not in _FIRST_LETTERS:  # most names: no lower() needed to tell
+            continue
         field = _FIELD_OF.get(name.lower())
         if field is None or type(text) is not str or (properties is not None and getattr(properties, field) is not None):
             continue
-        kind = _KINDS[field][0]
-        try:
-            value = _parse_value("b" if kind is bytes else "i" if kind is int else "t" if kind is bool else "", text)
-        except ValueError:
-            continue
-        if not _fits(field, value) or _render_value(value)[0] != text:
+        value = _derive(_KINDS[field][0], text)
+        if value is None or not _fits(field, value):
             continue
         if properties is None:
             properties = Properties()
@@ -262,9 +280,30 @@ def header_block(message) -> bytes:
     return codec.encode_headers(to_nats(message.headers, message.properties))
 
 
-def header_block_length(headers, properties=None) -> int:
+def header_block_length(headers, properties) -> int:
     """The bytes of the NATS header block of these headers and properties
     (0 when there are neither), what nats-server counts of a message's headers."""
     if not headers and properties is None:
         return 0
     return len(codec.encode_headers(to_nats(headers, properties)))
+
+
+#: NATS/1.0 CR LF ... CR LF, and per line ": " and CR LF.
+_BLOCK_BYTES, _LINE_BYTES = len(codec.HEADER_VERSION) + 4, 4
+
+
+def headers_block_length(headers) -> int:
+    """``header_block_length(headers, properties_of(headers))``, counted
+    without building the block when the headers are in plain form (a NATS
+    publish's always are)."""
+    if not headers:
+        return 0
+    size = _BLOCK_BYTES
+    for name, value in headers:
+        if not (_plain_value(value) and _PLAIN_NAME.fullmatch(name)):
+            return header_block_length(headers, properties_of(headers))
+        size += len(name) + len(value) + _LINE_BYTES if value.isascii() else (
+            len(name) + len(value.encode("utf-8")) + _LINE_BYTES)
+    if headers[-1][0].lower() == _TYPES_LOWER:
+        return header_block_length(headers, properties_of(headers))
+    return size

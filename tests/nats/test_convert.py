@@ -215,3 +215,10 @@ def test_hostile_headers_from_another_protocol_reach_a_raw_subscriber_as_one_wel
     assert _same(headers, tuple(HOSTILE)) and back == props
     client.send(b"PING\r\n")  # the connection is in step: nothing was injected
     assert client.read_line() == b"PONG"
+
+
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(_NAMES | st.text(max_size=4), _VALUES | typed_values(2)), max_size=5).map(tuple))
+def test_the_counted_block_length_is_the_rendered_blocks(pairs):
+    rendered = codec.encode_headers(convert.to_nats(pairs, convert.properties_of(pairs))) if pairs else b""
+    assert convert.headers_block_length(pairs) == len(rendered)

@@ -119,7 +119,7 @@ def header_block_length(pairs) -> int:
     """The bytes of the NATS header block of the headers ``pairs`` with the
     properties they give (0 without headers), what nats-server counts of a
     message's headers in its sizes."""
-    return convert.header_block_length(pairs, convert.properties_of(pairs)) if pairs else 0
+    return convert.headers_block_length(pairs)
 
 
 def b64(data: bytes) -> str:

@@ -253,11 +253,14 @@ def _from_rendered(pairs):
 
 def to_nats(headers, properties) -> tuple:
     """The ``(name, text)`` lines of a NATS header block for a message's
-    headers and properties (plain form when it is in it, else rendered)."""
+    headers and properties (plain form when it is in it, else rendered).
+    Properties None stand for those the headers give: a message stored
+    without its properties (a record written before version 2, say) is
+    rendered in plain form, as it was published."""
     headers = headers or ()
     if (all(_plain_value(value) and _PLAIN_NAME.fullmatch(name) for name, value in headers)
             and not (headers and headers[-1][0].lower() == _TYPES_LOWER)
-            and properties_of(headers) == properties):
+            and (properties is None or properties_of(headers) == properties)):
         return tuple(headers)
     lines, tokens = [], []
     for name, value in headers:
@@ -293,17 +296,16 @@ _BLOCK_BYTES, _LINE_BYTES = len(codec.HEADER_VERSION) + 4, 4
 
 
 def headers_block_length(headers) -> int:
-    """``header_block_length(headers, properties_of(headers))``, counted
-    without building the block when the headers are in plain form (a NATS
-    publish's always are)."""
+    """``header_block_length(headers, None)``, counted without building the
+    block when the headers are in plain form (a NATS publish's always are)."""
     if not headers:
         return 0
     size = _BLOCK_BYTES
     for name, value in headers:
         if not (_plain_value(value) and _PLAIN_NAME.fullmatch(name)):
-            return header_block_length(headers, properties_of(headers))
+            return header_block_length(headers, None)
         size += len(name) + len(value) + _LINE_BYTES if value.isascii() else (
             len(name) + len(value.encode("utf-8")) + _LINE_BYTES)
     if headers[-1][0].lower() == _TYPES_LOWER:
-        return header_block_length(headers, properties_of(headers))
+        return header_block_length(headers, None)
     return size

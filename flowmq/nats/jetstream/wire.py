@@ -116,9 +116,9 @@ def dumps(document) -> bytes:
 
 
 def header_block_length(pairs) -> int:
-    """The bytes of the NATS header block of the headers ``pairs`` with the
-    properties they give (0 without headers), what nats-server counts of a
-    message's headers in its sizes."""
+    """The bytes of the NATS header block of the headers ``pairs`` (0
+    without headers), what nats-server counts of a message's headers in
+    its sizes."""
     return convert.headers_block_length(pairs)
 
 

@@ -248,7 +248,9 @@ def _from_rendered(pairs):
         if properties is None:
             properties = Properties()
         setattr(properties, field, value)
-    return (tuple(headers) or None), properties
+    # () rather than None when nothing is left, so that the message still
+    # goes out as HMSG with the block it came with (as nats-server sends it).
+    return (tuple(headers) or (None if properties is not None else ())), properties
 
 
 def to_nats(headers, properties) -> tuple:

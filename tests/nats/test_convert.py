@@ -255,3 +255,13 @@ def test_hostile_headers_from_another_protocol_reach_a_raw_subscriber_as_one_wel
 def test_the_counted_block_length_is_the_rendered_blocks(pairs):
     rendered = codec.encode_headers(convert.to_nats(pairs, None)) if pairs else b""
     assert convert.headers_block_length(pairs) == len(rendered)
+
+
+def test_a_publish_whose_rendered_block_holds_nothing_still_arrives_with_its_block(broker, raw_client):
+    client = raw_client()
+    client.handshake()
+    client.subscribe(b"e")
+    block = b"NATS/1.0\r\nFlowMQ-Types: \r\n\r\n"
+    client.send(b"HPUB e %d %d\r\n%s\r\n" % (len(block), len(block), block))
+    assert client.read_line() == b"HMSG e 1 %d %d" % (len(block), len(block))
+    assert client.read_exact(len(block) + 2) == block + b"\r\n"

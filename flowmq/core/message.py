@@ -1,7 +1,9 @@
 """The protocol-neutral message that every protocol publishes into the core.
 
 Each protocol converts its own frames to a Message on the way in and from a
-Message on the way out; nothing in the core looks at protocol details.
+Message on the way out (flowmq/nats/convert.py for NATS); nothing in the
+core looks at protocol details. docs/arch-message.md says which field each
+protocol fills and why; README.md has the mapping table.
 """
 
 from __future__ import annotations
@@ -13,21 +15,24 @@ class Message:
     - ``topic``: the canonical unified topic (``a/b/c``).
     - ``payload``: the body, as bytes, sliced once out of the receive buffer;
       the core passes this one object to every delivery.
-    - ``headers``: None, or a tuple of ``(name, value)`` string pairs, in
-      order; a name may repeat (NATS and Kafka headers, MQTT 5 user
-      properties all allow it).
+    - ``headers``: None, or a tuple of ``(name, value)`` pairs, in order; a
+      name (str) may repeat (NATS and Kafka headers, MQTT 5 user properties
+      all allow it). A value is a str, or one of the typed values of
+      ``flowmq.core.values`` (bytes, None for a Kafka null header, and the
+      AMQP field-table types). A message from NATS has str values only.
     - ``reply_to``: None, or the canonical topic where replies go (NATS reply
       subject, MQTT 5 response topic, AMQP reply_to).
     - ``origin``: the consumer object of the connection that published it
       (None for messages made inside the broker), so that a connection that
       asked for no echo does not get its own messages back.
-    - ``properties``: None, or the message's less common properties (the
-      protocol-neutral fields that MQTT, AMQP and Kafka carry beyond these).
+    - ``properties``: None, or the message's ``Properties`` (the fields that
+      MQTT, AMQP and Kafka carry beyond these).
     - ``receipt``: None, or the Receipt of a publisher that waits until every
       destination that keeps the message has stored it.
     - ``wire_cache``: None, or a dict in which protocols keep the encoded
       pieces of this message that every delivery to them reuses (the NATS
-      header block, say), keyed by a name each protocol owns.
+      header block, say), keyed by a name each protocol owns. Only ever a
+      cache: everything in it can be built again from the fields above.
     """
 
     __slots__ = ("topic", "payload", "headers", "reply_to", "origin", "properties", "receipt", "wire_cache")
@@ -54,3 +59,74 @@ class Message:
 
     def __repr__(self):
         return "<Message %r %d bytes>" % (self.topic, len(self.payload))
+
+
+class Properties:
+    """What a message carries beyond topic, payload, headers and reply topic.
+
+    Every field is None when the publisher did not set it:
+
+    - ``content_type``, ``content_encoding`` (str): MQTT 5 Content Type, AMQP
+      content-type / content-encoding; Kafka has neither.
+    - ``correlation`` (bytes): MQTT 5 Correlation Data (binary), AMQP
+      correlation-id (a short string, kept as its bytes).
+    - ``message_id`` (str): AMQP message-id, NATS ``Nats-Msg-Id`` (the id
+      JetStream de-duplicates on).
+    - ``key`` (bytes): the Kafka record key (partitioning, compaction).
+    - ``timestamp`` (int): when the publisher made the message, in ns since
+      the epoch (AMQP timestamp, Kafka CreateTime). Not the store's time of
+      append, which a stored message keeps apart.
+    - ``expiry`` (int): absolute time after which the message is dropped
+      undelivered, ns since the epoch (from MQTT 5 Message Expiry Interval
+      or AMQP expiration, both relative, made absolute on arrival).
+    - ``priority`` (int, 0-255): AMQP priority.
+    - ``qos`` (int, 0-2): the publisher's delivery guarantee: MQTT QoS; AMQP
+      delivery-mode 1 is 0, 2 (persistent) is 1. A message is durable when
+      ``qos`` >= 1.
+    - ``type``, ``user_id``, ``app_id`` (str): AMQP type, user-id, app-id.
+    - ``utf8`` (bool): MQTT 5 Payload Format Indicator (True: UTF-8 text).
+
+    A Properties object is shared by every delivery of its message: never
+    change one after the message is published.
+    """
+
+    #: The fields, in the order of their stable numbers in the store record
+    #: (records.py numbers them from 1 in this order: only ever append).
+    FIELDS = ("content_type", "content_encoding", "correlation", "message_id", "key", "timestamp", "expiry",
+              "priority", "qos", "type", "user_id", "app_id", "utf8")
+
+    __slots__ = FIELDS
+
+    def __init__(self, content_type=None, content_encoding=None, correlation=None, message_id=None, key=None,
+                 timestamp=None, expiry=None, priority=None, qos=None, type=None, user_id=None, app_id=None,
+                 utf8=None):
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.correlation = correlation
+        self.message_id = message_id
+        self.key = key
+        self.timestamp = timestamp
+        self.expiry = expiry
+        self.priority = priority
+        self.qos = qos
+        self.type = type
+        self.user_id = user_id
+        self.app_id = app_id
+        self.utf8 = utf8
+
+    @property
+    def durable(self) -> bool:
+        """True when the publisher asked for at least once (AMQP persistent, MQTT QoS 1 or 2)."""
+        return bool(self.qos)
+
+    def items(self):
+        """The ``(field, value)`` pairs of the fields that are set, in FIELDS order."""
+        return [(name, getattr(self, name)) for name in self.FIELDS if getattr(self, name) is not None]
+
+    def __eq__(self, other):
+        if not isinstance(other, Properties):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
+
+    def __repr__(self):
+        return "Properties(%s)" % ", ".join("%s=%r" % pair for pair in self.items())

@@ -31,7 +31,7 @@ from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
 from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
-from flowmq.nats import codec
+from flowmq.nats import codec, convert
 from flowmq.nats.codec import (
     OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg,
 )
@@ -72,10 +72,6 @@ _HEADERS_KEY = codec.WIRE_CACHE_HEADERS
 _REPLY_KEY = "nats.reply"
 # ADR-9 of the NATS project: the status a requester gets when nobody listens.
 _NO_RESPONDERS_BLOCK = codec.encode_headers((), status=b"503")
-
-
-def _header_block(message) -> bytes:
-    return codec.encode_headers(message.headers)
 
 
 def _topic_or_none(subject: bytes):
@@ -317,7 +313,7 @@ class NatsConnection(BrokerConnection):
             self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
-            message.headers = headers[0]
+            message.headers, message.properties = convert.from_nats(headers[0])
             message.wire_cache = {_HEADERS_KEY: headers[1]}
         if reply_to is None and reply is not None:  # it has no topic: NATS subscribers get it as it came
             if message.wire_cache is None:
@@ -438,10 +434,10 @@ class NatsConnection(BrokerConnection):
             reply = _cached_subject(reply) or topic_to_subject(reply)
         elif message.wire_cache is not None:
             reply = message.wire_cache.get(_REPLY_KEY)
-        if message.headers is None or not self.headers:
+        if (message.headers is None and message.properties is None) or not self.headers:
             self.send(encode_msg(subject, subscription.sid, reply, message.payload))
         else:
-            block = message.cached(_HEADERS_KEY, _header_block)
+            block = message.cached(_HEADERS_KEY, convert.header_block)
             self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
         if self._paused:
             self.hold_publisher(message.origin)

@@ -61,7 +61,7 @@ from flowmq.core.store.datatypes import (
     Limits,
     StreamState,
 )
-from flowmq.core.store.records import MAX_SEQ, OVERHEAD, encode_headers
+from flowmq.core.store.records import MAX_SEQ, OVERHEAD, encode_meta
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
 
 #: Wildcard filters with a kept index (FilterView) per store.
@@ -149,7 +149,7 @@ class MessageStore(ABC):
     # -- the primitives a storage provides ---------------------------------
 
     @abstractmethod
-    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size, properties):
         """Store a new message (``topic_b``/``headers_b``: its encoded topic and
         headers; ``size``: what it counts)."""
 
@@ -198,17 +198,17 @@ class MessageStore(ABC):
 
     # -- appending and limits ----------------------------------------------
 
-    def append(self, topic, headers, payload, timestamp=None):
-        """Store a message; return ``(seq, timestamp)``. Raises LimitExceeded."""
+    def append(self, topic, headers, payload, timestamp=None, properties=None):
+        """Store a message (header values and ``properties`` as a Message has
+        them); return ``(seq, timestamp)``. Raises LimitExceeded."""
         limits = self.limits
         if type(payload) is not bytes:
             payload = bytes(payload)
         topic_b = topic.encode("utf-8", "surrogatepass")
-        if headers:
-            headers = tuple((name, value) for name, value in headers)
-            headers_b = encode_headers(headers)
-        else:
-            headers, headers_b = None, b""
+        headers = tuple((name, value) for name, value in headers) if headers else None
+        if properties is not None and not properties.items():
+            properties = None
+        headers_b = encode_meta(headers, properties)
         if self._sizer is None:
             size = len(topic_b) + len(headers_b) + len(payload) + OVERHEAD
         else:
@@ -230,7 +230,7 @@ class MessageStore(ABC):
             raise LimitExceeded(LAST_SEQ)
         if timestamp is None:
             timestamp = time.time_ns()
-        self._put(seq, topic, headers, payload, timestamp, topic_b, headers_b, size)
+        self._put(seq, topic, headers, payload, timestamp, topic_b, headers_b, size, properties)
         self._last = seq
         if not self._count:
             self._first = seq

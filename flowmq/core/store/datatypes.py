@@ -21,17 +21,20 @@ class TooManyStreams(Exception):
 
 class StoredMessage:
     """One stored message. ``size`` is what it counts toward ``max_bytes``
-    (see base.py: its record's size, or the store's sizer's figure)."""
+    (see base.py: its record's size, or the store's sizer's figure);
+    ``timestamp`` is when the store took it (ns since the epoch);
+    ``properties`` is the message's Properties (flowmq.core.message) or None."""
 
-    __slots__ = ("seq", "topic", "headers", "payload", "timestamp", "size")
+    __slots__ = ("seq", "topic", "headers", "payload", "timestamp", "size", "properties")
 
-    def __init__(self, seq, topic, headers, payload, timestamp, size):
+    def __init__(self, seq, topic, headers, payload, timestamp, size, properties=None):
         self.seq = seq
         self.topic = topic
         self.headers = headers
         self.payload = payload
         self.timestamp = timestamp
         self.size = size
+        self.properties = properties
 
     def __eq__(self, other):
         if not isinstance(other, StoredMessage):

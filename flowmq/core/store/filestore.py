@@ -214,7 +214,7 @@ class FileStore(MessageStore):
 
     # -- the storage primitives ------------------------------------------------
 
-    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size, properties):
         if self._closed:
             raise ValueError("stream %s: the store is closed" % (self.name,))
         active = self._active
@@ -228,7 +228,7 @@ class FileStore(MessageStore):
         topic = sys.intern(topic)
         active.add(seq, offset, timestamp, len(record) - records.SIZE_DELTA, topic, counted=size)
         cache = self._cache
-        cache[seq] = StoredMessage(seq, topic, headers, payload, timestamp, size)
+        cache[seq] = StoredMessage(seq, topic, headers, payload, timestamp, size, properties)
         self._cache_bytes += size
         while seq - self._cache_low >= CACHE_MSGS or self._cache_bytes > CACHE_BYTES:
             old = cache.pop(self._cache_low, None)
@@ -305,7 +305,7 @@ class FileStore(MessageStore):
             )
             return None
         return StoredMessage(seq, record.topic, record.headers, record.payload, record.timestamp,
-                             segment.counted[index])
+                             segment.counted[index], record.properties)
 
     def _read(self, segment, offset: int, length: int) -> bytes:
         """A record's bytes from disk. A reader going forward (a consumer

@@ -27,13 +27,13 @@ class MemoryStore(MessageStore):
         self._stamps = array("q")  # timestamp of each slot, removed or not
         self._base = 1  # invariant: _base + len(_slots) == _last + 1
 
-    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size):
+    def _put(self, seq, topic, headers, payload, timestamp, topic_b, headers_b, size, properties):
         dead = self._first - self._base if self._count else len(self._slots)
         if dead >= _TRIM and dead * 2 >= len(self._slots):
             del self._slots[:dead]
             del self._stamps[:dead]
             self._base += dead
-        self._slots.append(StoredMessage(seq, topic, headers, payload, timestamp, size))
+        self._slots.append(StoredMessage(seq, topic, headers, payload, timestamp, size, properties))
         self._stamps.append(timestamp)
 
     def _drop(self, seq):

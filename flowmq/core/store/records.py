@@ -20,8 +20,20 @@ The payload is what is left of ``length``. Markers:
   length, sequence and timestamp as before, a valid CRC, zeroed contents,
   so a scan steps over it.
 
-Headers are encoded as, per pair, ``u16 name length, u32 value length,
-name, value`` (UTF-8, ``surrogatepass`` so any Python string round-trips).
+The headers field holds a message's headers and properties, in one of two
+versions (``encode_meta`` picks; both are read):
+
+- version 1, what FlowMQ wrote before properties existed and still writes
+  for a message with str header values and no properties (a NATS publish):
+  per pair, ``u16 name length, u32 value length, name, value`` (UTF-8,
+  ``surrogatepass`` so any Python string round-trips);
+- version 2: the 6 bytes ``FF FF FF FF FF FF`` (which no version 1 block
+  can start with: its first pair would be longer than ``MAX_RECORD``), a
+  version byte (2), ``u32`` length of the properties, the properties as
+  ``u8 field number`` (1 + its index in ``Properties.FIELDS``) and a typed
+  value (flowmq/core/values.py) each, then the headers as a name
+  (``u16`` length, UTF-8) and a typed value each. A reader skips a field
+  number it does not know (the typed value says its own length).
 
 A message record is always ``size + SIZE_DELTA`` bytes long, where its
 *size* is ``len(topic) + len(encoded headers) + len(payload) + OVERHEAD``
@@ -40,6 +52,9 @@ import sys
 import zlib
 from array import array
 
+from flowmq.core.message import Properties
+from flowmq.core.values import decode_name, decode_value, encode_name, encode_value
+
 MESSAGE = 1
 FIRST = 2
 DELETED = 3
@@ -49,6 +64,7 @@ _TYPES = frozenset((MESSAGE, FIRST, DELETED, ERASED))
 _HEAD = struct.Struct("<BIqqHI")  # the header after the CRC field
 _CRC = struct.Struct("<I")
 _PAIR = struct.Struct("<HI")
+_U32 = struct.Struct("<I")
 HEADER_SIZE = _CRC.size + _HEAD.size
 OVERHEAD = 16
 SIZE_DELTA = HEADER_SIZE - OVERHEAD
@@ -63,24 +79,26 @@ _LITTLE = sys.byteorder == "little"
 
 class Record:
     """One decoded record: ``type``, ``seq``, ``timestamp``, ``topic`` (str),
-    ``headers`` (tuple of pairs or None) and ``payload`` (bytes)."""
+    ``headers`` (tuple of pairs or None), ``payload`` (bytes) and
+    ``properties`` (a Properties or None)."""
 
-    __slots__ = ("type", "seq", "timestamp", "topic", "headers", "payload")
+    __slots__ = ("type", "seq", "timestamp", "topic", "headers", "payload", "properties")
 
-    def __init__(self, rtype, seq, timestamp, topic, headers, payload):
+    def __init__(self, rtype, seq, timestamp, topic, headers, payload, properties=None):
         self.type = rtype
         self.seq = seq
         self.timestamp = timestamp
         self.topic = topic
         self.headers = headers
         self.payload = payload
+        self.properties = properties
 
     def __repr__(self):
         return "<Record type=%d seq=%d %r %d bytes>" % (self.type, self.seq, self.topic, len(self.payload))
 
 
 def encode_headers(headers) -> bytes:
-    """The binary form of a sequence of (name, value) string pairs."""
+    """The version 1 block of a sequence of (name, value) string pairs."""
     parts = []
     for name, value in headers:
         name_b = name.encode("utf-8", "surrogatepass")
@@ -91,10 +109,76 @@ def encode_headers(headers) -> bytes:
     return b"".join(parts)
 
 
-def decode_headers(data) -> tuple | None:
-    """The pairs of an encoded header block (None when it is empty); ValueError if malformed."""
+#: What a version 2 block starts with: a version 1 pair of these lengths
+#: (0xFFFF + 0xFFFFFFFF bytes) is longer than any record may be.
+_V2_MARK = b"\xff" * _PAIR.size
+_V2_HEAD = _V2_MARK + b"\x02"
+_FIELD_NUMBERS = {name: number for number, name in enumerate(Properties.FIELDS, 1)}
+
+
+def encode_meta(headers, properties) -> bytes:
+    """The headers field of a message record: b"" when there is nothing to
+    keep, version 1 when every header value is a str and there are no
+    properties, else version 2. ValueError for a value that is not one of
+    flowmq.core.values' types."""
+    if properties is None:
+        if not headers:
+            return b""
+        if all(type(value) is str for _, value in headers):
+            return encode_headers(headers)
+    parts = [_V2_HEAD, b""]
+    if properties is not None:
+        for name, value in properties.items():
+            parts.append(bytes((_FIELD_NUMBERS[name],)))
+            parts.append(encode_value(value))
+    parts[1] = _U32.pack(sum(len(part) for part in parts[2:]))
+    for name, value in headers or ():
+        parts.append(encode_name(name))
+        parts.append(encode_value(value))
+    return b"".join(parts)
+
+
+def decode_meta(data):
+    """``(headers, properties)`` of a record's headers field (either version;
+    None for what it does not hold); ValueError if it is malformed."""
     if not data:
-        return None
+        return None, None
+    if bytes(data[: len(_V2_MARK)]) != _V2_MARK:
+        return _decode_v1(data), None
+    data = bytes(data)
+    start = len(_V2_HEAD) + _U32.size
+    if len(data) < start or not data.startswith(_V2_HEAD):
+        raise ValueError("unknown or truncated headers version")
+    end = start + _U32.unpack_from(data, len(_V2_HEAD))[0]
+    if end > len(data):
+        raise ValueError("properties overrun their block")
+    properties = None
+    offset = start
+    while offset < end:
+        number = data[offset]
+        value, offset = decode_value(data, offset + 1)
+        if 1 <= number <= len(Properties.FIELDS):  # a later version's field is skipped
+            if properties is None:
+                properties = Properties()
+            setattr(properties, Properties.FIELDS[number - 1], value)
+    if offset != end:
+        raise ValueError("properties overrun their length")
+    pairs = []
+    while offset < len(data):
+        name, offset = decode_name(data, offset)
+        value, offset = decode_value(data, offset)
+        pairs.append((name, value))
+    return (tuple(pairs) or None), properties
+
+
+def decode_headers(data) -> tuple | None:
+    """The header pairs of a record's headers field (either version; None
+    when there are none); ValueError if malformed."""
+    return decode_meta(data)[0]
+
+
+def _decode_v1(data) -> tuple:
+    """The pairs of a version 1 block; ValueError if malformed."""
     pairs = []
     offset, end = 0, len(data)
     while offset < end:
@@ -122,7 +206,7 @@ def _record(rtype, seq, timestamp, topic_b, headers_b, payload) -> bytes:
 
 
 def encode_message(seq: int, timestamp: int, topic_b: bytes, headers_b: bytes, payload) -> bytes:
-    """A MESSAGE record; ``topic_b`` is the UTF-8 topic, ``headers_b`` from ``encode_headers``."""
+    """A MESSAGE record; ``topic_b`` is the UTF-8 topic, ``headers_b`` from ``encode_meta``."""
     if len(topic_b) > MAX_TOPIC:
         raise ValueError("topic of %d bytes is longer than %d" % (len(topic_b), MAX_TOPIC))
     return _record(MESSAGE, seq, timestamp, topic_b, headers_b, payload)
@@ -222,11 +306,11 @@ def decode(buf, start: int = 0, end: int | None = None):
         body = offset + HEADER_SIZE
         try:
             topic = bytes(view[body : body + topic_len]).decode("utf-8", "surrogatepass")
-            headers = decode_headers(view[body + topic_len : body + topic_len + headers_len])
+            headers, properties = decode_meta(view[body + topic_len : body + topic_len + headers_len])
         except (ValueError, UnicodeDecodeError):
             return records, offset
         payload = bytes(view[body + topic_len + headers_len : offset + length])
-        records.append(Record(rtype, seq, timestamp, topic, headers, payload))
+        records.append(Record(rtype, seq, timestamp, topic, headers, payload, properties))
     return records, stop
 
 
@@ -244,7 +328,7 @@ def decode_message(data) -> Record | None:
         return None
     try:
         topic = data[HEADER_SIZE:body].decode("utf-8", "surrogatepass")
-        headers = decode_headers(data[body : body + headers_len]) if headers_len else None
+        headers, properties = decode_meta(data[body : body + headers_len]) if headers_len else (None, None)
     except (ValueError, UnicodeDecodeError):
         return None
-    return Record(MESSAGE, seq, timestamp, topic, headers, data[body + headers_len :])
+    return Record(MESSAGE, seq, timestamp, topic, headers, data[body + headers_len :], properties)

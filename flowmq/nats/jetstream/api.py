@@ -21,6 +21,7 @@ from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie, OverlapTooComplex, budget, distinct_owners, overlapping
 from flowmq.core.store import TooManyStreams
 from flowmq.core.topics import InvalidTopic
+from flowmq.nats import convert
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import (
     INT64, UINT64, check_consumer_update, check_range, check_seq, consumer_config, consumer_filter_subjects,
@@ -30,7 +31,7 @@ from flowmq.nats.jetstream.consumer import random_name
 from flowmq.nats.jetstream.errors import ApiError
 from flowmq.nats.jetstream.stream import MAX_SUBJECT_DETAILS
 from flowmq.logs import logger
-from flowmq.nats.jetstream.wire import b64, header_block, rfc3339, status_message
+from flowmq.nats.jetstream.wire import b64, rfc3339, status_message
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -342,8 +343,8 @@ class JetStreamApi:
         stored = self._find_message(stream, lookup)
         message = {"subject": topic_to_subject(stored.topic).decode(), "seq": stored.seq,
                    "data": b64(stored.payload), "time": rfc3339(stored.timestamp)}
-        if stored.headers:
-            message["hdrs"] = b64(header_block(stored.headers))
+        if stored.headers or stored.properties is not None:
+            message["hdrs"] = b64(convert.header_block(stored))
         return {"message": message}
 
     def stream_msg_delete(self, args, payload) -> dict:
@@ -379,7 +380,7 @@ class JetStreamApi:
         headers = tuple(stored.headers or ()) + (
             ("Nats-Stream", stream.name), ("Nats-Subject", topic_to_subject(stored.topic).decode()),
             ("Nats-Sequence", str(stored.seq)), ("Nats-Time-Stamp", rfc3339(stored.timestamp)))
-        self.broker.publish(Message(reply, stored.payload, headers))
+        self.broker.publish(Message(reply, stored.payload, headers, properties=stored.properties))
 
     def _no_responders(self, message) -> None:
         """A request on a subject that nats-server has no subscription for

@@ -14,7 +14,7 @@ import json
 import re
 
 from flowmq.core.message import Message
-from flowmq.nats import codec
+from flowmq.nats import codec, convert
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 #: Go's zero time, which nats-server writes for "never".
@@ -115,14 +115,11 @@ def dumps(document) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def header_block(pairs) -> bytes:
-    return codec.encode_headers(pairs or ())
-
-
 def header_block_length(pairs) -> int:
-    """The bytes of the NATS header block of ``pairs`` (0 without headers),
-    what nats-server counts of a message's headers in its sizes."""
-    return len(codec.encode_headers(pairs)) if pairs else 0
+    """The bytes of the NATS header block of the headers ``pairs`` (0
+    without headers), what nats-server counts of a message's headers in
+    its sizes."""
+    return convert.headers_block_length(pairs)
 
 
 def b64(data: bytes) -> str:

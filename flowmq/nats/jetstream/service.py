@@ -151,9 +151,12 @@ class JetStream(service.Service):
         try:
             if document is None:
                 raise ValueError("its document is unreadable")
-            _check_state(document["state"])
+            state = document["state"]
+            if "last_per_subject" in state:  # saved before the core consumer named it
+                state["last_per_topic"] = state.pop("last_per_subject")
+            _check_state(state)
             consumer = Consumer(stream, document["config"], document["created"])
-            consumer.restore(document["state"])
+            consumer.restore(state)
             self._add(stream, consumer)
         except Exception as e:  # torn, or from elsewhere: the others still start
             if consumer is not None:
@@ -369,6 +372,6 @@ def _check_state(state: dict) -> None:
     """The numbers of a saved consumer state must be sequences a stream can
     have (a document written before they were checked may hold 2**70)."""
     numbers = [state["next_seq"]] + list(state["delivered"]) + list(state["ack_floor"])
-    numbers += list(state.get("last_per_subject", ())) + [n for entry in state["pending"] for n in entry]
+    numbers += list(state.get("last_per_topic", ())) + [n for entry in state["pending"] for n in entry]
     if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ + 1 for n in numbers):
         raise ValueError("its state holds a number that is not a sequence a stream can have")

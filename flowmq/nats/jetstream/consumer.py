@@ -71,6 +71,7 @@ class Consumer(CoreConsumer):
         self._flow_bytes = 0
         self._flow_reply = None
         self._flow_count = 0
+        self.files = None  # a durable consumer's ConsumerFiles (core/streams/state.py), set by the service
         self.configure(config)
         self._ack_prefix = subject_to_topic("$JS.ACK.%s.%s" % (stream.name, self.name)) + SEPARATOR
         self._ack_subject_length = len(topic_to_subject(self._ack_prefix[:-1])) + 1

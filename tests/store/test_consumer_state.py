@@ -199,3 +199,25 @@ def test_a_failed_save_makes_the_next_one_a_snapshot(tmp_path):
     consumer.ack(2)
     files.save(consumer.delta(), consumer.state)  # the first ack's change is in no record: a snapshot
     assert ConsumerFiles(files.directory).load("d") == consumer.state()
+
+
+def test_numbers_no_stream_can_have_are_not_taken(tmp_path):
+    """A snapshot (say, an earlier version's document) holding 2**70 starts
+    the consumer again from the first message; a journal record holding one
+    ends the journal there."""
+    consumer = _consumer(10)
+    files = ConsumerFiles(str(tmp_path / "big"), "never")
+    state = consumer.state()
+    state["pending"] = [[2 ** 70, 1, 1]]
+    files.create(DOCUMENT, state)
+    assert ConsumerFiles(files.directory).load("d")["pending"] == []
+
+    files = _files(tmp_path, consumer)
+    consumer.ack(1)
+    files.save(consumer.delta(), consumer.state)
+    kept = consumer.state()
+    consumer.ack(2)
+    delta = consumer.delta()
+    delta["set"] = [[2 ** 70, 1, 1]]
+    files.save(delta, consumer.state)
+    assert ConsumerFiles(files.directory).load("d") == kept

@@ -39,6 +39,7 @@ import struct
 import zlib
 
 from flowmq.core.store.files import fsync_path, log, replace_file, write_all
+from flowmq.core.store.records import MAX_SEQ
 
 CONFIG_FILE = "config.json"
 SNAPSHOT_FILE = "snapshot.json"
@@ -159,8 +160,9 @@ class ConsumerFiles:
             with open(os.path.join(self.directory, SNAPSHOT_FILE), "rb") as handle:
                 snapshot = json.loads(handle.read().decode("utf-8"))
             generation, state = snapshot["generation"], snapshot["state"]
-            if not isinstance(generation, int) or not isinstance(state, dict):
+            if not isinstance(generation, int) or generation < 1:
                 raise ValueError("not a snapshot")
+            check_state(state)
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.error("consumer {name}: its state snapshot is unreadable ({error}); it starts again from the "
                       "first message", name=name, error=error)
@@ -215,23 +217,54 @@ def _record(data: bytes, offset: int):
 
 
 def _apply(state: dict, pending: dict, first_left: list, delta: dict) -> bool:
-    """Apply one delta to the state being rebuilt; False if it does not make sense."""
+    """Apply one delta to the state being rebuilt; False (nothing applied)
+    if it does not make sense."""
     try:
-        for key in ("next_seq", "delivered", "ack_floor"):
-            state[key] = delta[key]
-        for entry in delta["set"]:
-            if not isinstance(entry, list) or len(entry) != 3:
-                return False
-            pending[entry[0]] = entry
-        for seq in delta["gone"]:
-            pending.pop(seq, None)
-        left = delta["last_per_topic_left"]
-    except (KeyError, TypeError):
+        scalars = [delta["next_seq"]] + _pair(delta["delivered"]) + _pair(delta["ack_floor"])
+        entries, gone, left = delta["set"], delta["gone"], delta["last_per_topic_left"]
+        if not (isinstance(entries, list) and isinstance(gone, list) and all(map(_is_entry, entries))
+                and all(map(_is_seq, scalars + gone)) and _is_seq(left) and left <= len(first_left)):
+            return False
+    except (KeyError, TypeError, ValueError):
         return False
-    if not isinstance(left, int) or not 0 <= left <= len(first_left):
-        return False
+    state["next_seq"], state["delivered"], state["ack_floor"] = scalars[0], scalars[1:3], scalars[3:5]
+    for entry in entries:
+        pending[entry[0]] = entry
+    for seq in gone:
+        pending.pop(seq, None)
     state["last_per_topic"] = first_left[len(first_left) - left:]
     return True
+
+
+def check_state(state) -> None:
+    """ValueError unless ``state`` is a consumer state (consumer.py's
+    ``state()``) whose numbers are sequences a stream can have (a document
+    of an earlier version may hold 2**70)."""
+    if not isinstance(state, dict):
+        raise ValueError("the state is not an object")
+    try:
+        numbers = [state["next_seq"]] + _pair(state["delivered"]) + _pair(state["ack_floor"])
+        first_left, pending = state.get("last_per_topic", []), state["pending"]
+        shaped = isinstance(first_left, list) and isinstance(pending, list) and all(map(_is_entry, pending))
+    except (KeyError, TypeError, ValueError):
+        shaped = False
+    if not shaped or not all(map(_is_seq, numbers + first_left)):
+        raise ValueError("the state holds a number that is not a sequence a stream can have")
+
+
+def _pair(value) -> list:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("not a pair of sequences")
+    return value
+
+
+def _is_seq(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ + 1
+
+
+def _is_entry(entry) -> bool:
+    """A pending entry: [stream seq, consumer seq, deliveries]."""
+    return isinstance(entry, list) and len(entry) == 3 and all(map(_is_seq, entry))
 
 
 def _unlink(path: str) -> None:

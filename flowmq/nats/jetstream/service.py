@@ -33,7 +33,7 @@ from twisted.application import service
 from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie
 from flowmq.core.router import Subscription
-from flowmq.core.store import MAX_SEQ, TooManyStreams
+from flowmq.core.store import TooManyStreams
 from flowmq.core.store.names import file_name, is_hashed, unsafe_name
 from flowmq.core.streams.state import CONFIG_FILE, ConsumerFiles
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
@@ -192,7 +192,6 @@ class JetStream(service.Service):
         try:
             document = files.read_config()
             state = files.load("%s > %s" % (stream.name, label))
-            _check_state(state)
             consumer = Consumer(stream, document["config"], document["created"])
             consumer.restore(state)
             consumer.files = files
@@ -423,11 +422,3 @@ class JetStream(service.Service):
             except Exception:  # a bug must cost one flow-control answer, not the client's connection
                 log.failure("flow-control answer {topic} failed", topic=message.topic)
 
-
-def _check_state(state: dict) -> None:
-    """The numbers of a saved consumer state must be sequences a stream can
-    have (a document written before they were checked may hold 2**70)."""
-    numbers = [state["next_seq"]] + list(state["delivered"]) + list(state["ack_floor"])
-    numbers += list(state.get("last_per_topic", ())) + [n for entry in state["pending"] for n in entry]
-    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ + 1 for n in numbers):
-        raise ValueError("its state holds a number that is not a sequence a stream can have")

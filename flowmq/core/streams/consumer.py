@@ -194,9 +194,15 @@ class Consumer:
             self.pumped()
 
     def _target(self):
-        for target in list(self.targets):
+        """The first target with credit (asking may make a target detach itself)."""
+        targets = self.targets
+        index = 0
+        while index < len(targets):
+            target = targets[index]
             if target.credit() > 0:
                 return target
+            if index < len(targets) and targets[index] is target:
+                index += 1
         return None
 
     def _take(self):

@@ -62,8 +62,9 @@ class Consumer(CoreConsumer):
         self.created = created
         self.name = config.get("name") or config.get("durable_name")
         self.durable = "durable_name" in config
-        self.last_active = 0  # ns of the last delivery or pull request (inactivity, heartbeats)
-        self._last_delivered = 0  # ns of the last delivery, and of the last ack (INFO's last_active)
+        # The clock's seconds of the last delivery or pull request (inactivity, heartbeats).
+        self.last_active = 0.0
+        self._last_delivered = 0  # ns since the epoch of the last delivery, and of the last ack (INFO's last_active)
         self._last_acked = 0
         self._heartbeat = None
         self._inactivity = None
@@ -120,7 +121,7 @@ class Consumer(CoreConsumer):
 
     def activate(self) -> None:
         """Start the timers and deliver what is there."""
-        self.last_active = time.time_ns()
+        self.last_active = self.clock.seconds()
         if self.idle_heartbeat and self.deliver_topic is not None:
             self._heartbeat = self.clock.callLater(self.idle_heartbeat / _NS, self._send_heartbeat)
         if self.inactive_threshold:
@@ -185,10 +186,10 @@ class Consumer(CoreConsumer):
                 + len(message.reply_to) - len(self._ack_prefix)
                 + header_block_length(headers) + len(message.payload))
 
-    def sent(self) -> int:
-        """A message went out now (ns, returned): the consumer is active."""
-        now = time.time_ns()
-        self.last_active = self._last_delivered = now
+    def sent(self) -> float:
+        """A message went out now (the clock's seconds, returned): the consumer is active."""
+        self._last_delivered = time.time_ns()
+        self.last_active = now = self.clock.seconds()
         return now
 
     # -- push extras: flow control and heartbeats ------------------------------
@@ -219,7 +220,7 @@ class Consumer(CoreConsumer):
 
     def _send_heartbeat(self) -> None:
         self._heartbeat = self.clock.callLater(self.idle_heartbeat / _NS, self._send_heartbeat)
-        if time.time_ns() - self.last_active < self.idle_heartbeat:
+        if self.clock.seconds() - self.last_active < self.idle_heartbeat / _NS:
             return
         if self.broker.router.has_interest(self.deliver_topic):
             self.send_heartbeat(self.deliver_topic)
@@ -242,7 +243,7 @@ class Consumer(CoreConsumer):
         except ValueError as e:
             self.broker.deliver_to(reply, status_message(reply, b"400", b"Bad Request - %s" % str(e).encode()))
             return
-        self.last_active = time.time_ns()
+        self.last_active = self.clock.seconds()
         refusal = request.exceeds(self.config)
         if refusal is not None:
             request.finish(b"409", refusal)
@@ -310,13 +311,13 @@ class Consumer(CoreConsumer):
             active = self.broker.router.has_interest(self.deliver_topic)
         else:
             self._target()  # drops waiting requests whose requester is gone
-            active = bool(self.waiting) or time.time_ns() - self.last_active < self.inactive_threshold
-        now = time.time_ns()
+            active = bool(self.waiting) or self.clock.seconds() - self.last_active < self.inactive_threshold / _NS
+        now = self.clock.seconds()
         if active:
             self._inactive_since = None
         elif self._inactive_since is None:
             self._inactive_since = now
-        elif now - self._inactive_since >= self.inactive_threshold:
+        elif now - self._inactive_since >= self.inactive_threshold / _NS:
             log.info("consumer {stream} > {name} deleted after {s:.1f} s without interest",
                      stream=self.stream.name, name=self.name, s=self.inactive_threshold / 1e9)
             self.stream.service.delete_consumer(self.stream, self.name)

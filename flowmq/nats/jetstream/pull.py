@@ -17,7 +17,6 @@ and it has not expired.
 from __future__ import annotations
 
 import json
-import time
 
 from zope.interface import implementer
 
@@ -44,7 +43,7 @@ class PullRequest:
         self.no_wait = no_wait
         self.heartbeat = heartbeat  # ns; 0: none
         self.delivered = 0
-        self.last_sent = 0  # ns of the last message or heartbeat sent to it
+        self.last_sent = 0.0  # the clock's seconds of the last message or heartbeat sent to it
         self._deadline = None  # when it expires, in the consumer's clock's seconds
         self._timer = None
         self._beat = None
@@ -148,8 +147,8 @@ class PullRequest:
 
     def _idle(self) -> None:
         self._beat = self.consumer.clock.callLater(self.heartbeat / 1e9, self._idle)
-        now = time.time_ns()
-        if now - self.last_sent >= self.heartbeat:
+        now = self.consumer.clock.seconds()
+        if now - self.last_sent >= self.heartbeat / 1e9:
             self.last_sent = now
             self.consumer.send_heartbeat(self.reply)
 

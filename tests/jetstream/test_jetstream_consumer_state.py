@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType
 
 from conftest import run
@@ -98,3 +99,33 @@ def test_a_consumer_document_of_an_earlier_version_is_read_and_moved(start_broke
     assert got == [(2, 2), (4, 1), (5, 1)]
     assert not glob.glob(os.path.join(str(data_dir), "streams", "OLD", "meta", "consumer*"))
     assert len(glob.glob(os.path.join(str(data_dir), "streams", "OLD", "consumers", "*", "config.json"))) == 1
+
+
+def test_a_durable_consumer_whose_files_cannot_be_written_is_refused_and_leaves_nothing(start_broker, tmp_path):
+    broker = start_broker()
+    blocker = os.path.join(str(tmp_path / "data"), "streams", "W", "consumers")
+
+    async def main():
+        nc, js = await _connect(broker.url)
+        await js.add_stream(name="W", subjects=["w"], storage=StorageType.FILE)
+        with open(blocker, "wb"):  # a file where the consumers' directory goes
+            pass
+        try:
+            await js.add_consumer("W", ConsumerConfig(durable_name="d", ack_policy=AckPolicy.EXPLICIT))
+        except nats.js.errors.APIError as e:
+            refused = (e.code, e.err_code)
+        else:
+            refused = None
+        names = await js.consumers_info("W")
+        os.unlink(blocker)
+        await js.add_consumer("W", ConsumerConfig(durable_name="d", ack_policy=AckPolicy.EXPLICIT))
+        await js.publish("w", b"x")
+        psub = await js.pull_subscribe_bind("d", stream="W")
+        got = [msg.data for msg in await _fetch(psub, 1)]
+        await nc.close()
+        return refused, names, got
+
+    refused, names, got = run(main())
+    assert refused == (500, 10012)
+    assert names == []
+    assert got == [b"x"]

@@ -77,9 +77,11 @@ class ConsumerFiles:
 
     def create(self, document: dict, state: dict) -> None:
         """A new consumer: its configuration document and first snapshot."""
+        parent = os.path.dirname(self.directory)
         os.makedirs(self.directory, exist_ok=True)
-        if self.fsync != "never":
-            fsync_path(os.path.dirname(self.directory))
+        if self.fsync != "never":  # the new entries: ours, and "consumers" itself if it is new
+            fsync_path(parent)
+            fsync_path(os.path.dirname(parent))
         self.write_config(document)
         self._snapshot(state, self.generation)
 
@@ -136,10 +138,15 @@ class ConsumerFiles:
         _unlink(old)
 
     def remove(self) -> None:
-        """The consumer was deleted: its files go."""
+        """The consumer was deleted: its files go (a failure is logged: the
+        consumer is gone from service either way)."""
         shutil.rmtree(self.directory, ignore_errors=True)
-        if self.fsync != "never":
-            fsync_path(os.path.dirname(self.directory))
+        parent = os.path.dirname(self.directory)
+        if self.fsync != "never" and os.path.isdir(parent):
+            try:
+                fsync_path(parent)
+            except OSError as error:
+                log.error("{path}: fsync failed: {error}", path=parent, error=error)
 
     # -- reading ---------------------------------------------------------------------
 

@@ -129,3 +129,38 @@ def test_a_durable_consumer_whose_files_cannot_be_written_is_refused_and_leaves_
     assert refused == (500, 10012)
     assert names == []
     assert got == [b"x"]
+
+
+def test_a_torn_journal_tail_keeps_the_consumer_and_its_acks(start_broker, tmp_path):
+    broker = start_broker()
+
+    async def setup():
+        nc, js = await _connect(broker.url)
+        await js.add_stream(name="T", subjects=["t"], storage=StorageType.FILE)
+        for i in range(1, 6):
+            await js.publish("t", b"m%d" % i)
+        await js.add_consumer("T", ConsumerConfig(durable_name="d", ack_policy=AckPolicy.EXPLICIT))
+        psub = await js.pull_subscribe_bind("d", stream="T")
+        for msg in await _fetch(psub, 2):
+            await msg.ack_sync()
+        await nc.close()
+
+    run(setup())
+    broker.stop()
+    journals = glob.glob(os.path.join(str(tmp_path / "data"), "streams", "T", "consumers", "*", "journal.*.log"))
+    assert len(journals) == 1
+    with open(journals[0], "ab") as handle:
+        handle.write(b"\x40\x00\x00\x00\x01\x02\x03\x04{\"next_seq\": 9")  # a record cut by a power loss
+    again = start_broker()
+
+    async def check():
+        nc, js = await _connect(again.url)
+        info = await js.consumer_info("T", "d")
+        psub = await js.pull_subscribe_bind("d", stream="T")
+        got = [msg.metadata.sequence.stream for msg in await _fetch(psub, 3)]
+        await nc.close()
+        return info, got
+
+    info, got = run(check())
+    assert info.ack_floor.stream_seq == 2 and info.num_pending == 3, info
+    assert got == [3, 4, 5]

@@ -221,3 +221,13 @@ def test_numbers_no_stream_can_have_are_not_taken(tmp_path):
     delta["set"] = [[2 ** 70, 1, 1]]
     files.save(delta, consumer.state)
     assert ConsumerFiles(files.directory).load("d") == kept
+
+
+def test_a_new_consumer_of_an_old_name_does_not_inherit_its_journal(tmp_path):
+    old = _consumer(10)
+    files = _files(tmp_path, old)
+    old.ack(1)
+    files.save(old.delta(), old.state)  # journal.1.log holds the old consumer's ack
+    new = _consumer(10, deliver=0)
+    ConsumerFiles(files.directory, "never").create(DOCUMENT, new.state())
+    assert ConsumerFiles(files.directory).load("d") == new.state()

@@ -76,9 +76,12 @@ class ConsumerFiles:
     # -- writing ---------------------------------------------------------------------
 
     def create(self, document: dict, state: dict) -> None:
-        """A new consumer: its configuration document and first snapshot."""
+        """A new consumer: its configuration document and first snapshot
+        (whatever an earlier consumer of that name left there goes first:
+        its journal must not follow the new snapshot)."""
         parent = os.path.dirname(self.directory)
-        os.makedirs(self.directory, exist_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        os.makedirs(self.directory)
         if self.fsync != "never":  # the new entries: ours, and "consumers" itself if it is new
             fsync_path(parent)
             fsync_path(os.path.dirname(parent))

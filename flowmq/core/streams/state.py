@@ -18,7 +18,8 @@ snapshot g+1 and journal g is deleted: a snapshot of S bytes is written at
 most once per S bytes of journal, so a save costs O(its changes) amortised.
 
 Loading reads the snapshot and replays its generation's journal; a record
-that is torn or fails its CRC ends the journal there (it is truncated):
+that is torn, fails its CRC or holds what no consumer state can (2**70 as a
+sequence) ends the journal there (it is truncated):
 a power loss costs at most what was not yet synced (acks are then redelivered,
 at-least-once), never the consumer, whose configuration was synced when it
 was written. Journals of other generations (a crash in the middle of a
@@ -48,7 +49,11 @@ _JOURNAL = "journal.%d.log"
 _HEAD = struct.Struct("<II")
 #: The journal is compacted into a snapshot past max(snapshot size, COMPACT_MIN) bytes.
 COMPACT_MIN = 64 * 1024
-_EMPTY_STATE = {"next_seq": 1, "delivered": [0, 0], "ack_floor": [0, 0], "pending": [], "last_per_topic": []}
+
+
+def _empty_state() -> dict:
+    """The state of a consumer that delivered nothing yet (it reads from the start)."""
+    return {"next_seq": 1, "delivered": [0, 0], "ack_floor": [0, 0], "pending": [], "last_per_topic": []}
 
 
 def _dumps(document) -> bytes:
@@ -176,7 +181,7 @@ class ConsumerFiles:
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.error("consumer {name}: its state snapshot is unreadable ({error}); it starts again from the "
                       "first message", name=name, error=error)
-            generation, state = 0, dict(_EMPTY_STATE)
+            generation, state = 0, _empty_state()
         self.generation = generation
         self.snapshot_bytes = os.path.getsize(os.path.join(self.directory, SNAPSHOT_FILE)) if generation else 0
         for entry in os.listdir(self.directory):

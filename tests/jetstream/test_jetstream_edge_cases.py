@@ -352,7 +352,7 @@ def test_acknowledged_deliveries_leave_no_deadline_entries(broker):
 
     info = run(main())
     assert info.num_ack_pending == 0
-    deadlines = broker.call(lambda: len(_consumer_object(broker, "H", "c")._deadlines))
+    deadlines = broker.call(lambda: _consumer_object(broker, "H", "c").acks.scheduled())
     assert deadlines < 100, "%d deadline entries kept for 0 pending messages" % deadlines
 
 
@@ -365,7 +365,7 @@ def test_progress_acks_do_not_grow_memory(raw_client, broker):
     _s, ack, _h, data = api.read_msg()
     api.client.send(b"".join(b"PUB %s 4\r\n+WPI\r\n" % ack for _ in range(20000)))
     api.ping()
-    deadlines = broker.call(lambda: len(_consumer_object(broker, "S", "d")._deadlines))
+    deadlines = broker.call(lambda: _consumer_object(broker, "S", "d").acks.scheduled())
     assert deadlines < 100, "%d deadline entries for 1 pending message" % deadlines
 
 

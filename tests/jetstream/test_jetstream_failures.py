@@ -116,7 +116,7 @@ def test_an_unreadable_consumer_document_does_not_stop_the_broker(start_broker, 
 
     run(setup())
     broker.stop()
-    documents = glob.glob(os.path.join(str(tmp_path / "data"), "streams", "*", "meta", "consumer%2E*.json"))
+    documents = glob.glob(os.path.join(str(tmp_path / "data"), "streams", "*", "consumers", "*", "config.json"))
     assert documents, "no consumer document on disk"
     for path in documents:
         with open(path, "wb") as handle:

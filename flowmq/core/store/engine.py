@@ -5,6 +5,7 @@ Layout::
     <data_dir>/streams/<safe name>/          one directory per stream
         *.log, *.idx, tombstones.log         a FileStore (filestore.py)
         meta/<safe key>.json                 documents: "config", "consumer.<name>" ...
+        consumers/<safe name>/               a durable consumer's files (core/streams/state.py)
 
 Stream names and meta keys may be any non-empty string; their file names
 are escaped (names.py). One too long for a file name is shortened with a
@@ -352,6 +353,17 @@ class StorageEngine:
         elif self.fsync == "interval":
             self._unsynced_meta.add(os.path.dirname(path))
             self._schedule_sync()
+
+    # -- consumers' files (flowmq/core/streams/state.py) ----------------------
+
+    def consumers_directory(self, stream: str) -> str:
+        """Where the stream's durable consumers keep their files, one directory each."""
+        return os.path.join(self._stream_dir(stream), "consumers")
+
+    def sync_later(self, paths) -> None:
+        """fsync these files and directories at the next interval sync."""
+        self._unsynced_meta.update(paths)
+        self._schedule_sync()
 
     def meta_keys(self, stream: str, prefix: str = "") -> list:
         """The keys of the stream's documents that start with ``prefix``, sorted."""

@@ -8,13 +8,19 @@ request's reply subject until the batch or max_bytes is used up, and the
 request ends with a status message: 404 No Messages (no_wait at the end of
 the stream), 408 Request Timeout (expired), 409 (max_bytes, max_waiting,
 consumer deleted).
+
+A request is a target of the core consumer (flowmq/core/streams/consumer.py):
+its credit is what is left of its batch, while its requester still listens
+and it has not expired.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
+from zope.interface import implementer
+
+from flowmq.core.streams.consumer import IConsumerTarget
 from flowmq.nats.jetstream.config import INT64_MAX
 from flowmq.nats.jetstream.wire import status_message
 
@@ -22,11 +28,14 @@ from flowmq.nats.jetstream.wire import status_message
 MAX_BATCH = 1_000_000
 
 
+@implementer(IConsumerTarget)
 class PullRequest:
-    __slots__ = ("reply", "batch", "max_bytes", "expires", "no_wait", "heartbeat", "delivered", "last_sent",
+    __slots__ = ("consumer", "reply", "batch", "max_bytes", "expires", "no_wait", "heartbeat", "delivered", "last_sent",
                  "_deadline", "_timer", "_beat")
 
-    def __init__(self, reply: str, batch: int, max_bytes: int, expires: int, no_wait: bool, heartbeat: int = 0):
+    def __init__(self, consumer, reply: str, batch: int, max_bytes: int, expires: int, no_wait: bool,
+                 heartbeat: int = 0):
+        self.consumer = consumer  # the JetStream consumer it pulls from
         self.reply = reply
         self.batch = batch
         self.max_bytes = max_bytes or None  # bytes left; None: no limit
@@ -34,7 +43,7 @@ class PullRequest:
         self.no_wait = no_wait
         self.heartbeat = heartbeat  # ns; 0: none
         self.delivered = 0
-        self.last_sent = 0  # ns of the last message or heartbeat sent to it
+        self.last_sent = 0.0  # the clock's seconds of the last message or heartbeat sent to it
         self._deadline = None  # when it expires, in the consumer's clock's seconds
         self._timer = None
         self._beat = None
@@ -44,7 +53,7 @@ class PullRequest:
         """ValueError for a body that is not a pull request."""
         body = body.strip()
         if not body:
-            return cls(reply, 1, 0, 0, False)
+            return cls(consumer, reply, 1, 0, 0, False)
         try:
             document = json.loads(body)
         except RecursionError:
@@ -66,7 +75,7 @@ class PullRequest:
             raise ValueError("batch out of range")
         if heartbeat and heartbeat * 2 > expires:  # nats-server: heartbeats need an expiry twice as long
             raise ValueError("heartbeat value too large")
-        return cls(reply, batch, max_bytes, expires, bool(document.get("no_wait")), heartbeat)
+        return cls(consumer, reply, batch, max_bytes, expires, bool(document.get("no_wait")), heartbeat)
 
     def exceeds(self, config: dict):
         """The 409 description if the request asks more than the consumer's
@@ -83,38 +92,65 @@ class PullRequest:
         """What is left of the request, as nats-server tells it in a 408 or 409."""
         return [("Nats-Pending-Messages", str(self.batch)), ("Nats-Pending-Bytes", str(self.max_bytes or 0))]
 
-    def fits(self, size: int) -> bool:
-        return self.max_bytes is None or size <= self.max_bytes
+    # -- as a target of the core consumer ---------------------------------------
 
-    def took(self, size: int) -> None:
-        """One message of ``size`` bytes went out; ``done`` tells if that was the last."""
+    def credit(self) -> int:
+        """What is left of the batch; 0, and the request leaves the consumer,
+        once it expired (nats-server checks the expiry as it delivers: the
+        timer may not have fired yet) or its requester stopped listening."""
+        consumer = self.consumer
+        if self.expired(consumer.clock.seconds()):
+            consumer.detach(self)
+            consumer.time_out(self)
+            return 0
+        if self.batch > 0 and consumer.broker.router.has_interest(self.reply):
+            return self.batch
+        consumer.detach(self)
+        self.cancel_timer()
+        return 0
+
+    def deliver(self, delivery) -> bool:
+        """Send one message; a message larger than the max_bytes left ends
+        the request (409) and stays for the next one."""
+        consumer = self.consumer
+        message = consumer.outgoing(delivery)
+        size = consumer.size(message)
+        if self.max_bytes is not None and size > self.max_bytes:
+            consumer.detach(self)
+            self.finish(b"409", b"Message Size Exceeds MaxBytes", self.pending_headers())
+            return False
         self.batch -= 1
         self.delivered += 1
         if self.max_bytes is not None:
             self.max_bytes -= size
+        self.last_sent = consumer.sent()
+        if self.batch <= 0 or self.max_bytes == 0:
+            consumer.detach(self)
+            self.cancel_timer()
+        consumer.broker.deliver_to(self.reply, message)
+        return True
 
-    @property
-    def done(self) -> bool:
-        return self.batch <= 0 or self.max_bytes == 0
+    # -- timers and the end ------------------------------------------------------
 
-    def start_timer(self, consumer) -> None:
+    def start_timer(self) -> None:
+        clock = self.consumer.clock
         if self.expires:
-            self._deadline = consumer.clock.seconds() + self.expires / 1e9
-            self._timer = consumer.clock.callLater(self.expires / 1e9, consumer.request_expired, self)
+            self._deadline = clock.seconds() + self.expires / 1e9
+            self._timer = clock.callLater(self.expires / 1e9, self.consumer.request_expired, self)
         if self.heartbeat:
-            self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)
+            self._beat = clock.callLater(self.heartbeat / 1e9, self._idle)
 
     def expired(self, now: float) -> bool:
         """Has the request's time run out by ``now`` (the clock's seconds)? Its
         timer may not have fired yet when a message comes in the same turn."""
         return self._deadline is not None and now >= self._deadline
 
-    def _idle(self, consumer) -> None:
-        self._beat = consumer.clock.callLater(self.heartbeat / 1e9, self._idle, consumer)
-        now = time.time_ns()
-        if now - self.last_sent >= self.heartbeat:
+    def _idle(self) -> None:
+        self._beat = self.consumer.clock.callLater(self.heartbeat / 1e9, self._idle)
+        now = self.consumer.clock.seconds()
+        if now - self.last_sent >= self.heartbeat / 1e9:
             self.last_sent = now
-            consumer.send_heartbeat(self.reply)
+            self.consumer.send_heartbeat(self.reply)
 
     def cancel_timer(self) -> None:
         for call in (self._timer, self._beat):
@@ -122,7 +158,7 @@ class PullRequest:
                 call.cancel()
         self._timer = self._beat = None
 
-    def finish(self, consumer, status: bytes, description: bytes, headers=()) -> None:
+    def finish(self, status: bytes, description: bytes, headers=()) -> None:
         """End the request with a status message to its reply subject."""
         self.cancel_timer()
-        consumer.broker.deliver_to(self.reply, status_message(self.reply, status, description, headers))
+        self.consumer.broker.deliver_to(self.reply, status_message(self.reply, status, description, headers))

@@ -1,12 +1,16 @@
 """The JetStream service: owns the streams and consumers and keeps them on disk.
 
 At start-up it reopens every file stream the storage engine has (the store
-recovers the log; the stream's configuration and each durable consumer's
-configuration and state are meta documents beside it), then listens on
-``$JS.API.>`` (the API), ``$JS.ACK.>`` (acks) and ``$JS.FC.>`` (flow-control
-answers). Consumer state is written at most every ``SAVE_DELAY`` seconds
-and at shutdown, so a crash can redeliver what was acked in that window
-(at-least-once), never lose a message.
+recovers the log; the stream's configuration is a meta document beside it,
+each durable consumer has its own files: flowmq/core/streams/state.py), then
+listens on ``$JS.API.>`` (the API), ``$JS.ACK.>`` (acks) and ``$JS.FC.>``
+(flow-control answers). A durable consumer's configuration is written (and
+synced) when it is created or updated; its state changes are appended to
+its journal at most every ``SAVE_DELAY`` seconds and at shutdown, so a
+crash can redeliver what was acked in that window (at-least-once), never
+lose a message or the consumer. Consumer documents of earlier versions
+(``meta/consumer.<name>.json``, config and whole state in one) are moved
+to the new files at start-up.
 
 A stream's configuration is checked again at start-up with the rules that
 admitted it and today's settings (a lowered broker.max_topic_levels, the
@@ -21,6 +25,7 @@ anything is stored, and a stream that cannot start leaves no files.
 
 from __future__ import annotations
 
+import os
 import time
 
 from twisted.application import service
@@ -28,9 +33,12 @@ from twisted.application import service
 from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie
 from flowmq.core.router import Subscription
-from flowmq.core.store import MAX_SEQ, TooManyStreams
+from flowmq.core.store import TooManyStreams
+from flowmq.core.store.names import file_name, is_hashed, unsafe_name
+from flowmq.core.streams.state import CONFIG_FILE, ConsumerFiles
 from flowmq.core.topics import SEPARATOR, is_wildcard_filter
 from flowmq.logs import logger
+from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.account import Account
 from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.config import stream_config
@@ -130,7 +138,13 @@ class JetStream(service.Service):
         stream = self._start_stream(stream_config(config, self.broker.router.max_levels), created,
                                     save=False, undo=storage.close_stream)
         for key in storage.meta_keys(name, _CONSUMER_META):
-            self._restore_consumer(stream, key)
+            self._upgrade_consumer(stream, key)
+        try:
+            entries = sorted(os.listdir(storage.consumers_directory(name)))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            self._restore_consumer(stream, entry)
         state = stream.store.state()
         log.info("stream {name}: {messages} messages, seq {first}..{last}, {consumers} consumers",
                  name=name, messages=state.messages, first=state.first_seq, last=state.last_seq,
@@ -143,23 +157,50 @@ class JetStream(service.Service):
         log.error("stream {name} not restored: {reason}; it is not served and its files are kept (fix the "
                   "settings and restart, or delete the stream)", name=name, reason=reason)
 
-    def _restore_consumer(self, stream, key: str) -> None:
-        """A durable consumer from its document; one that cannot be restored
-        is left out (its document stays) with an error naming it and why."""
-        document = self.broker.storage.read_meta(stream.name, key)
+    def _consumer_files(self, stream_name: str, directory_entry: str) -> ConsumerFiles:
+        storage = self.broker.storage
+        return ConsumerFiles(os.path.join(storage.consumers_directory(stream_name), directory_entry),
+                             storage.fsync, storage.sync_later)
+
+    def _upgrade_consumer(self, stream, key: str) -> None:
+        """A consumer document of an earlier version (config and whole state
+        in ``meta/consumer.<name>.json``) becomes the consumer's files; the
+        document goes once they are written. One that cannot be read stays,
+        with an error naming it (the consumer is left out)."""
+        storage = self.broker.storage
+        name = key[len(_CONSUMER_META):]
+        try:
+            files = self._consumer_files(stream.name, file_name(name))
+            if not os.path.exists(os.path.join(files.directory, CONFIG_FILE)):  # else moved before a crash
+                document = storage.read_meta(stream.name, key)
+                if document is None:
+                    raise ValueError("its document is unreadable")
+                state = dict(document["state"])
+                state["last_per_topic"] = state.pop("last_per_subject", [])
+                files.create({"config": document["config"], "created": document["created"]}, state)
+            storage.delete_meta(stream.name, key)
+        except Exception as e:
+            log.error("stream {name}: consumer {key} not restored: {reason}; it is left out",
+                      name=stream.name, key=name, reason="%s: %s" % (type(e).__name__, e))
+
+    def _restore_consumer(self, stream, entry: str) -> None:
+        """A durable consumer from its files; one that cannot be restored is
+        left out (its files stay) with an error naming it and why."""
+        files = self._consumer_files(stream.name, entry)
+        label = entry if is_hashed(entry) else unsafe_name(entry)
         consumer = None
         try:
-            if document is None:
-                raise ValueError("its document is unreadable")
-            _check_state(document["state"])
+            document = files.read_config()
+            state = files.load("%s > %s" % (stream.name, label))
             consumer = Consumer(stream, document["config"], document["created"])
-            consumer.restore(document["state"])
+            consumer.restore(state)
+            consumer.files = files
             self._add(stream, consumer)
         except Exception as e:  # torn, or from elsewhere: the others still start
             if consumer is not None:
                 self._drop(stream, consumer)
             log.error("stream {name}: consumer {key} not restored: {reason}; it is left out",
-                      name=stream.name, key=key[len(_CONSUMER_META):], reason="%s: %s" % (type(e).__name__, e))
+                      name=stream.name, key=label, reason="%s: %s" % (type(e).__name__, e))
 
     # -- streams --------------------------------------------------------------------
 
@@ -237,13 +278,28 @@ class JetStream(service.Service):
         return sum(len(stream.consumers) for stream in self.streams.values())
 
     def create_consumer(self, stream, config: dict) -> Consumer:
+        """A new consumer; a durable one of a file stream has its files
+        written first (nothing is left of it if that fails)."""
         consumer = Consumer(stream, config, time.time_ns())
         consumer.start_position()
+        if self._persisted(consumer):
+            files = self._consumer_files(stream.name, file_name(consumer.name))
+            try:
+                files.create({"config": config, "created": consumer.created}, consumer.state())
+            except OSError as e:
+                files.remove()
+                raise ApiError(errors.CONSUMER_CREATE, err=str(e)) from None
+            consumer.files = files
         self._add(stream, consumer)
-        self.consumer_changed(consumer)
         return consumer
 
     def update_consumer(self, consumer, config: dict) -> None:
+        """Save, then apply a checked configuration (a failed save changes nothing)."""
+        if consumer.files is not None:
+            try:
+                consumer.files.write_config({"config": config, "created": consumer.created})
+            except OSError as e:
+                raise ApiError(errors.CONSUMER_CREATE, err=str(e)) from None
         self._push_remove(consumer)
         consumer.configure(config)
         self._push_add(consumer)
@@ -274,8 +330,8 @@ class JetStream(service.Service):
             return
         self._drop(stream, consumer)
         stream.forget_interest(consumer.ack_floor_stream_seq + 1)
-        if consumer.durable and stream.config["storage"] == "file" and stream.name in self.streams:
-            self.broker.storage.delete_meta(stream.name, _CONSUMER_META + name)
+        if consumer.files is not None and stream.name in self.streams:
+            consumer.files.remove()
 
     def _push_add(self, consumer) -> None:
         if consumer.deliver_topic is not None:
@@ -288,9 +344,13 @@ class JetStream(service.Service):
             if not consumers:
                 del self._push[consumer.deliver_topic]
 
+    @staticmethod
+    def _persisted(consumer) -> bool:
+        return consumer.durable and consumer.stream.config["storage"] == "file"
+
     def consumer_changed(self, consumer) -> None:
         """A durable consumer's state changed: save it soon."""
-        if consumer.durable and consumer.stream.config["storage"] == "file":
+        if consumer.files is not None:
             self._unsaved[consumer] = None
             if self._save_call is None:
                 self._save_call = self.clock.callLater(SAVE_DELAY, self._save)
@@ -300,13 +360,11 @@ class JetStream(service.Service):
             self._save_call.cancel()
         self._save_call = None
         unsaved, self._unsaved = self._unsaved, {}
-        storage = self.broker.storage
         for consumer in unsaved:
             if consumer.deleted:
                 continue
             try:
-                storage.write_meta(consumer.stream.name, _CONSUMER_META + consumer.name, {
-                    "config": consumer.config, "created": consumer.created, "state": consumer.state()})
+                consumer.files.save(consumer.delta(), consumer.state)
             except OSError as e:
                 log.error("consumer {stream} > {name}: saving its state failed: {error}",
                           stream=consumer.stream.name, name=consumer.name, error=e)
@@ -364,11 +422,3 @@ class JetStream(service.Service):
             except Exception:  # a bug must cost one flow-control answer, not the client's connection
                 log.failure("flow-control answer {topic} failed", topic=message.topic)
 
-
-def _check_state(state: dict) -> None:
-    """The numbers of a saved consumer state must be sequences a stream can
-    have (a document written before they were checked may hold 2**70)."""
-    numbers = [state["next_seq"]] + list(state["delivered"]) + list(state["ack_floor"])
-    numbers += list(state.get("last_per_subject", ())) + [n for entry in state["pending"] for n in entry]
-    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ + 1 for n in numbers):
-        raise ValueError("its state holds a number that is not a sequence a stream can have")

@@ -175,7 +175,7 @@ class Consumer(CoreConsumer):
         if self.headers_only:
             headers = (headers or ()) + (("Nats-Msg-Size", str(len(payload))),)
             payload = b""
-        return Message(stored.topic, payload, headers, reply)
+        return Message(stored.topic, payload, headers, reply, properties=stored.properties)
 
     def size(self, message) -> int:
         """A delivery's bytes as nats-server counts them for a pull request's

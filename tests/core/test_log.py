@@ -4,6 +4,7 @@ the de-duplication rule, the registry's namespaces, and publishers' receipts."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 
@@ -14,8 +15,8 @@ from flowmq import config
 from flowmq.core.broker import Broker
 from flowmq.core.message import Message
 from flowmq.core.receipts import Receipt
-from flowmq.core.store import LimitExceeded, Limits
-from flowmq.core.streams.log import Log
+from flowmq.core.store import FileStore, LimitExceeded, Limits
+from flowmq.core.streams.log import Log, WriteFailed
 from flowmq.core.streams.rules import Deduplicate, IngestRule, Refused
 from flowmq.core.topics import InvalidTopic
 
@@ -295,3 +296,24 @@ def test_a_receipt_with_no_durable_destination_completes_at_once(core):
     seen = []
     receipt.result().addCallback(seen.append)
     assert seen == [None]
+
+
+def test_a_receipt_fails_when_the_store_cannot_write_and_the_message_is_not_kept(core, monkeypatch):
+    broker, clock = core
+    answers = Answers()
+    log = make_log(core, rules=[Deduplicate(_header_id, 10 * SECOND)], answers=answers)
+
+    def full_disk(store):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileStore, "flush", full_disk)
+    receipt = Receipt()
+    publish(broker, "orders/1", headers=(("id", "a"),), receipt=receipt)
+    outcomes = []
+    receipt.result().addErrback(lambda failure: outcomes.append(failure.value))
+    clock.advance(0)
+    assert len(outcomes) == 1 and isinstance(outcomes[0], WriteFailed)
+    assert isinstance(answers.written[0][1], WriteFailed) and seqs(log) == []
+    monkeypatch.undo()
+    publish(broker, "orders/1", headers=(("id", "a"),))  # the retry is stored: no duplicate of what went
+    assert seqs(log) == [2]

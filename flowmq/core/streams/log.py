@@ -172,7 +172,7 @@ class Log:
 
     # -- taking messages in ------------------------------------------------------------
 
-    def deliver(self, message, subscriptions=None) -> None:
+    def deliver(self, message, subscriptions) -> None:
         """The router hands over a message published on one of our topics
         (``subscriptions``, those of ours that match, does not matter here)."""
         try:

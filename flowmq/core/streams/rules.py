@@ -8,7 +8,9 @@ what a rule has):
   on, or the sequence of the stored message that this one repeats (it is
   not stored again, and its publisher is answered as for a duplicate), or
   raises (``Refused``, or any error) to refuse it;
-- ``stored(log, message, seq, timestamp)``, once it is appended;
+- ``stored(log, message, seq, timestamp)``, once it is appended (in the same
+  ``Log.append`` call as the ``check`` of that message, so a rule may keep
+  what its check found for it);
 - ``unwritten(log, seqs)``: those messages did not reach the disk and were
   taken back out of the log (a retry must be able to store them again);
 - ``restore(log)``: the log starts taking messages (at start-up, after a
@@ -54,9 +56,10 @@ class Deduplicate(IngestRule):
         self.window = window
         self.last_id = ""
         self._recent: collections.OrderedDict = collections.OrderedDict()  # id -> (seq, timestamp ns)
+        self._checked = None  # the id of the message being taken in
 
     def check(self, log, message):
-        msg_id = self.message_id(message)
+        msg_id = self._checked = self.message_id(message)
         if not msg_id:
             return None
         self._forget_old(log.now())
@@ -64,7 +67,7 @@ class Deduplicate(IngestRule):
         return seen[0] if seen is not None else None
 
     def stored(self, log, message, seq: int, timestamp: int) -> None:
-        msg_id = self.message_id(message)
+        msg_id = self._checked
         if msg_id:
             self._remember(msg_id, seq, timestamp)
         else:

@@ -3,8 +3,9 @@
 In the order nats-server applies them (stream.go processJetStreamMsg): a
 sealed stream takes nothing; a ``Nats-Msg-Id`` seen within the duplicate
 window is a duplicate (the core's Deduplicate rule, with this module's id
-source); then the ``Nats-Expected-*`` expectations, the ``Nats-Rollup``
-header, and the stream's max_msg_size, which counts the NATS header block.
+source); then PublishHeaders: the ``Nats-Expected-*`` expectations, the
+``Nats-Rollup`` header, and the stream's max_msg_size, which counts the NATS
+header block.
 A refusal is the ApiError the publisher gets in its error JSON.
 """
 
@@ -37,18 +38,45 @@ class Sealed(IngestRule):
         return None
 
 
-class Expectations(IngestRule):
-    """nats-server's publish expectations (``Nats-Expected-*`` headers);
-    ``dedupe`` knows the last message's id."""
+class PublishHeaders(IngestRule):
+    """After de-duplication, in nats-server's order: the publish expectations
+    (``Nats-Expected-*`` headers), the ``Nats-Rollup`` header (``sub`` keeps
+    only this message of its subject, ``all`` only this message of the
+    stream, when the stream allows rollups) and the stream's max_msg_size,
+    over the header block and the payload as nats-server counts them. One
+    rule, as they are one pass over the headers (every message pays for a
+    rule). ``dedupe`` knows the last message's id."""
 
     def __init__(self, stream, dedupe):
         self.stream = stream
         self.dedupe = dedupe
+        self._rollup = None  # the rollup of the message being taken in
 
     def check(self, log, message):
         headers = message.headers
-        if not headers:
-            return None
+        config = self.stream.config
+        rollup = None
+        if headers:
+            self._check_expectations(log, message.topic, headers)
+            rollup = header_value(headers, "Nats-Rollup")
+            if rollup:  # nats-server: an empty value is no rollup, and case does not matter
+                rollup = rollup.lower()
+                if not config["allow_rollup_hdrs"] or config["deny_purge"]:
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
+                if rollup not in ("sub", "all"):
+                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
+        self._rollup = rollup
+        max_size = config["max_msg_size"]
+        if max_size > 0 and len(message.payload) + header_block_length(headers) > max_size:
+            raise ApiError(errors.MESSAGE_TOO_BIG)
+        return None
+
+    def stored(self, log, message, seq: int, timestamp: int) -> None:
+        rollup = self._rollup
+        if rollup and log.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
+            self.stream.service.purged(self.stream)
+
+    def _check_expectations(self, log, topic: str, headers) -> None:
         expected = header_value(headers, "Nats-Expected-Stream")
         if expected is not None and expected != self.stream.name:
             raise ApiError(errors.STREAM_NOT_MATCH)
@@ -59,59 +87,13 @@ class Expectations(IngestRule):
                 raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
         expected = header_value(headers, "Nats-Expected-Last-Subject-Sequence")
         if expected is not None:
-            newest = log.store.last_message(message.topic)
+            newest = log.store.last_message(topic)
             last = newest.seq if newest is not None else 0
             if _as_int(expected) != last:
                 raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
         expected = header_value(headers, "Nats-Expected-Last-Msg-Id")
         if expected is not None and expected != self.dedupe.last_id:
             raise ApiError(errors.WRONG_LAST_MSG_ID, id=self.dedupe.last_id)
-        return None
-
-
-class Rollup(IngestRule):
-    """``Nats-Rollup: sub`` keeps only this message of its subject, ``all``
-    only this message of the stream (when the stream allows rollups)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def check(self, log, message):
-        rollup = _rollup(message)
-        if rollup:
-            config = self.stream.config
-            if not config["allow_rollup_hdrs"] or config["deny_purge"]:
-                raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
-            if rollup not in ("sub", "all"):
-                raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
-        return None
-
-    def stored(self, log, message, seq: int, timestamp: int) -> None:
-        rollup = _rollup(message)
-        if rollup and log.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
-            self.stream.service.purged(self.stream)
-
-
-class MaxMessageSize(IngestRule):
-    """The stream's max_msg_size, over the header block and the payload as
-    nats-server counts them."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def check(self, log, message):
-        max_size = self.stream.config["max_msg_size"]
-        if max_size > 0 and len(message.payload) + header_block_length(message.headers) > max_size:
-            raise ApiError(errors.MESSAGE_TOO_BIG)
-        return None
-
-
-def _rollup(message):
-    """The message's rollup, lower case (nats-server: an empty value is no
-    rollup, and case does not matter), or None."""
-    headers = message.headers
-    rollup = header_value(headers, "Nats-Rollup") if headers else None
-    return rollup.lower() if rollup else None
 
 
 def _rollup_filter(topic: str) -> str:

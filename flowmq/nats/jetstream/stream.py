@@ -30,7 +30,7 @@ from flowmq.core.topics import InvalidTopic
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.rules import Expectations, MaxMessageSize, Rollup, Sealed, nats_msg_id
+from flowmq.nats.jetstream.rules import PublishHeaders, Sealed, nats_msg_id
 from flowmq.nats.jetstream.wire import dumps, header_block_length, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
@@ -85,7 +85,7 @@ class Stream:
         self.created = created
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
         self._dedupe = Deduplicate(nats_msg_id, config["duplicate_window"])
-        rules = (Sealed(self), self._dedupe, Expectations(self, self._dedupe), Rollup(self), MaxMessageSize(self))
+        rules = (Sealed(self), self._dedupe, PublishHeaders(self, self._dedupe))
         self.log = Log(KIND, self.name, store, self.broker, config["retention"], rules, answers=self)
         #: The consumers' view of the stream: its store and its consumers (the Log's).
         self.store = store
@@ -111,10 +111,6 @@ class Stream:
         if log.attached:
             self._release_subjects(old_filters)
             self._claim_subjects()
-
-    @property
-    def filters(self) -> tuple:
-        return self.log.filters
 
     def covers_all(self, topic_filters_) -> bool:
         """Do these consumer filters take in every subject of the stream?"""
@@ -146,7 +142,7 @@ class Stream:
         """Stored (or a duplicate of ``seq``): a NATS publisher with a reply
         subject gets its PubAck once the store is written."""
         reply = message.reply_to
-        if reply is None or self.config["no_ack"] or getattr(message.origin, "protocol", None) != NATS:
+        if reply is None or self.config["no_ack"] or not _from_nats(message):
             return None
         if duplicate:
             ack = self._ack_prefix + b'%d,"duplicate":true}' % seq
@@ -166,7 +162,7 @@ class Stream:
         """A rule or the store refused the message: a NATS publisher with a
         reply subject gets the error JSON at once."""
         reply = message.reply_to
-        if reply is None or getattr(message.origin, "protocol", None) != NATS:
+        if reply is None or not _from_nats(message):
             return
         if isinstance(error, LimitExceeded):
             if str(error) == QUOTA_EXCEEDED:  # the account's max_memory / max_store
@@ -222,3 +218,8 @@ class Stream:
             return {topic_to_subject(topic).decode(): count for topic, count in counts.items()}, total
         subjects = sorted((topic_to_subject(topic).decode(), count) for topic, count in counts.items())
         return dict(subjects[offset:offset + MAX_SUBJECT_DETAILS]), total
+
+
+def _from_nats(message) -> bool:
+    """Did a NATS connection publish ``message``? (Only its reply subject is a stream's to answer.)"""
+    return getattr(message.origin, "protocol", None) == NATS

@@ -63,14 +63,12 @@ class Log:
 
     def __init__(self, kind: str, name: str, store, broker, retention: str = "limits", rules=(),
                  answers=None, now=time.time_ns):
-        if retention not in RETENTIONS:
-            raise ValueError("retention must be one of %s, not %r" % (", ".join(RETENTIONS), retention))
         self.kind = kind
         self.name = name
         self.store = store
         self.broker = broker
         self.clock = broker.clock
-        self.retention = retention
+        self.retention = _checked(retention)
         self.answers = answers
         #: The wall clock in ns (stored timestamps, max age, duplicate window).
         self.now = now
@@ -92,8 +90,7 @@ class Log:
         """Take new topic filters, store limits and retention. An attached
         log subscribes to the new filters before anything else changes, so
         filters the router refuses (InvalidTopic) leave it as it was."""
-        if retention not in RETENTIONS:
-            raise ValueError("retention must be one of %s, not %r" % (", ".join(RETENTIONS), retention))
+        _checked(retention)
         filters = tuple(filters)
         if self.attached:
             subscriptions = self._subscribe(filters)
@@ -269,3 +266,9 @@ class Log:
             seq = stored.seq + 1
             if all(c.has_acknowledged(stored.seq) for c in consumers if c.wants(stored.topic)):
                 self.store.delete(stored.seq)
+
+
+def _checked(retention: str) -> str:
+    if retention not in RETENTIONS:
+        raise ValueError("retention must be one of %s, not %r" % (", ".join(RETENTIONS), retention))
+    return retention

@@ -16,6 +16,7 @@ from twisted.application import service
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
 from flowmq.core.store import StorageEngine
+from flowmq.core.streams.registry import LogRegistry
 from flowmq.logs import logger
 
 _log = logger("flowmq.broker")
@@ -109,6 +110,7 @@ class Broker(service.Service):
         #: output is written: acknowledgements of stored messages go out there.
         self.after_sync: list = []
         self.storage = None
+        self.logs = LogRegistry(self)  # the logs of every protocol, by (kind, name)
 
     def startService(self):
         storage = self.settings.storage

@@ -105,6 +105,7 @@ class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
     log = logger("flowmq.nats")
+    protocol = "nats"  # what a JetStream stream answers with a PubAck (a message's origin)
 
     def __init__(self, factory: "NatsFactory"):
         settings = factory.settings

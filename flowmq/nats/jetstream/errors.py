@@ -8,9 +8,12 @@ are nats-server's own numbers (server/errors.json).
 
 from __future__ import annotations
 
+from flowmq.core.streams.rules import Refused
 
-class ApiError(Exception):
-    """An API request that fails; ``as_json()`` is the response's "error" object."""
+
+class ApiError(Refused):
+    """An API request that fails; ``as_json()`` is the response's "error" object.
+    (A Refused: a stream's publish rule that says no is no fault of the broker.)"""
 
     def __init__(self, kind, **values):
         code, err_code, description = kind

@@ -82,7 +82,6 @@ class JetStream(service.Service):
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer
         self._push: dict = {}  # deliver topic -> [Consumer]
         self._unsaved: dict = {}  # durable consumers whose state changed
-        self._acking: dict = {}  # streams with PubAcks waiting for the store's write
         self._save_call = None
 
     # -- service --------------------------------------------------------------------
@@ -101,7 +100,6 @@ class JetStream(service.Service):
             self.broker.router.subscribe(subscription)
             self._subscriptions.append(subscription)
         self.broker.interest_watchers.append(self._interest)
-        self.broker.after_sync.append(self._synced)
         file_streams = storage.max_file_streams
         self.account.log_limits()
         log.info("JetStream ready: {streams} streams, {consumers} consumers; at most {max_streams} streams "
@@ -115,7 +113,6 @@ class JetStream(service.Service):
         service.Service.stopService(self)
         self._save()
         self.broker.interest_watchers.remove(self._interest)
-        self.broker.after_sync.remove(self._synced)
         for subscription in self._subscriptions:
             self.broker.router.unsubscribe(subscription)
         self._subscriptions = []
@@ -370,16 +367,6 @@ class JetStream(service.Service):
                           stream=consumer.stream.name, name=consumer.name, error=e)
 
     # -- the broker's side ------------------------------------------------------------
-
-    def acks_waiting(self, stream) -> None:
-        """``stream`` has PubAcks to send once its messages are written."""
-        self._acking[stream] = None
-        self.broker.batcher.need_sync()
-
-    def _synced(self, failed: set) -> None:
-        acking, self._acking = self._acking, {}
-        for stream in acking:
-            stream.release_acks(stream.store in failed)
 
     def reply(self, topic: str, document: dict) -> None:
         self.broker.publish(Message(topic, dumps(document)))

@@ -1,38 +1,44 @@
-"""A JetStream stream: a Stream destination of the core router.
+"""A JetStream stream: the NATS adapter over a core Log.
 
-The stream subscribes to its subjects in the router like any consumer, so a
-message published on them by any protocol is stored, not only NATS ones. For
-each message it applies nats-server's publish rules (de-duplication by
-``Nats-Msg-Id`` within the duplicate window, the ``Nats-Expected-*``
-expectations, ``Nats-Rollup``), appends it to its store and, when the
-message has a reply topic, answers with the PubAck JSON. The PubAck is only
-queued here: the broker writes the store before any output goes out (see
-WriteBatcher), so an acknowledged message is on its way to disk first.
+The Log (flowmq.core.streams.log) is the stream's substance: its store,
+the subjects it takes in (subscribed in the core router, so a message
+published on them by any protocol is stored), retention, expiry and the
+ingest rules. This adapter adds what is NATS's own: the configuration JSON,
+nats-server's publish rules (rules.py: ``Nats-Msg-Id`` de-duplication,
+``Nats-Expected-*``, ``Nats-Rollup``, max_msg_size over the header block),
+the claims of its subjects for the overlap checks, and the answers: a
+PubAck, or the error JSON, to the reply subject of a NATS publisher. As
+nats-server, it answers only a NATS publisher: a message another protocol
+published (an MQTT 5 response topic, an AMQP reply_to) is stored, and its
+reply address is not the stream's to write to. A PubAck waits for the
+store's write (the Log's ``written``): an acknowledged message is on its
+way to disk first.
 
-Retention: limits (the store's), interest (a message goes once every
-consumer that wants it has acknowledged it) or work-queue (once one
-consumer has).
+The Log is registered as ("jetstream", name) in the broker's registry, so a
+later protocol reads the stream as a Log without importing this package.
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import time
 
 from flowmq.core.message import Message
-from flowmq.core.router import Subscription
 from flowmq.core.store import QUOTA_EXCEEDED, LimitExceeded, Limits
-from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic
-from flowmq.logs import logger
+from flowmq.core.streams.log import Log
+from flowmq.core.streams.rules import Deduplicate
+from flowmq.core.topics import InvalidTopic
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.wire import dumps, header_block_length, header_value, rfc3339
+from flowmq.nats.jetstream.rules import PublishHeaders, Sealed, nats_msg_id
+from flowmq.nats.jetstream.wire import dumps, header_block_length, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
-log = logger("flowmq.jetstream")
-
+#: The registry's kind of JetStream's logs (and the storage engine's namespace).
+KIND = "jetstream"
+#: The ``protocol`` of the publishing connection (message.origin) that the
+#: stream answers: nats-server sends PubAcks to NATS reply subjects only.
+NATS = "nats"
 #: Most subjects a STREAM.INFO with subjects_filter lists (nats-server's limit too).
 MAX_SUBJECT_DETAILS = 100_000
 #: Configuration fields that nats-server's answers leave out when false (omitempty).
@@ -60,7 +66,7 @@ STORE_SIZERS = {"memory": _memory_size, "file": _file_size}
 
 def store_limits(config: dict) -> Limits:
     """The storage engine's limits for a stream configuration (max_msg_size
-    is the stream's to check: it counts the NATS header block, see ingest)."""
+    is the stream's to check: it counts the NATS header block, see rules.py)."""
     return Limits(
         max_msgs=config["max_msgs"], max_bytes=config["max_bytes"], max_age=config["max_age"],
         max_msgs_per_subject=config["max_msgs_per_subject"],
@@ -69,281 +75,114 @@ def store_limits(config: dict) -> Limits:
 
 
 class Stream:
-    """One stream: its configuration, its store, its consumers."""
-
-    # As a delivery target of the router: every message, nobody's permissions.
-    echo = True
-    permissions = None
+    """One stream: its configuration, its Log, its consumers (the Log's)."""
 
     def __init__(self, service, config: dict, store, created: int):
         self.service = service
         self.broker = service.broker
         self.clock = service.clock
         self.name = config["name"]
-        self.store = store
         self.created = created
-        self.consumers: dict = {}
-        self._subscriptions: list = []
-        self._recent_ids: collections.OrderedDict = collections.OrderedDict()  # msg id -> (seq, ns), oldest first
-        self._last_msg_id = ""
-        self._expiry = None
-        self._acks: list = []  # (reply topic, PubAck) waiting for the store's write
         self._ack_prefix = b'{"stream":' + dumps(self.name) + b',"seq":'
-        store.on_remove = self._removed
+        self._dedupe = Deduplicate(nats_msg_id, config["duplicate_window"])
+        rules = (Sealed(self), self._dedupe, PublishHeaders(self, self._dedupe))
+        self.log = Log(KIND, self.name, store, self.broker, config["retention"], rules, answers=self)
+        #: The consumers' view of the stream: its store and its consumers (the Log's).
+        self.store = store
+        self.consumers = self.log.consumers
         store.use_quota(service.account.quotas[config["storage"]])
         self.configure(config)
 
     # -- configuration --------------------------------------------------------
 
     def configure(self, config: dict) -> None:
-        """Take a (new) configuration: limits, subjects, expiry timer. An
+        """Take a (new) configuration: subjects, limits, retention. An
         attached stream subscribes to the new subjects before anything else
         changes, so one the router refuses leaves it as it was."""
-        filters = topic_filters(config["subjects"])
-        attached = bool(self._subscriptions)
-        if attached:
-            subscriptions = self._subscribe(filters)
-            self.detach()
-            self._subscriptions = subscriptions
-            self._claim_subjects()
+        log = self.log
+        old_filters = log.filters if log.attached else ()
+        old_window, self._dedupe.window = self._dedupe.window, config["duplicate_window"]
+        try:
+            log.configure(topic_filters(config["subjects"]), store_limits(config), config["retention"])
+        except Exception:
+            self._dedupe.window = old_window
+            raise
         self.config = config
-        self.filters = filters
-        self.store.update_limits(store_limits(config))
-        if attached:
-            self._restore_recent_ids()
-            self._schedule_expiry()
+        if log.attached:
+            self._release_subjects(old_filters)
+            self._claim_subjects()
 
     def covers_all(self, topic_filters_) -> bool:
         """Do these consumer filters take in every subject of the stream?"""
-        return not topic_filters_ or set(topic_filters_) >= set(self.filters)
+        return self.log.covers_all(topic_filters_)
 
     def attach(self) -> None:
-        """Start taking messages: subscribe to the subjects (and claim them
-        in ``service.subjects``), start expiring."""
-        self._subscriptions = self._subscribe(self.filters)
+        """Start taking messages: the Log subscribes to the subjects, which
+        are claimed in ``service.subjects``."""
+        self.log.attach()
         self._claim_subjects()
-        self._restore_recent_ids()
-        self._schedule_expiry()
 
-    def _subscribe(self, filters) -> list:
-        """Subscriptions of the stream to ``filters``, all or none: if the
-        router refuses one (InvalidTopic), those made are undone."""
-        router = self.broker.router
-        subscriptions = []
-        try:
-            for topic_filter in filters:
-                subscription = Subscription(self, topic_filter)
-                router.subscribe(subscription)
-                subscriptions.append(subscription)
-        except Exception:
-            for subscription in subscriptions:
-                router.unsubscribe(subscription)
-            raise
-        return subscriptions
+    def detach(self) -> None:
+        if self.log.attached:
+            self._release_subjects(self.log.filters)
+        self.log.detach()
 
     def _claim_subjects(self) -> None:
         """Enter the subscribed subjects in ``service.subjects`` (the overlap checks)."""
-        for subscription in self._subscriptions:
-            self.service.subjects.add(subscription.filter, self.name)
+        for topic_filter in self.log.filters:
+            self.service.subjects.add(topic_filter, self.name)
 
-    def detach(self) -> None:
-        for subscription in self._subscriptions:
-            self.broker.router.unsubscribe(subscription)
-            self.service.subjects.remove(subscription.filter, self.name)
-        self._subscriptions = []
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
+    def _release_subjects(self, filters) -> None:
+        for topic_filter in filters:
+            self.service.subjects.remove(topic_filter, self.name)
 
-    def _schedule_expiry(self) -> None:
-        max_age = self.config["max_age"]
-        if max_age and self._expiry is None:
-            self._expiry = self.clock.callLater(min(1.0, max_age / 1e9), self._expire)
+    # -- the Log's answers --------------------------------------------------
 
-    def _expire(self) -> None:
-        self._expiry = None
-        self.store.expire(time.time_ns())
-        self._schedule_expiry()
-
-    # -- publishing -----------------------------------------------------------
-
-    def deliver(self, message, subscription) -> None:
-        """The router hands over a message published on one of our subjects."""
+    def accepted(self, message, seq: int, duplicate: bool):
+        """Stored (or a duplicate of ``seq``): a NATS publisher with a reply
+        subject gets its PubAck once the store is written."""
         reply = message.reply_to
-        try:
-            ack, seq = self.ingest(message)
-        except ApiError as e:
-            if reply is not None:
-                self.service.reply(reply, {"error": e.as_json(), "stream": self.name})
-            return
-        except Exception as e:  # the store failed: refuse this message, keep the publisher
-            log.failure("stream {name}: storing a message on {topic} failed", name=self.name, topic=message.topic)
-            if reply is not None:
-                failed = ApiError(errors.STORE_FAILED, err="%s: %s" % (type(e).__name__, e))
-                self.service.reply(reply, {"error": failed.as_json(), "stream": self.name})
-            return
-        if seq:
-            self._appended(seq, message.topic)
-        if reply is not None and not self.config["no_ack"]:
-            self._acks.append((reply, ack, seq))
-            self.service.acks_waiting(self)
-
-    def ingest(self, message) -> bytes:
-        """Store one message; returns the PubAck JSON and the new seq (0 for a
-        duplicate), raises ApiError if refused."""
-        config = self.config
-        if config["sealed"]:
-            raise ApiError(errors.STREAM_SEALED)
-        headers = message.headers
-        msg_id = rollup = None
-        if headers:
-            msg_id = header_value(headers, "Nats-Msg-Id")
-            if msg_id:
-                seen = self._duplicate_of(msg_id)
-                if seen:
-                    return self._ack_prefix + b'%d,"duplicate":true}' % seen, 0
-            self._check_expectations(message.topic, headers)
-            rollup = header_value(headers, "Nats-Rollup")
-            if rollup:  # nats-server: an empty value is no rollup, and case does not matter
-                rollup = rollup.lower()
-                if not config["allow_rollup_hdrs"] or config["deny_purge"]:
-                    raise ApiError(errors.ROLLUP_FAILED, err="rollup not permitted")
-                if rollup not in ("sub", "all"):
-                    raise ApiError(errors.ROLLUP_FAILED, err="rollup value invalid: %s" % json.dumps(rollup))
-        max_size = config["max_msg_size"]
-        if max_size > 0 and len(message.payload) + header_block_length(headers) > max_size:
-            raise ApiError(errors.MESSAGE_TOO_BIG)  # nats-server: header block + payload
-        try:
-            seq, timestamp = self.store.append(message.topic, headers or None, message.payload)
-        except LimitExceeded as e:
-            if str(e) == QUOTA_EXCEEDED:  # the account's max_memory / max_store
-                raise ApiError(errors.ACCOUNT_RESOURCES_EXCEEDED) from None
-            raise ApiError(errors.STORE_FAILED, err=str(e)) from None
-        if rollup and self.store.purge(_rollup_filter(message.topic) if rollup == "sub" else None, keep=1):
-            self.service.purged(self)
-        if msg_id:
-            self._remember_id(msg_id, seq, timestamp)
+        if reply is None or self.config["no_ack"] or not _from_nats(message):
+            return None
+        if duplicate:
+            ack = self._ack_prefix + b'%d,"duplicate":true}' % seq
         else:
-            self._last_msg_id = ""  # nats-server: the last message's id, "" when it had none
-        return self._ack_prefix + b"%d}" % seq, seq
+            ack = self._ack_prefix + b"%d}" % seq
+        return lambda error: self._answer(reply, ack, error)
 
-    def _check_expectations(self, topic: str, headers) -> None:
-        """nats-server's publish expectations (Nats-Expected-* headers)."""
-        expected = header_value(headers, "Nats-Expected-Stream")
-        if expected is not None and expected != self.name:
-            raise ApiError(errors.STREAM_NOT_MATCH)
-        expected = header_value(headers, "Nats-Expected-Last-Sequence")
-        if expected is not None:
-            last = self.store.state().last_seq
-            if _as_int(expected) != last:
-                raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
-        expected = header_value(headers, "Nats-Expected-Last-Subject-Sequence")
-        if expected is not None:
-            newest = self.store.last_message(topic)
-            last = newest.seq if newest is not None else 0
-            if _as_int(expected) != last:
-                raise ApiError(errors.WRONG_LAST_SEQUENCE, seq=last)
-        expected = header_value(headers, "Nats-Expected-Last-Msg-Id")
-        if expected is not None and expected != self._last_msg_id:
-            raise ApiError(errors.WRONG_LAST_MSG_ID, id=self._last_msg_id)
-
-    def _duplicate_of(self, msg_id: str) -> int:
-        """The seq stored under ``msg_id`` within the duplicate window, or 0."""
-        self._forget_old_ids(time.time_ns())
-        seen = self._recent_ids.get(msg_id)
-        return seen[0] if seen is not None else 0
-
-    def _remember_id(self, msg_id: str, seq: int, timestamp: int) -> None:
-        self._recent_ids[msg_id] = (seq, timestamp)
-        self._recent_ids.move_to_end(msg_id)
-        self._last_msg_id = msg_id
-
-    def _forget_old_ids(self, now: int) -> None:
-        oldest = now - self.config["duplicate_window"]
-        recent = self._recent_ids
-        while recent:
-            msg_id, (seq, timestamp) = next(iter(recent.items()))
-            if timestamp >= oldest:
-                break
-            del recent[msg_id]
-
-    def _restore_recent_ids(self) -> None:
-        """After a restart: the message ids of the duplicate window, from the store."""
-        seq = self.store.seq_for_time(time.time_ns() - self.config["duplicate_window"])
-        while True:
-            stored = self.store.next_message(seq)
-            if stored is None:
-                return
-            msg_id = header_value(stored.headers, "Nats-Msg-Id")
-            if msg_id:
-                self._remember_id(msg_id, stored.seq, stored.timestamp)
-            seq = stored.seq + 1
-
-    def _appended(self, seq: int, topic: str) -> None:
-        if self.config["retention"] == "interest" and not any(c.wants(topic) for c in self.consumers.values()):
-            self.store.delete(seq)  # an interest stream keeps nothing nobody wants
-            return
-        for consumer in list(self.consumers.values()):
-            consumer.on_append(topic)
-
-    def release_acks(self, failed: bool) -> None:
-        """The store was written (or not): send the waiting PubAcks, or
-        errors in their place, since what failed to reach the disk is not
-        acknowledged."""
-        acks, self._acks = self._acks, []
-        if failed:
-            # Refused means not stored: the messages go (a retry must not
-            # make a second copy), and so do their ids in the duplicate window.
-            refused = {seq for _reply, _ack, seq in acks if seq}
-            for seq in refused:
-                self.store.delete(seq)
-            for msg_id, (seq, _timestamp) in list(self._recent_ids.items()):
-                if seq in refused:
-                    del self._recent_ids[msg_id]
-            error = {"error": ApiError(errors.STORE_FAILED, err="writing to disk failed").as_json(),
-                     "stream": self.name}
-            for reply, _ack, _seq in acks:
-                self.service.reply(reply, error)
+    def _answer(self, reply: str, ack: bytes, error) -> None:
+        """The store was written (error None): the PubAck; or it failed: an
+        error in its place, since what failed to reach the disk is not acknowledged."""
+        if error is None:
+            self.broker.publish(Message(reply, ack))
         else:
-            publish = self.broker.publish
-            for reply, ack, _seq in acks:
-                publish(Message(reply, ack))
+            self._reply_error(reply, ApiError(errors.STORE_FAILED, err="writing to disk failed"))
 
-    def _removed(self, seq: int, topic: str) -> None:
-        for consumer in self.consumers.values():
-            consumer.on_removed(seq, topic)
+    def refused(self, message, error) -> None:
+        """A rule or the store refused the message: a NATS publisher with a
+        reply subject gets the error JSON at once."""
+        reply = message.reply_to
+        if reply is None or not _from_nats(message):
+            return
+        if isinstance(error, LimitExceeded):
+            if str(error) == QUOTA_EXCEEDED:  # the account's max_memory / max_store
+                error = ApiError(errors.ACCOUNT_RESOURCES_EXCEEDED)
+            else:
+                error = ApiError(errors.STORE_FAILED, err=str(error))
+        elif not isinstance(error, ApiError):  # the store failed: refuse this message, keep the publisher
+            error = ApiError(errors.STORE_FAILED, err="%s: %s" % (type(error).__name__, error))
+        self._reply_error(reply, error)
 
-    # -- retention by acknowledgement -----------------------------------------
+    def _reply_error(self, reply: str, error: ApiError) -> None:
+        self.service.reply(reply, {"error": error.as_json(), "stream": self.name})
+
+    # -- the consumers' calls (retention by acknowledgement) ----------------
 
     def acknowledged(self, consumer, seqs) -> None:
-        """``consumer`` acknowledged the messages ``seqs``; interest and
-        work-queue streams drop those that nobody else still needs."""
-        retention = self.config["retention"]
-        if retention == "limits":
-            return
-        for seq in seqs:
-            if retention == "interest":
-                stored = self.store.get(seq)
-                if stored is None or not all(
-                        c.has_acknowledged(seq) for c in self.consumers.values() if c.wants(stored.topic)):
-                    continue
-            self.store.delete(seq)
+        self.log.acknowledged(consumer, seqs)
 
     def forget_interest(self, first: int) -> None:
-        """A consumer went whose ack floor was ``first - 1``: an interest
-        stream drops the messages from ``first`` on that nobody left wants
-        (those below were acknowledged by it, so kept only for others)."""
-        if self.config["retention"] != "interest":
-            return
-        consumers = list(self.consumers.values())
-        seq = first
-        while True:
-            stored = self.store.next_message(seq)
-            if stored is None:
-                return
-            seq = stored.seq + 1
-            if all(c.has_acknowledged(stored.seq) for c in consumers if c.wants(stored.topic)):
-                self.store.delete(stored.seq)
+        self.log.forget_interest(first)
 
     # -- views ----------------------------------------------------------------
 
@@ -381,21 +220,6 @@ class Stream:
         return dict(subjects[offset:offset + MAX_SUBJECT_DETAILS]), total
 
 
-def _rollup_filter(topic: str) -> str:
-    """What a "sub" rollup purges: nats-server purges the message's subject
-    as a filter, and a published subject may hold '*' and a last '>' (nats-server
-    takes them; FlowMQ keeps them as levels), which match there as wildcards."""
-    levels = topic.split(SEPARATOR)
-    if "*" not in levels and levels[-1] != ">":
-        return topic
-    levels = [SINGLE_LEVEL if level == "*" else level for level in levels]
-    if levels[-1] == ">":
-        levels[-1:] = [SINGLE_LEVEL, MULTI_LEVEL]
-    return SEPARATOR.join(levels)
-
-
-def _as_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ApiError(errors.BAD_REQUEST) from None
+def _from_nats(message) -> bool:
+    """Did a NATS connection publish ``message``? (Only its reply subject is a stream's to answer.)"""
+    return getattr(message.origin, "protocol", None) == NATS

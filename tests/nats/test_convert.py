@@ -204,8 +204,6 @@ def test_a_message_from_another_protocol_reaches_a_nats_subscriber_with_the_docu
     assert _same(headers, TYPED) and props == EVERY_PROPERTY
 
 
-@pytest.mark.xfail(strict=True, reason="needs jetstream/stream.py to store message.properties and "
-                                       "jetstream/consumer.py to deliver stored.properties (see docs/arch-message.md)")
 @pytest.mark.parametrize("storage", ["file", "memory"])
 def test_a_jetstream_stream_stores_and_replays_the_properties(broker, storage):
     async def main():

@@ -199,7 +199,8 @@ class Log:
             seen = check(self, message)
             if seen is not None:
                 return seen, True
-        seq, timestamp = self.store.append(message.topic, message.headers or None, message.payload, self.now())
+        seq, timestamp = self.store.append(message.topic, message.headers or None, message.payload, self.now(),
+                                           properties=message.properties)
         for stored in self._on_stored:
             stored(self, message, seq, timestamp)
         return seq, False

@@ -25,6 +25,7 @@ from flowmq.auth.permissions import UNRESTRICTED
 from flowmq.auth.realm import IFlowMQSession
 from flowmq.connection import BrokerConnection
 from flowmq.core.errors import PermissionDenied
+from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
@@ -98,7 +99,7 @@ class NatsSubscription(Subscription):
         self.delivered = 0
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IDeliveryTarget)
 class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
@@ -513,9 +514,11 @@ class NatsConnection(BrokerConnection):
 
     # -- output ---------------------------------------------------------------
 
-    def deliver(self, message, subscription) -> None:
-        """Called by the broker for each message that matches one of our subscriptions
-        (a closing connection has none left, and send() drops what comes meanwhile)."""
+    def deliver(self, message, subscriptions) -> None:
+        """IDeliveryTarget: a message that matches ``subscriptions`` (a closing
+        connection has none left, and send() drops what comes meanwhile).
+        One MSG per subscription, each with its sid, as nats-server sends
+        when several subscriptions of a client match one message."""
         topic = message.topic
         reply = message.reply_to
         subject = _cached_subject(topic) or topic_to_subject(topic)
@@ -523,16 +526,19 @@ class NatsConnection(BrokerConnection):
             reply = _cached_subject(reply) or topic_to_subject(reply)
         elif message.wire_cache is not None:
             reply = message.wire_cache.get(_REPLY_KEY)
-        if message.headers is None or not self.headers:
-            self.send(encode_msg(subject, subscription.sid, reply, message.payload))
-        else:
+        block = None
+        if message.headers is not None and self.headers:
             block = message.cached(_HEADERS_KEY, _header_block)
-            self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+        for subscription in subscriptions:
+            if block is None:
+                self.send(encode_msg(subject, subscription.sid, reply, message.payload))
+            else:
+                self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+            subscription.delivered += 1
+            if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+                self._remove(subscription)
         if self._paused:
             self.hold_publisher(message.origin)
-        subscription.delivered += 1
-        if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
-            self._remove(subscription)
 
     def _keepalive(self) -> None:
         if self._pings_out + 1 > self.settings.max_pings_out:

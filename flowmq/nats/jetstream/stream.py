@@ -20,6 +20,9 @@ import collections
 import json
 import time
 
+from zope.interface import implementer
+
+from flowmq.core.interfaces import IDestination
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
 from flowmq.core.store import QUOTA_EXCEEDED, LimitExceeded, Limits
@@ -68,6 +71,7 @@ def store_limits(config: dict) -> Limits:
         discard_new_per_subject=config["discard_new_per_subject"])
 
 
+@implementer(IDestination)
 class Stream:
     """One stream: its configuration, its store, its consumers."""
 
@@ -167,7 +171,7 @@ class Stream:
 
     # -- publishing -----------------------------------------------------------
 
-    def deliver(self, message, subscription) -> None:
+    def deliver(self, message, subscriptions) -> None:
         """The router hands over a message published on one of our subjects."""
         reply = message.reply_to
         try:

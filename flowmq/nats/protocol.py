@@ -60,6 +60,8 @@ ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
 ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
 ERR_AUTHORIZATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
+# FlowMQ's own: the broker failed to make a subscription (nats-server has no such case).
+ERR_SUBSCRIBE_FAILED = "Subscription Failed"
 
 _HEADERS_KEY = codec.WIRE_CACHE_HEADERS
 # The wire cache's reply subject of a message whose reply subject has no topic (an empty token).
@@ -490,6 +492,10 @@ class NatsConnection(BrokerConnection):
         except PermissionDenied:
             self.send(codec.encode_err('Permissions Violation for Subscription to "%s"'
                                        % subject.decode("utf-8", "replace")))
+            return
+        except Exception:  # a bug behind subscribe (a watcher): no subscription, the client stays
+            self.log.failure("[cid {cid}] subscribing to {subject} failed", cid=self.client_id, subject=subject)
+            self.send(codec.encode_err(ERR_SUBSCRIBE_FAILED))
             return
         self.subscriptions[sid] = subscription
         self._ok()

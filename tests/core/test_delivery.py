@@ -296,3 +296,58 @@ def test_a_queue_pick_that_lands_on_a_member_denied_the_topic_tries_the_next(cor
     core.publish(Message("p/open", b"shared"))
     core.publish(Message("p/open", b"shared"))
     assert len(denied.got) == 1  # round-robin as before where both may receive
+
+
+def test_a_nats_subscribe_that_a_watcher_fails_answers_an_error_and_keeps_the_client(broker, raw_client):
+    def failing(subscription):
+        raise RuntimeError("a bug in a watcher")
+
+    watchers = broker.service.broker.interest_watchers
+    broker.call(watchers.append, failing)
+    client = raw_client()
+    client.handshake()
+    client.send(b"SUB w.x 1\r\nPING\r\n")
+    assert client.read_line() == b"-ERR 'Subscription Failed'"
+    assert client.read_line() == b"PONG"
+    broker.call(watchers.remove, failing)
+    assert broker.call(lambda: broker.service.broker.router.count) == 3  # JetStream's own: $JS.API, ACK, FC
+    client.subscribe(b"w.x", b"2")  # the sid of the failed SUB is free, the client served
+    client.send(b"PUB w.x 2\r\nhi\r\n")
+    assert client.read_line() == b"MSG w.x 2 2"
+    assert client.read_exact(4) == b"hi\r\n"
+
+
+def test_a_nats_queue_group_member_denied_the_subject_passes_it_on(start_broker):
+    broker = start_broker(**{"auth.users": [
+        {"name": "alice", "password": "a", "subscribe": {"deny": ["p/secret"]}},  # unified topic filters
+        {"name": "bob", "password": "b"},
+    ]})
+
+    async def scenario():
+        url = "nats://%s@127.0.0.1:%d"
+        alice = await nats.connect(url % ("alice:a", broker.port))
+        bob = await nats.connect(url % ("bob:b", broker.port))
+        got = {"alice": [], "bob": []}
+
+        async def to_alice(msg):
+            got["alice"].append(msg.data)
+
+        async def to_bob(msg):
+            got["bob"].append(msg.data)
+
+        await alice.subscribe("p.*", queue="g", cb=to_alice)
+        await bob.subscribe("p.*", queue="g", cb=to_bob)
+        await alice.flush()
+        for n in range(6):
+            await bob.publish("p.secret", b"%d" % n)
+        await bob.flush()
+        for _ in range(100):
+            if len(got["bob"]) >= 6:
+                break
+            await asyncio.sleep(0.05)
+        await alice.flush()
+        await alice.close()
+        await bob.close()
+        return got
+
+    assert run(scenario()) == {"alice": [], "bob": [b"%d" % n for n in range(6)]}

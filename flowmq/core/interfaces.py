@@ -22,7 +22,8 @@ from zope.interface import Attribute, Interface, implementer
 
 
 class IDeliveryTarget(Interface):
-    """What the broker delivers messages to."""
+    """What the broker delivers messages to (hashed by identity: the router
+    groups the subscriptions of each target)."""
 
     echo = Attribute(
         "Connection-wide: False when the target does not want the messages it "

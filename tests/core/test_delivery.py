@@ -68,6 +68,8 @@ def subscribe(broker, consumer, topic_filter, group=None, **options):
 
 def _flowmq_classes():
     for module_info in pkgutil.walk_packages(flowmq.__path__, "flowmq."):
+        if module_info.name.endswith(".__main__"):
+            continue  # a command, not a module to import
         module = importlib.import_module(module_info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__:

@@ -50,6 +50,7 @@ DOLLAR = "$"
 
 
 def starts_with_wildcard(topic_filter: str) -> bool:
+    """Is the first level of the filter '+' or '#' (MQTT-4.7.2's case)?"""
     first = topic_filter.split(SEPARATOR, 1)[0]
     return first == SINGLE_LEVEL or first == MULTI_LEVEL
 

@@ -199,10 +199,9 @@ class Broker(service.Service):
                 continue
             try:
                 consumer.deliver(message, subscriptions)
+                delivered += 1
             except Exception:
                 _delivery_failed(consumer, message)
-                continue
-            delivered += 1
         for group in groups:
             member = group.pick(origin, topic, message.topic)
             if member is None:
@@ -212,10 +211,9 @@ class Broker(service.Service):
                 self._note_reply(consumer, message)
             try:
                 consumer.deliver(message, (member,))
+                delivered += 1
             except Exception:
                 _delivery_failed(consumer, message)
-                continue
-            delivered += 1
         return delivered
 
     @classmethod

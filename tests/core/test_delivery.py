@@ -357,3 +357,34 @@ def test_a_nats_queue_group_member_denied_the_subject_passes_it_on(start_broker)
         return got
 
     assert run(scenario()) == {"alice": [], "bob": [b"%d" % n for n in range(6)]}
+
+
+def test_a_failing_consumer_keeps_the_nats_publisher_and_the_other_subscribers(broker):
+    core_broker = broker.service.broker
+    broken = Subscription(Broken(), "iso/x")
+    broker.call(core_broker.subscribe, broken)
+
+    async def scenario():
+        publisher = await nats.connect(broker.url, allow_reconnect=False)  # dropped: stays closed
+        subscriber = await nats.connect(broker.url)
+        got = []
+
+        async def received(msg):
+            got.append(msg.data)
+
+        await subscriber.subscribe("iso.x", cb=received)
+        await subscriber.flush()
+        for n in range(3):
+            await publisher.publish("iso.x", b"%d" % n)
+        await publisher.flush()  # the publisher's connection still answers
+        for _ in range(100):
+            if len(got) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        connected = publisher.is_connected
+        await publisher.close()
+        await subscriber.close()
+        return got, connected
+
+    assert run(scenario()) == ([b"0", b"1", b"2"], True)
+    broker.call(core_broker.unsubscribe, broken)

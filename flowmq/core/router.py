@@ -130,7 +130,9 @@ class QueueGroup:
         delivery topic). Passed over, so that the message goes to the next
         member: one whose consumer published the message and does not want it
         back (``echo`` False, or a no-local member), one that keeps MQTT's '$'
-        rule on a '$' topic, and one whose permissions refuse ``received``.
+        rule on a '$' topic, and one whose permissions refuse ``received``
+        (nats-server, too, tries the next queue subscriber when the picked
+        one's deny list refuses the subject).
         """
         members = self.members
         count = len(members)

@@ -95,6 +95,11 @@ class WriteBatcher:
                 _log.failure("flushing the output of {connection}", connection=connection)
 
 
+def _delivery_failed(consumer, message) -> None:
+    """Log a consumer's failure to take a message (the others still get it)."""
+    _log.failure("delivering a message on {topic} to {consumer} failed", topic=message.topic, consumer=consumer)
+
+
 class Broker(service.Service):
     """Routes messages from any protocol to the subscriptions of every protocol."""
 
@@ -140,13 +145,21 @@ class Broker(service.Service):
         self.storage.close()
 
     def subscribe(self, subscription) -> None:
-        """Add a subscription; PermissionDenied if its consumer's permissions say no."""
+        """Add a subscription; PermissionDenied if its consumer's permissions say no.
+
+        All or nothing: if an interest watcher raises, the subscription is
+        taken out of the router again and the exception goes to the caller.
+        """
         permissions = subscription.consumer.permissions
         if permissions is not None and not permissions.may_subscribe(subscription.filter):
             raise PermissionDenied(subscription.filter)
         self.router.subscribe(subscription)
-        for watcher in self.interest_watchers:
-            watcher(subscription)
+        try:
+            for watcher in self.interest_watchers:
+                watcher(subscription)
+        except BaseException:
+            self.router.unsubscribe(subscription)
+            raise
 
     def unsubscribe(self, subscription) -> bool:
         return self.router.unsubscribe(subscription)
@@ -168,34 +181,52 @@ class Broker(service.Service):
         """Deliver ``message`` to the subscriptions of ``topic``, which need not
         be the message's own topic: a stream hands a stored message to the
         delivery topic of its consumer this way, and the message keeps the
-        topic it was published on. Returns how many got it."""
+        topic it was published on. Returns how many consumers got it.
+
+        Each consumer gets one ``deliver(message, subscriptions)`` with all of
+        its stand-alone subscriptions that match (the router's cached
+        ``deliveries``), and each queue group one member's. An exception in
+        one consumer's ``deliver`` is logged and costs that delivery only.
+        """
         origin = message.origin
         router = self.router
-        subscriptions, groups = router.cached(topic) or router.match(topic)
+        deliveries, groups, _ = router.cached(topic) or router.lookup(topic)
         delivered = 0
-        for subscription in subscriptions:
-            consumer = subscription.consumer
-            if consumer is origin and not consumer.echo:
-                continue
+        for consumer, subscriptions, local in deliveries:
+            if consumer is origin:
+                if not consumer.echo or not local:
+                    continue
+                subscriptions = local  # without the no-local ones
             if consumer.permissions is not None and not self._may_receive(consumer, message):
                 continue
-            consumer.deliver(message, subscription)
-            delivered += 1
-        for group in groups:
-            member = group.pick(origin)
-            if member is not None:
-                consumer = member.consumer
-                if consumer.permissions is not None and not self._may_receive(consumer, message):
-                    continue
-                consumer.deliver(message, member)
+            try:
+                consumer.deliver(message, subscriptions)
                 delivered += 1
+            except Exception:
+                _delivery_failed(consumer, message)
+        for group in groups:
+            member = group.pick(origin, topic, message.topic)
+            if member is None:
+                continue
+            consumer = member.consumer
+            if consumer.permissions is not None:
+                self._note_reply(consumer, message)
+            try:
+                consumer.deliver(message, (member,))
+                delivered += 1
+            except Exception:
+                _delivery_failed(consumer, message)
         return delivered
 
-    @staticmethod
-    def _may_receive(consumer, message) -> bool:
-        permissions = consumer.permissions
-        if not permissions.may_receive(message.topic):
+    @classmethod
+    def _may_receive(cls, consumer, message) -> bool:
+        if not consumer.permissions.may_receive(message.topic):
             return False
-        if message.reply_to is not None and message.origin is not consumer:
-            permissions.note_reply(message.reply_to)
+        cls._note_reply(consumer, message)
         return True
+
+    @staticmethod
+    def _note_reply(consumer, message) -> None:
+        """A consumer with ``allow_responses`` may answer the message's reply topic."""
+        if message.reply_to is not None and message.origin is not consumer:
+            consumer.permissions.note_reply(message.reply_to)

@@ -11,6 +11,17 @@ belongs to a queue group: a group is keyed by (filter, group name), and each
 message that matches the filter goes to exactly one member of the group,
 chosen round-robin so that members get an even share.
 
+A match result lists, besides the subscriptions, the *deliveries*: one
+``(consumer, subscriptions, local)`` entry per consumer, with every
+subscription of that consumer that matches (MQTT 5 subscription
+identifiers, AMQP overlapping bindings: one delivery per consumer per
+message), and ``local``, the ones among them that are not no-local (what
+the consumer gets of a message it published itself). Subscriptions that
+keep MQTT's rule for ``$`` topics (``wildcard_dollar`` False) are left out
+of the results of such topics when their filter starts with a wildcard.
+All of it is computed once per topic and cached, so publishing costs the
+same whether a consumer has one matching subscription or several.
+
 Match results are cached per topic in a bounded dict. A change to a literal
 filter drops the one cached entry it can affect, so churn on reply inboxes
 leaves the cache warm; a change to a wildcard filter empties the cache, which
@@ -25,29 +36,50 @@ several ``#`` levels cannot make it exponential.
 
 from __future__ import annotations
 
+from zope.interface import implementer
+
+from flowmq.core.interfaces import ISubscription
 from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopic, is_wildcard_filter
 
 DEFAULT_CACHE_SIZE = 4096
 DEFAULT_MAX_LEVELS = 128
-_NO_MATCH = ((), ())
+#: A match result: (deliveries, groups, subscriptions); see Router.lookup.
+_NO_MATCH = ((), (), ())
+#: The first character of the topics that MQTT keeps from leading wildcards.
+DOLLAR = "$"
 
 
+def starts_with_wildcard(topic_filter: str) -> bool:
+    """Is the first level of the filter '+' or '#' (MQTT-4.7.2's case)?"""
+    first = topic_filter.split(SEPARATOR, 1)[0]
+    return first == SINGLE_LEVEL or first == MULTI_LEVEL
+
+
+@implementer(ISubscription)
 class Subscription:
     """One consumer's interest in a topic filter, optionally within a queue group.
 
-    ``consumer`` is the delivery target: any object with ``deliver(message,
-    subscription)``, an ``echo`` attribute (False means it does not want
-    messages that it published itself) and a ``permissions`` attribute (None,
-    or the user's flowmq.auth Permissions, which the broker applies). Protocols subclass this to carry
-    their own per-subscription state (a NATS sid, an MQTT QoS ...).
+    ``consumer`` is the delivery target (flowmq.core.interfaces.IDeliveryTarget).
+    The options are the protocol's to set (see ISubscription): ``no_local``
+    (MQTT 5 No Local) and ``wildcard_dollar`` (True by default, as NATS,
+    AMQP and the streams match; MQTT subscriptions set False). Protocols
+    subclass this to carry their own per-subscription state (a NATS sid, an
+    MQTT QoS ...).
     """
 
-    __slots__ = ("consumer", "filter", "group")
+    __slots__ = ("consumer", "filter", "group", "no_local", "wildcard_dollar")
 
-    def __init__(self, consumer, topic_filter: str, group: str | None = None):
+    def __init__(self, consumer, topic_filter: str, group: str | None = None,
+                 no_local: bool = False, wildcard_dollar: bool = True):
         self.consumer = consumer
         self.filter = topic_filter
         self.group = group
+        self.no_local = no_local
+        self.wildcard_dollar = wildcard_dollar
+
+    def receives_dollar(self) -> bool:
+        """Does this subscription match topics beginning with '$' that its filter matches?"""
+        return self.wildcard_dollar or not starts_with_wildcard(self.filter)
 
     def __repr__(self):
         return "<%s %r group=%r>" % (type(self).__name__, self.filter, self.group)
@@ -58,15 +90,18 @@ class QueueGroup:
 
     Members are kept in a list (for picking) with each one's index beside it,
     so that adding and removing are O(1) however large the group is.
+    ``dollar_guard``: the filter starts with a wildcard, so members that keep
+    MQTT's '$' rule must be passed over for '$' topics.
     """
 
-    __slots__ = ("name", "members", "_index", "_next")
+    __slots__ = ("name", "members", "_index", "_next", "dollar_guard")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, topic_filter: str = ""):
         self.name = name
         self.members: list = []
         self._index: dict = {}  # member -> its position in ``members``
         self._next = 0
+        self.dollar_guard = starts_with_wildcard(topic_filter)
 
     def __len__(self):
         return len(self.members)
@@ -86,21 +121,35 @@ class QueueGroup:
             self.members[position] = last
             self._index[last] = position
 
-    def pick(self, origin=None):
+    def pick(self, origin=None, topic: str = "", received: str | None = None):
         """The member that gets the next message, or None.
 
-        A member whose consumer published the message and asked not to get
-        its own messages back (``echo`` False) is passed over.
+        ``origin`` is the message's publisher, ``topic`` what the message was
+        matched on, ``received`` the topic it carries (``topic`` if None: they
+        differ where a stream delivers a stored message to a consumer's
+        delivery topic). Passed over, so that the message goes to the next
+        member: one whose consumer published the message and does not want it
+        back (``echo`` False, or a no-local member), one that keeps MQTT's '$'
+        rule on a '$' topic, and one whose permissions refuse ``received``
+        (nats-server, too, tries the next queue subscriber when the picked
+        one's deny list refuses the subject).
         """
         members = self.members
         count = len(members)
+        guard = self.dollar_guard and topic[:1] == DOLLAR
         for _ in range(count):
             index = self._next % count
             self._next = index + 1
             member = members[index]
             consumer = member.consumer
-            if consumer is not origin or consumer.echo:
-                return member
+            if consumer is origin and (member.no_local or not consumer.echo):
+                continue
+            if guard and not member.wildcard_dollar:
+                continue
+            permissions = consumer.permissions
+            if permissions is not None and not permissions.may_receive(topic if received is None else received):
+                continue
+            return member
         return None
 
 
@@ -181,7 +230,7 @@ class Router:
         else:
             group = node.groups.get(subscription.group)
             if group is None:
-                group = node.groups[subscription.group] = QueueGroup(subscription.group)
+                group = node.groups[subscription.group] = QueueGroup(subscription.group, subscription.filter)
             group.add(subscription)
         self.count += 1
         self._invalidate(subscription.filter)
@@ -219,13 +268,25 @@ class Router:
     def match(self, topic: str):
         """``(subscriptions, groups)`` for a topic: the stand-alone subscriptions
         and the queue groups whose filters match it."""
+        _, groups, subscriptions = self.lookup(topic)
+        return subscriptions, groups
+
+    def lookup(self, topic: str):
+        """The match result of a topic, ``(deliveries, groups, subscriptions)``:
+        ``deliveries`` has one ``(consumer, subscriptions, local)`` per consumer
+        (see the module docstring), ``groups`` the queue groups to pick a member
+        of, ``subscriptions`` the stand-alone subscriptions. Cached."""
         result = self._cache.get(topic)
         if result is not None:
             return result
         subscriptions: dict = {}
         groups: dict = {}
         _collect(self._root, topic.split(SEPARATOR), 0, subscriptions, groups, {})
-        result = (tuple(subscriptions), tuple(groups)) if (subscriptions or groups) else _NO_MATCH
+        if topic[:1] == DOLLAR:
+            subscriptions = [s for s in subscriptions if s.receives_dollar()]
+            groups = [g for g in groups if any(m.receives_dollar() for m in g.members)]
+        result = (_deliveries(subscriptions), tuple(groups), tuple(subscriptions)) \
+            if (subscriptions or groups) else _NO_MATCH
         cache = self._cache
         if len(cache) >= self._cache_size:
             # Emptied when full: dropping the oldest entry of a dict one at a
@@ -236,14 +297,31 @@ class Router:
         return result
 
     def has_interest(self, topic: str) -> bool:
-        subscriptions, groups = self.match(topic)
-        return bool(subscriptions or groups)
+        return self.lookup(topic) is not _NO_MATCH
 
     def _invalidate(self, topic_filter: str) -> None:
         if is_wildcard_filter(topic_filter):
             self._cache.clear()
         else:
             self._cache.pop(topic_filter, None)
+
+
+def _deliveries(subscriptions) -> tuple:
+    """One ``(consumer, subscriptions, local)`` per consumer, in the order of
+    each consumer's first subscription."""
+    by_consumer: dict = {}
+    for subscription in subscriptions:
+        mine = by_consumer.get(subscription.consumer)
+        if mine is None:
+            by_consumer[subscription.consumer] = [subscription]
+        else:
+            mine.append(subscription)
+    deliveries = []
+    for consumer, mine in by_consumer.items():
+        mine = tuple(mine)
+        local = tuple(s for s in mine if not s.no_local)
+        deliveries.append((consumer, mine, mine if len(local) == len(mine) else local))
+    return tuple(deliveries)
 
 
 def _collect(node: _Node, levels: list, index: int, subscriptions: dict, groups: dict, seen: dict) -> None:

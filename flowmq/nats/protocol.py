@@ -18,6 +18,7 @@ import json
 import os
 
 from twisted.cred.credentials import UsernamePassword
+from zope.interface import implementer
 
 from flowmq import __version__
 from flowmq.auth.credentials import TokenCredentials
@@ -26,6 +27,7 @@ from flowmq.connection import (
     BrokerConnection,
 )
 from flowmq.core.errors import PermissionDenied
+from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
@@ -60,6 +62,8 @@ ERR_HEADERS_NOT_SUPPORTED = "message headers not supported"
 ERR_AUTHORIZATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 ERR_SLOW_CONSUMER = "Slow Consumer"
+# FlowMQ's own: the broker failed to make a subscription (nats-server has no such case).
+ERR_SUBSCRIBE_FAILED = "Subscription Failed"
 
 # What a client closed by the connection base reads last.
 _FAREWELLS = {
@@ -101,6 +105,7 @@ class NatsSubscription(Subscription):
         self.delivered = 0
 
 
+@implementer(IDeliveryTarget)
 class NatsConnection(BrokerConnection):
     """One NATS client connection."""
 
@@ -402,6 +407,10 @@ class NatsConnection(BrokerConnection):
             self.send(codec.encode_err('Permissions Violation for Subscription to "%s"'
                                        % subject.decode("utf-8", "replace")))
             return
+        except Exception:  # a bug behind subscribe (a watcher): no subscription, the client stays
+            self.log.failure("[cid {cid}] subscribing to {subject} failed", cid=self.client_id, subject=subject)
+            self.send(codec.encode_err(ERR_SUBSCRIBE_FAILED))
+            return
         self.subscriptions[sid] = subscription
         self._ok()
 
@@ -425,9 +434,11 @@ class NatsConnection(BrokerConnection):
 
     # -- output ---------------------------------------------------------------
 
-    def deliver(self, message, subscription) -> None:
-        """Called by the broker for each message that matches one of our subscriptions
-        (a closing connection has none left, and send() drops what comes meanwhile)."""
+    def deliver(self, message, subscriptions) -> None:
+        """IDeliveryTarget: a message that matches ``subscriptions`` (a closing
+        connection has none left, and send() drops what comes meanwhile).
+        One MSG per subscription, each with its sid, as nats-server sends
+        when several subscriptions of a client match one message."""
         topic = message.topic
         reply = message.reply_to
         subject = _cached_subject(topic) or topic_to_subject(topic)
@@ -435,16 +446,19 @@ class NatsConnection(BrokerConnection):
             reply = _cached_subject(reply) or topic_to_subject(reply)
         elif message.wire_cache is not None:
             reply = message.wire_cache.get(_REPLY_KEY)
-        if (message.headers is None and message.properties is None) or not self.headers:
-            self.send(encode_msg(subject, subscription.sid, reply, message.payload))
-        else:
+        block = None
+        if (message.headers is not None or message.properties is not None) and self.headers:
             block = message.cached(_HEADERS_KEY, convert.header_block)
-            self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+        for subscription in subscriptions:
+            if block is None:
+                self.send(encode_msg(subject, subscription.sid, reply, message.payload))
+            else:
+                self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
+            subscription.delivered += 1
+            if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+                self._remove(subscription)
         if self._paused:
             self.hold_publisher(message.origin)
-        subscription.delivered += 1
-        if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
-            self._remove(subscription)
 
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {

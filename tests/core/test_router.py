@@ -18,19 +18,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from zope.interface import implementer
 
+from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.router import QueueGroup, Router, Subscription, filter_matches
 from flowmq.core.topics import InvalidTopic
 
 
+@implementer(IDeliveryTarget)
 class Consumer:
     """Stand-in for a delivery target: only its identity and ``echo`` matter."""
+
+    permissions = None
 
     def __init__(self, name="consumer", echo=True):
         self.name = name
         self.echo = echo
 
-    def deliver(self, message, subscription):  # pragma: no cover - never called here
+    def deliver(self, message, subscriptions):  # pragma: no cover - never called here
         raise AssertionError("the router does not deliver")
 
     def __repr__(self):

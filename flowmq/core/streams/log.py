@@ -37,6 +37,9 @@ from __future__ import annotations
 
 import time
 
+from zope.interface import implementer
+
+from flowmq.core.interfaces import IDestination, InternalTarget
 from flowmq.core.router import Subscription
 from flowmq.core.store import LimitExceeded
 from flowmq.core.streams.rules import Refused
@@ -53,13 +56,12 @@ class WriteFailed(Exception):
     """The store could not write the message to disk: it is not kept."""
 
 
-class Log:
+@implementer(IDestination)
+class Log(InternalTarget):
     """One log; see the module docstring. ``kind`` and ``name`` are its key
-    in the registry (the protocol's namespace and the name in it)."""
-
-    # As a delivery target of the router: every message, nobody's permissions.
-    echo = True
-    permissions = None
+    in the registry (the protocol's namespace and the name in it). As a
+    delivery target of the router it takes every message, under nobody's
+    permissions."""
 
     def __init__(self, kind: str, name: str, store, broker, retention: str = "limits", rules=(),
                  answers=None, now=time.time_ns):

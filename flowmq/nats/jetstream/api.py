@@ -19,6 +19,7 @@ import json
 
 from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie, OverlapTooComplex, budget, distinct_owners, overlapping
+from flowmq.core.interfaces import InternalTarget
 from flowmq.core.store import TooManyStreams
 from flowmq.core.topics import InvalidTopic
 from flowmq.nats import convert
@@ -41,11 +42,8 @@ _TYPE = "io.nats.jetstream.api.v1.%s_response"
 _ONE_OR_MORE = -1  # the arity of CONSUMER.CREATE: <stream>[.<name>[.<filter subject>]]
 
 
-class JetStreamApi:
+class JetStreamApi(InternalTarget):
     """Answers the requests published on ``$JS.API.>`` (the router hands them in)."""
-
-    echo = True
-    permissions = None
 
     def __init__(self, service):
         self.service = service
@@ -87,7 +85,7 @@ class JetStreamApi:
 
     # -- dispatch -----------------------------------------------------------------
 
-    def deliver(self, message, subscription) -> None:
+    def deliver(self, message, subscriptions) -> None:
         # The tokens exactly as the client wrote them (a filter subject's '>'
         # and a name such as "a%2Eb" included): the topic's levels are their
         # values, and the NATS subject of the topic is the text that was sent.

@@ -32,6 +32,7 @@ from twisted.application import service
 
 from flowmq.core.message import Message
 from flowmq.core.filtertrie import FilterTrie
+from flowmq.core.interfaces import InternalTarget
 from flowmq.core.router import Subscription
 from flowmq.core.store import TooManyStreams
 from flowmq.core.store.names import file_name, is_hashed, unsafe_name
@@ -54,11 +55,8 @@ _STREAM_META = "stream"
 _CONSUMER_META = "consumer."
 
 
-class _Listener:
-    """A router delivery target inside the broker (no echo rules, no permissions)."""
-
-    echo = True
-    permissions = None
+class _Listener(InternalTarget):
+    """A router delivery target inside the broker that calls ``deliver``."""
 
     def __init__(self, deliver):
         self.deliver = deliver
@@ -382,7 +380,7 @@ class JetStream(service.Service):
         for consumer in list(waiting):
             consumer.pump()
 
-    def _on_ack(self, message, subscription) -> None:
+    def _on_ack(self, message, subscriptions) -> None:
         """``$JS.ACK.<stream>.<consumer>.<n>.<stream seq>.<consumer seq>.<ns>.<pending>``."""
         levels = message.topic.split(SEPARATOR)
         consumer = self._by_ack_levels.get((levels[2], levels[3])) if len(levels) == 9 else None
@@ -400,7 +398,7 @@ class JetStream(service.Service):
         if message.reply_to is not None and not message.payload.startswith(b"+NXT"):
             self.broker.publish(Message(message.reply_to, b""))  # ack_sync waits for this
 
-    def _on_flow_control(self, message, subscription) -> None:
+    def _on_flow_control(self, message, subscriptions) -> None:
         levels = message.topic.split(SEPARATOR)
         consumer = self._by_ack_levels.get((levels[2], levels[3])) if len(levels) == 5 else None
         if consumer is not None:

@@ -22,6 +22,8 @@ anything is stored, and a stream that cannot start leaves no files.
 from __future__ import annotations
 
 import time
+from collections import deque
+from functools import partial
 
 from twisted.application import service
 
@@ -42,6 +44,8 @@ from flowmq.nats.jetstream.wire import dumps
 log = logger("flowmq.jetstream")
 
 SAVE_DELAY = 0.05
+#: The storage engine's namespace of JetStream's streams.
+KIND = "jetstream"
 _STREAM_META = "stream"
 _CONSUMER_META = "consumer."
 
@@ -74,7 +78,8 @@ class JetStream(service.Service):
         self._by_ack_levels: dict = {}  # (stream level, consumer level) -> Consumer
         self._push: dict = {}  # deliver topic -> [Consumer]
         self._unsaved: dict = {}  # durable consumers whose state changed
-        self._acking: dict = {}  # streams with PubAcks waiting for the store's write
+        self._acking: dict = {}  # stream -> PubAcks waiting for the store's write, since the last cut
+        self._flushing: deque = deque()  # those of each flush under way, oldest first
         self._save_call = None
 
     # -- service --------------------------------------------------------------------
@@ -82,7 +87,7 @@ class JetStream(service.Service):
     def startService(self):
         service.Service.startService(self)
         storage = self.broker.storage
-        for name in storage.stream_names():
+        for name in storage.stream_names(KIND):
             try:
                 self._reopen(name)
             except Exception as e:  # one stream must never keep the broker from starting
@@ -93,6 +98,7 @@ class JetStream(service.Service):
             self.broker.router.subscribe(subscription)
             self._subscriptions.append(subscription)
         self.broker.interest_watchers.append(self._interest)
+        self.broker.before_sync.append(self._cut)
         self.broker.after_sync.append(self._synced)
         file_streams = storage.max_file_streams
         self.account.log_limits()
@@ -107,6 +113,7 @@ class JetStream(service.Service):
         service.Service.stopService(self)
         self._save()
         self.broker.interest_watchers.remove(self._interest)
+        self.broker.before_sync.remove(self._cut)
         self.broker.after_sync.remove(self._synced)
         for subscription in self._subscriptions:
             self.broker.router.unsubscribe(subscription)
@@ -120,7 +127,7 @@ class JetStream(service.Service):
         """Serve a file stream again, and its durable consumers. Raises, with
         nothing left open, if the stream cannot be served."""
         storage = self.broker.storage
-        meta = storage.read_meta(name, _STREAM_META)
+        meta = storage.read_meta(KIND, name, _STREAM_META)
         if meta is None:
             log.warn("stream directory {name!r} has no configuration; left alone", name=name)
             return
@@ -128,8 +135,8 @@ class JetStream(service.Service):
         if config.get("name") != name or config.get("storage") != "file" or not isinstance(created, int):
             raise ValueError("its configuration document is not this stream's")
         stream = self._start_stream(stream_config(config, self.broker.router.max_levels), created,
-                                    save=False, undo=storage.close_stream)
-        for key in storage.meta_keys(name, _CONSUMER_META):
+                                    save=False, undo=partial(storage.close_stream, KIND))
+        for key in storage.meta_keys(KIND, name, _CONSUMER_META):
             self._restore_consumer(stream, key)
         state = stream.store.state()
         log.info("stream {name}: {messages} messages, seq {first}..{last}, {consumers} consumers",
@@ -146,7 +153,7 @@ class JetStream(service.Service):
     def _restore_consumer(self, stream, key: str) -> None:
         """A durable consumer from its document; one that cannot be restored
         is left out (its document stays) with an error naming it and why."""
-        document = self.broker.storage.read_meta(stream.name, key)
+        document = self.broker.storage.read_meta(KIND, stream.name, key)
         consumer = None
         try:
             if document is None:
@@ -166,7 +173,8 @@ class JetStream(service.Service):
     def create_stream(self, config: dict) -> Stream:
         """Open, save and attach a new stream; if any step fails (TooManyStreams,
         OSError ...) nothing is left of it, on disk or in the router."""
-        stream = self._start_stream(config, time.time_ns(), save=True, undo=self.broker.storage.remove_stream)
+        stream = self._start_stream(config, time.time_ns(), save=True,
+                                    undo=partial(self.broker.storage.remove_stream, KIND))
         log.info("stream {name} created on {subjects} ({storage})", name=config["name"],
                  subjects=", ".join(config["subjects"]), storage=config["storage"])
         return stream
@@ -178,7 +186,7 @@ class JetStream(service.Service):
         name = config["name"]
         store = stream = None
         try:
-            store = self.broker.storage.open_stream(name, store_limits(config), config["storage"],
+            store = self.broker.storage.open_stream(KIND, name, store_limits(config), config["storage"],
                                                     STORE_SIZERS[config["storage"]])
             stream = Stream(self, config, store, created)
             if save:
@@ -214,7 +222,7 @@ class JetStream(service.Service):
 
     def _write_stream_meta(self, stream, config: dict) -> None:
         if config["storage"] == "file":
-            self.broker.storage.write_meta(stream.name, _STREAM_META, {"config": config, "created": stream.created})
+            self.broker.storage.write_meta(KIND, stream.name, _STREAM_META, {"config": config, "created": stream.created})
 
     def delete_stream(self, stream) -> None:
         for name in list(stream.consumers):
@@ -222,13 +230,13 @@ class JetStream(service.Service):
         stream.detach()
         del self.streams[stream.name]
         stream.store.use_quota(None)
-        self.broker.storage.remove_stream(stream.name)
+        self.broker.storage.remove_stream(KIND, stream.name)
         log.info("stream {name} deleted", name=stream.name)
 
     def delete_unrestored(self, name: str) -> None:
         """STREAM.DELETE of a stream that start-up left out: its files go."""
         del self.unrestored[name]
-        self.broker.storage.remove_stream(name)
+        self.broker.storage.remove_stream(KIND, name)
         log.info("stream {name} (not restored) deleted", name=name)
 
     # -- consumers ------------------------------------------------------------------
@@ -275,7 +283,7 @@ class JetStream(service.Service):
         self._drop(stream, consumer)
         stream.forget_interest(consumer.ack_floor_stream_seq + 1)
         if consumer.durable and stream.config["storage"] == "file" and stream.name in self.streams:
-            self.broker.storage.delete_meta(stream.name, _CONSUMER_META + name)
+            self.broker.storage.delete_meta(KIND, stream.name, _CONSUMER_META + name)
 
     def _push_add(self, consumer) -> None:
         if consumer.deliver_topic is not None:
@@ -305,7 +313,7 @@ class JetStream(service.Service):
             if consumer.deleted:
                 continue
             try:
-                storage.write_meta(consumer.stream.name, _CONSUMER_META + consumer.name, {
+                storage.write_meta(KIND, consumer.stream.name, _CONSUMER_META + consumer.name, {
                     "config": consumer.config, "created": consumer.created, "state": consumer.state()})
             except OSError as e:
                 log.error("consumer {stream} > {name}: saving its state failed: {error}",
@@ -315,13 +323,19 @@ class JetStream(service.Service):
 
     def acks_waiting(self, stream) -> None:
         """``stream`` has PubAcks to send once its messages are written."""
-        self._acking[stream] = None
+        self._acking[stream] = self._acking.get(stream, 0) + 1
         self.broker.batcher.need_sync()
 
+    def _cut(self) -> None:
+        """A store flush begins: the PubAcks waiting now are those it makes durable."""
+        self._flushing.append(self._acking)
+        self._acking = {}
+
     def _synced(self, failed: set) -> None:
-        acking, self._acking = self._acking, {}
-        for stream in acking:
-            stream.release_acks(stream.store in failed)
+        """The flush is durable: send its PubAcks (not those of messages appended since)."""
+        if self._flushing:
+            for stream, count in self._flushing.popleft().items():
+                stream.release_acks(stream.store in failed, count)
 
     def reply(self, topic: str, document: dict) -> None:
         self.broker.publish(Message(topic, dumps(document)))

@@ -286,11 +286,11 @@ class Stream:
         for consumer in list(self.consumers.values()):
             consumer.on_append(topic)
 
-    def release_acks(self, failed: bool) -> None:
-        """The store was written (or not): send the waiting PubAcks, or
-        errors in their place, since what failed to reach the disk is not
-        acknowledged."""
-        acks, self._acks = self._acks, []
+    def release_acks(self, failed: bool, count: int) -> None:
+        """The store was written (or not): send the oldest ``count`` waiting
+        PubAcks, or errors in their place, since what failed to reach the
+        disk is not acknowledged."""
+        acks, self._acks = self._acks[:count], self._acks[count:]
         if failed:
             # Refused means not stored: the messages go (a retry must not
             # make a second copy), and so do their ids in the duplicate window.

@@ -1,0 +1,270 @@
+"""A message store's in-memory indexes: the live sequences of each topic and
+of each wildcard filter asked about (base.py keeps them up to date).
+
+``SeqIndex``: sorted sequences in an ``array('Q')`` (8 bytes a message)
+with a moving head, so that dropping the oldest is O(1). A removal from
+the middle (an ack in a work queue, a delete) would shift the whole tail
+of the array (O(n): at a million-message backlog, a millisecond a delete);
+instead it is kept aside in a small sorted array (``gone``), which lookups
+step over, and all of them are cut out in one pass once there are
+``max(CUT_MIN, sqrt(n))`` of them: O(sqrt n) amortised per removal, with
+C-level copies.
+
+``TopicSeqs``: one topic's SeqIndex, with the filters that match it.
+
+``FilterTable``: wildcard filter -> ``FilterEntry``, least recently used
+first, at most ``MAX_FILTERS`` (one per MQTT session or AMQP binding is
+fine: the cost of a lookup does not depend on how many there are). An
+entry holds the topics its filter matches (found once, when it is first
+asked about; a new topic is checked against the entries), so:
+
+- a filter matching few topics (up to ``MERGE_TOPICS``, the common case of
+  a per-session filter) is answered from those topics' indexes: the next
+  message is the least of their next ones, the pending count their sum;
+  O(MERGE_TOPICS log n) and no memory per message;
+- a filter matching more gets a ``FilterView`` (the merged sequences of its
+  topics, kept up to date by appends and removals: O(log n) lookups at 8
+  bytes a matching message) while fewer than ``MAX_VIEWS`` are held; the
+  others are answered like the few-topic ones, in O(topics) (nats-server
+  counts a wildcard's pending messages over its matching subjects too).
+  Views are never evicted for another (no rebuild-on-every-lookup cliff);
+  one goes with its entry.
+
+Memory is bounded: MAX_FILTERS entries (a reference per matching topic)
+and MAX_VIEWS views.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from bisect import bisect_left, insort
+
+from flowmq.core.router import filter_matches
+from flowmq.core.topics import SEPARATOR
+
+#: Removals kept aside before a SeqIndex cuts them out (at least; sqrt(n) at a large n).
+CUT_MIN = 1024
+#: Wildcard filters remembered per store.
+MAX_FILTERS = 4096
+#: A filter matching more topics than this gets a FilterView (if one is free).
+MERGE_TOPICS = 8
+#: FilterViews per store.
+MAX_VIEWS = 64
+
+
+class SeqIndex:
+    """Sorted live sequences (see the module docstring)."""
+
+    __slots__ = ("seqs", "head", "gone")
+
+    def __init__(self, seqs=None):
+        self.seqs = array("Q") if seqs is None else seqs
+        self.head = 0
+        self.gone = None  # array('Q'): removed, still in seqs (sorted); None if none
+
+    def __len__(self):
+        return len(self.seqs) - self.head - (len(self.gone) if self.gone else 0)
+
+    def append(self, seq: int) -> None:
+        """Add a sequence above every one held."""
+        self.seqs.append(seq)
+
+    def first(self) -> int:
+        return self.seqs[self.head]  # the head is never a removed one
+
+    def remove(self, seq: int) -> None:
+        seqs, gone = self.seqs, self.gone
+        if seqs[self.head] == seq:
+            head = self.head + 1
+            if gone:  # removed ones now at the head go with it
+                count = 0
+                while count < len(gone) and seqs[head] == gone[count]:
+                    head += 1
+                    count += 1
+                del gone[:count]
+            self.head = head
+            # Give the dropped head back now and then (amortised O(1)).
+            if head >= 64 and head * 2 >= len(seqs):
+                del seqs[:head]
+                self.head = 0
+            return
+        if gone is None:
+            gone = self.gone = array("Q")
+        insort(gone, seq)
+        if len(gone) >= CUT_MIN and len(gone) * len(gone) >= len(seqs):
+            self._cut()
+
+    def _cut(self) -> None:
+        """Cut the removed sequences out: one pass of C-level copies."""
+        seqs, start, kept = self.seqs, self.head, array("Q")
+        for seq in self.gone:
+            position = bisect_left(seqs, seq, start)
+            kept += seqs[start:position]
+            start = position + 1
+        kept += seqs[start:]
+        self.seqs, self.head, self.gone = kept, 0, None
+
+    def next_seq(self, start_seq: int):
+        """The first live sequence >= start_seq, or None."""
+        seqs, gone = self.seqs, self.gone
+        position = bisect_left(seqs, start_seq, self.head)
+        if gone and position < len(seqs):
+            at = bisect_left(gone, seqs[position])
+            while at < len(gone) and position < len(seqs) and gone[at] == seqs[position]:
+                position += 1
+                at += 1
+        return seqs[position] if position < len(seqs) else None
+
+    def count_from(self, start_seq: int) -> int:
+        """How many live sequences are >= start_seq."""
+        count = len(self.seqs) - bisect_left(self.seqs, start_seq, self.head)
+        gone = self.gone
+        return count - (len(gone) - bisect_left(gone, start_seq)) if gone else count
+
+    def live(self) -> array:
+        """The live sequences (a copy)."""
+        if self.gone:
+            self._cut()
+        return self.seqs[self.head :]
+
+    def newest_first(self):
+        """The live sequences, newest first."""
+        seqs, gone = self.seqs, self.gone or ()
+        at = len(gone) - 1
+        for position in range(len(seqs) - 1, self.head - 1, -1):
+            seq = seqs[position]
+            if at >= 0 and gone[at] == seq:
+                at -= 1
+                continue
+            yield seq
+
+    def clear(self) -> None:
+        self.seqs, self.head, self.gone = array("Q"), 0, None
+
+
+class TopicSeqs(SeqIndex):
+    """One topic's live sequences, the FilterEntries that match the topic and
+    the FilterViews among them (appended to with the topic)."""
+
+    __slots__ = ("filters", "views")
+
+    def __init__(self):
+        super().__init__()
+        self.filters = ()
+        self.views = ()
+
+
+class FilterEntry:
+    """A wildcard filter: its pattern, its matching topics (name -> TopicSeqs)
+    and its FilterView (None: answered from the topics)."""
+
+    __slots__ = ("pattern", "topics", "view")
+
+    def __init__(self, pattern: list):
+        self.pattern = pattern
+        self.topics: dict = {}
+        self.view = None
+
+    def next_seq(self, start_seq: int):
+        if self.view is not None:
+            return self.view.next_seq(start_seq)
+        found = [seq for seq in (seqs.next_seq(start_seq) for seqs in self.topics.values()) if seq is not None]
+        return min(found) if found else None
+
+    def count_from(self, start_seq: int) -> int:
+        if self.view is not None:
+            return self.view.count_from(start_seq)
+        return sum(seqs.count_from(start_seq) for seqs in self.topics.values())
+
+    def live(self) -> array:
+        if self.view is not None:
+            return self.view.live()
+        merged = array("Q")
+        for seqs in self.topics.values():
+            merged += seqs.live()
+        return array("Q", sorted(merged))
+
+    def newest_first(self):
+        if self.view is not None:
+            return self.view.newest_first()
+        return heapq.merge(*(seqs.newest_first() for seqs in self.topics.values()), reverse=True)
+
+    def __len__(self):
+        return len(self.view) if self.view is not None else sum(map(len, self.topics.values()))
+
+
+class FilterTable:
+    """The FilterEntries of one store's wildcard filters (see the module docstring)."""
+
+    def __init__(self, topics: dict):
+        self._topics = topics  # the store's topic -> TopicSeqs
+        self._entries: dict = {}  # filter -> FilterEntry, least recently used first
+        self.views = 0
+        #: Entries made so far (tests count them: a lookup must not rebuild).
+        self.built = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+    def get(self, topic_filter: str) -> FilterEntry:
+        entry = self._entries.pop(topic_filter, None)
+        if entry is None:
+            entry = self._build(topic_filter)
+        self._entries[topic_filter] = entry  # now the most recently used
+        return entry
+
+    def _build(self, topic_filter: str) -> FilterEntry:
+        if len(self._entries) >= MAX_FILTERS:
+            self._evict(self._entries.pop(next(iter(self._entries))))
+        self.built += 1
+        entry = FilterEntry(topic_filter.split(SEPARATOR))
+        for topic, seqs in self._topics.items():
+            if filter_matches(entry.pattern, topic.split(SEPARATOR)):
+                entry.topics[topic] = seqs
+                seqs.filters += (entry,)
+        self._maybe_view(entry)
+        return entry
+
+    def _maybe_view(self, entry: FilterEntry) -> None:
+        if entry.view is None and len(entry.topics) > MERGE_TOPICS and self.views < MAX_VIEWS:
+            merged = array("Q")
+            for seqs in entry.topics.values():
+                merged += seqs.live()
+                seqs.views += (entry,)
+            entry.view = SeqIndex(array("Q", sorted(merged)))
+            self.views += 1
+
+    def _evict(self, entry: FilterEntry) -> None:
+        for seqs in entry.topics.values():
+            seqs.filters = tuple(e for e in seqs.filters if e is not entry)
+            if entry.view is not None:
+                seqs.views = tuple(e for e in seqs.views if e is not entry)
+        if entry.view is not None:
+            self.views -= 1
+
+    def topic_added(self, topic: str, seqs: TopicSeqs) -> None:
+        """A topic got its first live message."""
+        if not self._entries:
+            return
+        levels = topic.split(SEPARATOR)
+        for entry in self._entries.values():
+            if filter_matches(entry.pattern, levels):
+                entry.topics[topic] = seqs
+                seqs.filters += (entry,)
+                if entry.view is not None:
+                    seqs.views += (entry,)
+                else:
+                    self._maybe_view(entry)
+
+    def topic_removed(self, topic: str, seqs: TopicSeqs) -> None:
+        """A topic has no live message left."""
+        for entry in seqs.filters:
+            del entry.topics[topic]
+
+    def clear(self) -> None:
+        """Every message went (a purge of everything): the views are emptied."""
+        for entry in self._entries.values():
+            entry.topics.clear()
+            if entry.view is not None:
+                entry.view.clear()

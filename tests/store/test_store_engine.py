@@ -282,3 +282,55 @@ def test_compaction_sweep_wins_back_the_space_of_deleted_messages(tmp_path):
     reopened = StorageEngine(str(tmp_path), fsync="never").open_stream("jetstream", "s", Limits())
     assert reopened.state().messages == 101
     assert reopened.get(3).payload == b"x" * 100
+
+
+def test_a_sweep_touches_only_the_stores_changed_since_the_last(tmp_path, monkeypatch):
+    """Before: every compaction sweep flushed (and rewrote the tombstones of)
+    every open store, and every interval sync visited every one."""
+    clock = Clock()
+    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock, compact_interval=30.0)
+    stores = [engine.open_stream("jetstream", "s%d" % n, Limits()) for n in range(50)]
+    for store in stores:
+        store.append("t", None, b"x")
+    engine.flush_all()
+    clock.advance(30.0)  # the first sweep and sync: everyone changed
+    touched = []
+    for method in ("flush", "take_unsynced", "plan_compaction", "compact", "sync"):
+        real = getattr(FileStore, method)
+        monkeypatch.setattr(FileStore, method, lambda store, _real=real, _name=method: (
+            touched.append((_name, store.name)), _real(store))[1])
+    clock.advance(30.0)  # nothing changed: a sweep and syncs that touch no store
+    assert touched == []
+    stores[7].append("t", None, b"y")
+    engine.flush_all()
+    clock.advance(30.0)
+    assert {name for _what, name in touched} == {"s7"}
+    engine.close()
+
+
+def test_compaction_swaps_in_what_was_built_aside(tmp_path):
+    """A compaction planned, then messages deleted and erased while its files
+    are built: the deleted stay deleted, and a segment erased after its copy
+    was made keeps its erase (the copy is thrown away)."""
+    store = FileStore(str(tmp_path), Limits(), name="s", segment_bytes=2048)
+    for n in range(100):
+        store.append("t/%d" % (n % 3), None, b"%03d" % n + b"." * 60, timestamp=n)
+    for seq in range(1, 100, 2):
+        store.delete(seq)
+    plan = store.plan_compaction()
+    assert plan is not None and plan.rewrites and store.plan_compaction() is None  # one at a time
+    erased_segment = plan.rewrites[0]
+    store.delete(60)  # stays deleted in the new file
+    plan.build()  # (a worker thread would run this)
+    store.delete(2, erase=True)  # after the copy, in the first rewritten segment: that rewrite is thrown away
+    store.finish_compaction(plan)
+    assert not [f for f in os.listdir(str(tmp_path)) if f.endswith(".compact")]
+    live = [seq for seq in range(2, 101, 2) if seq not in (2, 60)]
+    assert [m.seq for m in (store.get(s) for s in range(1, 101)) if m is not None] == live
+    with open(erased_segment.path, "rb") as handle:
+        assert b"001" + b"." * 60 not in handle.read()  # seq 2's payload
+    store.close()
+    reopened = FileStore(str(tmp_path), Limits(), name="s", segment_bytes=2048)
+    assert [m.seq for m in (reopened.get(s) for s in range(1, 101)) if m is not None] == live
+    assert reopened.get(62).payload == b"061" + b"." * 60
+    reopened.close()

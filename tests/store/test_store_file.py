@@ -467,6 +467,20 @@ class FileMatchesMemory(RuleBasedStateMachine):
     def compact(self):
         self.file.compact()
 
+    @rule(data=st.data(), topic=TOPICS)
+    def compact_while_changing(self, data, topic):
+        """A compaction whose files are built (as on a worker thread) while
+        messages come and go, then swapped in."""
+        plan = self.file.plan_compaction()
+        last = self.memory.state().last_seq
+        for seq in data.draw(st.lists(st.integers(0, last + 1), max_size=4)):
+            self.both("delete", seq, data.draw(st.booleans()))
+        self.clock += 3
+        self.both("append", topic, None, b"c", self.clock)
+        if plan is not None:
+            plan.build()
+            self.file.finish_compaction(plan)
+
     @rule()
     def restart(self):
         self.file.close()

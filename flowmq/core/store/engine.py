@@ -43,9 +43,9 @@ stores whose write failed, which fires, by policy:
 - "always": once the worker has fsynced what each store wrote (the fsyncs
   of one flush_all are one job);
 - "interval": at once; a ``clock.callLater(fsync_interval)`` timer (if
-  none is pending) later fsyncs every store and the meta documents written
-  since, on the worker; without a clock, ``flush_all`` syncs when the
-  interval has passed;
+  none is pending) later fsyncs, on the worker, the stores written since
+  and the meta documents (not every store: an idle one costs nothing);
+  without a clock, ``flush_all`` syncs when the interval has passed;
 - "never": at once; no fsync until ``close``; the OS decides.
 
 Its callers (the broker) start the next flush_all once the previous one
@@ -171,6 +171,7 @@ class StorageEngine:
         self._stores: dict = {}  # (kind, name) -> store
         self._dirty: dict = {}  # FileStore -> None, in the order they became dirty
         self._changed: dict = {}  # FileStore -> None: changed since the last compaction sweep
+        self._to_sync: dict = {}  # FileStore -> None: written since the last interval sync
         self._signalled = False  # on_dirty called since the last flush_all
         self._timer = None
         self._retry = None  # the timer that retries stores whose write failed
@@ -268,6 +269,7 @@ class StorageEngine:
     def _forget(self, store) -> None:
         self._dirty.pop(store, None)
         self._changed.pop(store, None)
+        self._to_sync.pop(store, None)
 
     def remove_stream(self, kind: str, name: str) -> None:
         """Close the stream (if open) and delete its directory, meta included:
@@ -331,6 +333,7 @@ class StorageEngine:
             if work:
                 return self.worker.run(_fsync_all, work).addCallback(self._synced, failed)
         elif self.fsync == "interval" and dirty:
+            self._to_sync.update(dirty)
             self._schedule_sync()
         if failed:
             self._retry_later(failed)
@@ -386,13 +389,15 @@ class StorageEngine:
         self._timer = None
         self._sync_all()
 
-    def _sync_all(self):
-        """fsync (on the worker) every file store and the meta documents
-        written since the last time; a Deferred that fires when done."""
+    def _sync_all(self, stores=None):
+        """fsync (on the worker) the file stores written since the last time
+        (``stores``: these) and the meta documents; a Deferred that fires when done."""
         self._last_sync = time.monotonic()
+        if stores is None:
+            stores, self._to_sync = self._to_sync, {}
         failed: set = set()
         work = {}
-        for store in self._stores.values():
+        for store in stores:
             if isinstance(store, FileStore):
                 paths = []
                 self._try(store, lambda: paths.extend(store.take_unsynced()), failed)
@@ -435,6 +440,8 @@ class StorageEngine:
             log.error("stream {name}: compaction of {file} failed: {error}", name=plan.name,
                       file=os.path.basename(path), error=error)
         self._try(store, lambda: store.finish_compaction(plan), set())
+        if self.fsync != "never" and store in self._stores.values():
+            self._sync_all([store])  # the renames (and the snapshot's tail) are durable soon, not at the next append
 
     def close(self):
         """Flush, fsync and close every store once the worker's jobs are
@@ -444,7 +451,7 @@ class StorageEngine:
                 call.cancel()
         self._timer = self._compactor = self._retry = None
         self.flush_all()
-        self._sync_all()
+        self._sync_all(list(self._stores.values()))
         return self.worker.idle().addCallback(self._close_stores)
 
     def _close_stores(self, _ignored=None) -> None:

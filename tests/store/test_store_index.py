@@ -28,7 +28,7 @@ class IndexMatchesModel(RuleBasedStateMachine):
     @rule(count=st.integers(1, 20))
     def append(self, count):
         for _ in range(count):
-            self.index.append(self.next)
+            self.index.seqs.append(self.next)
             self.model.append(self.next)
             self.next += 1
 
@@ -167,3 +167,18 @@ def test_out_of_order_removals_are_cut_out_in_batches(monkeypatch):
         seqs.remove(seq)
     assert len(seqs) == 50000 and seqs.count_from(1) == 50000 and seqs.next_seq(2) == 3
     assert len(cuts) <= 50000 // index.CUT_MIN and all(count >= index.CUT_MIN for count in cuts)
+
+
+def test_a_new_topic_is_checked_against_the_filters_it_may_match_only(monkeypatch):
+    """A thousand per-session filters: a new topic costs a few filter checks, not a thousand."""
+    store = MemoryStore()
+    for n in range(1000):
+        store.append("session/%d/in" % n, None, b"x")
+        store.count_pending(1, "session/%d/#" % n)
+    store.count_pending(1, "+/7/in")
+    checks = []
+    real = index.filter_matches
+    monkeypatch.setattr(index, "filter_matches", lambda pattern, levels: checks.append(pattern) or real(pattern, levels))
+    store.append("session/7/out", None, b"y")
+    assert sorted("/".join(p) for p in checks) == ["+/7/in", "session/7/#"]
+    assert store.count_pending(1, "session/7/#") == 2 and store.count_pending(1, "+/7/in") == 1

@@ -178,9 +178,9 @@ class MessageStore(ABC):
         if seqs is None:
             seqs = self._topics[topic] = TopicSeqs()
             self._filters.topic_added(topic, seqs)
-        seqs.append(seq)
+        seqs.seqs.append(seq)
         for entry in seqs.views:
-            entry.view.append(seq)
+            entry.view.seqs.append(seq)
         if at_subject_limit:
             while len(seqs) > per_subject:
                 self._remove(seqs.first())
@@ -348,9 +348,12 @@ class MessageStore(ABC):
     def _index(self, topic_filter):
         """The index of a filter: the topic's TopicSeqs (None if it has no
         message), or the wildcard's FilterEntry."""
+        entry = self._filters.get(topic_filter)  # a wildcard asked about before (the common case)
+        if entry is not None:
+            return entry
         if ("+" not in topic_filter and "#" not in topic_filter) or not is_wildcard_filter(topic_filter):
             return self._topics.get(topic_filter)
-        return self._filters.get(topic_filter)
+        return self._filters.add(topic_filter)
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""

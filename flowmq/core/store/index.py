@@ -16,7 +16,8 @@ C-level copies.
 first, at most ``MAX_FILTERS`` (one per MQTT session or AMQP binding is
 fine: the cost of a lookup does not depend on how many there are). An
 entry holds the topics its filter matches (found once, when it is first
-asked about; a new topic is checked against the entries), so:
+asked about; a new topic is checked against the entries that share its
+first two levels, or fewer where the filter has a wildcard there), so:
 
 - a filter matching few topics (up to ``MERGE_TOPICS``, the common case of
   a per-session filter) is answered from those topics' indexes: the next
@@ -41,7 +42,7 @@ from array import array
 from bisect import bisect_left, insort
 
 from flowmq.core.router import filter_matches
-from flowmq.core.topics import SEPARATOR
+from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
 
 #: Removals kept aside before a SeqIndex cuts them out (at least; sqrt(n) at a large n).
 CUT_MIN = 1024
@@ -51,6 +52,8 @@ MAX_FILTERS = 4096
 MERGE_TOPICS = 8
 #: FilterViews per store.
 MAX_VIEWS = 64
+#: Leading literal levels by which the entries are found for a new topic.
+BUCKET_LEVELS = 2
 
 
 class SeqIndex:
@@ -65,10 +68,6 @@ class SeqIndex:
 
     def __len__(self):
         return len(self.seqs) - self.head - (len(self.gone) if self.gone else 0)
-
-    def append(self, seq: int) -> None:
-        """Add a sequence above every one held."""
-        self.seqs.append(seq)
 
     def first(self) -> int:
         return self.seqs[self.head]  # the head is never a removed one
@@ -169,6 +168,9 @@ class FilterEntry:
     def next_seq(self, start_seq: int):
         if self.view is not None:
             return self.view.next_seq(start_seq)
+        if len(self.topics) == 1:
+            for seqs in self.topics.values():
+                return seqs.next_seq(start_seq)
         found = [seq for seq in (seqs.next_seq(start_seq) for seqs in self.topics.values()) if seq is not None]
         return min(found) if found else None
 
@@ -200,6 +202,9 @@ class FilterTable:
     def __init__(self, topics: dict):
         self._topics = topics  # the store's topic -> TopicSeqs
         self._entries: dict = {}  # filter -> FilterEntry, least recently used first
+        # The entries by their leading literal levels (up to BUCKET_LEVELS): a
+        # new topic is checked against the few buckets it can be in, not all.
+        self._buckets: dict = {}  # tuple of levels -> {FilterEntry: None}
         self.views = 0
         #: Entries made so far (tests count them: a lookup must not rebuild).
         self.built = 0
@@ -207,11 +212,16 @@ class FilterTable:
     def __len__(self):
         return len(self._entries)
 
-    def get(self, topic_filter: str) -> FilterEntry:
+    def get(self, topic_filter: str):
+        """The filter's entry, now the most recently used; None if it has none."""
         entry = self._entries.pop(topic_filter, None)
-        if entry is None:
-            entry = self._build(topic_filter)
-        self._entries[topic_filter] = entry  # now the most recently used
+        if entry is not None:
+            self._entries[topic_filter] = entry
+        return entry
+
+    def add(self, topic_filter: str) -> FilterEntry:
+        """A new entry for a wildcard filter (the least recently used goes past MAX_FILTERS)."""
+        entry = self._entries[topic_filter] = self._build(topic_filter)
         return entry
 
     def _build(self, topic_filter: str) -> FilterEntry:
@@ -219,6 +229,7 @@ class FilterTable:
             self._evict(self._entries.pop(next(iter(self._entries))))
         self.built += 1
         entry = FilterEntry(topic_filter.split(SEPARATOR))
+        self._buckets.setdefault(_bucket(entry.pattern), {})[entry] = None
         for topic, seqs in self._topics.items():
             if filter_matches(entry.pattern, topic.split(SEPARATOR)):
                 entry.topics[topic] = seqs
@@ -236,6 +247,11 @@ class FilterTable:
             self.views += 1
 
     def _evict(self, entry: FilterEntry) -> None:
+        key = _bucket(entry.pattern)
+        bucket = self._buckets[key]
+        del bucket[entry]
+        if not bucket:
+            del self._buckets[key]
         for seqs in entry.topics.values():
             seqs.filters = tuple(e for e in seqs.filters if e is not entry)
             if entry.view is not None:
@@ -248,7 +264,9 @@ class FilterTable:
         if not self._entries:
             return
         levels = topic.split(SEPARATOR)
-        for entry in self._entries.values():
+        buckets = self._buckets
+        candidates = [buckets.get(tuple(levels[:n])) for n in range(min(len(levels), BUCKET_LEVELS) + 1)]
+        for entry in [entry for bucket in candidates if bucket for entry in bucket]:
             if filter_matches(entry.pattern, levels):
                 entry.topics[topic] = seqs
                 seqs.filters += (entry,)
@@ -268,3 +286,11 @@ class FilterTable:
             entry.topics.clear()
             if entry.view is not None:
                 entry.view.clear()
+
+
+def _bucket(pattern: list) -> tuple:
+    """The leading literal levels of a filter (at most BUCKET_LEVELS)."""
+    literal = 0
+    while literal < min(len(pattern), BUCKET_LEVELS) and pattern[literal] not in (SINGLE_LEVEL, MULTI_LEVEL):
+        literal += 1
+    return tuple(pattern[:literal])

@@ -345,15 +345,22 @@ class MessageStore(ABC):
         """The live message ``seq`` as a StoredMessage, or None."""
         return self._load(seq)
 
-    def _index(self, topic_filter):
-        """The index of a filter: the topic's TopicSeqs (None if it has no
-        message), or the wildcard's FilterEntry."""
-        entry = self._filters.get(topic_filter)  # a wildcard asked about before (the common case)
+    def _entry(self, topic_filter):
+        """The FilterEntry of a wildcard filter (made now if it has none); None for a literal one."""
+        entries = self._filters.entries
+        entry = entries.pop(topic_filter, None)  # a wildcard asked about before (the common case) ...
         if entry is not None:
-            return entry
-        if ("+" not in topic_filter and "#" not in topic_filter) or not is_wildcard_filter(topic_filter):
-            return self._topics.get(topic_filter)
-        return self._filters.add(topic_filter)
+            entries[topic_filter] = entry  # ... now the most recently used
+        elif ("+" in topic_filter or "#" in topic_filter) and is_wildcard_filter(topic_filter):
+            entry = self._filters.add(topic_filter)
+        return entry
+
+    def _index(self, topic_filter):
+        """What answers for a filter: a SeqIndex (the topic's, a wildcard's
+        view or its only topic's), a FilterEntry (merging its topics), or
+        None when no live message matches."""
+        entry = self._entry(topic_filter)
+        return self._topics.get(topic_filter) if entry is None else entry.index()
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""
@@ -418,10 +425,11 @@ class MessageStore(ABC):
         """Topic -> number of live messages, for the topics matching the filter."""
         if topic_filter is None or topic_filter == MULTI_LEVEL:
             return {topic: len(seqs) for topic, seqs in self._topics.items()}
-        index = self._index(topic_filter)
-        if isinstance(index, TopicSeqs):
-            return {topic_filter: len(index)}
-        return {topic: len(seqs) for topic, seqs in index.topics.items()} if index is not None else {}
+        entry = self._entry(topic_filter)
+        if entry is not None:
+            return {topic: len(seqs) for topic, seqs in entry.topics.items()}
+        seqs = self._topics.get(topic_filter)
+        return {topic_filter: len(seqs)} if seqs is not None else {}
 
     def state(self) -> StreamState:
         count = self._count

@@ -165,35 +165,41 @@ class FilterEntry:
         self.topics: dict = {}
         self.view = None
 
-    def next_seq(self, start_seq: int):
+    def index(self):
+        """What answers lookups: the view, the only topic's index, this
+        entry (merging several topics' indexes), or None (no topic)."""
         if self.view is not None:
-            return self.view.next_seq(start_seq)
-        if len(self.topics) == 1:
-            for seqs in self.topics.values():
-                return seqs.next_seq(start_seq)
-        found = [seq for seq in (seqs.next_seq(start_seq) for seqs in self.topics.values()) if seq is not None]
-        return min(found) if found else None
+            return self.view
+        topics = self.topics
+        if len(topics) == 1:
+            for seqs in topics.values():
+                return seqs
+        return self if topics else None
+
+    # Lookups merged over the topics (an entry with several topics and no view).
+
+    def next_seq(self, start_seq: int):
+        best = None
+        for seqs in self.topics.values():
+            seq = seqs.next_seq(start_seq)
+            if seq is not None and (best is None or seq < best):
+                best = seq
+        return best
 
     def count_from(self, start_seq: int) -> int:
-        if self.view is not None:
-            return self.view.count_from(start_seq)
-        return sum(seqs.count_from(start_seq) for seqs in self.topics.values())
+        total = 0
+        for seqs in self.topics.values():
+            total += seqs.count_from(start_seq)
+        return total
 
     def live(self) -> array:
-        if self.view is not None:
-            return self.view.live()
         merged = array("Q")
         for seqs in self.topics.values():
             merged += seqs.live()
         return array("Q", sorted(merged))
 
     def newest_first(self):
-        if self.view is not None:
-            return self.view.newest_first()
         return heapq.merge(*(seqs.newest_first() for seqs in self.topics.values()), reverse=True)
-
-    def __len__(self):
-        return len(self.view) if self.view is not None else sum(map(len, self.topics.values()))
 
 
 class FilterTable:
@@ -201,7 +207,8 @@ class FilterTable:
 
     def __init__(self, topics: dict):
         self._topics = topics  # the store's topic -> TopicSeqs
-        self._entries: dict = {}  # filter -> FilterEntry, least recently used first
+        #: filter -> FilterEntry, least recently used first (a lookup moves its entry to the end).
+        self.entries: dict = {}
         # The entries by their leading literal levels (up to BUCKET_LEVELS): a
         # new topic is checked against the few buckets it can be in, not all.
         self._buckets: dict = {}  # tuple of levels -> {FilterEntry: None}
@@ -210,23 +217,16 @@ class FilterTable:
         self.built = 0
 
     def __len__(self):
-        return len(self._entries)
-
-    def get(self, topic_filter: str):
-        """The filter's entry, now the most recently used; None if it has none."""
-        entry = self._entries.pop(topic_filter, None)
-        if entry is not None:
-            self._entries[topic_filter] = entry
-        return entry
+        return len(self.entries)
 
     def add(self, topic_filter: str) -> FilterEntry:
         """A new entry for a wildcard filter (the least recently used goes past MAX_FILTERS)."""
-        entry = self._entries[topic_filter] = self._build(topic_filter)
+        entry = self.entries[topic_filter] = self._build(topic_filter)
         return entry
 
     def _build(self, topic_filter: str) -> FilterEntry:
-        if len(self._entries) >= MAX_FILTERS:
-            self._evict(self._entries.pop(next(iter(self._entries))))
+        if len(self.entries) >= MAX_FILTERS:
+            self._evict(self.entries.pop(next(iter(self.entries))))
         self.built += 1
         entry = FilterEntry(topic_filter.split(SEPARATOR))
         self._buckets.setdefault(_bucket(entry.pattern), {})[entry] = None
@@ -261,7 +261,7 @@ class FilterTable:
 
     def topic_added(self, topic: str, seqs: TopicSeqs) -> None:
         """A topic got its first live message."""
-        if not self._entries:
+        if not self.entries:
             return
         levels = topic.split(SEPARATOR)
         buckets = self._buckets
@@ -282,7 +282,7 @@ class FilterTable:
 
     def clear(self) -> None:
         """Every message went (a purge of everything): the views are emptied."""
-        for entry in self._entries.values():
+        for entry in self.entries.values():
             entry.topics.clear()
             if entry.view is not None:
                 entry.view.clear()

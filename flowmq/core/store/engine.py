@@ -406,6 +406,9 @@ class StorageEngine:
         pending, self._unsynced_meta = self._unsynced_meta, set()
         if pending:
             work[None] = sorted(pending, key=len, reverse=True)  # files before their directories
+        if not work:
+            self._sync_all_done({}, failed)
+            return succeed(None)
         return self.worker.run(_fsync_all, work).addCallback(self._sync_all_done, failed)
 
     def _sync_all_done(self, errors: dict, failed: set) -> None:

@@ -360,7 +360,7 @@ class MessageStore(ABC):
         view or its only topic's), a FilterEntry (merging its topics), or
         None when no live message matches."""
         entry = self._entry(topic_filter)
-        return self._topics.get(topic_filter) if entry is None else entry.index()
+        return self._topics.get(topic_filter) if entry is None else entry.index
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""

@@ -158,23 +158,24 @@ class FilterEntry:
     """A wildcard filter: its pattern, its matching topics (name -> TopicSeqs)
     and its FilterView (None: answered from the topics)."""
 
-    __slots__ = ("pattern", "topics", "view")
+    __slots__ = ("pattern", "topics", "view", "index")
 
     def __init__(self, pattern: list):
         self.pattern = pattern
         self.topics: dict = {}
         self.view = None
+        #: What answers lookups: the view, the only topic's index, this entry
+        #: (merging several topics' indexes) or None (no topic); see ``settle``.
+        self.index = None
 
-    def index(self):
-        """What answers lookups: the view, the only topic's index, this
-        entry (merging several topics' indexes), or None (no topic)."""
+    def settle(self) -> None:
+        """Set ``index`` after the topics or the view changed."""
         if self.view is not None:
-            return self.view
-        topics = self.topics
-        if len(topics) == 1:
-            for seqs in topics.values():
-                return seqs
-        return self if topics else None
+            self.index = self.view
+        elif len(self.topics) == 1:
+            self.index = next(iter(self.topics.values()))
+        else:
+            self.index = self if self.topics else None
 
     # Lookups merged over the topics (an entry with several topics and no view).
 
@@ -235,6 +236,7 @@ class FilterTable:
                 entry.topics[topic] = seqs
                 seqs.filters += (entry,)
         self._maybe_view(entry)
+        entry.settle()
         return entry
 
     def _maybe_view(self, entry: FilterEntry) -> None:
@@ -274,11 +276,13 @@ class FilterTable:
                     seqs.views += (entry,)
                 else:
                     self._maybe_view(entry)
+                entry.settle()
 
     def topic_removed(self, topic: str, seqs: TopicSeqs) -> None:
         """A topic has no live message left."""
         for entry in seqs.filters:
             del entry.topics[topic]
+            entry.settle()
 
     def clear(self) -> None:
         """Every message went (a purge of everything): the views are emptied."""
@@ -286,6 +290,7 @@ class FilterTable:
             entry.topics.clear()
             if entry.view is not None:
                 entry.view.clear()
+            entry.settle()
 
 
 def _bucket(pattern: list) -> tuple:

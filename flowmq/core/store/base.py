@@ -10,7 +10,7 @@ bookkeeping here is the same for both:
   live messages. Literal filters are answered from it with bisect.
 - ``_filters``: a ``FilterTable`` of the wildcard filters asked about: the
   topics each matches, and for those matching many topics a merged
-  ``FilterView`` kept up to date by appends and removals (index.py: the
+  view kept up to date by appends and removals (index.py: the
   cost of a lookup stays flat however many filters there are, and memory
   is bounded).
 - counters: live messages, live bytes, first and last sequence.

@@ -178,8 +178,6 @@ class StorageEngine:
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
         self._removals = itertools.count()
-        #: Stores that the last compaction sweep planned (tests count them).
-        self.swept = 0
         for root in KINDS.values():
             directory = os.path.join(data_dir, root)
             os.makedirs(directory, exist_ok=True)
@@ -428,11 +426,9 @@ class StorageEngine:
         sweep; the worker builds the new files, the reactor swaps them in."""
         self._compactor = self.clock.callLater(self.compact_interval, self._compact_all)
         changed, self._changed = self._changed, {}
-        self.swept = 0
         for store in changed:
             plans = []
             self._try(store, lambda: plans.append(store.plan_compaction()), set())
-            self.swept += 1
             if plans and plans[0] is not None:
                 self.worker.run(plans[0].build).addBoth(self._compacted, store, plans[0])
 

@@ -23,7 +23,7 @@ first two levels, or fewer where the filter has a wildcard there), so:
   a per-session filter) is answered from those topics' indexes: the next
   message is the least of their next ones, the pending count their sum;
   O(MERGE_TOPICS log n) and no memory per message;
-- a filter matching more gets a ``FilterView`` (the merged sequences of its
+- a filter matching more gets a view (a SeqIndex of the merged sequences of its
   topics, kept up to date by appends and removals: O(log n) lookups at 8
   bytes a matching message) while fewer than ``MAX_VIEWS`` are held; the
   others are answered like the few-topic ones, in O(topics) (nats-server
@@ -48,9 +48,9 @@ from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL
 CUT_MIN = 1024
 #: Wildcard filters remembered per store.
 MAX_FILTERS = 4096
-#: A filter matching more topics than this gets a FilterView (if one is free).
+#: A filter matching more topics than this gets a view (if one is free).
 MERGE_TOPICS = 8
-#: FilterViews per store.
+#: Views (merged SeqIndexes of broad filters) per store.
 MAX_VIEWS = 64
 #: Leading literal levels by which the entries are found for a new topic.
 BUCKET_LEVELS = 2
@@ -144,7 +144,7 @@ class SeqIndex:
 
 class TopicSeqs(SeqIndex):
     """One topic's live sequences, the FilterEntries that match the topic and
-    the FilterViews among them (appended to with the topic)."""
+    those among them with a view (appended to with the topic)."""
 
     __slots__ = ("filters", "views")
 
@@ -156,7 +156,7 @@ class TopicSeqs(SeqIndex):
 
 class FilterEntry:
     """A wildcard filter: its pattern, its matching topics (name -> TopicSeqs)
-    and its FilterView (None: answered from the topics)."""
+    and its view, a SeqIndex (None: answered from the topics)."""
 
     __slots__ = ("pattern", "topics", "view", "index")
 
@@ -214,11 +214,6 @@ class FilterTable:
         # new topic is checked against the few buckets it can be in, not all.
         self._buckets: dict = {}  # tuple of levels -> {FilterEntry: None}
         self.views = 0
-        #: Entries made so far (tests count them: a lookup must not rebuild).
-        self.built = 0
-
-    def __len__(self):
-        return len(self.entries)
 
     def add(self, topic_filter: str) -> FilterEntry:
         """A new entry for a wildcard filter (the least recently used goes past MAX_FILTERS)."""
@@ -228,7 +223,6 @@ class FilterTable:
     def _build(self, topic_filter: str) -> FilterEntry:
         if len(self.entries) >= MAX_FILTERS:
             self._evict(self.entries.pop(next(iter(self.entries))))
-        self.built += 1
         entry = FilterEntry(topic_filter.split(SEPARATOR))
         self._buckets.setdefault(_bucket(entry.pattern), {})[entry] = None
         for topic, seqs in self._topics.items():

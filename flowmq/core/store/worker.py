@@ -38,17 +38,10 @@ class DiskWorker:
         self._queue: deque = deque()  # (function, args, Deferred) not started yet
         self._busy = False
         self._idle: list = []  # Deferreds waiting for the queue to drain
-        #: Jobs run so far (tests and benchmarks count them).
-        self.jobs = 0
-
-    @property
-    def threaded(self) -> bool:
-        return self._pool is not None
 
     def run(self, function, *args) -> Deferred:
         """Run ``function(*args)`` after the jobs before it; a Deferred of its result."""
         if self._pool is None:
-            self.jobs += 1
             return maybeDeferred(function, *args)
         done = Deferred()
         self._queue.append((function, args, done))
@@ -65,7 +58,6 @@ class DiskWorker:
             return
         self._busy = True
         function, args, done = self._queue.popleft()
-        self.jobs += 1
         deferToThreadPool(self._reactor, self._pool, function, *args).addBoth(self._finished, done)
 
     def _finished(self, result, done: Deferred) -> None:

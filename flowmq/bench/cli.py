@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from flowmq.bench import report, scenarios, servers, suite, system
+from flowmq.bench import report, scenarios, servers, store, suite, system
 from flowmq.bench.progress import Progress
 
 DESCRIPTION = """\
@@ -58,6 +58,17 @@ FlowMQ always gets a temporary --broker-data-dir.
 Subjects are <--subject>.<scenario> (<--subject>.js.pub-sync ... for
 JetStream); the extra subscriptions of manysubs are <--subject>.many.<i>.
 Throughput runs use every size of --sizes; reqrep uses the first.
+
+--store runs the storage engine's own scenarios instead, in this process
+(no server; the --store-* options size them):
+  delete    --store-backlog (1,000,000) messages on one topic read by a
+            filtered consumer, then --store-deletes (20,000) deletes in
+            random order (acks of a work queue); deletes/s
+  filters   next_message + count_pending over one log of 100,000 messages
+            on 1,000 topics, with --store-filters (1,000) filters in turn,
+            and with 10; lookups/s
+  sweep     a compaction sweep and an interval sync sweep over
+            --store-streams (1,000) idle file streams; microseconds each
 """
 
 
@@ -145,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
                    help="extra argument for nats-server (repeatable)")
     p.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
                    help="multiprocessing start method of the workers (default: fork on Linux)")
+    p.add_argument("--store", action="store_true", help="run the storage engine's scenarios (in process) instead")
+    store.add_arguments(p)
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     return p
@@ -200,6 +213,9 @@ def _stop_on_sigterm() -> None:
 
 def main(argv=None) -> int:
     cfg = parse(argv)
+    if cfg.store:
+        store.run(cfg)
+        return 0
     system.raise_fd_limit()
     _stop_on_sigterm()
     progress = Progress(quiet=cfg.quiet)

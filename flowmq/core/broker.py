@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from twisted.application import service
+from twisted.internet.defer import fail, maybeDeferred
 
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
@@ -43,8 +44,13 @@ class WriteBatcher:
     queued outside a read (timers) is flushed at the end of the reactor turn.
 
     Durability comes first: when the store has appends waiting (``need_sync``),
-    ``sync`` (the storage engine's flush) runs before any connection's output
-    is written, so an acknowledgement never leaves before what it acknowledges.
+    ``sync`` (the broker's flush of the storage engine) starts before any
+    connection's output is written. It returns a Deferred that fires once the
+    appends are durable under the fsync policy (an fsync on a worker thread
+    under "always"): acknowledgements go out from there, so one never leaves
+    before what it acknowledges, and the reactor serves everyone else while
+    the disk works. One sync runs at a time: appends made meanwhile wait for
+    the next, which starts when it is done and takes them all (group commit).
     """
 
     def __init__(self, clock):
@@ -52,8 +58,9 @@ class WriteBatcher:
         self._dirty: list = []
         self._call = None
         self._reads = 0  # reads under way (a login that completes inside a read nests)
-        self.sync = None  # callable that makes the store's pending appends durable
+        self.sync = None  # callable that makes the store's pending appends durable: a Deferred
         self._sync_due = False
+        self._syncing = False  # a sync's Deferred has not fired yet
 
     def mark(self, connection) -> None:
         self._dirty.append(connection)
@@ -81,18 +88,28 @@ class WriteBatcher:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        if self._sync_due:
+        if self._sync_due and not self._syncing:
             self._sync_due = False
-            try:
-                self.sync()
-            except Exception:  # a full or failing disk: say so loudly, keep serving the others
-                _log.failure("writing the store to disk failed")
+            self._syncing = True
+            maybeDeferred(self.sync).addErrback(self._sync_failed).addBoth(self._sync_done)
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             try:
                 connection.flush_output()
             except Exception:  # one broken connection must not keep the others' output back
                 _log.failure("flushing the output of {connection}", connection=connection)
+
+    @staticmethod
+    def _sync_failed(failure) -> None:
+        # A full or failing disk: say so loudly, keep serving the others.
+        _log.failure("writing the store to disk failed", failure)
+
+    def _sync_done(self, _ignored) -> None:
+        """The sync fired (its acknowledgements are queued): send them, and
+        start the next sync if appends came meanwhile."""
+        self._syncing = False
+        if not self._reads and (self._dirty or self._sync_due):
+            self.flush()
 
 
 def _delivery_failed(consumer, message) -> None:
@@ -111,38 +128,62 @@ class Broker(service.Service):
         #: Callables told of every new subscription (push consumers wait for
         #: interest in their delivery topic).
         self.interest_watchers: list = []
-        #: Callables ``(failed stores)`` run after each store flush, before any
-        #: output is written: acknowledgements of stored messages go out there.
+        #: Callables ``()`` run as each store flush begins (the cut: what is
+        #: waiting for the disk now is what this flush makes durable) and
+        #: ``(failed stores)`` run once it is durable (under the fsync policy),
+        #: on the reactor thread: acknowledgements of stored messages go out
+        #: there, those waiting at the cut only. One call of each per flush, in order.
+        self.before_sync: list = []
         self.after_sync: list = []
         self.storage = None
         self.logs = LogRegistry(self)  # the logs of every protocol, by (kind, name)
 
     def startService(self):
         storage = self.settings.storage
+        # The slow file work runs in the reactor's thread pool; a clock that
+        # is no reactor (a test's task.Clock) has none: then it runs inline.
+        pool = self.clock.getThreadPool() if hasattr(self.clock, "getThreadPool") else None
         self.storage = StorageEngine(
             self.settings.broker.data_dir, fsync=storage.fsync,
             fsync_interval=storage.fsync_interval_ms / 1000.0, segment_bytes=storage.segment_bytes,
-            clock=self.clock, on_dirty=self.batcher.need_sync, compact_interval=storage.compact_interval)
+            clock=self.clock, on_dirty=self.batcher.need_sync, compact_interval=storage.compact_interval,
+            reactor=self.clock if pool is not None else None, threadpool=pool)
         self.batcher.sync = self._sync
         every = " every %d ms" % storage.fsync_interval_ms if storage.fsync == "interval" else ""
-        _log.info("storage: streams in {path}, fsync {policy}{every}, segments of {size} bytes",
-                  path=os.path.abspath(os.path.join(self.settings.broker.data_dir, "streams")), policy=storage.fsync, every=every, size=storage.segment_bytes)
+        _log.info("storage: JetStream streams in {path}, fsync {policy}{every} {where}, segments of {size} bytes",
+                  path=os.path.abspath(os.path.join(self.settings.broker.data_dir, "streams")),
+                  policy=storage.fsync, every=every, size=storage.segment_bytes,
+                  where="on a worker thread" if pool is not None else "inline (no thread pool)")
         service.Service.startService(self)
 
-    def _sync(self) -> None:
-        """Write the stores, then tell whoever waits to acknowledge (and
-        which stores failed: their messages must not be acknowledged)."""
+    def _sync(self):
+        """Write the stores (the cut: ``before_sync``); once that is durable,
+        tell whoever waits to acknowledge (``after_sync``), with the stores
+        that failed: their messages must not be acknowledged. A Deferred."""
+        for cut in self.before_sync:
+            cut()
         try:
-            failed = self.storage.flush_all()
+            done = self.storage.flush_all()
         except Exception:  # not a disk error but a bug: acknowledge nothing of this batch
-            _log.failure("writing the stores failed")
-            failed = ALL_FAILED
+            done = fail()
+        return done.addErrback(self._flush_failed).addCallback(self._synced)
+
+    @staticmethod
+    def _flush_failed(failure):
+        _log.failure("writing the stores failed", failure)
+        return ALL_FAILED
+
+    def _synced(self, failed) -> None:
         for synced in self.after_sync:
-            synced(failed)
+            try:
+                synced(failed)
+            except Exception:  # one waiter's bug must not keep the others' acknowledgements back
+                _log.failure("releasing acknowledgements failed")
 
     def stopService(self):
+        """Stop; the Deferred fires once the storage's pending work is done and its files closed."""
         service.Service.stopService(self)
-        self.storage.close()
+        return self.storage.close()
 
     def subscribe(self, subscription) -> None:
         """Add a subscription; PermissionDenied if its consumer's permissions say no.

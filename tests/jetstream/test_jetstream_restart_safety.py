@@ -390,13 +390,14 @@ def test_pull_request_numbers_that_do_not_fit_get_400(start_broker):
 
 class _BrokenStore:
     """The stream BROKEN's FileStore.flush fails with a non-disk error (as
-    the record codec's struct.error did); sync and compact calls of the
-    others are counted."""
+    the record codec's struct.error did); the engine's sync and compaction
+    calls of the others are counted (an fsync starts with take_unsynced, a
+    compaction with plan_compaction)."""
 
     def __init__(self, monkeypatch):
         self.synced = {}
         self.compacted = {}
-        flush, sync, compact = FileStore.flush, FileStore.sync, FileStore.compact
+        flush, sync, compact = FileStore.flush, FileStore.take_unsynced, FileStore.plan_compaction
 
         def broken_flush(store):
             if store.name == "BROKEN":
@@ -410,8 +411,8 @@ class _BrokenStore:
             return call
 
         monkeypatch.setattr(FileStore, "flush", broken_flush)
-        monkeypatch.setattr(FileStore, "sync", counted(sync, self.synced))
-        monkeypatch.setattr(FileStore, "compact", counted(compact, self.compacted))
+        monkeypatch.setattr(FileStore, "take_unsynced", counted(sync, self.synced))
+        monkeypatch.setattr(FileStore, "plan_compaction", counted(compact, self.compacted))
 
 
 def test_a_failing_store_does_not_stop_the_others_from_reaching_the_disk(start_broker, tmp_path, monkeypatch):

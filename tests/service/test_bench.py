@@ -267,3 +267,16 @@ def test_deep_subject_sets_have_the_tokens_and_no_overlaps():
         assert all(subject.count(".") + 1 == 128 for subject in subjects)
         trie = FilterTrie((filter_to_topic_filter(s), s) for s in subjects)
         assert not any(distinct_owners(a, b) for a, b in overlapping(trie, trie))
+
+
+def test_store_mode_prints_each_store_scenario():
+    """``flowmq-bench --store`` on tiny counts: every scenario runs in process and prints its figures."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flowmq.bench", "--store", "--store-backlog", "3000", "--store-deletes", "500",
+         "--store-filters", "20", "--store-streams", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["delete", "filters", "filters", "sweep"], done.stdout
+    assert "deletes 500" in lines[0] and "filters 20" in lines[1] and "filters 10" in lines[2]
+    assert "streams 5" in lines[3]

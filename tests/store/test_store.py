@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from flowmq.core.store import base
+from flowmq.core.store import index
 from flowmq.core.store import (
     MAX_BYTES,
     MAX_MSG_SIZE,
@@ -148,7 +148,8 @@ def test_next_message_wildcard_with_very_many_topics(harness):
 
 
 def test_wildcard_views_follow_appends_removals_and_eviction(harness, monkeypatch):
-    monkeypatch.setattr(base, "_MAX_VIEWS", 2)
+    monkeypatch.setattr(index, "MAX_FILTERS", 2)
+    monkeypatch.setattr(index, "MERGE_TOPICS", 1)  # two topics make a view
     store = harness.make()
     fill(store, ["a/1", "b/1", "a/2"])
     assert store.count_pending(1, "a/+") == 2
@@ -157,7 +158,7 @@ def test_wildcard_views_follow_appends_removals_and_eviction(harness, monkeypatc
     store.append("b/1", None, b"", timestamp=6)
     assert store.count_pending(1, "a/+") == 3 and store.count_pending(1, "+/1") == 3
     assert store.topics("a/+") == {"a/1": 1, "a/2": 1, "a/3": 1}
-    assert store.last_message("#/2").seq == 3  # a third view: "a/+" (least recently used) goes
+    assert store.last_message("#/2").seq == 3  # a third filter: "a/+" (least recently used) goes
     store.delete(1)
     store.purge("b/1", keep=1)
     assert seqs_of(store, "a/+") == [3, 4]  # rebuilt

@@ -31,7 +31,7 @@ def fsyncs(monkeypatch):
 
 def test_fsync_always(tmp_path, fsyncs):
     engine = StorageEngine(str(tmp_path), fsync="always")
-    store = engine.open_stream("s", Limits())
+    store = engine.open_stream("jetstream", "s", Limits())
     store.append("t", None, b"x")
     assert not fsyncs
     engine.flush_all()
@@ -47,11 +47,11 @@ def test_fsync_always(tmp_path, fsyncs):
 
 def test_fsync_never(tmp_path, fsyncs):
     engine = StorageEngine(str(tmp_path), fsync="never")
-    store = engine.open_stream("s", Limits())
+    store = engine.open_stream("jetstream", "s", Limits())
     for _ in range(10):
         store.append("t", None, b"x")
         engine.flush_all()
-    engine.write_meta("s", "config", {"a": 1})
+    engine.write_meta("jetstream", "s", "config", {"a": 1})
     assert not fsyncs
     assert os.path.getsize(os.path.join(store.directory, "00000000000000000001.log")) > 0
     engine.close()  # close always makes everything durable
@@ -61,7 +61,7 @@ def test_fsync_never(tmp_path, fsyncs):
 def test_fsync_interval_with_a_clock(tmp_path, fsyncs):
     clock = Clock()
     engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock, compact_interval=0)
-    store = engine.open_stream("s", Limits())
+    store = engine.open_stream("jetstream", "s", Limits())
     store.append("t", None, b"x")
     engine.flush_all()
     engine.flush_all()
@@ -73,7 +73,7 @@ def test_fsync_interval_with_a_clock(tmp_path, fsyncs):
     count = len(fsyncs)
     engine.flush_all()  # nothing written: no timer
     assert not clock.getDelayedCalls()
-    engine.write_meta("s", "config", {"a": 1})
+    engine.write_meta("jetstream", "s", "config", {"a": 1})
     assert len(fsyncs) == count and len(clock.getDelayedCalls()) == 1
     clock.advance(1.0)
     assert len(fsyncs) == count + 2  # the document and its directory
@@ -85,7 +85,7 @@ def test_fsync_interval_with_a_clock(tmp_path, fsyncs):
 
 def test_fsync_interval_without_a_clock_syncs_in_flush_all(tmp_path, fsyncs):
     engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=0.0)
-    store = engine.open_stream("s", Limits())
+    store = engine.open_stream("jetstream", "s", Limits())
     store.append("t", None, b"x")
     engine.flush_all()
     assert fsyncs
@@ -100,9 +100,9 @@ def test_unknown_policy_is_refused(tmp_path):
 def test_on_dirty_once_per_dirty_period(tmp_path):
     calls = []
     engine = StorageEngine(str(tmp_path), on_dirty=lambda: calls.append(1))
-    one = engine.open_stream("one", Limits())
-    two = engine.open_stream("two", Limits())
-    memory = engine.open_stream("mem", Limits(), storage="memory")
+    one = engine.open_stream("jetstream", "one", Limits())
+    two = engine.open_stream("jetstream", "two", Limits())
+    memory = engine.open_stream("jetstream", "mem", Limits(), storage="memory")
     memory.append("t", None, b"x")
     assert calls == []
     one.append("t", None, b"x")
@@ -122,16 +122,16 @@ def test_on_dirty_once_per_dirty_period(tmp_path):
 
 def test_open_stream_kinds_and_reuse(tmp_path):
     engine = StorageEngine(str(tmp_path))
-    store = engine.open_stream("s", Limits(max_msgs=5))
+    store = engine.open_stream("jetstream", "s", Limits(max_msgs=5))
     assert isinstance(store, FileStore)
-    assert engine.open_stream("s", Limits(max_msgs=3)) is store and store.limits.max_msgs == 3
+    assert engine.open_stream("jetstream", "s", Limits(max_msgs=3)) is store and store.limits.max_msgs == 3
     with pytest.raises(ValueError):
-        engine.open_stream("s", Limits(), storage="memory")
-    assert isinstance(engine.open_stream("m", None, storage="memory"), MemoryStore)
+        engine.open_stream("jetstream", "s", Limits(), storage="memory")
+    assert isinstance(engine.open_stream("jetstream", "m", None, storage="memory"), MemoryStore)
     with pytest.raises(ValueError):
-        engine.open_stream("x", Limits(), storage="tape")
+        engine.open_stream("jetstream", "x", Limits(), storage="tape")
     with pytest.raises(ValueError):
-        engine.open_stream("", Limits())
+        engine.open_stream("jetstream", "", Limits())
     engine.close()
 
 
@@ -139,54 +139,54 @@ def test_streams_persist_and_are_listed(tmp_path):
     names = ["orders", "a/b.c", "..", "caf\u00e9 %2F", "tab\there"]
     engine = StorageEngine(str(tmp_path), segment_bytes=200)
     for name in names:
-        store = engine.open_stream(name, Limits())
+        store = engine.open_stream("jetstream", name, Limits())
         for i in range(10):
             store.append("t/%d" % i, None, name.encode("utf-8"), timestamp=i)
-    engine.open_stream("memory-only", Limits(), storage="memory")
+    engine.open_stream("jetstream", "memory-only", Limits(), storage="memory")
     engine.close()
     for entry in os.listdir(tmp_path / "streams"):
         assert re.fullmatch(r"[A-Za-z0-9_%-]+", entry)
     engine = StorageEngine(str(tmp_path), segment_bytes=200)
-    assert engine.stream_names() == sorted(names)
+    assert engine.stream_names("jetstream") == sorted(names)
     for name in names:
-        store = engine.open_stream(name, Limits())
+        store = engine.open_stream("jetstream", name, Limits())
         assert store.state().messages == 10 and store.get(10).payload == name.encode("utf-8")
     engine.close()
 
 
 def test_remove_stream_deletes_its_files(tmp_path):
     engine = StorageEngine(str(tmp_path))
-    store = engine.open_stream("gone", Limits())
+    store = engine.open_stream("jetstream", "gone", Limits())
     store.append("t", None, b"x")
-    engine.write_meta("gone", "config", {"x": 1})
-    engine.open_stream("kept", Limits())
+    engine.write_meta("jetstream", "gone", "config", {"x": 1})
+    engine.open_stream("jetstream", "kept", Limits())
     directory = store.directory
-    engine.remove_stream("gone")
+    engine.remove_stream("jetstream", "gone")
     assert not os.path.exists(directory)
-    assert engine.stream_names() == ["kept"]
-    assert engine.read_meta("gone", "config") is None
-    fresh = engine.open_stream("gone", Limits())
+    assert engine.stream_names("jetstream") == ["kept"]
+    assert engine.read_meta("jetstream", "gone", "config") is None
+    fresh = engine.open_stream("jetstream", "gone", Limits())
     assert fresh is not store and fresh.state().last_seq == 0
     engine.close()
 
 
 def test_meta_documents(tmp_path):
     engine = StorageEngine(str(tmp_path), fsync="always")
-    assert engine.read_meta("s", "config") is None and engine.meta_keys("s") == []
-    engine.write_meta("s", "config", {"name": "s", "subjects": ["a.>"], "max_msgs": -1})
-    engine.write_meta("s", "consumer.alpha", {"ack_floor": 5})
-    engine.write_meta("s", "consumer.b/../x", [1, 2, "\u00e9"])
-    engine.write_meta("s", "consumer.alpha", {"ack_floor": 6})
-    assert engine.read_meta("s", "consumer.alpha") == {"ack_floor": 6}
-    assert engine.meta_keys("s") == ["config", "consumer.alpha", "consumer.b/../x"]
-    assert engine.meta_keys("s", "consumer.") == ["consumer.alpha", "consumer.b/../x"]
-    engine.delete_meta("s", "consumer.alpha")
-    engine.delete_meta("s", "consumer.alpha")  # already gone: fine
+    assert engine.read_meta("jetstream", "s", "config") is None and engine.meta_keys("jetstream", "s") == []
+    engine.write_meta("jetstream", "s", "config", {"name": "s", "subjects": ["a.>"], "max_msgs": -1})
+    engine.write_meta("jetstream", "s", "consumer.alpha", {"ack_floor": 5})
+    engine.write_meta("jetstream", "s", "consumer.b/../x", [1, 2, "\u00e9"])
+    engine.write_meta("jetstream", "s", "consumer.alpha", {"ack_floor": 6})
+    assert engine.read_meta("jetstream", "s", "consumer.alpha") == {"ack_floor": 6}
+    assert engine.meta_keys("jetstream", "s") == ["config", "consumer.alpha", "consumer.b/../x"]
+    assert engine.meta_keys("jetstream", "s", "consumer.") == ["consumer.alpha", "consumer.b/../x"]
+    engine.delete_meta("jetstream", "s", "consumer.alpha")
+    engine.delete_meta("jetstream", "s", "consumer.alpha")  # already gone: fine
     engine.close()
     engine = StorageEngine(str(tmp_path))
-    assert engine.meta_keys("s") == ["config", "consumer.b/../x"]
-    assert engine.read_meta("s", "consumer.b/../x") == [1, 2, "\u00e9"]
-    assert engine.read_meta("s", "config")["subjects"] == ["a.>"]
+    assert engine.meta_keys("jetstream", "s") == ["config", "consumer.b/../x"]
+    assert engine.read_meta("jetstream", "s", "consumer.b/../x") == [1, 2, "\u00e9"]
+    assert engine.read_meta("jetstream", "s", "config")["subjects"] == ["a.>"]
     meta_dir = os.path.join(str(tmp_path), "streams", "s", "meta")
     assert not [name for name in os.listdir(meta_dir) if name.endswith(".tmp")]
     engine.close()
@@ -197,11 +197,11 @@ def test_unreadable_meta_document_is_none_with_a_warning(tmp_path):
     globalLogPublisher.addObserver(events.append)
     try:
         engine = StorageEngine(str(tmp_path))
-        engine.write_meta("s", "config", {"a": 1})
+        engine.write_meta("jetstream", "s", "config", {"a": 1})
         path = os.path.join(str(tmp_path), "streams", "s", "meta", "config.json")
         with open(path, "wb") as handle:
             handle.write(b'{"a": ')
-        assert engine.read_meta("s", "config") is None
+        assert engine.read_meta("jetstream", "s", "config") is None
         engine.close()
     finally:
         globalLogPublisher.removeObserver(events.append)
@@ -214,26 +214,26 @@ def test_long_names_and_keys_are_shortened_and_kept_beside(tmp_path):
     long_key = "consumer." + "c" * 250
     engine = StorageEngine(str(tmp_path), fsync="always")
     for name in (long_stream, emoji_stream):
-        store = engine.open_stream(name, Limits())
+        store = engine.open_stream("jetstream", name, Limits())
         store.append("t", None, name.encode("utf-8"), timestamp=1)
-        engine.write_meta(name, long_key, {"durable": "c" * 250})
-        engine.write_meta(name, "consumer.short", {"ok": True})
+        engine.write_meta("jetstream", name, long_key, {"durable": "c" * 250})
+        engine.write_meta("jetstream", name, "consumer.short", {"ok": True})
     engine.close()
     for entry in os.listdir(tmp_path / "streams"):
         assert len(entry) <= MAX_FILE_NAME
     engine = StorageEngine(str(tmp_path))
-    assert engine.stream_names() == sorted([long_stream, emoji_stream])
+    assert engine.stream_names("jetstream") == sorted([long_stream, emoji_stream])
     for name in (long_stream, emoji_stream):
-        assert engine.open_stream(name, Limits()).get(1).payload == name.encode("utf-8")
-        assert engine.meta_keys(name, "consumer.") == sorted([long_key, "consumer.short"])
-        assert engine.read_meta(name, long_key) == {"durable": "c" * 250}
-        engine.delete_meta(name, long_key)
-        assert engine.meta_keys(name) == ["consumer.short"]
-        assert engine.read_meta(name, long_key) is None
-    meta_dir = os.path.join(engine.open_stream(long_stream, None).directory, "meta")
+        assert engine.open_stream("jetstream", name, Limits()).get(1).payload == name.encode("utf-8")
+        assert engine.meta_keys("jetstream", name, "consumer.") == sorted([long_key, "consumer.short"])
+        assert engine.read_meta("jetstream", name, long_key) == {"durable": "c" * 250}
+        engine.delete_meta("jetstream", name, long_key)
+        assert engine.meta_keys("jetstream", name) == ["consumer.short"]
+        assert engine.read_meta("jetstream", name, long_key) is None
+    meta_dir = os.path.join(engine.open_stream("jetstream", long_stream, None).directory, "meta")
     assert os.listdir(meta_dir) == ["consumer%2Eshort.json"]
-    engine.remove_stream(long_stream)
-    assert engine.stream_names() == [emoji_stream]
+    engine.remove_stream("jetstream", long_stream)
+    assert engine.stream_names("jetstream") == [emoji_stream]
     engine.close()
 
 
@@ -262,7 +262,7 @@ def test_safe_name_examples():
 def test_compaction_sweep_wins_back_the_space_of_deleted_messages(tmp_path):
     clock = Clock()
     engine = StorageEngine(str(tmp_path), fsync="never", segment_bytes=4096, clock=clock, compact_interval=30.0)
-    store = engine.open_stream("s", Limits())
+    store = engine.open_stream("jetstream", "s", Limits())
     for i in range(200):
         store.append("t/%d" % (i % 5), None, b"x" * 100)
     for seq in range(2, 200, 2):  # every other message, from the middle of every segment
@@ -279,6 +279,58 @@ def test_compaction_sweep_wins_back_the_space_of_deleted_messages(tmp_path):
     assert after < before * 0.75
     assert [m.seq for m in (store.get(s) for s in range(1, 201)) if m is not None] == list(range(1, 200, 2)) + [200]
     engine.close()
-    reopened = StorageEngine(str(tmp_path), fsync="never").open_stream("s", Limits())
+    reopened = StorageEngine(str(tmp_path), fsync="never").open_stream("jetstream", "s", Limits())
     assert reopened.state().messages == 101
     assert reopened.get(3).payload == b"x" * 100
+
+
+def test_a_sweep_touches_only_the_stores_changed_since_the_last(tmp_path, monkeypatch):
+    """Before: every compaction sweep flushed (and rewrote the tombstones of)
+    every open store, and every interval sync visited every one."""
+    clock = Clock()
+    engine = StorageEngine(str(tmp_path), fsync="interval", fsync_interval=1.0, clock=clock, compact_interval=30.0)
+    stores = [engine.open_stream("jetstream", "s%d" % n, Limits()) for n in range(50)]
+    for store in stores:
+        store.append("t", None, b"x")
+    engine.flush_all()
+    clock.advance(30.0)  # the first sweep and sync: everyone changed
+    touched = []
+    for method in ("flush", "take_unsynced", "plan_compaction", "compact", "sync"):
+        real = getattr(FileStore, method)
+        monkeypatch.setattr(FileStore, method, lambda store, _real=real, _name=method: (
+            touched.append((_name, store.name)), _real(store))[1])
+    clock.advance(30.0)  # nothing changed: a sweep and syncs that touch no store
+    assert touched == []
+    stores[7].append("t", None, b"y")
+    engine.flush_all()
+    clock.advance(30.0)
+    assert {name for _what, name in touched} == {"s7"}
+    engine.close()
+
+
+def test_compaction_swaps_in_what_was_built_aside(tmp_path):
+    """A compaction planned, then messages deleted and erased while its files
+    are built: the deleted stay deleted, and a segment erased after its copy
+    was made keeps its erase (the copy is thrown away)."""
+    store = FileStore(str(tmp_path), Limits(), name="s", segment_bytes=2048)
+    for n in range(100):
+        store.append("t/%d" % (n % 3), None, b"%03d" % n + b"." * 60, timestamp=n)
+    for seq in range(1, 100, 2):
+        store.delete(seq)
+    plan = store.plan_compaction()
+    assert plan is not None and plan.rewrites and store.plan_compaction() is None  # one at a time
+    erased_segment = plan.rewrites[0]
+    store.delete(60)  # stays deleted in the new file
+    plan.build()  # (a worker thread would run this)
+    store.delete(2, erase=True)  # after the copy, in the first rewritten segment: that rewrite is thrown away
+    store.finish_compaction(plan)
+    assert not [f for f in os.listdir(str(tmp_path)) if f.endswith(".compact")]
+    live = [seq for seq in range(2, 101, 2) if seq not in (2, 60)]
+    assert [m.seq for m in (store.get(s) for s in range(1, 101)) if m is not None] == live
+    with open(erased_segment.path, "rb") as handle:
+        assert b"001" + b"." * 60 not in handle.read()  # seq 2's payload
+    store.close()
+    reopened = FileStore(str(tmp_path), Limits(), name="s", segment_bytes=2048)
+    assert [m.seq for m in (reopened.get(s) for s in range(1, 101)) if m is not None] == live
+    assert reopened.get(62).payload == b"061" + b"." * 60
+    reopened.close()

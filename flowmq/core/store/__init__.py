@@ -16,9 +16,13 @@ purge.
   per record (records.py), deletions persisted as markers, and recovery
   that truncates a torn or corrupt tail at start-up instead of refusing to
   start.
-- ``StorageEngine`` (engine.py) owns the data directory: it opens streams,
-  batches flushes (``flush_all``) and applies the fsync policy, and keeps
-  small JSON documents (stream config, consumer state) beside each stream.
+- ``StorageEngine`` (engine.py) owns the data directory: it opens streams
+  namespaced by kind (the protocol that owns them), batches flushes
+  (``flush_all``) and applies the fsync policy, and keeps small JSON
+  documents (stream config, consumer state) beside each stream. fsync,
+  compaction and directory removals run on its ``DiskWorker`` (worker.py),
+  off the reactor thread.
+- The in-memory indexes by topic and by filter are in index.py.
 
 The interface's data types are in datatypes.py. Both stores share their
 bookkeeping and limit rules (base.py), so they behave alike; the tests run

@@ -8,14 +8,11 @@ bookkeeping here is the same for both:
 
 - ``_topics``: topic -> ``TopicSeqs``, the sorted sequences of the topic's
   live messages. Literal filters are answered from it with bisect.
-- ``_views``: wildcard filter -> ``FilterView``, the sorted sequences of
-  all live messages whose topic matches the filter, built (with
-  ``filter_matches``) the first time the filter is asked about and kept up
-  to date from then on: each topic knows the views it belongs to, so an
-  append or a removal touches just those. So next_message, count_pending
-  and last_message cost O(log n) for any filter, however many topics it
-  matches. A view costs 8 bytes per matching message; the least recently
-  used goes when there are more than ``_MAX_VIEWS``.
+- ``_filters``: a ``FilterTable`` of the wildcard filters asked about: the
+  topics each matches, and for those matching many topics a merged
+  view kept up to date by appends and removals (index.py: the
+  cost of a lookup stays flat however many filters there are, and memory
+  is bounded).
 - counters: live messages, live bytes, first and last sequence.
 
 A message's *size*, what it counts toward ``max_bytes`` and the stream's
@@ -46,10 +43,8 @@ import itertools
 
 import time
 from abc import ABC, abstractmethod
-from array import array
 from bisect import bisect_left
 
-from flowmq.core.router import filter_matches
 from flowmq.core.store.datatypes import (
     LAST_SEQ,
     MAX_BYTES,
@@ -61,67 +56,9 @@ from flowmq.core.store.datatypes import (
     Limits,
     StreamState,
 )
+from flowmq.core.store.index import FilterTable, TopicSeqs
 from flowmq.core.store.records import MAX_SEQ, OVERHEAD, encode_meta
-from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, is_wildcard_filter
-
-#: Wildcard filters with a kept index (FilterView) per store.
-_MAX_VIEWS = 64
-
-
-class SeqIndex:
-    """Sorted live sequences: an array with a moving head, so that dropping
-    the oldest is O(1) and memory is 8 bytes a message."""
-
-    __slots__ = ("seqs", "head")
-
-    def __init__(self):
-        self.seqs = array("Q")
-        self.head = 0
-
-    def __len__(self):
-        return len(self.seqs) - self.head
-
-    def first(self) -> int:
-        return self.seqs[self.head]
-
-    def live(self) -> array:
-        return self.seqs[self.head :]
-
-    def remove(self, seq: int) -> None:
-        seqs = self.seqs
-        if seqs[self.head] == seq:
-            self.head += 1
-            # Give the dropped head back now and then (amortised O(1)).
-            if self.head >= 64 and self.head * 2 >= len(seqs):
-                del seqs[: self.head]
-                self.head = 0
-        else:
-            del seqs[bisect_left(seqs, seq, self.head)]
-
-    def index(self, start_seq: int) -> int:
-        """Position of the first sequence >= start_seq."""
-        return bisect_left(self.seqs, start_seq, self.head)
-
-
-class TopicSeqs(SeqIndex):
-    """One topic's live sequences, and the FilterViews the topic matches."""
-
-    __slots__ = ("views",)
-
-    def __init__(self):
-        super().__init__()
-        self.views = ()
-
-
-class FilterView(SeqIndex):
-    """The live sequences of every topic that one wildcard filter matches."""
-
-    __slots__ = ("pattern",)
-
-    def __init__(self, pattern: list):
-        super().__init__()
-        self.pattern = pattern
-
+from flowmq.core.topics import MULTI_LEVEL, is_wildcard_filter
 
 class MessageStore(ABC):
     """The store interface; subclasses provide the storage primitives (the
@@ -140,7 +77,7 @@ class MessageStore(ABC):
         self._sizer = sizer
         self.quota = None
         self._topics: dict = {}  # topic -> TopicSeqs
-        self._views: dict = {}  # wildcard filter -> FilterView, least recently used first
+        self._filters = FilterTable(self._topics)
         self._count = 0
         self._bytes = 0
         self._first = 1  # first live seq, or last + 1 when empty
@@ -240,12 +177,10 @@ class MessageStore(ABC):
             quota.bytes += size
         if seqs is None:
             seqs = self._topics[topic] = TopicSeqs()
-            if self._views:
-                levels = topic.split(SEPARATOR)
-                seqs.views = tuple(view for view in self._views.values() if filter_matches(view.pattern, levels))
+            self._filters.topic_added(topic, seqs)
         seqs.seqs.append(seq)
-        for view in seqs.views:
-            view.seqs.append(seq)
+        for entry in seqs.views:
+            entry.view.seqs.append(seq)
         if at_subject_limit:
             while len(seqs) > per_subject:
                 self._remove(seqs.first())
@@ -290,7 +225,7 @@ class MessageStore(ABC):
             excess = []
             for seqs in self._topics.values():
                 if len(seqs) > per_subject:
-                    excess.extend(seqs.seqs[seqs.head : len(seqs.seqs) - per_subject])
+                    excess.extend(seqs.live()[: len(seqs) - per_subject])
             excess.sort()
             for seq in excess:
                 self._remove(seq)
@@ -324,10 +259,11 @@ class MessageStore(ABC):
             self.quota.bytes -= size
         seqs = self._topics[topic]
         seqs.remove(seq)
-        for view in seqs.views:
-            view.remove(seq)
+        for entry in seqs.views:
+            entry.view.remove(seq)
         if not len(seqs):
             del self._topics[topic]
+            self._filters.topic_removed(topic, seqs)
         if seq == self._first:
             self._first = self._next_live(seq + 1) if self._count else self._last + 1
         on_remove = self.on_remove
@@ -396,9 +332,7 @@ class MessageStore(ABC):
             self.quota.bytes -= self._bytes
         self._count = self._bytes = 0
         self._topics.clear()
-        for view in self._views.values():
-            view.seqs = array("Q")
-            view.head = 0
+        self._filters.clear()
         on_remove = self.on_remove
         for seq, topic in removed:
             on_remove(seq, topic)
@@ -411,32 +345,22 @@ class MessageStore(ABC):
         """The live message ``seq`` as a StoredMessage, or None."""
         return self._load(seq)
 
-    def _index(self, topic_filter):
-        """The SeqIndex of a filter: the topic's (None if it has no message)
-        or the wildcard's FilterView (built now if there is none)."""
-        view = self._views.pop(topic_filter, None)
-        if view is None:
-            if ("+" not in topic_filter and "#" not in topic_filter) or not is_wildcard_filter(topic_filter):
-                return self._topics.get(topic_filter)
-            view = self._build_view(topic_filter)
-        self._views[topic_filter] = view  # now the most recently used
-        return view
+    def _entry(self, topic_filter):
+        """The FilterEntry of a wildcard filter (made now if it has none); None for a literal one."""
+        entries = self._filters.entries
+        entry = entries.pop(topic_filter, None)  # a wildcard asked about before (the common case) ...
+        if entry is not None:
+            entries[topic_filter] = entry  # ... now the most recently used
+        elif ("+" in topic_filter or "#" in topic_filter) and is_wildcard_filter(topic_filter):
+            entry = self._filters.add(topic_filter)
+        return entry
 
-    def _build_view(self, topic_filter):
-        if len(self._views) >= _MAX_VIEWS:
-            oldest = self._views.pop(next(iter(self._views)))
-            for seqs in self._topics.values():
-                if oldest in seqs.views:
-                    seqs.views = tuple(view for view in seqs.views if view is not oldest)
-        view = FilterView(topic_filter.split(SEPARATOR))
-        matching = []
-        for topic, seqs in self._topics.items():
-            if filter_matches(view.pattern, topic.split(SEPARATOR)):
-                seqs.views += (view,)
-                matching.extend(seqs.live())
-        matching.sort()
-        view.seqs = array("Q", matching)
-        return view
+    def _index(self, topic_filter):
+        """What answers for a filter: a SeqIndex (the topic's, a wildcard's
+        view or its only topic's), a FilterEntry (merging its topics), or
+        None when no live message matches."""
+        entry = self._entry(topic_filter)
+        return self._topics.get(topic_filter) if entry is None else entry.index
 
     def next_message(self, start_seq: int, topic_filter=None):
         """The first live message with seq >= start_seq matching the filter, or None."""
@@ -458,10 +382,7 @@ class MessageStore(ABC):
             seq = self._next_live(start_seq)
             return seq if seq <= self._last else None
         index = self._index(topic_filter)
-        if index is None:
-            return None
-        position = index.index(start_seq)
-        return index.seqs[position] if position < len(index.seqs) else None
+        return index.next_seq(start_seq) if index is not None else None
 
     def last_message(self, topic_filter=None):
         """The newest live message matching the filter, or None."""
@@ -474,8 +395,8 @@ class MessageStore(ABC):
         index = self._index(topic_filter)
         if index is None:
             return None
-        for position in range(len(index.seqs) - 1, index.head - 1, -1):
-            message = self._load(index.seqs[position])
+        for seq in index.newest_first():
+            message = self._load(seq)
             if message is not None:
                 return message
         return None
@@ -498,16 +419,17 @@ class MessageStore(ABC):
                 return self._last - start_seq + 1
             return self._count_live(start_seq)
         index = self._index(topic_filter)
-        return len(index.seqs) - index.index(start_seq) if index is not None else 0
+        return index.count_from(start_seq) if index is not None else 0
 
     def topics(self, topic_filter=None) -> dict:
         """Topic -> number of live messages, for the topics matching the filter."""
         if topic_filter is None or topic_filter == MULTI_LEVEL:
             return {topic: len(seqs) for topic, seqs in self._topics.items()}
-        index = self._index(topic_filter)
-        if not isinstance(index, FilterView):
-            return {topic_filter: len(index)} if index is not None else {}
-        return {topic: len(seqs) for topic, seqs in self._topics.items() if index in seqs.views}
+        entry = self._entry(topic_filter)
+        if entry is not None:
+            return {topic: len(seqs) for topic, seqs in entry.topics.items()}
+        seqs = self._topics.get(topic_filter)
+        return {topic_filter: len(seqs)} if seqs is not None else {}
 
     def state(self) -> StreamState:
         count = self._count

@@ -1,11 +1,19 @@
 """StorageEngine: the data directory, its streams, flushing and fsync policy.
 
-Layout::
+Layout: durable things are namespaced by *kind*, the protocol that owns
+them (``KINDS``: "jetstream", "kafka", "amqp", "mqtt"), so a JetStream
+stream, a Kafka topic and an AMQP queue of the same name never collide::
 
-    <data_dir>/streams/<safe name>/          one directory per stream
+    <data_dir>/<kind root>/<safe name>/      one directory per stream of that kind
         *.log, *.idx, tombstones.log         a FileStore (filestore.py)
         meta/<safe key>.json                 documents: "config", "consumer.<name>" ...
         consumers/<safe name>/               a durable consumer's files (core/streams/state.py)
+
+A kind's root is ``streams`` for JetStream (where JetStream's streams have
+always been: a data directory from before the namespacing is read in place,
+nothing is moved, and it still works after a downgrade) and the kind's name
+for the others (``<data_dir>/kafka/...``). Every method that names a stream
+takes the kind first; an unknown kind is a ValueError.
 
 Stream names and meta keys may be any non-empty string; their file names
 are escaped (names.py). One too long for a file name is shortened with a
@@ -17,19 +25,39 @@ on: that is how ``stream_names`` tells file streams from the directories
 that only hold a memory stream's meta documents (memory streams are not
 listed; their messages do not outlive the process).
 
+Off the reactor thread: fsync, compaction (segment and tombstone rewrites)
+and the removal of a deleted stream's directory run on a DiskWorker
+(worker.py: one job at a time, in order, in Twisted's thread pool when one
+is given; inline otherwise). Appends, reads and the write() of buffered
+records stay on the reactor thread; a file being rewritten is built aside
+and renamed over the old one on the reactor thread (filestore.py). A
+removed stream's directory is first renamed to ``.removing-<n>-<entry>``
+(so the name can be used again at once), then deleted by the worker;
+start-up deletes any that a crash left.
+
 Batching: a FileStore reports its first change after a flush; the engine
 collects such dirty stores and calls ``on_dirty()`` once per dirty period
 (the broker schedules ``flush_all`` with it, before it acknowledges).
-``flush_all`` writes every dirty store and then, by policy:
+``flush_all`` writes every dirty store and returns a Deferred of the
+stores whose write failed, which fires, by policy:
 
-- "always": fsyncs each store it flushed (and meta documents at once);
-- "interval": arms a ``clock.callLater(fsync_interval)`` timer (if none is
-  pending) that syncs every store and the meta documents written since;
+- "always": once the worker has fsynced what each store wrote (the fsyncs
+  of one flush_all are one job);
+- "interval": at once; a ``clock.callLater(fsync_interval)`` timer (if
+  none is pending) later fsyncs, on the worker, the stores written since
+  and the meta documents (not every store: an idle one costs nothing);
   without a clock, ``flush_all`` syncs when the interval has passed;
-- "never": no fsync until ``close``; the OS decides.
+- "never": at once; no fsync until ``close``; the OS decides.
+
+Its callers (the broker) start the next flush_all once the previous one
+fired, so the writes of everything appended during an fsync go out
+together and are fsynced together (group commit).
 
 One store's failure (a full disk, or a bug) is logged and costs that store
 only: flush, sync, compaction and close go on with the others.
+
+Compaction sweep: every ``compact_interval`` seconds, over the stores that
+changed since the last sweep only (an idle store costs nothing).
 
 Open files: a file stream holds one descriptor (filestore.py), so the
 engine opens at most ``max_file_streams`` of them: half of the process's
@@ -41,11 +69,14 @@ names the limit; raise ``ulimit -n`` for more.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
 import shutil
 import time
+
+from twisted.internet.defer import succeed
 
 from flowmq.core.store.datatypes import Limits, TooManyStreams
 from flowmq.core.store.files import fsync_path, log, replace_file
@@ -53,8 +84,11 @@ from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
 from flowmq.core.store.names import file_name, is_hashed, unsafe_name
 from flowmq.core.store.tombstones import FILE_NAME as TOMBSTONES
+from flowmq.core.store.worker import DiskWorker
 
 POLICIES = ("always", "interval", "never")
+#: The kinds of durable things, and each one's directory under the data directory.
+KINDS = {"jetstream": "streams", "kafka": "kafka", "amqp": "amqp", "mqtt": "mqtt"}
 #: Seconds before a store whose write failed is tried again.
 RETRY_DELAY = 1.0
 _META = "meta"
@@ -62,6 +96,8 @@ _META_SUFFIX = ".json"
 #: Sidecars of shortened file names (names.py): the stream's name, a key.
 _NAME_FILE = "name"
 _KEY_SUFFIX = ".key"
+#: A removed stream's directory, renamed before the worker deletes it.
+_REMOVING = ".removing-"
 #: The share of the open-file limit that file streams may hold.
 FILE_STREAM_SHARE = 0.5
 
@@ -80,8 +116,34 @@ def _read_sidecar(path: str):
         return None
 
 
+def _fsync_all(work: dict) -> dict:
+    """fsync each store's paths (a worker thread); ``{store: (error, paths left)}`` of those that failed."""
+    errors = {}
+    for store, paths in work.items():
+        for position, path in enumerate(paths):
+            try:
+                fsync_path(path)
+            except FileNotFoundError:
+                pass  # gone since: a segment whose messages all went, a removed stream
+            except OSError as error:
+                errors[store] = (error, paths[position:])
+                break
+    return errors
+
+
+def _remove_tree(directory: str, parent, durable: bool) -> None:
+    """Delete a removed stream's directory (a worker thread), then make its absence durable."""
+    shutil.rmtree(directory, ignore_errors=True)
+    if durable:
+        fsync_path(parent)
+
+
 class StorageEngine:
-    """Opens streams under ``data_dir`` and applies the flush/fsync policy."""
+    """Opens streams under ``data_dir`` and applies the flush/fsync policy.
+
+    ``reactor`` and ``threadpool``: where the slow file work runs (both, or
+    neither: then it runs inline, on the caller's thread).
+    """
 
     def __init__(
         self,
@@ -92,6 +154,8 @@ class StorageEngine:
         clock=None,
         on_dirty=None,
         compact_interval=60.0,
+        reactor=None,
+        threadpool=None,
     ):
         if fsync not in POLICIES:
             raise ValueError("fsync policy must be one of %s, not %r" % (", ".join(POLICIES), fsync))
@@ -101,18 +165,26 @@ class StorageEngine:
         self.segment_bytes = segment_bytes
         self.clock = clock
         self.on_dirty = on_dirty
-        self._streams_dir = os.path.join(data_dir, "streams")
-        os.makedirs(self._streams_dir, exist_ok=True)
+        self.worker = DiskWorker(reactor, threadpool)
         self.open_file_limit = open_file_limit()
         #: Most file streams open at once (None: no limit).
         self.max_file_streams = None if self.open_file_limit < 0 else int(self.open_file_limit * FILE_STREAM_SHARE)
-        self._stores: dict = {}  # name -> store
+        self._stores: dict = {}  # (kind, name) -> store
         self._dirty: dict = {}  # FileStore -> None, in the order they became dirty
+        self._changed: dict = {}  # FileStore -> None: changed since the last compaction sweep
+        self._to_sync: dict = {}  # FileStore -> None: written since the last interval sync
         self._signalled = False  # on_dirty called since the last flush_all
         self._timer = None
         self._retry = None  # the timer that retries stores whose write failed
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
+        self._removals = itertools.count()
+        for root in KINDS.values():
+            directory = os.path.join(data_dir, root)
+            os.makedirs(directory, exist_ok=True)
+            for entry in os.listdir(directory):
+                if entry.startswith(_REMOVING):  # a removal that a crash cut short
+                    self.worker.run(_remove_tree, os.path.join(directory, entry), directory, False)
         # Space of messages removed from the middle of a segment is won back
         # by a sweep every compact_interval seconds (whole dead segments go at once).
         self.compact_interval = compact_interval
@@ -120,12 +192,20 @@ class StorageEngine:
         if clock is not None and compact_interval:
             self._compactor = clock.callLater(compact_interval, self._compact_all)
 
-    def _stream_dir(self, name: str, create: bool = False) -> str:
+    def _root(self, kind: str) -> str:
+        """The directory of the kind's streams; ValueError for an unknown kind."""
+        root = KINDS.get(kind) if isinstance(kind, str) else None
+        if root is None:
+            raise ValueError("kind must be one of %s, not %r" % (", ".join(sorted(KINDS)), kind))
+        return os.path.join(self.data_dir, root)
+
+    def _stream_dir(self, kind: str, name: str, create: bool = False) -> str:
         """The stream's directory; ``create``: make it (with its name sidecar if needed)."""
+        root = self._root(kind)
         if not name:
             raise ValueError("a stream name must not be empty")
         entry = file_name(name)
-        directory = os.path.join(self._streams_dir, entry)
+        directory = os.path.join(root, entry)
         if create:
             os.makedirs(directory, exist_ok=True)
             if is_hashed(entry):
@@ -138,12 +218,13 @@ class StorageEngine:
 
     # -- streams ---------------------------------------------------------------
 
-    def open_stream(self, name: str, limits: Limits | None = None, storage: str = "file", sizer=None):
+    def open_stream(self, kind: str, name: str, limits: Limits | None = None, storage: str = "file", sizer=None):
         """The stream's store, recovered from disk or new. A stream already
         open is returned as it is (with ``limits`` applied, if given).
         ``sizer``: how a message counts toward the stream's bytes (see base.py).
         TooManyStreams when ``max_file_streams`` file streams are open."""
-        store = self._stores.get(name)
+        key = (kind, name)
+        store = self._stores.get(key)
         if store is not None:
             if isinstance(store, MemoryStore) != (storage == "memory"):
                 raise ValueError("stream %r is open with another storage" % (name,))
@@ -151,52 +232,70 @@ class StorageEngine:
                 store.update_limits(limits)
             return store
         if storage == "memory":
+            self._root(kind)
             store = MemoryStore(limits, sizer)
         elif storage == "file":
+            self._root(kind)
             if self.max_file_streams is not None and self.file_streams() >= self.max_file_streams:
                 raise TooManyStreams(
                     "%d file streams are open, as many as the open-file limit allows (half of "
                     "RLIMIT_NOFILE %d: raise it with ulimit -n, or use memory storage)"
                     % (self.max_file_streams, self.open_file_limit))
             store = FileStore(
-                self._stream_dir(name, create=True),
+                self._stream_dir(kind, name, create=True),
                 limits,
-                name=name,
+                name=name if kind == "jetstream" else "%s %s" % (kind, name),
                 segment_bytes=self.segment_bytes,
                 on_dirty=self._store_dirty,
                 sizer=sizer,
             )
         else:
             raise ValueError("storage must be 'file' or 'memory', not %r" % (storage,))
-        self._stores[name] = store
+        self._stores[key] = store
         return store
 
     def file_streams(self) -> int:
         """How many file streams are open."""
         return sum(isinstance(store, FileStore) for store in self._stores.values())
 
-    def close_stream(self, name: str) -> None:
+    def close_stream(self, kind: str, name: str) -> None:
         """Close the stream (if open), leaving its files as they are."""
-        store = self._stores.pop(name, None)
+        store = self._stores.pop((kind, name), None)
         if store is not None:
-            self._dirty.pop(store, None)
+            self._forget(store)
             self._try(store, store.close, set())
 
-    def remove_stream(self, name: str) -> None:
-        """Close the stream (if open) and delete its directory, meta included."""
-        self.close_stream(name)  # a failed close is logged: the files go anyway
-        directory = self._stream_dir(name)
-        self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
-        shutil.rmtree(directory, ignore_errors=True)
-        if self.fsync != "never":
-            fsync_path(self._streams_dir)
+    def _forget(self, store) -> None:
+        self._dirty.pop(store, None)
+        self._changed.pop(store, None)
+        self._to_sync.pop(store, None)
 
-    def stream_names(self) -> list:
-        """The names of the file streams on disk."""
+    def remove_stream(self, kind: str, name: str) -> None:
+        """Close the stream (if open) and delete its directory, meta included:
+        renamed aside at once (the name may be used again), deleted by the worker."""
+        directory = self._stream_dir(kind, name)
+        store = self._stores.pop((kind, name), None)
+        if store is not None:
+            self._forget(store)
+            if isinstance(store, FileStore):
+                store.discard()  # no sync: its files go
+        self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
+        parent = os.path.dirname(directory)
+        aside = os.path.join(parent, "%s%d-%s" % (_REMOVING, next(self._removals), os.path.basename(directory)))
+        try:
+            os.rename(directory, aside)
+        except FileNotFoundError:
+            return
+        self.worker.run(_remove_tree, aside, parent, self.fsync != "never").addErrback(
+            lambda failure: log.failure("removing {path} failed", failure, path=aside))
+
+    def stream_names(self, kind: str) -> list:
+        """The names of the kind's file streams on disk."""
+        root = self._root(kind)
         names = []
-        for entry in os.listdir(self._streams_dir):
-            directory = os.path.join(self._streams_dir, entry)
-            if os.path.exists(os.path.join(directory, TOMBSTONES)):
+        for entry in os.listdir(root):
+            directory = os.path.join(root, entry)
+            if not entry.startswith(_REMOVING) and os.path.exists(os.path.join(directory, TOMBSTONES)):
                 name = _read_sidecar(os.path.join(directory, _NAME_FILE)) if is_hashed(entry) else unsafe_name(entry)
                 if name is not None:
                     names.append(name)
@@ -206,26 +305,45 @@ class StorageEngine:
 
     def _store_dirty(self, store) -> None:
         self._dirty[store] = None
+        self._changed[store] = None
         if not self._signalled:
             self._signalled = True
             if self.on_dirty is not None:
                 self.on_dirty()
 
-    def flush_all(self) -> set:
-        """Write every dirty store to the OS; fsync by policy. Returns the
-        stores whose write failed (disk full, I/O error): they stay dirty
-        and are tried again at the next flush_all."""
+    def flush_all(self):
+        """Write every dirty store to the OS; fsync by policy. Returns a
+        Deferred of the stores whose write or fsync failed (disk full, I/O
+        error): they stay dirty and are tried again a second later. Under
+        "always" it fires once the fsync has returned (see the module
+        docstring), always on the caller's (the reactor) thread."""
         dirty, self._dirty = self._dirty, {}
         self._signalled = False
-        failed = set()
+        failed: set = set()
         for store in dirty:
             self._try(store, store.flush, failed)
         if self.fsync == "always":
+            work = {}
             for store in dirty:
                 if store not in failed:
-                    self._try(store, store.sync, failed)
+                    paths = store.take_unsynced()
+                    if paths:
+                        work[store] = paths
+            if work:
+                return self.worker.run(_fsync_all, work).addCallback(self._synced, failed)
         elif self.fsync == "interval" and dirty:
+            self._to_sync.update(dirty)
             self._schedule_sync()
+        if failed:
+            self._retry_later(failed)
+        return succeed(failed)
+
+    def _synced(self, errors: dict, failed: set) -> set:
+        """The fsyncs of a flush_all returned: stores that failed keep their paths to fsync."""
+        for store, (error, paths) in errors.items():
+            log.error("stream {name}: writing to disk failed: {error}", name=store.name, error=error)
+            store.give_back(paths)
+            failed.add(store)
         if failed:
             self._retry_later(failed)
         return failed
@@ -234,7 +352,8 @@ class StorageEngine:
         """Keep the failed stores dirty, and try them again in a second (not
         at once: a full disk would make that a busy loop of errors)."""
         for store in failed:
-            self._dirty[store] = None
+            if store in self._stores.values():
+                self._dirty[store] = None
         if self.clock is not None and self._retry is None:
             self._retry = self.clock.callLater(RETRY_DELAY, self._retry_due)
 
@@ -269,49 +388,84 @@ class StorageEngine:
         self._timer = None
         self._sync_all()
 
-    def _sync_all(self) -> None:
-        """fsync every file store and the meta documents written since the last time."""
+    def _sync_all(self, stores=None):
+        """fsync (on the worker) the file stores written since the last time
+        (``stores``: these) and the meta documents; a Deferred that fires when done."""
         self._last_sync = time.monotonic()
+        if stores is None:
+            stores, self._to_sync = self._to_sync, {}
         failed: set = set()
-        for store in self._stores.values():
-            self._try(store, store.sync, failed)
+        work = {}
+        for store in stores:
+            if isinstance(store, FileStore):
+                paths = []
+                self._try(store, lambda: paths.extend(store.take_unsynced()), failed)
+                if paths:
+                    work[store] = paths
+        pending, self._unsynced_meta = self._unsynced_meta, set()
+        if pending:
+            work[None] = sorted(pending, key=len, reverse=True)  # files before their directories
+        if not work:
+            self._sync_all_done({}, failed)
+            return succeed(None)
+        return self.worker.run(_fsync_all, work).addCallback(self._sync_all_done, failed)
+
+    def _sync_all_done(self, errors: dict, failed: set) -> None:
+        for store, (error, paths) in errors.items():
+            if store is None:
+                log.error("{path}: fsync failed: {error}", path=paths[0], error=error)
+                self._unsynced_meta.update(paths)  # tried again at the next sync
+            else:
+                log.error("stream {name}: writing to disk failed: {error}", name=store.name, error=error)
+                store.give_back(paths)
+                failed.add(store)
         if failed:
             self._retry_later(failed)
-        pending, self._unsynced_meta = self._unsynced_meta, set()
-        for path in sorted(pending, key=len, reverse=True):  # files before their directories
-            try:
-                fsync_path(path)
-            except FileNotFoundError:
-                pass  # deleted since
-            except OSError as e:
-                log.error("{path}: fsync failed: {error}", path=path, error=e)
-                self._unsynced_meta.add(path)  # tried again at the next sync
 
     def _compact_all(self) -> None:
+        """The sweep: plan a compaction of each store changed since the last
+        sweep; the worker builds the new files, the reactor swaps them in."""
         self._compactor = self.clock.callLater(self.compact_interval, self._compact_all)
-        for store in list(self._stores.values()):
-            if isinstance(store, FileStore):
-                self._try(store, store.compact, set())
+        changed, self._changed = self._changed, {}
+        for store in changed:
+            plans = []
+            self._try(store, lambda: plans.append(store.plan_compaction()), set())
+            if plans and plans[0] is not None:
+                self.worker.run(plans[0].build).addBoth(self._compacted, store, plans[0])
 
-    def close(self) -> None:
-        """Flush, fsync and close every store; cancel the timers."""
+    def _compacted(self, result, store, plan) -> None:
+        if result is not None:  # a Failure: a bug, not a disk error (build keeps those)
+            log.failure("stream {name}: compaction failed", result, name=plan.name)
+        for path, error in plan.errors:
+            log.error("stream {name}: compaction of {file} failed: {error}", name=plan.name,
+                      file=os.path.basename(path), error=error)
+        self._try(store, lambda: store.finish_compaction(plan), set())
+        if self.fsync != "never" and store in self._stores.values():
+            self._sync_all([store])  # the renames (and the snapshot's tail) are durable soon, not at the next append
+
+    def close(self):
+        """Flush, fsync and close every store once the worker's jobs are
+        done; cancel the timers. A Deferred that fires when all is closed."""
         for call in (self._timer, self._compactor, self._retry):
             if call is not None and call.active():
                 call.cancel()
         self._timer = self._compactor = self._retry = None
         self.flush_all()
-        self._sync_all()
+        self._sync_all(list(self._stores.values()))
+        return self.worker.idle().addCallback(self._close_stores)
+
+    def _close_stores(self, _ignored=None) -> None:
         for store in self._stores.values():
             self._try(store, store.close, set())
         self._stores.clear()
 
     # -- meta documents --------------------------------------------------------
 
-    def _meta_path(self, stream: str, key: str, create: bool = False) -> str:
+    def _meta_path(self, kind: str, stream: str, key: str, create: bool = False) -> str:
         """The document's path; ``create``: make its directory (and key sidecar if needed)."""
         if not key:
             raise ValueError("a meta key must not be empty")
-        directory = os.path.join(self._stream_dir(stream, create), _META)
+        directory = os.path.join(self._stream_dir(kind, stream, create), _META)
         stem = file_name(key)
         if create:
             os.makedirs(directory, exist_ok=True)
@@ -319,18 +473,18 @@ class StorageEngine:
                 self._write_sidecar(os.path.join(directory, stem + _KEY_SUFFIX), key)
         return os.path.join(directory, stem + _META_SUFFIX)
 
-    def write_meta(self, stream: str, key: str, document) -> None:
+    def write_meta(self, kind: str, stream: str, key: str, document) -> None:
         """Store a JSON-able document atomically (temp file, rename)."""
-        path = self._meta_path(stream, key, create=True)
+        path = self._meta_path(kind, stream, key, create=True)
         data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
         replace_file(path, data, durable=self.fsync == "always")
         if self.fsync == "interval":
             self._unsynced_meta.update((path, os.path.dirname(path)))
             self._schedule_sync()
 
-    def read_meta(self, stream: str, key: str):
+    def read_meta(self, kind: str, stream: str, key: str):
         """The document, or None if there is none (or it cannot be read)."""
-        path = self._meta_path(stream, key)
+        path = self._meta_path(kind, stream, key)
         try:
             with open(path, "rb") as handle:
                 return json.loads(handle.read().decode("utf-8"))
@@ -340,8 +494,8 @@ class StorageEngine:
             log.warn("stream {stream}: meta document {key} is unreadable: {error}", stream=stream, key=key, error=error)
             return None
 
-    def delete_meta(self, stream: str, key: str) -> None:
-        path = self._meta_path(stream, key)
+    def delete_meta(self, kind: str, stream: str, key: str) -> None:
+        path = self._meta_path(kind, stream, key)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -356,18 +510,18 @@ class StorageEngine:
 
     # -- consumers' files (flowmq/core/streams/state.py) ----------------------
 
-    def consumers_directory(self, stream: str) -> str:
+    def consumers_directory(self, kind: str, stream: str) -> str:
         """Where the stream's durable consumers keep their files, one directory each."""
-        return os.path.join(self._stream_dir(stream), "consumers")
+        return os.path.join(self._stream_dir(kind, stream), "consumers")
 
     def sync_later(self, paths) -> None:
         """fsync these files and directories at the next interval sync."""
         self._unsynced_meta.update(paths)
         self._schedule_sync()
 
-    def meta_keys(self, stream: str, prefix: str = "") -> list:
+    def meta_keys(self, kind: str, stream: str, prefix: str = "") -> list:
         """The keys of the stream's documents that start with ``prefix``, sorted."""
-        directory = os.path.join(self._stream_dir(stream), _META)
+        directory = os.path.join(self._stream_dir(kind, stream), _META)
         try:
             entries = os.listdir(directory)
         except FileNotFoundError:

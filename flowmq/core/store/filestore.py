@@ -9,11 +9,21 @@ Layout of a stream's directory::
 
 Writing: ``append`` encodes the record into one write buffer and indexes it
 in memory; ``flush`` hands the buffer to the OS with one write() (and the
-new removals with one more, to the tombstone file); ``sync`` also fsyncs.
+new removals with one more, to the tombstone file). What an fsync must make
+durable is kept as a set of paths (segments written, the tombstone file,
+the directory when a file came or went); ``take_unsynced`` hands them over
+for an fsync by path on another thread (and ``give_back`` takes them back
+when that failed); ``sync`` does both at once.
 When the active segment reaches ``segment_bytes`` it is sealed (its .idx
 written) and a new one named after the next sequence is started. A segment
-whose messages are all gone is unlinked at once; ``compact`` rewrites
-segments that are mostly dead. The active segment is never unlinked
+whose messages are all gone is unlinked at once; compaction rewrites
+segments that are mostly dead, and the tombstone file when it has grown
+past twice a snapshot, in three steps so that the slow part can run on a
+worker thread (the engine's DiskWorker): ``plan_compaction`` (reactor
+thread: what to keep, copied), ``CompactionPlan.build`` (worker thread: the
+new files, fsynced) and ``finish_compaction`` (reactor thread: rename them
+over the old ones and adopt their index). ``compact`` runs the three at
+once. The active segment is never unlinked
 without a new one being created first, and its name is one more than the
 last sequence at creation, so ``last_seq`` survives even a purge of
 everything.
@@ -49,10 +59,11 @@ from array import array
 from bisect import bisect_left, bisect_right
 
 from flowmq.core.store import records
-from flowmq.core.store.base import MessageStore, TopicSeqs
+from flowmq.core.store.base import MessageStore
+from flowmq.core.store.index import TopicSeqs
 from flowmq.core.store.datatypes import StoredMessage
 from flowmq.core.store.files import fsync_path, log, truncate_torn_tail, write_all
-from flowmq.core.store.segment import Segment
+from flowmq.core.store.segment import REWRITE_SUFFIX, Segment
 from flowmq.core.store.tombstones import TombstoneLog
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.log$")
@@ -63,8 +74,8 @@ CACHE_BYTES = 4 << 20
 READ_AHEAD_BYTES = 64 << 10
 #: compact() rewrites a sealed segment when this share of its bytes is dead.
 COMPACT_DEAD_SHARE = 0.25
-#: The tombstone file is rewritten when larger than this and than twice a snapshot.
-TOMBSTONES_REWRITE_BYTES = 1 << 20
+#: Compaction rewrites the tombstone file when larger than this and than twice a snapshot.
+TOMBSTONES_REWRITE_BYTES = 64 << 10
 
 
 class FileStore(MessageStore):
@@ -93,8 +104,8 @@ class FileStore(MessageStore):
         self._cache_bytes = 0
         self._block = None  # (segment, offset, bytes): the last read-ahead block
         self._pending = array("Q")  # removed since the last flush
-        self._unsynced: set = set()  # paths written since the last sync
-        self._dir_changed = False
+        self._unsynced: set = set()  # paths written since the last sync (the directory: a file came or went)
+        self._compacting = None  # the CompactionPlan being built
         os.makedirs(directory, exist_ok=True)
         self._tombstones = TombstoneLog(directory, self.name)
         self._recover()
@@ -102,6 +113,9 @@ class FileStore(MessageStore):
     # -- recovery ------------------------------------------------------------
 
     def _recover(self) -> None:
+        for entry in os.listdir(self.directory):
+            if entry.endswith(REWRITE_SUFFIX):  # a compaction that a crash cut short
+                os.unlink(os.path.join(self.directory, entry))
         first_mark, deleted, highest = self._tombstones.load()
         bases = sorted(int(m.group(1)) for m in map(_SEGMENT_FILE.match, os.listdir(self.directory)) if m)
         last = 0
@@ -169,7 +183,7 @@ class FileStore(MessageStore):
         self._segments.append(segment)
         self._bases.append(segment.base)
         self._open_active(segment)
-        self._dir_changed = True
+        self._unsynced.add(self.directory)
 
     def _roll(self) -> None:
         """Seal the active segment (write its buffer and .idx), start the next."""
@@ -187,7 +201,7 @@ class FileStore(MessageStore):
         del self._bases[position]
         self._unsynced.discard(segment.path)
         segment.remove_files()
-        self._dir_changed = True
+        self._unsynced.add(self.directory)
 
     def _locate(self, seq):
         """``(segment, entry)`` of ``seq``, or ``(None, -1)``."""
@@ -267,6 +281,7 @@ class FileStore(MessageStore):
     def _erase(self, seq):
         self._block = None
         segment, index = self._locate(seq)
+        segment.erasures += 1
         offset, length = segment.offsets[index], segment.sizes[index] + records.SIZE_DELTA
         erased = records.encode_erased(seq, segment.stamps[index], length)
         if segment is self._active and offset >= segment.written:
@@ -393,27 +408,38 @@ class FileStore(MessageStore):
             return
         self._write_buffer()
         first = self._first
-        self._tombstones.append(first, [seq for seq in self._pending if seq >= first])
+        if self._tombstones.append(first, [seq for seq in self._pending if seq >= first]):
+            self._unsynced.add(self._tombstones.path)
         self._pending = array("Q")
         self._dirty = False
-        if self._tombstones.size > TOMBSTONES_REWRITE_BYTES and self._tombstones.size > 2 * self._snapshot_size():
-            self._rewrite_tombstones()
+
+    def take_unsynced(self) -> list:
+        """Flush; then the paths to fsync for everything written so far (files
+        before directories). The store forgets them: the caller fsyncs them,
+        or gives them back (``give_back``) if that failed."""
+        if self._closed:
+            return []
+        self.flush()
+        paths = sorted(self._unsynced, key=len, reverse=True)
+        self._unsynced = set()
+        return paths
+
+    def give_back(self, paths) -> None:
+        """Paths whose fsync failed: the next sync tries them again."""
+        if not self._closed:
+            self._unsynced.update(paths)
 
     def sync(self) -> None:
-        """Flush, then fsync what was written since the last sync."""
-        if self._closed:
-            return
-        self.flush()
-        for path in self._unsynced:
-            if path == self._active.path:
-                os.fsync(self._fd)
-            else:
+        """Flush, then fsync what was written since the last sync (on this thread)."""
+        paths = self.take_unsynced()
+        for position, path in enumerate(paths):
+            try:
                 fsync_path(path)
-        self._unsynced.clear()
-        self._tombstones.sync()
-        if self._dir_changed:
-            fsync_path(self.directory)
-            self._dir_changed = False
+            except FileNotFoundError:
+                pass  # unlinked since (a segment whose messages all went)
+            except OSError:
+                self.give_back(paths[position:])
+                raise
 
     def _removed_in_segments(self) -> array:
         """The removed sequences from first_seq on that segments still hold."""
@@ -434,28 +460,54 @@ class FileStore(MessageStore):
             dead += len(segment.seqs) - start - segment.live.count(1, start)
         return 2 * records.HEADER_SIZE + 8 * dead
 
-    def _rewrite_tombstones(self) -> None:
-        self._tombstones.rewrite(self._first, self._removed_in_segments())
-        self._pending = array("Q")
-
-    def compact(self) -> None:
-        """Rewrite the segments whose dead share passes COMPACT_DEAD_SHARE
-        (sealing the active one first if it qualifies), then the tombstones."""
-        if self._closed:
-            return
+    def plan_compaction(self):
+        """A CompactionPlan of the segments whose dead share passes
+        COMPACT_DEAD_SHARE (sealing the active one first if it qualifies) and
+        of the tombstone file if it is larger than TOMBSTONES_REWRITE_BYTES
+        and twice a snapshot; None if there is nothing to do (or a plan is
+        being built)."""
+        if self._closed or self._compacting is not None:
+            return None
         self.flush()
         active = self._active
         if active.seqs and active.dead_bytes >= active.size * COMPACT_DEAD_SHARE:
             self._roll()
-        for segment in self._segments[:-1]:
-            if segment.dead_bytes and segment.dead_bytes >= segment.size * COMPACT_DEAD_SHARE:
-                self._rewrite_segment(segment)
-        self._rewrite_tombstones()
+        rewrites = [segment.plan_compaction() for segment in self._segments[:-1]
+                    if segment.dead_bytes and segment.dead_bytes >= segment.size * COMPACT_DEAD_SHARE]
+        tombstones = None
+        size = self._tombstones.size
+        if size > TOMBSTONES_REWRITE_BYTES and size > 2 * self._snapshot_size():
+            tombstones = self._tombstones.plan_rewrite(self._first, self._removed_in_segments())
+        if not rewrites and tombstones is None:
+            return None
+        self._compacting = CompactionPlan(self, rewrites, tombstones)
+        return self._compacting
 
-    def _rewrite_segment(self, segment) -> None:
+    def finish_compaction(self, plan) -> None:
+        """Adopt what ``plan.build`` made (reactor thread): each segment file
+        that is still wanted, and the tombstone snapshot."""
+        self._compacting = None
         self._block = None
-        segment.compact()
-        self._dir_changed = True
+        changed = False
+        for rewrite in plan.rewrites:
+            segment = next((s for s in self._segments if s.path == rewrite.path), None)
+            if self._closed or segment is None:
+                rewrite.discard()
+            elif segment.finish_compaction(rewrite):
+                changed = True
+        if plan.tombstones is not None:
+            if self._tombstones.finish_rewrite(plan.tombstones, plan.tombstones_built and not self._closed):
+                self._unsynced.add(self._tombstones.path)
+                changed = True
+        if changed and not self._closed:
+            self._unsynced.add(self.directory)
+
+    def compact(self) -> None:
+        """Run a compaction now, on this thread."""
+        plan = self.plan_compaction()
+        if plan is not None:
+            plan.build()
+            self.finish_compaction(plan)
 
     def close(self) -> None:
         """Sync and release the files; the store is unusable afterwards."""
@@ -464,3 +516,37 @@ class FileStore(MessageStore):
         self.sync()
         self._closed = True
         os.close(self._fd)
+
+    def discard(self) -> None:
+        """Release the files without writing anything more (their directory is being removed)."""
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+
+class CompactionPlan:
+    """One store's compaction: segment Rewrites and a tombstone snapshot
+    (bytes). ``build`` runs on any thread: it touches only the copies and
+    the new files; a failure is kept (``errors``) for the reactor thread to
+    log, and costs only the file it hit."""
+
+    def __init__(self, store: FileStore, rewrites: list, tombstones):
+        self.name = store.name
+        self.rewrites = rewrites
+        self.tombstones = tombstones
+        self._tombstone_log = store._tombstones
+        self.tombstones_built = False
+        self.errors: list = []
+
+    def build(self) -> None:
+        for rewrite in self.rewrites:
+            try:
+                rewrite.build()
+            except OSError as error:
+                self.errors.append((rewrite.path, error))
+        if self.tombstones is not None:
+            try:
+                self._tombstone_log.build_rewrite(self.tombstones)
+                self.tombstones_built = True
+            except OSError as error:
+                self.errors.append((self._tombstone_log.path, error))

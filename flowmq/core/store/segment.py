@@ -32,10 +32,12 @@ from array import array
 from bisect import bisect_left
 
 from flowmq.core.store import records
-from flowmq.core.store.files import mapped, replace_file
+from flowmq.core.store.files import mapped, write_all
 
 SEGMENT_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"
+#: Suffix of a rewrite's temp files (a leftover of a crash is removed at start-up).
+REWRITE_SUFFIX = ".compact"
 _INDEX_MAGIC = b"FMQIDX02"
 _INDEX_HEAD = struct.Struct("<8sQQI")
 _U16 = struct.Struct("<H")
@@ -73,12 +75,14 @@ class Segment:
         "dead_bytes",
         "size",
         "written",
+        "erasures",
     )
 
     def __init__(self, directory: str, base: int):
         self.base = base
         self.path = os.path.join(directory, segment_name(base))
         self.index_path = self.path[: -len(SEGMENT_SUFFIX)] + INDEX_SUFFIX
+        self.erasures = 0  # bumped by every erase: a rewrite built before one is thrown away
         self.reset()
 
     def reset(self) -> None:
@@ -166,23 +170,10 @@ class Segment:
 
     def write_index(self) -> None:
         """Write the .idx of a sealed segment (temp file, then rename)."""
-        numbers: dict = {}
-        topic_numbers = array("I", (numbers.setdefault(topic, len(numbers)) for topic in self.topics))
-        parts = [_INDEX_HEAD.pack(_INDEX_MAGIC, self.size, len(self.seqs), len(numbers))]
-        for values in [getattr(self, attr) for attr, _code in _ARRAYS] + [topic_numbers]:
-            if not _LITTLE:
-                values = array(values.typecode, values)
-                values.byteswap()
-            parts.append(values.tobytes())
-        for topic in numbers:
-            encoded = topic.encode("utf-8", "surrogatepass")
-            parts.append(_U16.pack(len(encoded)))
-            parts.append(encoded)
-        data = b"".join(parts)
-        data += _U32.pack(zlib.crc32(data))
         temp = self.index_path + ".tmp"
         with open(temp, "wb") as handle:
-            handle.write(data)
+            handle.write(index_bytes(self.size, self.seqs, self.offsets, self.stamps, self.sizes, self.counted,
+                                     self.topics))
         os.replace(temp, self.index_path)
 
     def read_index(self) -> bool:
@@ -228,38 +219,113 @@ class Segment:
         self.size = self.written = size
         return True
 
-    def compact(self) -> None:
-        """Copy the live records to a new file that replaces this one (temp
-        file, fsync, rename); the index and .idx follow."""
-        with open(self.path, "rb") as handle:
-            data = handle.read()
-        keep = []
+    def plan_compaction(self) -> "Rewrite":
+        """What a rewrite keeping the live records takes (copied: see Rewrite)."""
+        keep = array("I")
         index = self.live.find(1)
         while index >= 0:
             keep.append(index)
             index = self.live.find(1, index + 1)
-        chunks, offsets, offset = [], array("Q"), 0
-        for index in keep:
-            start, length = self.offsets[index], self.sizes[index] + records.SIZE_DELTA
-            chunks.append(data[start : start + length])
-            offsets.append(offset)
-            offset += length
-        replace_file(self.path, b"".join(chunks), durable=True)
-        old = {attr: getattr(self, attr) for attr, _code in _ARRAYS}
-        topics = self.topics
-        self.reset()
-        for attr, code in _ARRAYS:
-            setattr(self, attr, array(code, [old[attr][i] for i in keep]))
-        self.offsets = offsets
-        self.topics = [topics[i] for i in keep]
-        self.live = bytearray(b"\x01") * len(keep)
-        self.live_count = len(keep)
-        self.size = self.written = offset
-        self.write_index()
+        return Rewrite(self, keep)
+
+    def finish_compaction(self, plan: "Rewrite") -> bool:
+        """Swap in the file that ``plan.build`` made (reactor thread); False
+        (temp files removed) if it failed or the segment changed meanwhile."""
+        if plan.new_size is None or plan.erasures != self.erasures:
+            plan.discard()
+            return False
+        try:
+            os.replace(plan.path + REWRITE_SUFFIX, self.path)
+        except OSError:
+            plan.discard()
+            return False
+        try:  # an .idx that does not follow only costs a scan at the next start
+            os.replace(plan.index_path + REWRITE_SUFFIX, self.index_path)
+        except OSError:
+            pass
+        keep, live = plan.keep, self.live
+        still = bytearray(live[i] for i in keep)  # messages removed while the file was built stay dead
+        sizes = plan.sizes
+        self.seqs, self.stamps, self.sizes, self.counted = plan.seqs, plan.stamps, sizes, plan.counted
+        self.offsets, self.topics, self.live = plan.offsets, plan.topics, still
+        self.live_count = still.count(1)
+        self.dead_bytes = sum(sizes[i] + records.SIZE_DELTA for i in range(len(keep)) if not still[i])
+        self.size = self.written = plan.new_size
+        return True
 
     def remove_files(self) -> None:
         for path in (self.path, self.index_path):
             try:
                 os.unlink(path)
             except FileNotFoundError:
+                pass
+
+
+def index_bytes(size, seqs, offsets, stamps, sizes, counted, topics) -> bytes:
+    """The .idx of a segment of ``size`` bytes with these index arrays."""
+    numbers: dict = {}
+    topic_numbers = array("I", (numbers.setdefault(topic, len(numbers)) for topic in topics))
+    parts = [_INDEX_HEAD.pack(_INDEX_MAGIC, size, len(seqs), len(numbers))]
+    for values in (seqs, offsets, stamps, sizes, counted, topic_numbers):
+        if not _LITTLE:
+            values = array(values.typecode, values)
+            values.byteswap()
+        parts.append(values.tobytes())
+    for topic in numbers:
+        encoded = topic.encode("utf-8", "surrogatepass")
+        parts.append(_U16.pack(len(encoded)))
+        parts.append(encoded)
+    data = b"".join(parts)
+    return data + _U32.pack(zlib.crc32(data))
+
+
+class Rewrite:
+    """A segment's compaction: the live records copied to a new file.
+
+    Made on the reactor thread (the index arrays of the records kept are
+    copied, so the segment may change meanwhile), ``build`` runs on a worker
+    thread and touches nothing else: it writes ``<segment>.log.compact``
+    (fsynced) and ``<segment>.idx.compact``. ``Segment.finish_compaction``
+    renames them over the segment's files on the reactor thread, unless an
+    erase happened meanwhile (the copy would bring the erased bytes back).
+    """
+
+    def __init__(self, segment: Segment, keep: array):
+        self.path, self.index_path = segment.path, segment.index_path
+        self.erasures = segment.erasures
+        self.keep = keep
+        self.seqs = array("Q", [segment.seqs[i] for i in keep])
+        self.stamps = array("q", [segment.stamps[i] for i in keep])
+        self.sizes = array("I", [segment.sizes[i] for i in keep])
+        self.counted = array("I", [segment.counted[i] for i in keep])
+        self.old_offsets = array("Q", [segment.offsets[i] for i in keep])
+        self.topics = [segment.topics[i] for i in keep]
+        self.offsets = None
+        self.new_size = None  # set by a build that succeeded
+
+    def build(self) -> None:
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        chunks, offsets, offset = [], array("Q"), 0
+        for start, size in zip(self.old_offsets, self.sizes):
+            length = size + records.SIZE_DELTA
+            chunks.append(data[start : start + length])
+            offsets.append(offset)
+            offset += length
+        fd = os.open(self.path + REWRITE_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, b"".join(chunks))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with open(self.index_path + REWRITE_SUFFIX, "wb") as handle:
+            handle.write(index_bytes(offset, self.seqs, offsets, self.stamps, self.sizes, self.counted, self.topics))
+        self.offsets = offsets
+        self.new_size = offset
+
+    def discard(self) -> None:
+        for path in (self.path + REWRITE_SUFFIX, self.index_path + REWRITE_SUFFIX):
+            try:
+                os.unlink(path)
+            except OSError:
                 pass

@@ -12,11 +12,15 @@ Segments are append-only, so removals are recorded apart from them, in
 
 At start-up the file is read (a torn tail is cut off) and applied to
 the segments' entries. When it grows past a few times what it needs to say,
-it is rewritten as a snapshot (FIRST plus the removed sequences still in
-segments): temp file, fsync, rename.
+the compaction sweep rewrites it as a snapshot (FIRST plus the removed
+sequences still in segments) in three steps, so that the slow part runs
+off the reactor thread: ``plan_rewrite`` (reactor thread: the snapshot's
+bytes; from now on appends are also kept aside), ``build_rewrite`` (a
+worker thread: temp file, fsync), ``finish_rewrite`` (reactor thread: the
+appends kept aside go after the snapshot, rename over the file).
 
-The file is opened for each append and fsynced by path: it holds no
-descriptor between writes (a file stream keeps one open file, see
+The file is opened for each append and fsynced by path (by the store): it
+holds no descriptor between writes (a file stream keeps one open file, see
 filestore.py).
 """
 
@@ -25,9 +29,11 @@ from __future__ import annotations
 import os
 
 from flowmq.core.store import records
-from flowmq.core.store.files import fsync_path, mapped, replace_file, truncate_torn_tail, write_all
+from flowmq.core.store.files import mapped, truncate_torn_tail, write_all
 
 FILE_NAME = "tombstones.log"
+#: The temp file of a rewrite (a leftover of a crash is removed at start-up).
+REWRITE_SUFFIX = ".compact"
 
 
 class TombstoneLog:
@@ -41,7 +47,7 @@ class TombstoneLog:
         self.stream = stream
         self.first = 0
         self.size = 0
-        self._unsynced = False
+        self._aside = None  # bytearray: what was appended since plan_rewrite
 
     def load(self):
         """Read the markers: ``(first, deleted seqs (a set), highest seq named)``.
@@ -61,8 +67,9 @@ class TombstoneLog:
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644))
         return self.first, deleted, max(deleted, default=0)
 
-    def append(self, first: int, seqs) -> None:
-        """Record that ``first`` is the first sequence and ``seqs`` are gone."""
+    def append(self, first: int, seqs) -> bool:
+        """Record that ``first`` is the first sequence and ``seqs`` are gone;
+        True if anything was written (to fsync)."""
         parts = []
         if first != self.first:
             parts.append(records.encode_first(first))
@@ -80,20 +87,51 @@ class TombstoneLog:
                 os.close(fd)
             self.first = first  # only once written: a failed write is retried whole
             self.size += len(data)
-            self._unsynced = True
+            if self._aside is not None:
+                self._aside += data
+            return True
+        return False
 
-    def rewrite(self, first: int, seqs) -> None:
-        """Replace the file by a snapshot: FIRST(first) and DELETED(seqs), durably."""
+    def plan_rewrite(self, first: int, seqs) -> bytes:
+        """The snapshot ``FIRST(first)`` + ``DELETED(seqs)``; appends are kept
+        aside from now on, until ``finish_rewrite``."""
         chunk = 1 << 16
         parts = [records.encode_first(first)]
         parts.extend(records.encode_deleted(seqs[i : i + chunk]) for i in range(0, len(seqs), chunk))
-        data = b"".join(parts)
-        replace_file(self.path, data, durable=True)
-        self.first = first
-        self.size = len(data)
-        self._unsynced = False
+        self._aside = bytearray()
+        return b"".join(parts)
 
-    def sync(self) -> None:
-        if self._unsynced:
-            fsync_path(self.path)
-            self._unsynced = False
+    def build_rewrite(self, data: bytes) -> None:
+        """Write the snapshot to the temp file, durably (any thread: touches no state)."""
+        fd = os.open(self.path + REWRITE_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def finish_rewrite(self, data: bytes, built: bool) -> bool:
+        """Swap the snapshot in (``built``: build_rewrite succeeded), with the
+        appends kept aside after it; True if the file was replaced (its new
+        tail and the directory are then to be fsynced)."""
+        aside, self._aside = self._aside, None
+        temp = self.path + REWRITE_SUFFIX
+        if built:
+            try:
+                if aside:
+                    fd = os.open(temp, os.O_WRONLY | os.O_APPEND)
+                    try:
+                        write_all(fd, aside)
+                    finally:
+                        os.close(fd)
+                os.replace(temp, self.path)
+            except OSError:
+                built = False
+            else:
+                self.size = len(data) + len(aside)
+                return True
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        return False

@@ -214,12 +214,16 @@ class Log(InternalTarget):
         for consumer in list(self.consumers.values()):
             consumer.on_append(topic)
 
-    def written(self, failed: bool) -> None:
-        """The store was written (or ``failed``): answer and complete the
-        receipts of the messages waiting for it. What failed to reach the
-        disk is not kept either: those messages are deleted (a retry must
-        not make a second copy) and the rules forget them."""
-        waiting, self._unwritten = self._unwritten, []
+    def unwritten(self) -> int:
+        """How many messages wait for the store's write to be answered."""
+        return len(self._unwritten)
+
+    def written(self, failed: bool, count: int) -> None:
+        """The store was written (or ``failed``) up to the oldest ``count``
+        waiting messages: answer them and complete their receipts. What
+        failed to reach the disk is not kept either: those messages are
+        deleted (a retry must not make a second copy) and the rules forget them."""
+        waiting, self._unwritten = self._unwritten[:count], self._unwritten[count:]
         error = None
         if failed:
             error = WriteFailed("writing to disk failed")

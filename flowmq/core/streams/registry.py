@@ -11,10 +11,15 @@ through ``get`` without importing that protocol.
 The registry also relays the broker's store flushes to the logs that wait
 for one (``wait_for_write``): their publishers are answered, and their
 receipts completed, once the broker's ``after_sync`` says the store was
-written or failed.
+written or failed. The fsync runs off the reactor thread, so messages keep
+arriving while one is under way: when a flush begins (``before_sync``) the
+registry notes how many messages each log has waiting, and that flush's
+``after_sync`` answers only those, oldest first; the rest wait for the next.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 
 class LogRegistry:
@@ -24,6 +29,8 @@ class LogRegistry:
         self._broker = broker
         self._logs: dict = {}  # (kind, name) -> Log
         self._waiting: dict = {}  # Log -> None, in the order they started waiting
+        self._flushing: deque = deque()  # per flush under way, oldest first: {Log: messages it covers}
+        broker.before_sync.append(self._cut)
         broker.after_sync.append(self._written)
 
     def add(self, log) -> None:
@@ -52,8 +59,15 @@ class LogRegistry:
         self._waiting[log] = None
         self._broker.batcher.need_sync()
 
-    def _written(self, failed) -> None:
-        """The broker's after_sync: ``failed`` holds the stores whose write failed."""
+    def _cut(self) -> None:
+        """The broker's before_sync: a flush begins, and makes durable what
+        the waiting logs hold now."""
         waiting, self._waiting = self._waiting, {}
-        for log in waiting:
-            log.written(log.store in failed)
+        self._flushing.append({log: log.unwritten() for log in waiting})
+
+    def _written(self, failed) -> None:
+        """The broker's after_sync: the oldest flush under way is durable
+        (``failed`` holds the stores whose write failed)."""
+        if self._flushing:
+            for log, count in self._flushing.popleft().items():
+                log.written(log.store in failed, count)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 
 from twisted.application import service
 
@@ -51,6 +52,8 @@ from flowmq.nats.jetstream.wire import dumps
 log = logger("flowmq.jetstream")
 
 SAVE_DELAY = 0.05
+#: The storage engine's namespace of JetStream's streams.
+KIND = "jetstream"
 _STREAM_META = "stream"
 _CONSUMER_META = "consumer."
 
@@ -87,7 +90,7 @@ class JetStream(service.Service):
     def startService(self):
         service.Service.startService(self)
         storage = self.broker.storage
-        for name in storage.stream_names():
+        for name in storage.stream_names(KIND):
             try:
                 self._reopen(name)
             except Exception as e:  # one stream must never keep the broker from starting
@@ -123,7 +126,7 @@ class JetStream(service.Service):
         """Serve a file stream again, and its durable consumers. Raises, with
         nothing left open, if the stream cannot be served."""
         storage = self.broker.storage
-        meta = storage.read_meta(name, _STREAM_META)
+        meta = storage.read_meta(KIND, name, _STREAM_META)
         if meta is None:
             log.warn("stream directory {name!r} has no configuration; left alone", name=name)
             return
@@ -131,11 +134,11 @@ class JetStream(service.Service):
         if config.get("name") != name or config.get("storage") != "file" or not isinstance(created, int):
             raise ValueError("its configuration document is not this stream's")
         stream = self._start_stream(stream_config(config, self.broker.router.max_levels), created,
-                                    save=False, undo=storage.close_stream)
-        for key in storage.meta_keys(name, _CONSUMER_META):
+                                    save=False, undo=partial(storage.close_stream, KIND))
+        for key in storage.meta_keys(KIND, name, _CONSUMER_META):
             self._upgrade_consumer(stream, key)
         try:
-            entries = sorted(os.listdir(storage.consumers_directory(name)))
+            entries = sorted(os.listdir(storage.consumers_directory(KIND, name)))
         except FileNotFoundError:
             entries = []
         for entry in entries:
@@ -154,7 +157,7 @@ class JetStream(service.Service):
 
     def _consumer_files(self, stream_name: str, directory_entry: str) -> ConsumerFiles:
         storage = self.broker.storage
-        return ConsumerFiles(os.path.join(storage.consumers_directory(stream_name), directory_entry),
+        return ConsumerFiles(os.path.join(storage.consumers_directory(KIND, stream_name), directory_entry),
                              storage.fsync, storage.sync_later)
 
     def _upgrade_consumer(self, stream, key: str) -> None:
@@ -167,13 +170,13 @@ class JetStream(service.Service):
         try:
             files = self._consumer_files(stream.name, file_name(name))
             if not os.path.exists(os.path.join(files.directory, CONFIG_FILE)):  # else moved before a crash
-                document = storage.read_meta(stream.name, key)
+                document = storage.read_meta(KIND, stream.name, key)
                 if document is None:
                     raise ValueError("its document is unreadable")
                 state = dict(document["state"])
                 state["last_per_topic"] = state.pop("last_per_subject", [])
                 files.create({"config": document["config"], "created": document["created"]}, state)
-            storage.delete_meta(stream.name, key)
+            storage.delete_meta(KIND, stream.name, key)
         except Exception as e:
             log.error("stream {name}: consumer {key} not restored: {reason}; it is left out",
                       name=stream.name, key=name, reason="%s: %s" % (type(e).__name__, e))
@@ -202,7 +205,8 @@ class JetStream(service.Service):
     def create_stream(self, config: dict) -> Stream:
         """Open, save and attach a new stream; if any step fails (TooManyStreams,
         OSError ...) nothing is left of it, on disk or in the router."""
-        stream = self._start_stream(config, time.time_ns(), save=True, undo=self.broker.storage.remove_stream)
+        stream = self._start_stream(config, time.time_ns(), save=True,
+                                    undo=partial(self.broker.storage.remove_stream, KIND))
         log.info("stream {name} created on {subjects} ({storage})", name=config["name"],
                  subjects=", ".join(config["subjects"]), storage=config["storage"])
         return stream
@@ -214,7 +218,7 @@ class JetStream(service.Service):
         name = config["name"]
         store = stream = None
         try:
-            store = self.broker.storage.open_stream(name, store_limits(config), config["storage"],
+            store = self.broker.storage.open_stream(KIND, name, store_limits(config), config["storage"],
                                                     STORE_SIZERS[config["storage"]])
             stream = Stream(self, config, store, created)
             if save:
@@ -250,7 +254,7 @@ class JetStream(service.Service):
 
     def _write_stream_meta(self, stream, config: dict) -> None:
         if config["storage"] == "file":
-            self.broker.storage.write_meta(stream.name, _STREAM_META, {"config": config, "created": stream.created})
+            self.broker.storage.write_meta(KIND, stream.name, _STREAM_META, {"config": config, "created": stream.created})
 
     def delete_stream(self, stream) -> None:
         for name in list(stream.consumers):
@@ -258,13 +262,13 @@ class JetStream(service.Service):
         stream.detach()
         del self.streams[stream.name]
         stream.store.use_quota(None)
-        self.broker.storage.remove_stream(stream.name)
+        self.broker.storage.remove_stream(KIND, stream.name)
         log.info("stream {name} deleted", name=stream.name)
 
     def delete_unrestored(self, name: str) -> None:
         """STREAM.DELETE of a stream that start-up left out: its files go."""
         del self.unrestored[name]
-        self.broker.storage.remove_stream(name)
+        self.broker.storage.remove_stream(KIND, name)
         log.info("stream {name} (not restored) deleted", name=name)
 
     # -- consumers ------------------------------------------------------------------

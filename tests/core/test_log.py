@@ -36,13 +36,12 @@ def core(tmp_path):
 
 
 def open_store(broker, kind, name, limits):
-    """The engine's store for a log (the one place these tests call the engine;
-    until the engine namespaces stores by kind, the kind is part of the name)."""
-    return broker.storage.open_stream("%s.%s" % (kind, name), limits, "file")
+    """The engine's store for a log, in the kind's namespace."""
+    return broker.storage.open_stream(kind, name, limits, "file")
 
 
 def make_log(core, name="orders", filters=("orders/#",), limits=None, retention="limits", rules=(),
-             answers=None, kind="test"):
+             answers=None, kind="kafka"):
     broker, clock = core
     limits = limits or Limits()
     log = Log(kind, name, open_store(broker, kind, name, limits), broker, retention, rules, answers,
@@ -112,17 +111,17 @@ class Answers:
 def test_a_log_takes_in_its_topics_from_any_publisher_and_is_found_by_kind_and_name(core):
     broker, _clock = core
     log = make_log(core)
-    other = make_log(core, kind="other", filters=("orders/eu",))  # the same name in another kind
+    other = make_log(core, kind="amqp", filters=("orders/eu",))  # the same name in another kind
     publish(broker, "orders/eu")
     publish(broker, "invoices/eu")
     assert seqs(log) == [1] and seqs(other) == [1]
-    assert broker.logs.get("test", "orders") is log and broker.logs.get("other", "orders") is other
-    assert broker.logs.names("test") == ["orders"]
+    assert broker.logs.get("kafka", "orders") is log and broker.logs.get("amqp", "orders") is other
+    assert broker.logs.names("kafka") == ["orders"]
     with pytest.raises(ValueError):
-        make_log(core, filters=("x/#",))  # a second "test" log named "orders"
+        make_log(core, filters=("x/#",))  # a second "kafka" log named "orders"
     log.detach()
     publish(broker, "orders/eu")
-    assert seqs(log) == [1] and broker.logs.get("test", "orders") is None
+    assert seqs(log) == [1] and broker.logs.get("kafka", "orders") is None
 
 
 def test_new_topics_are_taken_all_or_none(core):

@@ -80,7 +80,7 @@ def test_a_consumer_document_of_an_earlier_version_is_read_and_moved(start_broke
     # As FlowMQ wrote it before: config and state in one meta document. The
     # consumer delivered 1..3 (seq 4 is next), 1 and 3 are acked, 2 is pending.
     engine = StorageEngine(str(data_dir))
-    engine.write_meta("OLD", "consumer.reader", dict(document, state={
+    engine.write_meta("jetstream", "OLD", "consumer.reader", dict(document, state={
         "next_seq": 4, "delivered": [3, 3], "ack_floor": [1, 1], "pending": [[2, 2, 1]], "last_per_subject": []}))
     engine.close()
 

@@ -5,6 +5,7 @@ others meanwhile; close waits for pending work; compaction built aside."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import threading
@@ -16,6 +17,7 @@ from twisted.python.threadpool import ThreadPool
 from flowmq import config
 from flowmq.core.broker import Broker
 from flowmq.core.store import Limits, StorageEngine, engine as engine_module
+from flowmq.core.streams.state import ConsumerFiles
 from tests import conftest
 from tests.conftest import RawClient
 
@@ -132,6 +134,30 @@ def test_close_waits_for_the_pending_work(tmp_path, pumped, monkeypatch):
     while not closed.called:
         pumped.pump()
     assert synced.called and store._closed and ("fsync", False) in events
+
+
+def test_a_consumer_state_save_under_always_fsyncs_on_the_worker(tmp_path, pumped, monkeypatch):
+    """A durable consumer's journal append returns before its fsync, which
+    runs on a pool thread (before: os.fsync on the reactor thread per save)."""
+    events = []
+    engine = StorageEngine(str(tmp_path), fsync="always", clock=pumped.clock, reactor=pumped,
+                           threadpool=pumped.pool)
+    engine.open_stream("jetstream", "s", Limits())
+    files = ConsumerFiles(str(tmp_path / "consumer"), engine.fsync, engine.sync_paths)
+    files.create({"config": {}}, {"next_seq": 1})
+    inline = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (inline.append(threading.current_thread()), real_fsync(fd)))
+    gate = Gate(monkeypatch, events)
+    files.save({"acked": [1]}, lambda: {"next_seq": 2})
+    assert gate.entered.wait(30)  # the journal's fsync waits on a pool thread ...
+    assert threading.main_thread() not in inline and not events  # ... after the save returned
+    gate.opened.set()
+    while ("fsync", False) not in events:
+        pumped.pump()
+    closed = engine.close()
+    while not closed.called:
+        pumped.pump()
 
 
 def test_the_reactor_serves_others_while_an_fsync_waits(start_broker, monkeypatch):

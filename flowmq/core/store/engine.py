@@ -514,10 +514,16 @@ class StorageEngine:
         """Where the stream's durable consumers keep their files, one directory each."""
         return os.path.join(self._stream_dir(kind, stream), "consumers")
 
-    def sync_later(self, paths) -> None:
-        """fsync these files and directories at the next interval sync."""
-        self._unsynced_meta.update(paths)
-        self._schedule_sync()
+    def sync_paths(self, paths) -> None:
+        """Make these files and directories durable by the policy, off the
+        reactor thread: "always" now (a worker job), "interval" at the next
+        interval sync, "never" not at all."""
+        if self.fsync == "always":
+            work = {None: sorted(paths, key=len, reverse=True)}  # files before their directories
+            self.worker.run(_fsync_all, work).addCallback(self._sync_all_done, set())
+        elif self.fsync == "interval":
+            self._unsynced_meta.update(paths)
+            self._schedule_sync()
 
     def meta_keys(self, kind: str, stream: str, prefix: str = "") -> list:
         """The keys of the stream's documents that start with ``prefix``, sorted."""

@@ -25,10 +25,13 @@ at-least-once), never the consumer, whose configuration was synced when it
 was written. Journals of other generations (a crash in the middle of a
 compaction) are deleted.
 
-fsync follows the storage engine's policy: "always" fsyncs each append,
-"interval" hands the journal to ``sync_later`` (the engine's periodic sync),
-"never" leaves it to the OS. The configuration and snapshots are synced
-under "always" and "interval" (they are rare).
+fsync follows the storage engine's policy. Each append hands the journal to
+``sync`` (the engine's ``sync_paths``: under "always" an fsync at once on
+the engine's worker thread, under "interval" at its next periodic sync,
+under "never" none), so a save never waits for the disk on the reactor
+thread; without ``sync`` (tools, tests) "always" fsyncs in place. The
+configuration and snapshots are synced in place under "always" and
+"interval": they are rare (a create or update, a compaction).
 """
 
 from __future__ import annotations
@@ -63,10 +66,10 @@ def _dumps(document) -> bytes:
 class ConsumerFiles:
     """The files of one durable consumer in ``directory``."""
 
-    def __init__(self, directory: str, fsync: str = "interval", sync_later=None):
+    def __init__(self, directory: str, fsync: str = "interval", sync=None):
         self.directory = directory
         self.fsync = fsync
-        self.sync_later = sync_later  # sync_later(paths): fsync them at the engine's next sync
+        self.sync = sync  # sync(paths): make them durable by the engine's policy
         self.generation = 1
         self.snapshot_bytes = 0
         self.journal_bytes = 0
@@ -119,16 +122,16 @@ class ConsumerFiles:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             write_all(fd, record)
-            if self.fsync == "always":
+            if self.fsync == "always" and self.sync is None:
                 os.fsync(fd)
         finally:
             os.close(fd)
         self.journal_bytes += len(record)
         self.bytes_written += len(record)
-        if self.fsync == "always" and new:
+        if self.sync is not None:
+            self.sync((path, self.directory) if new else (path,))
+        elif self.fsync == "always" and new:
             fsync_path(self.directory)
-        elif self.fsync == "interval" and self.sync_later is not None:
-            self.sync_later((path, self.directory) if new else (path,))
 
     def _snapshot(self, state: dict, generation: int) -> None:
         data = _dumps({"generation": generation, "state": state})

@@ -158,7 +158,7 @@ class JetStream(service.Service):
     def _consumer_files(self, stream_name: str, directory_entry: str) -> ConsumerFiles:
         storage = self.broker.storage
         return ConsumerFiles(os.path.join(storage.consumers_directory(KIND, stream_name), directory_entry),
-                             storage.fsync, storage.sync_later)
+                             storage.fsync, storage.sync_paths)
 
     def _upgrade_consumer(self, stream, key: str) -> None:
         """A consumer document of an earlier version (config and whole state

@@ -2,7 +2,7 @@
 
 Each protocol converts its own frames to a Message on the way in and from a
 Message on the way out (flowmq/nats/convert.py for NATS); nothing in the
-core looks at protocol details. docs/arch-message.md says which field each
+core looks at protocol details. docs/ARCHITECTURE.md ("The message") says which field each
 protocol fills and why; README.md has the mapping table.
 """
 

@@ -2,7 +2,7 @@
 NATS subscriber sees of a message that any protocol published.
 
 NATS headers are ``Name: text`` lines; a Message has typed header values
-and Properties (flowmq/core/message.py). docs/arch-message.md gives the
+and Properties (flowmq/core/message.py). docs/ARCHITECTURE.md ("The message") gives the
 whole design; in short:
 
 - Each property has a header (``PROPERTY_HEADERS``): ``message_id`` is
@@ -41,7 +41,7 @@ from flowmq.core.message import Properties
 from flowmq.core.values import Timestamp, decode_value, encode_value
 from flowmq.nats import codec
 
-#: The header of each property (docs/arch-message.md).
+#: The header of each property (docs/ARCHITECTURE.md ("The message")).
 PROPERTY_HEADERS = {
     "content_type": "Content-Type",
     "content_encoding": "Content-Encoding",

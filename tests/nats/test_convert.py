@@ -165,7 +165,7 @@ EVERY_PROPERTY = Properties(
 TYPED = (("text", "plain"), ("count", 3), ("flag", False), ("ratio", 0.5), ("price", Decimal("9.99")),
          ("at", Timestamp(1_700_000_000)), ("raw", b"\xff\x00"), ("absent", None),
          ("x-death", ({"count": 1, "queue": "q"},)))
-#: What a nats-py subscriber reads of that message (docs/arch-message.md).
+#: What a nats-py subscriber reads of that message (docs/ARCHITECTURE.md ("The message")).
 EXPECTED_HEADERS = {
     "text": "plain", "count": "3", "flag": "false", "ratio": "0.5", "price": "9.99", "at": "1700000000",
     "raw": "%FF%00", "absent": "",

@@ -25,6 +25,10 @@ whole design; in short:
   exactly. A block whose ``FlowMQ-Types`` line is not valid is read in
   plain form.
 
+The user id is the one property a NATS publisher cannot simply set: it
+must be the user it logged in as (RabbitMQ's rule for AMQP's user-id),
+else the publish loses it (``without_user_id``).
+
 Whatever a name or value holds, the block never gets a CR, LF or other
 control character, nor a name with a colon, space or non-ASCII character:
 those are percent-encoded.
@@ -253,6 +257,18 @@ def _from_rendered(pairs):
     return (tuple(headers) or (None if properties is not None else ())), properties
 
 
+def without_user_id(headers, properties):
+    """``(headers, properties)`` of a NATS publish that may not claim the
+    user id it carries: no user_id property, and no ``FlowMQ-User-Id``
+    header line (so that the message stays in plain form, and no other
+    protocol's reader takes the line for the user id either)."""
+    lowered = PROPERTY_HEADERS["user_id"].lower()
+    if headers:
+        headers = tuple(pair for pair in headers if pair[0].lower() != lowered)
+    kept = Properties(**dict(pair for pair in properties.items() if pair[0] != "user_id"))
+    return headers, (kept if kept.items() else None)
+
+
 def to_nats(headers, properties) -> tuple:
     """The ``(name, text)`` lines of a NATS header block for a message's
     headers and properties (plain form when it is in it, else rendered).
@@ -287,27 +303,41 @@ def header_block(message) -> bytes:
 
 def header_block_length(headers, properties) -> int:
     """The bytes of the NATS header block of these headers and properties
-    (0 when there are neither), what nats-server counts of a message's headers."""
+    (0 when there are neither), what nats-server counts of a message's
+    headers: ``len(header_block(message))``, counted without building the
+    block when it is in plain form (a NATS publish always is)."""
     if not headers and properties is None:
         return 0
+    if headers and (properties is None or properties_of(headers) == properties):
+        size = _plain_block_length(headers)
+        if size is not None:
+            return size
     return len(codec.encode_headers(to_nats(headers, properties)))
+
+
+def message_block_length(message) -> int:
+    """The bytes of the header block a NATS subscriber gets of ``message``
+    (0 when it has none): the wire cache's block, built there once if it is
+    not yet (so a delivery sizes what it sends and sends what it sized)."""
+    if message.headers is None and message.properties is None:
+        return 0
+    return len(message.cached(codec.WIRE_CACHE_HEADERS, header_block))
 
 
 #: NATS/1.0 CR LF ... CR LF, and per line ": " and CR LF.
 _BLOCK_BYTES, _LINE_BYTES = len(codec.HEADER_VERSION) + 4, 4
 
 
-def headers_block_length(headers) -> int:
-    """``header_block_length(headers, None)``, counted without building the
-    block when the headers are in plain form (a NATS publish's always are)."""
-    if not headers:
-        return 0
+def _plain_block_length(headers):
+    """The length of the block of ``headers`` as they are (plain form), or
+    None when they are not plain (a value or name to escape, a last
+    ``FlowMQ-Types`` line)."""
     size = _BLOCK_BYTES
     for name, value in headers:
         if not (_plain_value(value) and _PLAIN_NAME.fullmatch(name)):
-            return header_block_length(headers, None)
+            return None
         size += len(name) + len(value) + _LINE_BYTES if value.isascii() else (
             len(name) + len(value.encode("utf-8")) + _LINE_BYTES)
     if headers[-1][0].lower() == _TYPES_LOWER:
-        return header_block_length(headers, None)
+        return None
     return size

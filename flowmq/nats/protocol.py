@@ -319,8 +319,14 @@ class NatsConnection(BrokerConnection):
             self.send(codec.encode_err(ERR_INVALID_PUBLISH_SUBJECT))
         message = Message(topic, payload, None, reply_to, self)
         if headers is not None:
-            message.headers, message.properties = convert.from_nats(headers[0])
-            message.wire_cache = {_HEADERS_KEY: headers[1]}
+            message.headers, properties = convert.from_nats(headers[0])
+            if properties is not None and properties.user_id is not None and properties.user_id != self._user():
+                # Only the logged-in user's own name may be claimed (RabbitMQ's
+                # user-id rule): the block goes out rebuilt without the claim.
+                message.headers, properties = convert.without_user_id(message.headers, properties)
+            else:
+                message.wire_cache = {_HEADERS_KEY: headers[1]}
+            message.properties = properties
         if reply_to is None and reply is not None:  # it has no topic: NATS subscribers get it as it came
             if message.wire_cache is None:
                 message.wire_cache = {}
@@ -339,6 +345,10 @@ class NatsConnection(BrokerConnection):
                 self._pending += len(codec.OK)
         if not delivered and reply_to is not None and self.no_responders:
             self._answer_no_responders(reply)
+
+    def _user(self):
+        """The name this connection logged in as, None without a login."""
+        return self.session.user if self.session is not None else None
 
     def _topic_of_odd_subjects(self, subject: bytes, reply) -> str | None:
         """A publish whose subject or reply subject has no topic. One that is
@@ -446,19 +456,25 @@ class NatsConnection(BrokerConnection):
             reply = _cached_subject(reply) or topic_to_subject(reply)
         elif message.wire_cache is not None:
             reply = message.wire_cache.get(_REPLY_KEY)
-        block = None
-        if (message.headers is not None or message.properties is not None) and self.headers:
+        payload = message.payload
+        if (message.headers is None and message.properties is None) or not self.headers:
+            for subscription in subscriptions:
+                self.send(encode_msg(subject, subscription.sid, reply, payload))
+                self._count(subscription)
+        else:
             block = message.cached(_HEADERS_KEY, convert.header_block)
-        for subscription in subscriptions:
-            if block is None:
-                self.send(encode_msg(subject, subscription.sid, reply, message.payload))
-            else:
-                self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, message.payload))
-            subscription.delivered += 1
-            if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
-                self._remove(subscription)
+            for subscription in subscriptions:
+                self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, payload))
+                self._count(subscription)
         if self._paused:
             self.hold_publisher(message.origin)
+
+    def _count(self, subscription) -> None:
+        """One more message for ``subscription``: the last one its UNSUB limit allows ends it."""
+        subscription.delivered += 1
+        if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+            self._remove(subscription)
+
 
 # The handler of each parser operation, by its OP_* code.
 _HANDLERS = {

@@ -78,7 +78,7 @@ def test_headers_without_properties_render_as_they_are():
     2) goes to NATS subscribers as it was published."""
     pairs = (("Nats-Msg-Id", "id-7"), ("Content-Type", "text/plain"), ("X", "y"))
     assert convert.to_nats(pairs, None) == pairs
-    assert convert.headers_block_length(pairs) == len(codec.encode_headers(pairs))
+    assert convert.header_block_length(pairs, None) == len(codec.encode_headers(pairs))
 
 
 def test_a_nats_publish_is_replayed_by_jetstream_with_the_headers_it_was_published_with(broker):
@@ -249,10 +249,16 @@ def test_hostile_headers_from_another_protocol_reach_a_raw_subscriber_as_one_wel
 
 
 @settings(max_examples=300, deadline=None)
-@given(pairs=st.lists(st.tuples(_NAMES | st.text(max_size=4), _VALUES | typed_values(2)), max_size=5).map(tuple))
-def test_the_counted_block_length_is_the_rendered_blocks(pairs):
-    rendered = codec.encode_headers(convert.to_nats(pairs, None)) if pairs else b""
-    assert convert.headers_block_length(pairs) == len(rendered)
+@given(pairs=st.lists(st.tuples(_NAMES | st.text(max_size=4), _VALUES | typed_values(2)), max_size=5).map(tuple),
+       props=st.sampled_from([None, Properties(message_id="id-7"), Properties(user_id="u", priority=3)]))
+def test_the_counted_block_length_is_the_rendered_blocks(pairs, props):
+    """Properties count as the lines they add (and a plain block as it is)."""
+    if props is None and not pairs:
+        assert convert.header_block_length(pairs, props) == 0
+        return
+    assert convert.header_block_length(pairs, props) == len(codec.encode_headers(convert.to_nats(pairs, props)))
+    plain = (("Nats-Msg-Id", "id-7"), ("X", "y"))
+    assert convert.header_block_length(plain, convert.properties_of(plain)) == len(codec.encode_headers(plain))
 
 
 def test_a_publish_whose_rendered_block_holds_nothing_still_arrives_with_its_block(broker, raw_client):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.logger import formatEvent, globalLogPublisher
 
+from flowmq.core.message import Properties
 from flowmq.core.store import FileStore, LimitExceeded, Limits, MemoryStore, filestore, records
 from flowmq.core.store.segment import segment_name
 
@@ -299,9 +300,13 @@ def test_missing_or_stale_index_is_rebuilt(tmp_path, store_logs):
     store.close()
 
 
-def _sizer(topic, headers, payload_len):
-    """A made-up accounting: 100 a message, 10 a header, 1 a payload byte."""
-    return 100 + 10 * len(headers or ()) + payload_len
+def _sizer(topic, headers, properties, payload_len):
+    """A made-up accounting: 100 a message, 10 a header, 7 a property, 1 a payload byte."""
+    return 100 + 10 * len(headers or ()) + 7 * len(properties.items() if properties else ()) + payload_len
+
+
+def _sized(message):
+    return _sizer(message.topic, message.headers, message.properties, len(message.payload))
 
 
 def test_a_sizer_counts_the_bytes_and_its_figures_survive_a_reopen(tmp_path):
@@ -313,10 +318,11 @@ def test_a_sizer_counts_the_bytes_and_its_figures_survive_a_reopen(tmp_path):
 
     store = reopen()
     populate(store, 40)
-    expected = sum(_sizer(m.topic, m.headers, len(m.payload)) for m in contents(store)[2])
-    assert store.state().bytes == expected <= 3000 < expected + _sizer("a/1", None, 12)
-    assert [m.size for m in contents(store)[2]] == [_sizer(m.topic, m.headers, len(m.payload))
-                                                    for m in contents(store)[2]]
+    store.append("a/1", (("n", "p"),), b"with-properties", properties=Properties(message_id="m", priority=3))
+    assert contents(store)[2][-1].size == 100 + 10 + 14 + 15
+    expected = sum(_sized(m) for m in contents(store)[2])
+    assert store.state().bytes == expected <= 3000 < expected + _sizer("a/1", None, None, 12)
+    assert [m.size for m in contents(store)[2]] == [_sized(m) for m in contents(store)[2]]
     before = contents(store)
     store.close()
     store = reopen()

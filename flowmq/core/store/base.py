@@ -18,7 +18,7 @@ bookkeeping here is the same for both:
 A message's *size*, what it counts toward ``max_bytes`` and the stream's
 bytes, is by default its record's (records.py); a protocol that has its
 own accounting gives the store a *sizer*, ``sizer(topic, headers,
-payload length) -> int``, called once per message as it is appended (and,
+properties, payload length) -> int``, called once per message as it is appended (and,
 for FileStore, when a segment has to be scanned at start-up; the figure is
 kept in the segment's index). JetStream's counts as nats-server's does.
 
@@ -149,7 +149,7 @@ class MessageStore(ABC):
         if self._sizer is None:
             size = len(topic_b) + len(headers_b) + len(payload) + OVERHEAD
         else:
-            size = self._sizer(topic, headers, len(payload))
+            size = self._sizer(topic, headers, properties, len(payload))
         if 0 < limits.max_msg_size < len(headers_b) + len(payload):
             raise LimitExceeded(MAX_MSG_SIZE)
         quota = self.quota

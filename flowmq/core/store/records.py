@@ -280,17 +280,17 @@ def topic_at(buf, offset: int, topic_len: int) -> str:
     return bytes(buf[start : start + topic_len]).decode("utf-8", "surrogatepass")
 
 
-def headers_at(buf, offset: int, topic_len: int, headers_len: int):
-    """The header pairs of the record at ``offset`` (from a ``scan`` entry):
-    None if it has none, or if they are malformed (the read path then
-    refuses the record anyway)."""
+def meta_at(buf, offset: int, topic_len: int, headers_len: int):
+    """``(headers, properties)`` of the record at ``offset`` (from a ``scan``
+    entry): None for what it does not hold, both None if they are malformed
+    (the read path then refuses the record anyway)."""
     if not headers_len:
-        return None
+        return None, None
     start = offset + HEADER_SIZE + topic_len
     try:
-        return decode_headers(bytes(buf[start : start + headers_len]))
+        return decode_meta(bytes(buf[start : start + headers_len]))
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None, None
 
 
 def decode(buf, start: int = 0, end: int | None = None):

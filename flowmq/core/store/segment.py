@@ -157,7 +157,8 @@ class Segment:
                     topic = sys.intern(records.topic_at(data, offset, topic_len))
                     counted = None
                     if sizer is not None:
-                        counted = sizer(topic, records.headers_at(data, offset, topic_len, headers_len),
+                        headers, properties = records.meta_at(data, offset, topic_len, headers_len)
+                        counted = sizer(topic, headers, properties,
                                         length - records.HEADER_SIZE - topic_len - headers_len)
                     self.add(seq, offset, timestamp, length - records.SIZE_DELTA, topic, counted=counted)
                 else:

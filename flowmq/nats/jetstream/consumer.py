@@ -31,9 +31,10 @@ from flowmq.core.streams.consumer import UNLIMITED, IConsumerTarget
 from flowmq.core.streams.consumer import Consumer as CoreConsumer
 from flowmq.core.topics import SEPARATOR
 from flowmq.logs import logger
+from flowmq.nats.convert import message_block_length
 from flowmq.nats.jetstream.config import DEFAULT_INACTIVE_THRESHOLD, INT64, consumer_filter_subjects, topic_filters
 from flowmq.nats.jetstream.pull import PullRequest
-from flowmq.nats.jetstream.wire import header_block_length, parse_go_duration, parse_rfc3339, rfc3339, status_message
+from flowmq.nats.jetstream.wire import parse_go_duration, parse_rfc3339, rfc3339, status_message
 from flowmq.nats.subjects import subject_to_topic, topic_to_subject
 
 log = logger("flowmq.jetstream")
@@ -180,11 +181,11 @@ class Consumer(CoreConsumer):
     def size(self, message) -> int:
         """A delivery's bytes as nats-server counts them for a pull request's
         max_bytes and for flow control: subject + ack reply subject + header
-        block + payload (the reply's tail after our prefix is digits and dots)."""
-        headers = message.headers
+        block as it goes out (headers and the lines of the properties) +
+        payload (the reply's tail after our prefix is digits and dots)."""
         return (len(topic_to_subject(message.topic)) + self._ack_subject_length
                 + len(message.reply_to) - len(self._ack_prefix)
-                + header_block_length(headers) + len(message.payload))
+                + message_block_length(message) + len(message.payload))
 
     def sent(self) -> float:
         """A message went out now (the clock's seconds, returned): the consumer is active."""
@@ -195,11 +196,11 @@ class Consumer(CoreConsumer):
     # -- push extras: flow control and heartbeats ------------------------------
 
     def flow_sent(self, size: int) -> None:
-        """``size`` bytes went to the deliver subject: ask for flow control past the window."""
-        if self.flow_control:
-            self._flow_bytes += size
-            if self._flow_reply is None and self._flow_bytes >= FLOW_CONTROL_WINDOW:
-                self._ask_flow_control()
+        """``size`` bytes went to the deliver subject of a consumer with flow
+        control: ask for flow control past the window."""
+        self._flow_bytes += size
+        if self._flow_reply is None and self._flow_bytes >= FLOW_CONTROL_WINDOW:
+            self._ask_flow_control()
 
     def flow_stalled(self) -> bool:
         return self._flow_reply is not None and self._flow_bytes >= FLOW_CONTROL_WINDOW
@@ -368,7 +369,8 @@ class _PushTarget:
         message = consumer.outgoing(delivery)
         consumer.sent()
         consumer.broker.deliver_to(consumer.deliver_topic, message)
-        consumer.flow_sent(consumer.size(message))
+        if consumer.flow_control:  # the size only counts toward the flow-control window
+            consumer.flow_sent(consumer.size(message))
         return True
 
 

@@ -114,15 +114,15 @@ class PullRequest:
         the request (409) and stays for the next one."""
         consumer = self.consumer
         message = consumer.outgoing(delivery)
-        size = consumer.size(message)
-        if self.max_bytes is not None and size > self.max_bytes:
-            consumer.detach(self)
-            self.finish(b"409", b"Message Size Exceeds MaxBytes", self.pending_headers())
-            return False
+        if self.max_bytes is not None:  # the size only counts toward max_bytes
+            size = consumer.size(message)
+            if size > self.max_bytes:
+                consumer.detach(self)
+                self.finish(b"409", b"Message Size Exceeds MaxBytes", self.pending_headers())
+                return False
+            self.max_bytes -= size
         self.batch -= 1
         self.delivered += 1
-        if self.max_bytes is not None:
-            self.max_bytes -= size
         self.last_sent = consumer.sent()
         if self.batch <= 0 or self.max_bytes == 0:
             consumer.detach(self)

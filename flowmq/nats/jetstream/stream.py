@@ -27,11 +27,12 @@ from flowmq.core.store import QUOTA_EXCEEDED, LimitExceeded, Limits
 from flowmq.core.streams.log import Log
 from flowmq.core.streams.rules import Deduplicate
 from flowmq.core.topics import InvalidTopic
+from flowmq.nats.convert import header_block_length
 from flowmq.nats.jetstream import errors
 from flowmq.nats.jetstream.config import topic_filters
 from flowmq.nats.jetstream.errors import ApiError
 from flowmq.nats.jetstream.rules import PublishHeaders, Sealed, nats_msg_id
-from flowmq.nats.jetstream.wire import dumps, header_block_length, rfc3339
+from flowmq.nats.jetstream.wire import dumps, rfc3339
 from flowmq.nats.subjects import filter_to_topic_filter, topic_to_subject
 
 #: The registry's kind of JetStream's logs (and the storage engine's namespace).
@@ -45,22 +46,24 @@ MAX_SUBJECT_DETAILS = 100_000
 _OMITTED_IF_FALSE = frozenset(("no_ack", "discard_new_per_subject"))
 
 
-def _memory_size(topic: str, headers, payload_len: int) -> int:
+def _memory_size(topic: str, headers, properties, payload_len: int) -> int:
     """A message's bytes in a memory stream: nats-server's memStoreMsgSize
     (subject + header block + payload + 16)."""
-    return len(topic_to_subject(topic)) + header_block_length(headers) + payload_len + 16
+    return len(topic_to_subject(topic)) + header_block_length(headers, properties) + payload_len + 16
 
 
-def _file_size(topic: str, headers, payload_len: int) -> int:
+def _file_size(topic: str, headers, properties, payload_len: int) -> int:
     """A message's bytes in a file stream: nats-server's fileStoreMsgSize (its
     record: 22 bytes of lengths, sequence and time, the subject, the header
     block with its 4-byte length if there is one, the payload, an 8-byte hash)."""
     size = 22 + len(topic_to_subject(topic)) + payload_len + 8
-    return size + 4 + header_block_length(headers) if headers else size
+    block = header_block_length(headers, properties)
+    return size + 4 + block if block else size
 
 
 #: The store's sizer by the stream's storage: state.bytes and max_bytes count
-#: bytes as nats-server does (headers as the NATS block clients send).
+#: bytes as nats-server does (headers as the NATS block that clients get:
+#: the headers with the lines of the message's properties).
 STORE_SIZERS = {"memory": _memory_size, "file": _file_size}
 
 

@@ -14,7 +14,7 @@ import json
 import re
 
 from flowmq.core.message import Message
-from flowmq.nats import codec, convert
+from flowmq.nats import codec
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 #: Go's zero time, which nats-server writes for "never".
@@ -115,26 +115,8 @@ def dumps(document) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def header_block_length(pairs) -> int:
-    """The bytes of the NATS header block of the headers ``pairs`` (0
-    without headers), what nats-server counts of a message's headers in
-    its sizes."""
-    return convert.headers_block_length(pairs)
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def header_value(headers, name: str):
-    """The first value of header ``name`` (case-insensitive, as NATS headers are
-    MIME headers), or None."""
-    if headers:
-        lowered = name.lower()
-        for key, value in headers:
-            if key == name or key.lower() == lowered:
-                return value
-    return None
 
 
 def status_message(topic: str, status: bytes, description: bytes, headers=(), reply_to=None) -> Message:

@@ -253,7 +253,7 @@ class Broker(service.Service):
             if consumer.permissions is not None:
                 self._note_reply(consumer, message)
             try:
-                consumer.deliver(message, (member,))
+                consumer.deliver(message, member.alone)
                 delivered += 1
             except Exception:
                 _delivery_failed(consumer, message)

@@ -67,7 +67,7 @@ class Subscription:
     MQTT QoS ...).
     """
 
-    __slots__ = ("consumer", "filter", "group", "no_local", "wildcard_dollar")
+    __slots__ = ("consumer", "filter", "group", "no_local", "wildcard_dollar", "alone")
 
     def __init__(self, consumer, topic_filter: str, group: str | None = None,
                  no_local: bool = False, wildcard_dollar: bool = True):
@@ -76,6 +76,8 @@ class Subscription:
         self.group = group
         self.no_local = no_local
         self.wildcard_dollar = wildcard_dollar
+        #: ``(self,)``: what a queue group's pick delivers with, made once, not per message.
+        self.alone = (self,)
 
     def receives_dollar(self) -> bool:
         """Does this subscription match topics beginning with '$' that its filter matches?"""

@@ -153,6 +153,16 @@ def test_a_queue_group_pick_is_a_one_tuple_beside_the_consumers_own_subscription
     assert one.got == [(b"m", (alone,)), (b"m", (member,))]
 
 
+def test_a_queue_group_pick_allocates_no_tuple_per_message(core):
+    """The member's 1-tuple is made once, on its subscription (before: a new
+    ``(member,)`` for every message delivered to a queue group)."""
+    one = Recorder()
+    member = subscribe(core, one, "q/x", group="workers")
+    core.publish(Message("q/x", b"1"))
+    core.publish(Message("q/x", b"2"))
+    assert one.got[0][1] is one.got[1][1] is member.alone == (member,)
+
+
 def test_two_nats_subscriptions_that_match_get_one_msg_each(broker):
     """nats-server sends one MSG per matching subscription (sid) of a client."""
 

@@ -116,7 +116,6 @@ def test_a_log_takes_in_its_topics_from_any_publisher_and_is_found_by_kind_and_n
     publish(broker, "invoices/eu")
     assert seqs(log) == [1] and seqs(other) == [1]
     assert broker.logs.get("kafka", "orders") is log and broker.logs.get("amqp", "orders") is other
-    assert broker.logs.names("kafka") == ["orders"]
     with pytest.raises(ValueError):
         make_log(core, filters=("x/#",))  # a second "kafka" log named "orders"
     log.detach()
@@ -316,3 +315,88 @@ def test_a_receipt_fails_when_the_store_cannot_write_and_the_message_is_not_kept
     monkeypatch.undo()
     publish(broker, "orders/1", headers=(("id", "a"),))  # the retry is stored: no duplicate of what went
     assert seqs(log) == [2]
+
+
+class Faulty:
+    """A consumer whose on_append raises (a bug in a protocol's consumer)."""
+
+    def wants(self, topic):
+        return True
+
+    def has_acknowledged(self, seq):
+        return False
+
+    def on_append(self, topic):
+        raise RuntimeError("consumer bug")
+
+    def on_removed(self, seq, topic):
+        pass
+
+
+def test_a_failing_consumer_neither_answers_the_publisher_before_the_write_nor_stops_the_others(core):
+    """Before: the receipt's hold and the answer were taken after the
+    consumers were told, so a raising on_append completed the receipt with
+    None at once (before any fsync), sent no PubAck, and the consumers after
+    it never heard of the message."""
+    broker, clock = core
+    answers = Answers()
+    log = make_log(core, answers=answers)
+    log.consumers["bad"] = Faulty()
+    good = Reader(log, "good")
+    receipt = Receipt()
+    publish(broker, "orders/1", receipt=receipt)
+    seen = []
+    receipt.result().addCallback(seen.append)
+    assert good.appended == 1 and receipt.pending == 1 and seen == [] and answers.written == []
+    clock.advance(0)  # the write
+    assert seen == [None] and answers.written == [(1, None)]
+
+
+def test_a_failing_answer_does_not_strand_the_rest_of_the_write(core):
+    """Before: the first raising answer of a flush left the later ones (and
+    their receipts) unanswered for good, their entries already cut."""
+    broker, clock = core
+
+    class FirstFails(Answers):
+        def accepted(self, message, seq, duplicate):
+            written = super().accepted(message, seq, duplicate)
+            if seq == 1:
+                def failing(error):
+                    raise RuntimeError("answer bug")
+                return failing
+            return written
+
+    answers = FirstFails()
+    make_log(core, answers=answers)
+    other = FirstFails()
+    make_log(core, name="other", filters=("orders/#",), answers=other, kind="amqp")
+    receipts = [Receipt() for _ in range(3)]
+    outcomes = []
+    for receipt in receipts:
+        publish(broker, "orders/1", receipt=receipt)
+        receipt.result().addCallback(outcomes.append)
+    clock.advance(0)
+    assert outcomes == [None, None, None]
+    assert answers.written == [(2, None), (3, None)] and other.written == [(2, None), (3, None)]
+
+
+def test_a_log_whose_write_answer_fails_does_not_strand_the_other_logs_of_that_flush(core, monkeypatch):
+    """Before: the registry's after_sync stopped at the first log whose
+    ``written`` raised, and the later logs of that flush were never answered."""
+    broker, clock = core
+
+    class BrokenForget(IngestRule):
+        def unwritten(self, log, seqs):
+            raise RuntimeError("rule bug")
+
+    make_log(core, name="first", rules=[BrokenForget()])
+    answers = Answers()
+    make_log(core, name="second", answers=answers)
+    monkeypatch.setattr(FileStore, "flush", lambda store: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    receipt = Receipt()
+    publish(broker, "orders/1", receipt=receipt)
+    outcomes = []
+    receipt.result().addErrback(lambda failure: outcomes.append(failure.value))
+    clock.advance(0)
+    assert [type(error) for _seq, error in answers.written] == [WriteFailed]
+    assert len(outcomes) == 1 and isinstance(outcomes[0], WriteFailed)

@@ -12,7 +12,7 @@ import random
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from flowmq.core.store import MemoryStore
+from flowmq.core.store import MemoryStore, StorageEngine
 from flowmq.core.streams import state as state_module
 from flowmq.core.streams.consumer import UNLIMITED, Consumer, IConsumerTarget
 from flowmq.core.streams.state import CONFIG_FILE, SNAPSHOT_FILE, ConsumerFiles
@@ -44,8 +44,13 @@ def _consumer(messages, deliver=None, ack_wait=30.0):
     return consumer
 
 
+def _storage(tmp_path, fsync="never"):
+    """A storage engine without a thread pool: its worker's jobs run inline."""
+    return StorageEngine(str(tmp_path / "data"), fsync=fsync)
+
+
 def _files(tmp_path, consumer, fsync="never"):
-    files = ConsumerFiles(str(tmp_path / "c"), fsync)
+    files = ConsumerFiles(str(tmp_path / "c"), _storage(tmp_path, fsync))
     files.create(DOCUMENT, consumer.state())
     consumer.delta()  # what the snapshot holds is saved
     return files
@@ -92,8 +97,8 @@ def test_the_state_read_back_is_the_state_saved(tmp_path):
                 consumer.pump()
         consumer.clock.advance(rng.choice((0, 1, 6)))
         files.save(consumer.delta(), consumer.state)
-        assert ConsumerFiles(files.directory).load("d") == consumer.state()
-    assert ConsumerFiles(files.directory).read_config() == DOCUMENT
+        assert ConsumerFiles(files.directory, files.storage).load("d") == consumer.state()
+    assert ConsumerFiles(files.directory, files.storage).read_config() == DOCUMENT
 
 
 def test_the_journal_is_compacted_into_a_snapshot_once_it_outgrows_it(tmp_path, monkeypatch):
@@ -111,7 +116,7 @@ def test_the_journal_is_compacted_into_a_snapshot_once_it_outgrows_it(tmp_path, 
     assert files.generation > generation + 5
     assert sorted(os.listdir(files.directory)) == sorted(
         [CONFIG_FILE, SNAPSHOT_FILE] + ([os.path.basename(_journal(files))] if os.path.exists(_journal(files)) else []))
-    assert ConsumerFiles(files.directory).load("d") == consumer.state()
+    assert ConsumerFiles(files.directory, files.storage).load("d") == consumer.state()
 
 
 def test_a_torn_tail_keeps_the_consumer_and_what_came_before(tmp_path):
@@ -124,14 +129,14 @@ def test_a_torn_tail_keeps_the_consumer_and_what_came_before(tmp_path):
     files.save(consumer.delta(), consumer.state)
     size = os.path.getsize(_journal(files))
     os.truncate(_journal(files), size - 3)  # the last record, torn by a power loss
-    again = ConsumerFiles(files.directory)
+    again = ConsumerFiles(files.directory, files.storage)
     assert again.load("d") == kept
     assert again.read_config() == DOCUMENT
     first_record = again.journal_bytes
     assert os.path.getsize(_journal(files)) == first_record  # the torn bytes are cut off
     consumer.ack(3)  # and the journal goes on from there
     again.save(consumer.delta(), consumer.state)
-    state = ConsumerFiles(files.directory).load("d")
+    state = ConsumerFiles(files.directory, files.storage).load("d")
     assert [entry[0] for entry in state["pending"]] == [2] + list(range(4, 11))  # the ack of 2 was lost
 
 
@@ -153,7 +158,7 @@ def test_a_corrupt_record_ends_the_journal_there(tmp_path):
     corrupt[first_length + 12] ^= 0xFF
     with open(_journal(files), "wb") as handle:
         handle.write(bytes(corrupt))
-    assert ConsumerFiles(files.directory).load("d") == kept
+    assert ConsumerFiles(files.directory, files.storage).load("d") == kept
 
 
 def test_a_crash_in_the_middle_of_a_compaction_keeps_the_new_snapshot(tmp_path):
@@ -168,7 +173,7 @@ def test_a_crash_in_the_middle_of_a_compaction_keeps_the_new_snapshot(tmp_path):
     files._compact(consumer.state())
     with open(old_path, "wb") as handle:  # the old journal's unlink did not happen
         handle.write(old_journal)
-    again = ConsumerFiles(files.directory)
+    again = ConsumerFiles(files.directory, files.storage)
     assert again.load("d") == consumer.state()
     assert not os.path.exists(old_path)
 
@@ -178,10 +183,10 @@ def test_an_unreadable_snapshot_keeps_the_consumer_and_delivers_everything_again
     files = _files(tmp_path, consumer)
     with open(os.path.join(files.directory, SNAPSHOT_FILE), "wb") as handle:
         handle.write(b'{"generation": 1, "sta')
-    again = ConsumerFiles(files.directory)
+    again = ConsumerFiles(files.directory, files.storage)
     state = again.load("d")
     assert state["next_seq"] == 1 and state["pending"] == [] and state["ack_floor"] == [0, 0]
-    assert ConsumerFiles(files.directory).load("d") == state  # a good snapshot was written
+    assert ConsumerFiles(files.directory, files.storage).load("d") == state  # a good snapshot was written
 
 
 def test_a_failed_save_makes_the_next_one_a_snapshot(tmp_path):
@@ -198,7 +203,7 @@ def test_a_failed_save_makes_the_next_one_a_snapshot(tmp_path):
     os.rmdir(files.journal_path)
     consumer.ack(2)
     files.save(consumer.delta(), consumer.state)  # the first ack's change is in no record: a snapshot
-    assert ConsumerFiles(files.directory).load("d") == consumer.state()
+    assert ConsumerFiles(files.directory, files.storage).load("d") == consumer.state()
 
 
 def test_numbers_no_stream_can_have_are_not_taken(tmp_path):
@@ -206,11 +211,11 @@ def test_numbers_no_stream_can_have_are_not_taken(tmp_path):
     the consumer again from the first message; a journal record holding one
     ends the journal there."""
     consumer = _consumer(10)
-    files = ConsumerFiles(str(tmp_path / "big"), "never")
+    files = ConsumerFiles(str(tmp_path / "big"), _storage(tmp_path))
     state = consumer.state()
     state["pending"] = [[2 ** 70, 1, 1]]
     files.create(DOCUMENT, state)
-    assert ConsumerFiles(files.directory).load("d")["pending"] == []
+    assert ConsumerFiles(files.directory, files.storage).load("d")["pending"] == []
 
     files = _files(tmp_path, consumer)
     consumer.ack(1)
@@ -220,7 +225,7 @@ def test_numbers_no_stream_can_have_are_not_taken(tmp_path):
     delta = consumer.delta()
     delta["set"] = [[2 ** 70, 1, 1]]
     files.save(delta, consumer.state)
-    assert ConsumerFiles(files.directory).load("d") == kept
+    assert ConsumerFiles(files.directory, files.storage).load("d") == kept
 
 
 def test_a_new_consumer_of_an_old_name_does_not_inherit_its_journal(tmp_path):
@@ -229,5 +234,5 @@ def test_a_new_consumer_of_an_old_name_does_not_inherit_its_journal(tmp_path):
     old.ack(1)
     files.save(old.delta(), old.state)  # journal.1.log holds the old consumer's ack
     new = _consumer(10, deliver=0)
-    ConsumerFiles(files.directory, "never").create(DOCUMENT, new.state())
-    assert ConsumerFiles(files.directory).load("d") == new.state()
+    ConsumerFiles(files.directory, files.storage).create(DOCUMENT, new.state())
+    assert ConsumerFiles(files.directory, files.storage).load("d") == new.state()

@@ -17,6 +17,9 @@ from twisted.python.threadpool import ThreadPool
 from flowmq import config
 from flowmq.core.broker import Broker
 from flowmq.core.store import Limits, StorageEngine, engine as engine_module
+from flowmq.core.message import Message
+from flowmq.core.streams.log import Log
+from flowmq.core.streams import state as state_module
 from flowmq.core.streams.state import ConsumerFiles
 from tests import conftest
 from tests.conftest import RawClient
@@ -35,6 +38,9 @@ class PumpedReactor:
 
     def callLater(self, *args, **kwargs):
         return self.clock.callLater(*args, **kwargs)
+
+    def seconds(self):
+        return self.clock.seconds()
 
     def callFromThread(self, function, *args, **kwargs):
         self.calls.put((function, args, kwargs))
@@ -143,7 +149,7 @@ def test_a_consumer_state_save_under_always_fsyncs_on_the_worker(tmp_path, pumpe
     engine = StorageEngine(str(tmp_path), fsync="always", clock=pumped.clock, reactor=pumped,
                            threadpool=pumped.pool)
     engine.open_stream("jetstream", "s", Limits())
-    files = ConsumerFiles(str(tmp_path / "consumer"), engine.fsync, engine.sync_paths)
+    files = ConsumerFiles(str(tmp_path / "consumer"), engine)
     files.create({"config": {}}, {"next_seq": 1})
     inline = []
     real_fsync = os.fsync
@@ -195,3 +201,112 @@ def test_the_reactor_serves_others_while_an_fsync_waits(start_broker, monkeypatc
     assert conftest._reactor_thread not in gate.threads
     other.sock.close()
     publisher.sock.close()
+
+
+def test_a_message_logged_during_an_fsync_is_answered_after_the_next_one(tmp_path, pumped, monkeypatch):
+    """Log level: the registry cuts each flush, so a message appended while
+    an (off-thread) fsync is under way waits for the next fsync."""
+    events = []
+    broker = _broker(tmp_path, pumped)
+    gate = Gate(monkeypatch, events)
+
+    class Answers:
+        def accepted(self, message, seq, duplicate):
+            return lambda error: events.append(("answered", seq, error))
+
+        def refused(self, message, error):
+            raise AssertionError(error)
+
+    log = Log("kafka", "l", broker.storage.open_stream("kafka", "l", Limits()), broker, answers=Answers())
+    log.configure(("t",), Limits(), "limits")
+    log.attach()
+    broker.publish(Message("t", b"first"))
+    broker.batcher.flush()
+    assert gate.entered.wait(30)
+    broker.publish(Message("t", b"second"))  # during the first fsync
+    broker.batcher.flush()
+    gate.opened.set()
+    while ("answered", 2, None) not in events:
+        pumped.pump()
+    fsyncs = [index for index, event in enumerate(events) if event[0] == "fsync"]
+    first, second = events.index(("answered", 1, None)), events.index(("answered", 2, None))
+    assert fsyncs[0] < first < second and any(first < index < second for index in fsyncs)
+    closed = broker.stopService()
+    while not closed.called:
+        pumped.pump()
+
+
+def _drain(pumped, engine) -> None:
+    idle = engine.worker.idle()
+    while not idle.called:
+        pumped.pump()
+
+
+def test_meta_consumer_files_compaction_and_removals_fsync_on_the_worker(tmp_path, pumped, monkeypatch):
+    """Under "always": a meta document written and deleted, a consumer's
+    files created, compacted and removed, a stream removed: no fsync on the
+    reactor thread (before: replace_file, the directory fsyncs and rmtree
+    ran there), and the files end as they should."""
+    events = []
+    engine = StorageEngine(str(tmp_path), fsync="always", clock=pumped.clock, reactor=pumped,
+                           threadpool=pumped.pool)
+    inline = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (inline.append(threading.current_thread()), real_fsync(fd)))
+    gate = Gate(monkeypatch, events)
+    gate.opened.set()
+    engine.open_stream("jetstream", "s", Limits())
+    engine.write_meta("jetstream", "s", "config", {"a": 1})
+    engine.write_meta("jetstream", "s", "gone", {"b": 2})
+    engine.delete_meta("jetstream", "s", "gone")
+    directory = os.path.join(engine.consumers_directory("jetstream", "s"), "c")
+    files = ConsumerFiles(directory, engine)
+    files.create({"config": {}}, {"next_seq": 1})
+    monkeypatch.setattr(state_module, "COMPACT_MIN", 0)
+    files.save({"big": "x" * 1000}, lambda: {"next_seq": 2})  # larger than the snapshot: a compaction
+    assert files.generation == 2
+    _drain(pumped, engine)
+    assert engine.read_meta("jetstream", "s", "config") == {"a": 1}
+    assert engine.meta_keys("jetstream", "s") == ["config"]
+    with open(os.path.join(directory, "snapshot.json")) as handle:
+        assert json.load(handle) == {"generation": 2, "state": {"next_seq": 2}}
+    assert sorted(os.listdir(directory)) == ["config.json", "snapshot.json"]
+    files.remove()
+    assert not os.path.exists(directory)
+    engine.remove_stream("jetstream", "s")
+    _drain(pumped, engine)
+    assert not [entry for entry in os.listdir(str(tmp_path)) if entry.startswith(".removing-")]
+    assert threading.main_thread() not in inline
+    assert events and all(event == ("fsync", False) for event in events)
+    closed = engine.close()
+    while not closed.called:
+        pumped.pump()
+
+
+def test_one_save_round_of_many_durables_is_one_worker_job(tmp_path, pumped):
+    """Before: each durable consumer's journal append queued its own fsync
+    job (100 jobs ahead of the stores' group commit)."""
+    from flowmq.nats.jetstream.config import consumer_config, stream_config
+    from flowmq.nats.jetstream.service import JetStream
+
+    broker = _broker(tmp_path, pumped)
+    jetstream = JetStream(broker, broker.settings)
+    jetstream.startService()
+    stream = jetstream.create_stream(stream_config({"name": "s", "subjects": ["s"]}, 16))
+    consumers = [jetstream.create_consumer(stream, consumer_config(
+        {"durable_name": "d%d" % index, "ack_policy": "explicit"}, stream.config,
+        {"max_ack_pending": 1000, "max_waiting": 512})) for index in range(100)]
+    _drain(pumped, broker.storage)
+    jobs = []
+    run = broker.storage.worker.run
+    broker.storage.worker.run = lambda function, *args: (jobs.append(function), run(function, *args))[1]
+    for consumer in consumers:
+        jetstream.consumer_changed(consumer)  # a save round of all of them
+    jetstream._save()
+    assert len(jobs) == 1
+    _drain(pumped, broker.storage)
+    del broker.storage.worker.run
+    jetstream.stopService()
+    closed = broker.stopService()
+    while not closed.called:
+        pumped.pump()

@@ -26,14 +26,27 @@ that only hold a memory stream's meta documents (memory streams are not
 listed; their messages do not outlive the process).
 
 Off the reactor thread: fsync, compaction (segment and tombstone rewrites)
-and the removal of a deleted stream's directory run on a DiskWorker
-(worker.py: one job at a time, in order, in Twisted's thread pool when one
-is given; inline otherwise). Appends, reads and the write() of buffered
-records stay on the reactor thread; a file being rewritten is built aside
-and renamed over the old one on the reactor thread (filestore.py). A
-removed stream's directory is first renamed to ``.removing-<n>-<entry>``
-(so the name can be used again at once), then deleted by the worker;
-start-up deletes any that a crash left.
+and the removal of a deleted stream's (or consumer's) directory run on a
+DiskWorker (worker.py: one job at a time, in order, in Twisted's thread
+pool when one is given; inline otherwise). Appends, reads and the write()
+of buffered records stay on the reactor thread; a file being rewritten is
+built aside and renamed over the old one on the reactor thread
+(filestore.py). A removed directory is first renamed to
+``<data_dir>/.removing-<n>-<entry>`` (so the name can be used again at
+once), then deleted by the worker; start-up deletes any that a crash left.
+
+Small whole files (meta documents, name sidecars, a consumer's
+configuration and snapshots: ``replace_file``) are written to a temp file
+on the reactor thread; under "always" the worker fsyncs it, renames it over
+the old one and fsyncs the directory, so a crash leaves the old file or the
+new one, never a torn one ("interval" renames at once and fsyncs at the
+next interval sync, "never" never). The worker runs jobs in order:
+a stream's configuration is durable before any fsync of its messages that
+a later PubAck waits for. (The API reply itself does not wait for it, as
+nats-server answers STREAM.CREATE and CONSUMER.CREATE without waiting for
+its meta files unless it syncs always; the crash window is one worker job.)
+Under "always" a document deleted (``delete_meta``) goes in a worker job
+too, after any write of it still queued.
 
 Batching: a FileStore reports its first change after a flush; the engine
 collects such dirty stores and calls ``on_dirty()`` once per dirty period
@@ -69,6 +82,7 @@ names the limit; raise ``ulimit -n`` for more.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -79,7 +93,7 @@ import time
 from twisted.internet.defer import succeed
 
 from flowmq.core.store.datatypes import Limits, TooManyStreams
-from flowmq.core.store.files import fsync_path, log, replace_file
+from flowmq.core.store.files import fsync_path, log, replace_file, write_file
 from flowmq.core.store.filestore import FileStore
 from flowmq.core.store.memory import MemoryStore
 from flowmq.core.store.names import file_name, is_hashed, unsafe_name
@@ -131,11 +145,42 @@ def _fsync_all(work: dict) -> dict:
     return errors
 
 
-def _remove_tree(directory: str, parent, durable: bool) -> None:
-    """Delete a removed stream's directory (a worker thread), then make its absence durable."""
+def _remove_tree(directory: str, parents, durable: bool) -> None:
+    """Delete a removed directory (a worker thread), then make its absence durable."""
     shutil.rmtree(directory, ignore_errors=True)
     if durable:
-        fsync_path(parent)
+        for parent in parents:
+            fsync_path(parent)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _put_in_place(temp: str, path: str, then) -> None:
+    """fsync ``temp``, rename it over ``path``, fsync the directory, delete
+    ``then`` (a worker thread). Nothing to do if its directory went meanwhile."""
+    try:
+        fsync_path(temp)
+        os.replace(temp, path)
+        fsync_path(os.path.dirname(path))
+    except FileNotFoundError:
+        return  # removed since (a deleted stream or consumer)
+    for old in then:
+        _unlink(old)
+
+
+def _delete_durably(paths, directory: str) -> None:
+    """Delete ``paths`` and fsync their ``directory`` (a worker thread)."""
+    for path in paths:
+        _unlink(path)
+    try:
+        fsync_path(directory)
+    except FileNotFoundError:
+        pass
 
 
 class StorageEngine:
@@ -179,12 +224,14 @@ class StorageEngine:
         self._unsynced_meta: set = set()  # meta paths (and their directories) to fsync
         self._last_sync = time.monotonic()
         self._removals = itertools.count()
+        self._temps = itertools.count()
+        self._batch = None  # paths of sync_paths calls inside one_sync(), one job at its end
         for root in KINDS.values():
-            directory = os.path.join(data_dir, root)
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(os.path.join(data_dir, root), exist_ok=True)
+        for directory in [data_dir] + [os.path.join(data_dir, root) for root in KINDS.values()]:
             for entry in os.listdir(directory):
-                if entry.startswith(_REMOVING):  # a removal that a crash cut short
-                    self.worker.run(_remove_tree, os.path.join(directory, entry), directory, False)
+                if entry.startswith(_REMOVING):  # a removal that a crash cut short (in a root: older versions)
+                    self.worker.run(_remove_tree, os.path.join(directory, entry), (), False)
         # Space of messages removed from the middle of a segment is won back
         # by a sweep every compact_interval seconds (whole dead segments go at once).
         self.compact_interval = compact_interval
@@ -214,7 +261,7 @@ class StorageEngine:
 
     def _write_sidecar(self, path: str, name: str) -> None:
         if not os.path.exists(path):
-            replace_file(path, name.encode("utf-8", "surrogatepass"), durable=self.fsync != "never")
+            self.replace_file(path, name.encode("utf-8", "surrogatepass"))
 
     # -- streams ---------------------------------------------------------------
 
@@ -279,14 +326,19 @@ class StorageEngine:
             self._forget(store)
             if isinstance(store, FileStore):
                 store.discard()  # no sync: its files go
+        self.discard_directory(directory)
+
+    def discard_directory(self, directory: str) -> None:
+        """Delete ``directory`` (a stream's, a consumer's): renamed aside at
+        once (its name may be used again), deleted by the worker."""
         self._unsynced_meta = {path for path in self._unsynced_meta if not path.startswith(directory + os.sep)}
         parent = os.path.dirname(directory)
-        aside = os.path.join(parent, "%s%d-%s" % (_REMOVING, next(self._removals), os.path.basename(directory)))
+        aside = os.path.join(self.data_dir, "%s%d-%s" % (_REMOVING, next(self._removals), os.path.basename(directory)))
         try:
             os.rename(directory, aside)
         except FileNotFoundError:
             return
-        self.worker.run(_remove_tree, aside, parent, self.fsync != "never").addErrback(
+        self.worker.run(_remove_tree, aside, (parent, self.data_dir), self.fsync != "never").addErrback(
             lambda failure: log.failure("removing {path} failed", failure, path=aside))
 
     def stream_names(self, kind: str) -> list:
@@ -476,11 +528,7 @@ class StorageEngine:
     def write_meta(self, kind: str, stream: str, key: str, document) -> None:
         """Store a JSON-able document atomically (temp file, rename)."""
         path = self._meta_path(kind, stream, key, create=True)
-        data = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        replace_file(path, data, durable=self.fsync == "always")
-        if self.fsync == "interval":
-            self._unsynced_meta.update((path, os.path.dirname(path)))
-            self._schedule_sync()
+        self.replace_file(path, json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8"))
 
     def read_meta(self, kind: str, stream: str, key: str):
         """The document, or None if there is none (or it cannot be read)."""
@@ -495,18 +543,55 @@ class StorageEngine:
             return None
 
     def delete_meta(self, kind: str, stream: str, key: str) -> None:
+        """Delete a document (and its key sidecar): under "always" a worker
+        job (after any write of it still queued) that fsyncs the directory
+        too; else at once (the directory synced by the policy)."""
         path = self._meta_path(kind, stream, key)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
+        paths = [path]
+        if is_hashed(os.path.basename(path)[: -len(_META_SUFFIX)]):
+            paths.append(path[: -len(_META_SUFFIX)] + _KEY_SUFFIX)
+        if self.fsync != "always":
+            for gone in paths:
+                _unlink(gone)
+            self.sync_paths((os.path.dirname(path),))
             return
-        if is_hashed(os.path.basename(path)):
-            os.unlink(path[: -len(_META_SUFFIX)] + _KEY_SUFFIX)
-        if self.fsync == "always":
-            fsync_path(os.path.dirname(path))
-        elif self.fsync == "interval":
-            self._unsynced_meta.add(os.path.dirname(path))
-            self._schedule_sync()
+        self.worker.run(_delete_durably, paths, os.path.dirname(path)).addErrback(
+            lambda failure: log.failure("deleting {path} failed", failure, path=path))
+
+    # -- whole files, made durable off the reactor thread ----------------------
+
+    def replace_file(self, path: str, data: bytes, then=()) -> None:
+        """Replace ``path`` with ``data`` atomically (see the module
+        docstring): the bytes go to a temp file now (an OSError there is the
+        caller's); under "always" the worker makes it durable and puts it in
+        place, then deletes the files ``then`` (what the new file replaces).
+        Under "interval" and "never" it is put in place at once; "interval"
+        fsyncs it (and its directory) at the next interval sync."""
+        if self.fsync != "always":
+            replace_file(path, data, durable=False)
+            for old in then:
+                _unlink(old)
+            self.sync_paths((path, os.path.dirname(path)))
+            return
+        temp = "%s.%d.tmp" % (path, next(self._temps))
+        write_file(temp, data)
+        self.worker.run(_put_in_place, temp, path, tuple(then)).addErrback(
+            lambda failure: log.failure("{path}: writing it to disk failed", failure, path=path))
+
+    @contextlib.contextmanager
+    def one_sync(self):
+        """The ``sync_paths`` calls made inside are one worker job, at the end
+        (a save round of many consumers: one fsync job, not one each)."""
+        if self._batch is not None:  # nested: the outer one syncs
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        finally:
+            paths, self._batch = self._batch, None
+            if paths:
+                self.sync_paths(paths)
 
     # -- consumers' files (flowmq/core/streams/state.py) ----------------------
 
@@ -516,9 +601,11 @@ class StorageEngine:
 
     def sync_paths(self, paths) -> None:
         """Make these files and directories durable by the policy, off the
-        reactor thread: "always" now (a worker job), "interval" at the next
-        interval sync, "never" not at all."""
-        if self.fsync == "always":
+        reactor thread: "always" now (a worker job; inside ``one_sync``, at
+        its end), "interval" at the next interval sync, "never" not at all."""
+        if self._batch is not None and self.fsync == "always":
+            self._batch.extend(paths)
+        elif self.fsync == "always":
             work = {None: sorted(paths, key=len, reverse=True)}  # files before their directories
             self.worker.run(_fsync_all, work).addCallback(self._sync_all_done, set())
         elif self.fsync == "interval":

@@ -29,17 +29,22 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def replace_file(path: str, data: bytes, durable: bool) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file renamed over it.
-    ``durable``: fsync the temp file before the rename and the directory after."""
-    temp = path + ".tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def write_file(path: str, data: bytes, durable: bool = False) -> None:
+    """Create or truncate ``path`` and write ``data``; ``durable``: fsync it too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         write_all(fd, data)
         if durable:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_file(path: str, data: bytes, durable: bool) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file renamed over it.
+    ``durable``: fsync the temp file before the rename and the directory after."""
+    temp = path + ".tmp"
+    write_file(temp, data, durable)
     os.replace(temp, path)
     if durable:
         fsync_path(os.path.dirname(path) or ".")

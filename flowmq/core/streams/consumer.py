@@ -30,6 +30,9 @@ from zope.interface import Interface
 
 from flowmq.core.streams.acks import AckTracker
 from flowmq.core.streams.cursor import Cursor
+from flowmq.logs import logger
+
+log = logger("flowmq.streams")
 
 #: Ack policies: none (delivered is done), explicit (each message), all (cumulative).
 ACK_NONE = "none"
@@ -184,7 +187,14 @@ class Consumer:
                 delivery = self._take()
                 if delivery is None:
                     break
-                if target.deliver(delivery):
+                try:
+                    taken = target.deliver(delivery)
+                except Exception:  # the message stays this consumer's to deliver; this round ends
+                    self._unread(delivery)
+                    log.failure("a consumer's target failed to take message {seq}; it is delivered again later",
+                                seq=delivery.stored.seq)
+                    break
+                if taken:
                     self._record(delivery)
                 else:
                     self._unread(delivery)

@@ -185,13 +185,20 @@ class Log(InternalTarget):
             if message.receipt is not None:
                 message.receipt.hold()(error)
             return
+        # The message is stored: hold its receipt and queue it for the write
+        # before anything else can raise, so it is answered only after the fsync.
+        receipt = message.receipt
+        entry = [0 if duplicate else seq, None, None if receipt is None else receipt.hold()]
+        try:
+            entry[1] = self.answers.accepted(message, seq, duplicate) if self.answers is not None else None
+        except Exception:
+            log.failure("log {kind}/{name}: answering a message on {topic} failed", kind=self.kind,
+                        name=self.name, topic=message.topic)
+        if entry[1] is not None or entry[2] is not None:
+            self._unwritten.append(tuple(entry))
+            self.broker.logs.wait_for_write(self)
         if not duplicate:
             self._appended(seq, message.topic)
-        answer = self.answers.accepted(message, seq, duplicate) if self.answers is not None else None
-        receipt = message.receipt
-        if answer is not None or receipt is not None:
-            self._unwritten.append((0 if duplicate else seq, answer, None if receipt is None else receipt.hold()))
-            self.broker.logs.wait_for_write(self)
 
     def append(self, message):
         """Run the rules and store ``message``: ``(seq, False)``, or
@@ -212,7 +219,12 @@ class Log(InternalTarget):
             self.store.delete(seq)  # an interest log keeps nothing nobody wants
             return
         for consumer in list(self.consumers.values()):
-            consumer.on_append(topic)
+            try:
+                consumer.on_append(topic)
+            except Exception:  # one consumer's fault must not keep the message from the others
+                log.failure("log {kind}/{name}: consumer {consumer} failed to take a message on {topic}",
+                            kind=self.kind, name=self.name, consumer=getattr(consumer, "name", consumer),
+                            topic=topic)
 
     def unwritten(self) -> int:
         """How many messages wait for the store's write to be answered."""
@@ -231,12 +243,19 @@ class Log(InternalTarget):
             for seq in refused:
                 self.store.delete(seq)
             for unwritten in self._on_unwritten:
-                unwritten(self, refused)
+                try:
+                    unwritten(self, refused)
+                except Exception:  # the publishers are still told
+                    log.failure("log {kind}/{name}: a rule failed to forget unwritten messages",
+                                kind=self.kind, name=self.name)
         for _seq, answer, done in waiting:
-            if answer is not None:
-                answer(error)
-            if done is not None:
-                done(error)
+            for callback in (answer, done):
+                if callback is not None:
+                    try:
+                        callback(error)
+                    except Exception:  # the others of this write are still answered
+                        log.failure("log {kind}/{name}: answering a written message failed",
+                                    kind=self.kind, name=self.name)
 
     def _removed(self, seq: int, topic: str) -> None:
         for consumer in self.consumers.values():

@@ -15,11 +15,16 @@ written or failed. The fsync runs off the reactor thread, so messages keep
 arriving while one is under way: when a flush begins (``before_sync``) the
 registry notes how many messages each log has waiting, and that flush's
 ``after_sync`` answers only those, oldest first; the rest wait for the next.
+The broker's WriteBatcher runs one flush at a time (the next begins once
+the last one's ``after_sync`` has run), so one cut is under way at most.
+A log whose answering raises is logged; the other logs are still answered.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from flowmq.logs import logger
+
+log = logger("flowmq.streams")
 
 
 class LogRegistry:
@@ -29,7 +34,7 @@ class LogRegistry:
         self._broker = broker
         self._logs: dict = {}  # (kind, name) -> Log
         self._waiting: dict = {}  # Log -> None, in the order they started waiting
-        self._flushing: deque = deque()  # per flush under way, oldest first: {Log: messages it covers}
+        self._flushing: dict = {}  # the flush under way: {Log: messages it covers}
         broker.before_sync.append(self._cut)
         broker.after_sync.append(self._written)
 
@@ -50,10 +55,6 @@ class LogRegistry:
         """The open log ``name`` of ``kind``, or None."""
         return self._logs.get((kind, name))
 
-    def names(self, kind: str) -> list:
-        """The names of the open logs of ``kind``, sorted."""
-        return sorted(name for log_kind, name in self._logs if log_kind == kind)
-
     def wait_for_write(self, log) -> None:
         """``log`` has messages to answer once the store is written."""
         self._waiting[log] = None
@@ -63,11 +64,15 @@ class LogRegistry:
         """The broker's before_sync: a flush begins, and makes durable what
         the waiting logs hold now."""
         waiting, self._waiting = self._waiting, {}
-        self._flushing.append({log: log.unwritten() for log in waiting})
+        self._flushing = {log: log.unwritten() for log in waiting}
 
     def _written(self, failed) -> None:
-        """The broker's after_sync: the oldest flush under way is durable
+        """The broker's after_sync: the flush under way is durable
         (``failed`` holds the stores whose write failed)."""
-        if self._flushing:
-            for log, count in self._flushing.popleft().items():
-                log.written(log.store in failed, count)
+        flushed, self._flushing = self._flushing, {}
+        for written_log, count in flushed.items():
+            try:
+                written_log.written(written_log.store in failed, count)
+            except Exception:  # the other logs of this flush are still answered
+                log.failure("log {kind}/{name}: answering its written messages failed",
+                            kind=written_log.kind, name=written_log.name)

@@ -25,24 +25,28 @@ at-least-once), never the consumer, whose configuration was synced when it
 was written. Journals of other generations (a crash in the middle of a
 compaction) are deleted.
 
-fsync follows the storage engine's policy. Each append hands the journal to
-``sync`` (the engine's ``sync_paths``: under "always" an fsync at once on
-the engine's worker thread, under "interval" at its next periodic sync,
-under "never" none), so a save never waits for the disk on the reactor
-thread; without ``sync`` (tools, tests) "always" fsyncs in place. The
-configuration and snapshots are synced in place under "always" and
-"interval": they are rare (a create or update, a compaction).
+The disk work goes through the storage engine (``storage``), off the
+reactor thread and by its fsync policy: the configuration and snapshots are
+whole files the engine replaces atomically (``replace_file``: written here,
+fsynced and renamed by its worker; the journal a snapshot replaces is
+deleted only once the snapshot is in place), each journal append is handed
+to ``sync_paths`` (under "always" an fsync on the worker, under "interval"
+at its next periodic sync, under "never" none), and a deleted consumer's
+directory is renamed aside and deleted by the worker
+(``discard_directory``). So no save, create or delete waits for the disk on
+the reactor thread. A crash before the worker's job keeps the old file:
+the consumer as it was before its last create or compaction (then at most
+its recent acks are redelivered, at-least-once).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import zlib
 
-from flowmq.core.store.files import fsync_path, log, replace_file, write_all
+from flowmq.core.store.files import log, write_all
 from flowmq.core.store.records import MAX_SEQ
 
 CONFIG_FILE = "config.json"
@@ -64,12 +68,12 @@ def _dumps(document) -> bytes:
 
 
 class ConsumerFiles:
-    """The files of one durable consumer in ``directory``."""
+    """The files of one durable consumer in ``directory``, written through
+    ``storage`` (the StorageEngine: its policy, worker and directory removal)."""
 
-    def __init__(self, directory: str, fsync: str = "interval", sync=None):
+    def __init__(self, directory: str, storage):
         self.directory = directory
-        self.fsync = fsync
-        self.sync = sync  # sync(paths): make them durable by the engine's policy
+        self.storage = storage
         self.generation = 1
         self.snapshot_bytes = 0
         self.journal_bytes = 0
@@ -88,17 +92,16 @@ class ConsumerFiles:
         (whatever an earlier consumer of that name left there goes first:
         its journal must not follow the new snapshot)."""
         parent = os.path.dirname(self.directory)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.storage.discard_directory(self.directory)
         os.makedirs(self.directory)
-        if self.fsync != "never":  # the new entries: ours, and "consumers" itself if it is new
-            fsync_path(parent)
-            fsync_path(os.path.dirname(parent))
         self.write_config(document)
         self._snapshot(state, self.generation)
+        # The new entries: ours, and "consumers" itself if it is new.
+        self.storage.sync_paths((parent, os.path.dirname(parent)))
 
     def write_config(self, document: dict) -> None:
         data = _dumps(document)
-        replace_file(os.path.join(self.directory, CONFIG_FILE), data, durable=self.fsync != "never")
+        self.storage.replace_file(os.path.join(self.directory, CONFIG_FILE), data)
         self.bytes_written += len(data)
 
     def save(self, delta: dict, state) -> None:
@@ -122,42 +125,30 @@ class ConsumerFiles:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             write_all(fd, record)
-            if self.fsync == "always" and self.sync is None:
-                os.fsync(fd)
         finally:
             os.close(fd)
         self.journal_bytes += len(record)
         self.bytes_written += len(record)
-        if self.sync is not None:
-            self.sync((path, self.directory) if new else (path,))
-        elif self.fsync == "always" and new:
-            fsync_path(self.directory)
+        self.storage.sync_paths((path, self.directory) if new else (path,))
 
-    def _snapshot(self, state: dict, generation: int) -> None:
+    def _snapshot(self, state: dict, generation: int, replaces=()) -> None:
         data = _dumps({"generation": generation, "state": state})
-        replace_file(os.path.join(self.directory, SNAPSHOT_FILE), data, durable=self.fsync != "never")
+        self.storage.replace_file(os.path.join(self.directory, SNAPSHOT_FILE), data, replaces)
         self.bytes_written += len(data)
         self.snapshot_bytes = len(data)
 
     def _compact(self, state: dict) -> None:
         """Snapshot g+1, then journal g goes (a crash between leaves both:
-        loading keeps the snapshot and deletes the old journal)."""
+        loading keeps the snapshot and deletes the old journal; a crash
+        before the snapshot is in place leaves snapshot g and journal g)."""
         old = self.journal_path
-        self._snapshot(state, self.generation + 1)
+        self._snapshot(state, self.generation + 1, (old,))
         self.generation += 1
         self.journal_bytes = 0
-        _unlink(old)
 
     def remove(self) -> None:
-        """The consumer was deleted: its files go (a failure is logged: the
-        consumer is gone from service either way)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
-        parent = os.path.dirname(self.directory)
-        if self.fsync != "never" and os.path.isdir(parent):
-            try:
-                fsync_path(parent)
-            except OSError as error:
-                log.error("{path}: fsync failed: {error}", path=parent, error=error)
+        """The consumer was deleted: its files go (renamed aside now, deleted by the worker)."""
+        self.storage.discard_directory(self.directory)
 
     # -- reading ---------------------------------------------------------------------
 

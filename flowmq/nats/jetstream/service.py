@@ -157,8 +157,7 @@ class JetStream(service.Service):
 
     def _consumer_files(self, stream_name: str, directory_entry: str) -> ConsumerFiles:
         storage = self.broker.storage
-        return ConsumerFiles(os.path.join(storage.consumers_directory(KIND, stream_name), directory_entry),
-                             storage.fsync, storage.sync_paths)
+        return ConsumerFiles(os.path.join(storage.consumers_directory(KIND, stream_name), directory_entry), storage)
 
     def _upgrade_consumer(self, stream, key: str) -> None:
         """A consumer document of an earlier version (config and whole state
@@ -359,14 +358,15 @@ class JetStream(service.Service):
             self._save_call.cancel()
         self._save_call = None
         unsaved, self._unsaved = self._unsaved, {}
-        for consumer in unsaved:
-            if consumer.deleted:
-                continue
-            try:
-                consumer.files.save(consumer.delta(), consumer.state)
-            except OSError as e:
-                log.error("consumer {stream} > {name}: saving its state failed: {error}",
-                          stream=consumer.stream.name, name=consumer.name, error=e)
+        with self.broker.storage.one_sync():  # the journals' fsyncs: one worker job for the round
+            for consumer in unsaved:
+                if consumer.deleted:
+                    continue
+                try:
+                    consumer.files.save(consumer.delta(), consumer.state)
+                except OSError as e:
+                    log.error("consumer {stream} > {name}: saving its state failed: {error}",
+                              stream=consumer.stream.name, name=consumer.name, error=e)
 
     # -- the broker's side ------------------------------------------------------------
 

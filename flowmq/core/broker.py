@@ -206,7 +206,7 @@ class Broker(service.Service):
         return self.router.unsubscribe(subscription)
 
     def publish(self, message) -> int:
-        """Deliver ``message`` to everything that matches; returns how many got it.
+        """Deliver ``message`` to everything that matches; returns how many it was handed to.
 
         PermissionDenied if the publisher's permissions do not allow the topic.
         Consumers whose permissions deny them the topic are passed over, and
@@ -222,12 +222,14 @@ class Broker(service.Service):
         """Deliver ``message`` to the subscriptions of ``topic``, which need not
         be the message's own topic: a stream hands a stored message to the
         delivery topic of its consumer this way, and the message keeps the
-        topic it was published on. Returns how many consumers got it.
+        topic it was published on. Returns how many consumers it was handed to.
 
         Each consumer gets one ``deliver(message, subscriptions)`` with all of
         its stand-alone subscriptions that match (the router's cached
         ``deliveries``), and each queue group one member's. An exception in
-        one consumer's ``deliver`` is logged and costs that delivery only.
+        one consumer's ``deliver`` is logged and costs that delivery only;
+        it still counts in the number returned (how many were attempted: a
+        request is answered "no responders" only when there were none).
         """
         origin = message.origin
         router = self.router
@@ -240,9 +242,9 @@ class Broker(service.Service):
                 subscriptions = local  # without the no-local ones
             if consumer.permissions is not None and not self._may_receive(consumer, message):
                 continue
+            delivered += 1  # attempted: a failing target still counts as a responder
             try:
                 consumer.deliver(message, subscriptions)
-                delivered += 1
             except Exception:
                 _delivery_failed(consumer, message)
         for group in groups:
@@ -252,9 +254,9 @@ class Broker(service.Service):
             consumer = member.consumer
             if consumer.permissions is not None:
                 self._note_reply(consumer, message)
+            delivered += 1
             try:
                 consumer.deliver(message, member.alone)
-                delivered += 1
             except Exception:
                 _delivery_failed(consumer, message)
         return delivered

@@ -76,8 +76,10 @@ class Subscription:
         self.group = group
         self.no_local = no_local
         self.wildcard_dollar = wildcard_dollar
-        #: ``(self,)``: what a queue group's pick delivers with, made once, not per message.
-        self.alone = (self,)
+        #: ``(self,)`` while in a queue group: what a pick delivers with, made
+        #: once, not per message (set by QueueGroup, which breaks the cycle
+        #: when the member leaves, so a subscription is freed at once).
+        self.alone = None
 
     def receives_dollar(self) -> bool:
         """Does this subscription match topics beginning with '$' that its filter matches?"""
@@ -114,10 +116,12 @@ class QueueGroup:
     def add(self, member) -> None:
         self._index[member] = len(self.members)
         self.members.append(member)
+        member.alone = (member,)
 
     def remove(self, member) -> None:
         """Remove a member: the last one takes its place."""
         position = self._index.pop(member)
+        member.alone = None
         last = self.members.pop()
         if last is not member:
             self.members[position] = last

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import pytest
 from zope.interface import implementer
 
 from flowmq.core.interfaces import IDeliveryTarget
@@ -98,9 +97,6 @@ def test_without_a_login_no_user_id_is_claimed(broker, raw_client):
     assert len(got) == 1 and got[0].properties is None and got[0].headers == (("X", "y"),)
 
 
-@pytest.mark.xfail(strict=True, reason="needs Broker.deliver_to to count a delivery it attempted "
-                                       "(core/broker.py, FIXCORE's): the count is what a request's "
-                                       "no-responders answer reads")
 def test_a_responder_whose_delivery_failed_is_no_missing_responder(broker, raw_client):
     broken = Broken()
     broker.call(broker.service.broker.subscribe, Subscription(broken, "svc/x", None))

@@ -46,14 +46,12 @@ from flowmq.nats.jetstream.api import JetStreamApi
 from flowmq.nats.jetstream.config import stream_config
 from flowmq.nats.jetstream.consumer import Consumer
 from flowmq.nats.jetstream.errors import ApiError
-from flowmq.nats.jetstream.stream import STORE_SIZERS, Stream, store_limits
+from flowmq.nats.jetstream.stream import KIND, STORE_SIZERS, Stream, store_limits
 from flowmq.nats.jetstream.wire import dumps
 
 log = logger("flowmq.jetstream")
 
 SAVE_DELAY = 0.05
-#: The storage engine's namespace of JetStream's streams.
-KIND = "jetstream"
 _STREAM_META = "stream"
 _CONSUMER_META = "consumer."
 

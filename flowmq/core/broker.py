@@ -233,7 +233,7 @@ class Broker(service.Service):
         """
         origin = message.origin
         router = self.router
-        deliveries, groups, _ = router.cached(topic) or router.lookup(topic)
+        deliveries, groups = router.cached(topic) or router.lookup(topic)
         delivered = 0
         for consumer, subscriptions, local in deliveries:
             if consumer is origin:

@@ -11,7 +11,7 @@ belongs to a queue group: a group is keyed by (filter, group name), and each
 message that matches the filter goes to exactly one member of the group,
 chosen round-robin so that members get an even share.
 
-A match result lists, besides the subscriptions, the *deliveries*: one
+A match result lists the *deliveries*: one
 ``(consumer, subscriptions, local)`` entry per consumer, with every
 subscription of that consumer that matches (MQTT 5 subscription
 identifiers, AMQP overlapping bindings: one delivery per consumer per
@@ -43,8 +43,8 @@ from flowmq.core.topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, InvalidTopi
 
 DEFAULT_CACHE_SIZE = 4096
 DEFAULT_MAX_LEVELS = 128
-#: A match result: (deliveries, groups, subscriptions); see Router.lookup.
-_NO_MATCH = ((), (), ())
+#: A match result: (deliveries, groups); see Router.lookup.
+_NO_MATCH = ((), ())
 #: The first character of the topics that MQTT keeps from leading wildcards.
 DOLLAR = "$"
 
@@ -274,14 +274,14 @@ class Router:
     def match(self, topic: str):
         """``(subscriptions, groups)`` for a topic: the stand-alone subscriptions
         and the queue groups whose filters match it."""
-        _, groups, subscriptions = self.lookup(topic)
-        return subscriptions, groups
+        deliveries, groups = self.lookup(topic)
+        return tuple(s for _consumer, mine, _local in deliveries for s in mine), groups
 
     def lookup(self, topic: str):
-        """The match result of a topic, ``(deliveries, groups, subscriptions)``:
+        """The match result of a topic, ``(deliveries, groups)``:
         ``deliveries`` has one ``(consumer, subscriptions, local)`` per consumer
-        (see the module docstring), ``groups`` the queue groups to pick a member
-        of, ``subscriptions`` the stand-alone subscriptions. Cached."""
+        (see the module docstring), ``groups`` the queue groups to pick a
+        member of. Cached."""
         result = self._cache.get(topic)
         if result is not None:
             return result
@@ -291,8 +291,7 @@ class Router:
         if topic[:1] == DOLLAR:
             subscriptions = [s for s in subscriptions if s.receives_dollar()]
             groups = [g for g in groups if any(m.receives_dollar() for m in g.members)]
-        result = (_deliveries(subscriptions), tuple(groups), tuple(subscriptions)) \
-            if (subscriptions or groups) else _NO_MATCH
+        result = (_deliveries(subscriptions), tuple(groups)) if (subscriptions or groups) else _NO_MATCH
         cache = self._cache
         if len(cache) >= self._cache_size:
             # Emptied when full: dropping the oldest entry of a dict one at a
@@ -315,6 +314,10 @@ class Router:
 def _deliveries(subscriptions) -> tuple:
     """One ``(consumer, subscriptions, local)`` per consumer, in the order of
     each consumer's first subscription."""
+    if len(subscriptions) == 1:  # the common case (a reply inbox, one subscriber): no grouping to do
+        for subscription in subscriptions:
+            mine = (subscription,)
+            return ((subscription.consumer, mine, () if subscription.no_local else mine),)
     by_consumer: dict = {}
     for subscription in subscriptions:
         mine = by_consumer.get(subscription.consumer)

@@ -457,23 +457,21 @@ class NatsConnection(BrokerConnection):
         elif message.wire_cache is not None:
             reply = message.wire_cache.get(_REPLY_KEY)
         payload = message.payload
-        if (message.headers is None and message.properties is None) or not self.headers:
-            for subscription in subscriptions:
-                self.send(encode_msg(subject, subscription.sid, reply, payload))
-                self._count(subscription)
-        else:
+        block = None
+        if (message.headers is not None or message.properties is not None) and self.headers:
             block = message.cached(_HEADERS_KEY, convert.header_block)
-            for subscription in subscriptions:
-                self.send(codec.encode_hmsg(subject, subscription.sid, reply, block, payload))
-                self._count(subscription)
+        send = self.send
+        for subscription in subscriptions:  # almost always one: the branch costs less than a call
+            if block is None:
+                send(encode_msg(subject, subscription.sid, reply, payload))
+            else:
+                send(codec.encode_hmsg(subject, subscription.sid, reply, block, payload))
+            # One more message for the subscription: the last one its UNSUB limit allows ends it.
+            subscription.delivered += 1
+            if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+                self._remove(subscription)
         if self._paused:
             self.hold_publisher(message.origin)
-
-    def _count(self, subscription) -> None:
-        """One more message for ``subscription``: the last one its UNSUB limit allows ends it."""
-        subscription.delivered += 1
-        if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
-            self._remove(subscription)
 
 
 # The handler of each parser operation, by its OP_* code.

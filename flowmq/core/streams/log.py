@@ -188,16 +188,18 @@ class Log(InternalTarget):
         # The message is stored: hold its receipt and queue it for the write
         # before anything else can raise, so it is answered only after the fsync.
         receipt = message.receipt
-        entry = [0 if duplicate else seq, None, None if receipt is None else receipt.hold()]
-        try:
-            entry[1] = self.answers.accepted(message, seq, duplicate) if self.answers is not None else None
-        except Exception:
-            log.failure("log {kind}/{name}: answering a message on {topic} failed", kind=self.kind,
-                        name=self.name, topic=message.topic)
-        if entry[1] is not None or entry[2] is not None:
-            self._unwritten.append(tuple(entry))
+        done = None if receipt is None else receipt.hold()
+        answer = None
+        if self.answers is not None:
+            try:
+                answer = self.answers.accepted(message, seq, duplicate)
+            except Exception:
+                log.failure("log {kind}/{name}: answering a message on {topic} failed", kind=self.kind,
+                            name=self.name, topic=message.topic)
+        if answer is not None or done is not None:
+            self._unwritten.append((0 if duplicate else seq, answer, done))
             self.broker.logs.wait_for_write(self)
-        if not duplicate:
+        if not duplicate and (self.consumers or self.retention == "interest"):
             self._appended(seq, message.topic)
 
     def append(self, message):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from twisted.application import service
-from twisted.internet.defer import fail, maybeDeferred
+from twisted.internet.defer import fail
 
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.router import Router
@@ -58,7 +58,7 @@ class WriteBatcher:
         self._dirty: list = []
         self._call = None
         self._reads = 0  # reads under way (a login that completes inside a read nests)
-        self.sync = None  # callable that makes the store's pending appends durable: a Deferred
+        self.sync = None  # makes the store's pending appends durable: None when done, else a Deferred
         self._sync_due = False
         self._syncing = False  # a sync's Deferred has not fired yet
 
@@ -90,8 +90,13 @@ class WriteBatcher:
             self._call = None
         if self._sync_due and not self._syncing:
             self._sync_due = False
-            self._syncing = True
-            maybeDeferred(self.sync).addErrback(self._sync_failed).addBoth(self._sync_done)
+            try:
+                pending = self.sync()
+            except Exception:
+                pending = fail()
+            if pending is not None:  # an fsync under way: the next sync waits for it
+                self._syncing = True
+                pending.addErrback(self._sync_failed).addBoth(self._sync_done)
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             try:
@@ -159,14 +164,18 @@ class Broker(service.Service):
     def _sync(self):
         """Write the stores (the cut: ``before_sync``); once that is durable,
         tell whoever waits to acknowledge (``after_sync``), with the stores
-        that failed: their messages must not be acknowledged. A Deferred."""
+        that failed: their messages must not be acknowledged. A Deferred
+        while an fsync is awaited, None when it is all done already."""
         for cut in self.before_sync:
             cut()
         try:
-            done = self.storage.flush_all()
+            failed, fsync = self.storage.write_all()
         except Exception:  # not a disk error but a bug: acknowledge nothing of this batch
-            done = fail()
-        return done.addErrback(self._flush_failed).addCallback(self._synced)
+            failed, fsync = None, fail()
+        if fsync is None:  # written, and no fsync to wait for: no Deferred on the hot path
+            self._synced(failed)
+            return None
+        return fsync.addErrback(self._flush_failed).addCallback(self._synced)
 
     @staticmethod
     def _flush_failed(failure):

@@ -369,6 +369,13 @@ class StorageEngine:
         error): they stay dirty and are tried again a second later. Under
         "always" it fires once the fsync has returned (see the module
         docstring), always on the caller's (the reactor) thread."""
+        failed, fsync = self.write_all()
+        return succeed(failed) if fsync is None else fsync
+
+    def write_all(self):
+        """``flush_all`` without a Deferred when no fsync is waited for (the
+        hot path of "interval" and "never"): ``(failed, None)`` when done,
+        else ``(None, the Deferred of flush_all)``."""
         dirty, self._dirty = self._dirty, {}
         self._signalled = False
         failed: set = set()
@@ -382,13 +389,13 @@ class StorageEngine:
                     if paths:
                         work[store] = paths
             if work:
-                return self.worker.run(_fsync_all, work).addCallback(self._synced, failed)
+                return None, self.worker.run(_fsync_all, work).addCallback(self._synced, failed)
         elif self.fsync == "interval" and dirty:
             self._to_sync.update(dirty)
             self._schedule_sync()
         if failed:
             self._retry_later(failed)
-        return succeed(failed)
+        return failed, None
 
     def _synced(self, errors: dict, failed: set) -> set:
         """The fsyncs of a flush_all returned: stores that failed keep their paths to fsync."""

@@ -219,6 +219,9 @@ class Router:
         self._cache_size = cache_size
         self.max_levels = max_levels
         self.count = 0
+        #: Subscriptions that keep MQTT's ``$`` rule and could match a ``$``
+        #: topic they must not get; while there is none, lookup skips the check.
+        self._dollar_guarded = 0
 
     def subscribe(self, subscription: Subscription) -> None:
         """Add a subscription; its filter must be a valid canonical topic filter.
@@ -239,6 +242,8 @@ class Router:
                 group = node.groups[subscription.group] = QueueGroup(subscription.group, subscription.filter)
             group.add(subscription)
         self.count += 1
+        if not subscription.receives_dollar():
+            self._dollar_guarded += 1
         self._invalidate(subscription.filter)
 
     def unsubscribe(self, subscription: Subscription) -> bool:
@@ -263,6 +268,8 @@ class Router:
             if not group:
                 del node.groups[subscription.group]
         self.count -= 1
+        if not subscription.receives_dollar():
+            self._dollar_guarded -= 1
         for parent, level in reversed(path):
             if not node.is_empty():
                 break
@@ -288,7 +295,7 @@ class Router:
         subscriptions: dict = {}
         groups: dict = {}
         _collect(self._root, topic.split(SEPARATOR), 0, subscriptions, groups, {})
-        if topic[:1] == DOLLAR:
+        if self._dollar_guarded and topic[:1] == DOLLAR:
             subscriptions = [s for s in subscriptions if s.receives_dollar()]
             groups = [g for g in groups if any(m.receives_dollar() for m in g.members)]
         result = (_deliveries(subscriptions), tuple(groups)) if (subscriptions or groups) else _NO_MATCH

@@ -78,6 +78,34 @@ def test_a_save_costs_the_same_with_10_and_100000_pending(tmp_path):
     assert small < 200 and large < small + 40, (small, large)
 
 
+def _cost_of_a_round(tmp_path, messages):
+    """The journal bytes of one save after ``messages`` were delivered and acked since the last."""
+    store = MemoryStore()
+    consumer = Consumer(store, Clock())
+    consumer.start("all")
+    sink = Sink(0)
+    consumer.attach(sink)
+    files = _files(tmp_path / str(messages), consumer)
+    for i in range(messages):
+        store.append("t", None, b"m")
+        consumer.appended("t")
+    sink.left = messages
+    consumer.pump()
+    for seq in range(1, messages + 1):
+        consumer.ack(seq)
+    before = files.bytes_written
+    files.save(consumer.delta(), consumer.state)
+    assert ConsumerFiles(files.directory, files.storage).load("d") == consumer.state()
+    return files.bytes_written - before
+
+
+def test_what_is_delivered_and_acked_between_two_saves_is_not_journaled(tmp_path):
+    one = _cost_of_a_round(tmp_path, 1)
+    thousand = _cost_of_a_round(tmp_path, 1000)
+    # Only the sequences move: a few more digits, no entry per message.
+    assert thousand < one + 40, (one, thousand)
+
+
 def test_the_state_read_back_is_the_state_saved(tmp_path):
     rng = random.Random(7)
     consumer = _consumer(300, deliver=120, ack_wait=5.0)

@@ -45,7 +45,10 @@ class AckTracker:
     ``on_due()`` is called when messages became due for redelivery (the
     consumer then delivers them); ``on_dead_letter(seq, deliveries)`` when a
     message ran out of deliveries. ``changed`` collects the sequences whose
-    entry changed since ``take_changes`` (what a state journal writes)."""
+    entry changed since ``take_changes`` (what a state journal writes), each
+    with True while its entry is new since then: one that is gone again
+    before the next ``take_changes`` never reached the journal, so it is
+    simply dropped (a consumer that keeps up journals almost nothing)."""
 
     def __init__(self, clock, ack_wait: float = 30.0, backoff=(), max_deliver: int = -1, ack_all: bool = False,
                  on_due=None, on_dead_letter=None):
@@ -85,11 +88,15 @@ class AckTracker:
         """``seq`` went out (for the ``deliveries``-th time): its ack wait starts."""
         deadline = self.clock.seconds() + self.wait_for(deliveries)
         entry = self.pending.get(seq)
+        changed = self.changed
         if entry is None:
             self.pending[seq] = Pending(consumer_seq, deliveries, deadline)
+            if seq not in changed:
+                changed[seq] = True
         else:
             entry.consumer_seq, entry.deliveries, entry.deadline = consumer_seq, deliveries, deadline
-        self.changed[seq] = None
+            if seq not in changed:
+                changed[seq] = False
         self._push_deadline(deadline, seq)
 
     def restore(self, seq: int, consumer_seq: int, deliveries: int) -> None:
@@ -153,8 +160,13 @@ class AckTracker:
         """Done with ``seq`` (acked, terminated, removed from the log)."""
         if self.pending.pop(seq, None) is None:
             return False
-        self.changed[seq] = None
-        self._compact_deadlines()
+        changed = self.changed
+        if changed.get(seq) is True:  # new since take_changes: the journal never had it
+            del changed[seq]
+        else:
+            changed[seq] = False
+        if len(self._deadlines) > 2 * len(self.pending) + _HEAP_SLACK:
+            self._compact_deadlines()
         return True
 
     def first(self):
@@ -190,19 +202,19 @@ class AckTracker:
         self._push_deadline(deadline, seq)
 
     def _push_deadline(self, deadline: float, seq: int) -> None:
-        self._compact_deadlines()
+        if len(self._deadlines) > 2 * len(self.pending) + _HEAP_SLACK:
+            self._compact_deadlines()
         heapq.heappush(self._deadlines, (deadline, seq))
         # A nak delay or a backoff step can fall before what the timer waits for.
         if self._timer is None or deadline < self._timer_due:
             self._arm_timer()
 
     def _compact_deadlines(self) -> None:
-        """Drop stale heap entries once they outnumber the live ones
-        (amortised O(1) per change), so the heap stays O(pending)."""
+        """Drop the stale heap entries (the callers do it once they outnumber
+        the live ones: amortised O(1) per change, so the heap stays O(pending))."""
         deadlines = self._deadlines
-        if len(deadlines) > 2 * len(self.pending) + _HEAP_SLACK:
-            deadlines[:] = [(e.deadline, s) for s, e in self.pending.items() if e.deadline]
-            heapq.heapify(deadlines)
+        deadlines[:] = [(e.deadline, s) for s, e in self.pending.items() if e.deadline]
+        heapq.heapify(deadlines)
 
     def _due(self, seq: int, entry: Pending) -> None:
         """Queue ``seq`` for redelivery, or give up on it after max_deliver."""

@@ -284,7 +284,8 @@ class Consumer:
         self._move_floor()
         self.changed()
         self.settled(seqs)
-        self.pump()
+        if self.targets:  # room for more now (max_ack_pending); nobody to deliver to otherwise
+            self.pump()
 
     def _dead_lettered(self, seq: int, deliveries: int) -> None:
         self._move_floor()

@@ -160,7 +160,7 @@ class Cursor:
                 self._log_pending = self.store.count_pending(self.next_seq)
             else:
                 self._log_pending = sum(self.store.count_pending(self.next_seq, f) for f in self.filters)
-        return self.first_left_count() + self._log_pending
+        return len(self._first_seqs) - self._first_sent + self._log_pending
 
     # -- the log changed ------------------------------------------------------------
 

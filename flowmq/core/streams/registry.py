@@ -57,8 +57,10 @@ class LogRegistry:
 
     def wait_for_write(self, log) -> None:
         """``log`` has messages to answer once the store is written."""
-        self._waiting[log] = None
-        self._broker.batcher.need_sync()
+        waiting = self._waiting
+        if log not in waiting:  # else a sync is due already: none began since it was entered
+            waiting[log] = None
+            self._broker.batcher.need_sync()
 
     def _cut(self) -> None:
         """The broker's before_sync: a flush begins, and makes durable what

@@ -157,7 +157,7 @@ class Consumer(CoreConsumer):
 
     def settled(self, seqs) -> None:
         self._last_acked = time.time_ns()
-        self.stream.acknowledged(self, seqs)
+        self.stream.log.acknowledged(self, seqs)
 
     def pumped(self) -> None:
         if self.waiting:
@@ -295,9 +295,6 @@ class Consumer(CoreConsumer):
             self.in_progress(seq)
         elif body.startswith(_TERM):
             self.term(seq)
-        else:
-            return
-        self.pump()
 
     # -- inactivity -------------------------------------------------------------
 

@@ -30,9 +30,11 @@ def nats_msg_id(item):
     its ``Nats-Msg-Id`` header when that is text, else its message_id
     property (what an AMQP message-id, say, becomes; a NATS publish's
     ``Nats-Msg-Id`` gives both)."""
-    msg_id = _text(item.headers, "Nats-Msg-Id")
-    if type(msg_id) is str:
-        return msg_id
+    headers = item.headers
+    if headers:
+        msg_id = _text(headers, "Nats-Msg-Id")
+        if type(msg_id) is str:
+            return msg_id
     properties = item.properties
     return properties.message_id if properties is not None else None
 

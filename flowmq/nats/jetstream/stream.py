@@ -20,6 +20,7 @@ later protocol reads the stream as a Log without importing this package.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flowmq.core.message import Message
@@ -151,7 +152,7 @@ class Stream:
             ack = self._ack_prefix + b'%d,"duplicate":true}' % seq
         else:
             ack = self._ack_prefix + b"%d}" % seq
-        return lambda error: self._answer(reply, ack, error)
+        return functools.partial(self._answer, reply, ack)
 
     def _answer(self, reply: str, ack: bytes, error) -> None:
         """The store was written (error None): the PubAck; or it failed: an
@@ -180,9 +181,6 @@ class Stream:
         self.service.reply(reply, {"error": error.as_json(), "stream": self.name})
 
     # -- the consumers' calls (retention by acknowledgement) ----------------
-
-    def acknowledged(self, consumer, seqs) -> None:
-        self.log.acknowledged(consumer, seqs)
 
     def forget_interest(self, first: int) -> None:
         self.log.forget_interest(first)

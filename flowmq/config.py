@@ -86,6 +86,13 @@ def _port(text):
     return value
 
 
+def _integer_0_65535(text):
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return value
+
+
 def _positive_float(text):
     try:
         if isinstance(text, bool):
@@ -316,6 +323,22 @@ SETTINGS = (
             "longest protocol line (PUB, SUB, CONNECT ...) in bytes"),
     Setting("nats", "max_subscriptions", _positive_int, 1000000,
             "most subscriptions on one connection"),
+    *_protocol_settings("mqtt", "MQTT", 1883),
+    Setting("mqtt", "tls_port", _port, 8883,
+            "MQTT over TLS port (TLS from the first byte), listening only when tls.cert is set"),
+    Setting("mqtt", "max_packet_size", _positive_int, 1048576 + 65536,
+            "largest MQTT packet a client may send, in bytes (its payload also within max_payload)"),
+    Setting("mqtt", "max_inflight", _positive_int, 20,
+            "QoS 1 and 2 messages on their way to one client at once (a v5 client's Receive Maximum "
+            "lowers it); the others wait in its queue"),
+    Setting("mqtt", "max_queued", _positive_int, 1000,
+            "QoS 1 and 2 messages that may wait for one client (in flight ones not counted): for an "
+            "absent persistent session or a client at max_inflight; more are dropped"),
+    Setting("mqtt", "topic_alias_maximum", _integer_0_65535, 10,
+            "topic aliases an MQTT 5 client may set up with the broker (0: none)"),
+    Setting("mqtt", "max_keepalive", _integer_0_65535, 65535,
+            "largest keep alive a client may have, in seconds: one asking for more (or, below 65535, "
+            "for none) gets this one (an MQTT 5 client is told, as Server Keep Alive)"),
     Setting("auth", "user", _string, None, "user name of the single-user setup (with auth.password)"),
     Setting("auth", "password", _secret, None,
             "password of auth.user: plain text or a bcrypt hash (python -m flowmq.auth.passwords)"),

@@ -21,9 +21,11 @@ from flowmq import __version__, config
 from flowmq.core.broker import Broker
 from flowmq.listener import ListenerService
 from flowmq.logs import logger, set_level
+from flowmq.mqtt.protocol import MqttFactory
+from flowmq.mqtt.service import MqttService
 from flowmq.nats.jetstream.service import JetStream
 from flowmq.nats.protocol import NatsFactory
-from flowmq.security import Security
+from flowmq.security import ListenerTLS, Security
 from flowmq.signals import SignalService
 from flowmq.transport import ImmediateWriteEndpoint
 
@@ -82,9 +84,15 @@ class BrokerService(service.MultiService):
         #: listener, then "NATS 2", "NATS 3" ... for those of <section>.listeners.
         self.listeners = {}
         client_ids = itertools.count(1)  # one [cid N] per client of the whole broker
+        #: The services protocols share between their listeners, by section ("mqtt": sessions, retained ...).
+        self.protocol_services = {}
         for plugin in PROTOCOLS:
             if getattr(settings, plugin.section).enabled:
-                for listener in plugin.listeners(self.broker, settings, reactor, security, client_ids):
+                shared = None
+                if plugin.build_shared is not None:
+                    shared = self.protocol_services[plugin.section] = plugin.build_shared(self.broker, settings)
+                    shared.setServiceParent(self)
+                for listener in plugin.listeners(self.broker, settings, reactor, security, client_ids, shared):
                     listener.setServiceParent(self)
                     self.listeners[listener.name] = listener
 
@@ -125,34 +133,54 @@ class ProtocolPlugin:
     (``<section>.enabled``, ``.host``, ``.port`` with the default port,
     ``.listeners``, the [limits] overrides and its own keys, declared in
     ``flowmq.config`` with every other default); ``build_factory(broker,
-    section settings, clock, security, tls, client_ids, siblings)``, which
-    makes a ``flowmq.listener.ConnectionRegistry`` for one listener; and
-    ``describe(section settings)``, the protocol's own part of the
-    "listening on" log line."""
+    section settings, clock, security, tls, client_ids, siblings, shared)``,
+    which makes a ``flowmq.listener.ConnectionRegistry`` for one listener;
+    and ``describe(section settings)``, the protocol's own part of the
+    "listening on" log line.
 
-    def __init__(self, name: str, section: str, build_factory, describe):
+    ``build_shared(broker, settings)``, when given, makes the service that
+    all the protocol's listeners share (MQTT's sessions and retained
+    messages), a child of the broker service, started before them.
+
+    A protocol without an in-band TLS upgrade (MQTT) has ``tls_port``: its
+    ``port`` is plain text, and with [tls] set it also listens with TLS
+    from the first byte on ``<section>.tls_port``; each of its TLS listeners
+    does the handshake first."""
+
+    def __init__(self, name: str, section: str, build_factory, describe, build_shared=None,
+                 tls_port: bool = False):
         self.name = name
         self.section = section
         self.build_factory = build_factory
         self.describe = describe
+        self.build_shared = build_shared
+        self.tls_port = tls_port
 
-    def listeners(self, broker, settings, reactor, security, client_ids=None) -> list:
+    def listeners(self, broker, settings, reactor, security, client_ids=None, shared=None) -> list:
         """The listener services of this protocol (not yet started): one on
-        ``<section>.host``/``.port`` (TLS with [tls] when it is set), one
-        per entry of ``<section>.listeners``. Their factories share the
-        connection limit, and ``client_ids`` (the broker's one counter)."""
+        ``<section>.host``/``.port`` (TLS with [tls] when it is set, or on
+        ``.tls_port`` as well for a protocol with one), one per entry of
+        ``<section>.listeners``. Their factories share the connection
+        limit, and ``client_ids`` (the broker's one counter)."""
         own = getattr(settings, self.section)
         if client_ids is None:
             client_ids = itertools.count(1)
-        places = [(own.host, own.port, security.tls)]
+        if not self.tls_port:
+            places = [(own.host, own.port, security.tls)]
+        else:
+            places = [(own.host, own.port, None)]
+            if security.tls is not None:
+                places.append((own.host, own.tls_port, security.tls))
         for entry, tls in zip(own.listeners, security.listeners[self.section]):
             places.append((own.host if entry["host"] is None else entry["host"], entry["port"], tls))
         siblings: list = []
         services = []
         for number, (host, port, tls) in enumerate(places, 1):
+            if tls is not None and self.tls_port and not tls.handshake_first:
+                tls = ListenerTLS(tls.options, True, tls.verify_clients, tls.timeout)
             tls_first = tls.options if tls is not None and tls.handshake_first else None
             endpoint = ImmediateWriteEndpoint(reactor, port, host, tls_options=tls_first)
-            factory = self.build_factory(broker, own, reactor, security, tls, client_ids, siblings)
+            factory = self.build_factory(broker, own, reactor, security, tls, client_ids, siblings, shared)
             services.append(ListenerService(self.name, endpoint, factory,
                                             "%s, %s" % (self.describe(own), _describe(security, tls)),
                                             self.name if number == 1 else "%s %d" % (self.name, number)))
@@ -162,6 +190,9 @@ class ProtocolPlugin:
 #: Every protocol FlowMQ serves; adding one is one entry here (and its section in flowmq.config).
 PROTOCOLS = (
     ProtocolPlugin("NATS", "nats", NatsFactory, lambda own: "max_payload=%d" % own.max_payload),
+    ProtocolPlugin("MQTT", "mqtt", MqttFactory,
+                   lambda own: "MQTT 3.1, 3.1.1 and 5.0, max_packet_size=%d" % own.max_packet_size,
+                   build_shared=MqttService, tls_port=True),
 )
 
 

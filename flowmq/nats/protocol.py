@@ -486,7 +486,7 @@ _HANDLERS = {
 class NatsFactory(ConnectionRegistry):
     """Makes a NatsConnection per client; shared state of the NATS listener."""
 
-    def __init__(self, broker, settings, clock, security, tls=None, client_ids=None, siblings=None):
+    def __init__(self, broker, settings, clock, security, tls=None, client_ids=None, siblings=None, shared=None):
         ConnectionRegistry.__init__(self, broker, clock, settings, security, tls, client_ids, siblings)
         self.settings = settings
         self.server_id = make_server_id()

@@ -1,0 +1,154 @@
+"""MQTT <-> Message: what an MQTT PUBLISH becomes in the core, and the MQTT 5
+properties a subscriber gets of a message that any protocol published.
+
+- Topic: an MQTT topic name *is* the canonical topic (flowmq/core/topics.py),
+  so it passes as it is; NATS writes the levels it cannot hold with the
+  escape rule (README, "Escapes").
+- MQTT 5 User Properties are the message's headers, in order, repeats kept
+  (MQTT-3.3.2-17/18). A header value that is not text (from AMQP or Kafka)
+  goes out as text: a number or boolean as it prints, bytes percent-encoded,
+  a null value as the empty string.
+- Response Topic is ``reply_to``; Correlation Data, Content Type, Payload
+  Format Indicator and Message Expiry Interval are the ``Properties``
+  ``correlation``, ``content_type``, ``utf8`` and ``expiry`` (made absolute
+  on arrival, counted down to what is left on the way out, 5.0 §3.3.2.3.3).
+- QoS: ``Properties.qos`` holds a QoS 1 or 2 publish's QoS (it is durable).
+  A QoS 0 publish without other properties has no Properties at all, so that
+  a NATS subscriber gets a plain MSG; it is told apart from a message of a
+  protocol that has no QoS (NATS) by its origin (``is_mqtt``). A message
+  without a QoS of its own goes to each MQTT subscriber at the QoS that
+  subscription was granted (docs/ARCHITECTURE.md, "MQTT").
+- MQTT 3.1/3.1.1 have none of the properties: their subscribers get topic,
+  payload, QoS and retain only.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote_from_bytes
+
+from flowmq.core.message import Message, Properties
+from flowmq.mqtt.codec import encode_properties
+from flowmq.mqtt.codec.packets import NO_PROPERTIES, PUBLISH
+
+#: The protocol name MQTT connections and sessions carry (``Message.origin.protocol``).
+MQTT = "mqtt"
+
+# The Properties of a publish that has nothing but its QoS (shared: never changed).
+_QOS_ONLY = {1: Properties(qos=1), 2: Properties(qos=2)}
+_NS = 1_000_000_000
+# A message expiry interval is a Four Byte Integer of seconds (5.0 §3.3.2.3.3).
+_MAX_INTERVAL = 0xFFFFFFFF
+# The wire-cache key of a message's encoded v5 properties (those the same for every subscriber).
+_PROPERTIES_KEY = "mqtt.properties"
+
+
+class MqttMessage(Message):
+    """A Message an MQTT client published: with its RETAIN flag, which a
+    subscription with Retain As Published passes on (5.0 §3.8.3.1)."""
+
+    __slots__ = ("retain",)
+
+    def __init__(self, topic, payload, headers=None, reply_to=None, origin=None, properties=None, retain=False):
+        Message.__init__(self, topic, payload, headers, reply_to, origin, properties)
+        self.retain = retain
+
+
+def is_mqtt(message) -> bool:
+    """Was ``message`` published by an MQTT client (its QoS is its own)?"""
+    return getattr(message.origin, "protocol", None) == MQTT
+
+
+def publish_qos(message):
+    """The QoS the publisher gave ``message``: 0, 1 or 2, or None for a
+    message of a protocol without QoS (it gets the subscription's)."""
+    properties = message.properties
+    if properties is not None and properties.qos is not None:
+        return properties.qos
+    return 0 if is_mqtt(message) else None
+
+
+def from_mqtt(packet, origin, retain: bool = False) -> MqttMessage:
+    """The core Message of a PUBLISH (or a Will) with a resolved topic."""
+    props = packet.properties
+    if props is NO_PROPERTIES:
+        return MqttMessage(packet.topic, packet.payload, None, None, origin, _QOS_ONLY.get(packet.qos), retain)
+    headers = props.get("user_property")
+    properties = None
+    expiry = props.get("message_expiry_interval")
+    correlation = props.get("correlation_data")
+    content_type = props.get("content_type")
+    utf8 = props.get("payload_format_indicator")
+    if expiry is not None or correlation is not None or content_type is not None or utf8 is not None:
+        properties = Properties(
+            content_type=content_type, correlation=correlation, qos=packet.qos or None,
+            expiry=None if expiry is None else time.time_ns() + expiry * _NS,
+            utf8=None if utf8 is None else bool(utf8))
+    elif packet.qos:
+        properties = _QOS_ONLY[packet.qos]
+    return MqttMessage(packet.topic, packet.payload, tuple(headers) if headers else None,
+                       props.get("response_topic"), origin, properties, retain)
+
+
+def expired(message, now_ns: int) -> bool:
+    """Is the message past its expiry (it is not delivered any more)?"""
+    properties = message.properties
+    return properties is not None and properties.expiry is not None and properties.expiry <= now_ns
+
+
+def properties_block(message, subscription_ids=(), topic_alias=None, correlation=None) -> bytes:
+    """The encoded MQTT 5 property block of a PUBLISH of ``message`` to one
+    subscriber: what the message carries (encoded once per message and kept
+    in its wire cache) and what is this delivery's own (the matching
+    subscriptions' identifiers, the expiry left, a topic alias, and the
+    correlation data that a requester's answer lost on the way through a
+    protocol without it)."""
+    properties = message.properties
+    own = subscription_ids or topic_alias or correlation is not None or (
+        properties is not None and properties.expiry is not None)
+    if not own:
+        return message.cached(_PROPERTIES_KEY, _shared_block)
+    values = _shared_properties(message)
+    if subscription_ids:
+        values["subscription_identifier"] = list(subscription_ids)
+    if topic_alias:
+        values["topic_alias"] = topic_alias
+    if correlation is not None and "correlation_data" not in values:
+        values["correlation_data"] = correlation
+    if properties is not None and properties.expiry is not None:
+        left = -(-(properties.expiry - time.time_ns()) // _NS)  # seconds left, rounded up
+        values["message_expiry_interval"] = max(0, min(left, _MAX_INTERVAL))
+    return encode_properties(values, PUBLISH)
+
+
+def _shared_block(message) -> bytes:
+    return encode_properties(_shared_properties(message), PUBLISH)
+
+
+def _shared_properties(message) -> dict:
+    values = {}
+    if message.headers:
+        values["user_property"] = [(name, value if type(value) is str else _text(value))
+                                   for name, value in message.headers]
+    if message.reply_to is not None:
+        values["response_topic"] = message.reply_to
+    properties = message.properties
+    if properties is not None:
+        if properties.correlation is not None:
+            values["correlation_data"] = properties.correlation
+        if properties.content_type is not None:
+            values["content_type"] = properties.content_type
+        if properties.utf8 is not None:
+            values["payload_format_indicator"] = int(properties.utf8)
+    return values
+
+
+def _text(value) -> str:
+    """A typed header value as User Property text."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return quote_from_bytes(bytes(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,562 @@
+"""The MQTT server protocol, 3.1 (level 3), 3.1.1 (level 4) and 5.0 (level 5).
+
+One ``MqttConnection`` per network connection. It feeds bytes to the codec's
+``Decoder`` (flowmq/mqtt/codec), acts on the packets, and speaks to the core
+through its session (session.py: the delivery target of the client's
+subscriptions, kept across connections) and the shared ``MqttService``
+(service.py: sessions by client id, retained messages, Wills).
+
+What the connection base (flowmq/connection.py) does for every protocol is
+not repeated here: the connection limit, TLS and its timeout, the login
+through the twisted.cred portal and its timeout, the output queue, slow
+consumers and the graceful close. MQTT's own:
+
+- CONNECT first (MQTT-3.1.0-1), once (MQTT-3.1.0-2); its client id rules
+  (an empty id: assigned in 5.0, refused with 0x02 in 3.1.1 unless the
+  session is clean, MQTT-3.1.3-7/8); the login with user name and password,
+  or the password alone as a token, or the TLS client certificate;
+- the keep alive: no packet for 1.5 times the keep alive closes the
+  connection (MQTT-3.1.2-24), as a connection that ended abnormally (its
+  Will goes); ``mqtt.max_keepalive`` caps it (5.0 Server Keep Alive);
+- PUBLISH in both directions at QoS 0, 1 and 2 (4.3): the broker answers
+  a QoS 1 or 2 PUBLISH once every destination that keeps it has stored it
+  (the message's receipt), and in the order the PUBLISHes came
+  (MQTT-4.6.0-2/3); QoS 2 publishes at PUBLISH and remembers the packet id
+  until PUBREL, so a repeated PUBLISH is not published twice;
+- topic aliases from the client (5.0 §3.3.2.3.4), up to
+  ``mqtt.topic_alias_maximum``;
+- SUBSCRIBE/UNSUBSCRIBE with each filter answered on its own (SUBACK 0x80
+  in 3.1.1, the reason code in 5.0), ``$share/<group>/<filter>`` as a
+  member of the core queue group ``<group>``, retained messages on
+  subscribe (Retain Handling 0/1/2, 5.0 §3.8.3.1);
+- errors: in 5.0 a DISCONNECT with the codec's reason code, then the close;
+  in 3.1/3.1.1 the close (4.8). A refused publish is dropped (3.1.1) or
+  answered with 0x87 (5.0), and the connection stays.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+from twisted.cred.credentials import UsernamePassword
+from zope.interface import implementer
+
+from flowmq.auth.credentials import TokenCredentials
+from flowmq.connection import (
+    CLOSE_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, CLOSE_TOO_MANY_CONNECTIONS,
+    BrokerConnection,
+)
+from flowmq.core.errors import PermissionDenied
+from flowmq.core.interfaces import IDeliveryTarget
+from flowmq.core.receipts import Receipt
+from flowmq.core.topics import InvalidTopic
+from flowmq.listener import ConnectionRegistry
+from flowmq.logs import logger
+from flowmq.mqtt import codec
+from flowmq.mqtt.codec import packets as P
+from flowmq.mqtt.codec import reasons as R
+from flowmq.mqtt.codec.topics import parse_topic_filter
+from flowmq.mqtt.convert import MQTT, from_mqtt, properties_block
+from flowmq.mqtt.session import MqttSubscription
+
+#: What a connection may send before its CONNECT is read (the CONNECT itself included).
+MAX_CONNECT_SIZE = 64 * 1024
+#: A keep alive is enforced at 1.5 times its value (MQTT-3.1.2-24).
+KEEPALIVE_GRACE = 1.5
+
+# The MQTT 5 DISCONNECT reason of each way the connection base closes a client.
+_FAREWELL_REASONS = {
+    CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED if hasattr(R, "QUOTA_EXCEEDED") else 0x97,
+    CLOSE_STALE: 0x8D,  # Keep Alive timeout
+}
+
+
+@implementer(IDeliveryTarget)
+class MqttConnection(BrokerConnection):
+    """One MQTT client connection; see the module docstring."""
+
+    log = logger("flowmq.mqtt")
+    protocol = MQTT
+
+    def __init__(self, factory: "MqttFactory"):
+        BrokerConnection.__init__(self, factory)
+        settings = factory.settings
+        self.settings = settings
+        self.service = factory.service
+        self.decoder = codec.Decoder(settings.max_packet_size, min(MAX_CONNECT_SIZE, settings.max_packet_size))
+        self.level = None  # the protocol level, once CONNECT is read
+        self.session = None  # the cred avatar (BrokerConnection's); the MQTT session is ``mqtt_session``
+        self.mqtt_session = None
+        self.connect = None
+        self.will = None  # the Will Message (a core message) and its delay, until a normal DISCONNECT
+        self.will_delay = 0
+        self.keep_alive = 0
+        self.max_packet_out = None  # the client's Maximum Packet Size (5.0), None: no limit
+        self._aliases: dict = {}  # topic alias -> topic, from the client
+        self._waiting = None  # packets read while the login is decided
+        self._last_read = 0.0
+        self._keepalive_call = None
+        self._answers = collections.deque()  # [bytes or None] PUBACK/PUBREC in PUBLISH order
+        self._disconnected = False  # a normal DISCONNECT came: no Will
+        self._closed = False
+
+    # -- the connection base's hooks ---------------------------------------------
+
+    def stop_consuming(self) -> None:
+        """The connection ends: its session ends or stays; the Will goes unless DISCONNECT said not."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_keepalive()
+        session = self.mqtt_session
+        if session is None or session.connection is not self:
+            return  # not connected yet, or taken over (the new connection has the session)
+        will, self.will = self.will, None
+        self.service.connection_ended(session)
+        if will is not None:
+            self.service.will(session.client_id, will, self.will_delay,
+                              session if self.service.sessions.get(session.client_id) is session else None)
+
+    def farewell(self, reason: str) -> bytes:
+        if self.level is None:
+            return b""  # before CONNECT: the close says it
+        if reason == CLOSE_LOGIN_REFUSED:
+            code = 0x86 if self.level == P.MQTT_5 else 0x04  # Bad User Name or Password
+            return codec.encode(P.Connack(False, code), self.level)
+        if self.level == P.MQTT_5 and reason in _FAREWELL_REASONS:
+            return codec.encode(P.Disconnect(_FAREWELL_REASONS[reason]), self.level)
+        return b""
+
+    def logged_in(self) -> None:
+        self._accept(self.connect)
+        waiting, self._waiting = self._waiting, None
+        for packet in waiting or ():
+            if self._closing:
+                return
+            self._handle(packet)
+
+    # -- input ------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes):
+        self._last_read = self.clock.seconds()
+        try:
+            packets = self.decoder.feed(data)
+        except codec.CodecError as error:
+            for packet in error.packets:
+                self._handle(packet)
+            self._refuse(error)
+            return
+        for packet in packets:
+            if self._closing:
+                return
+            if self._waiting is not None:
+                self._waiting.append(packet)
+            else:
+                self._handle(packet)
+
+    def _handle(self, packet) -> None:
+        try:
+            _HANDLERS[packet.TYPE](self, packet)
+        except codec.CodecError as error:
+            self._refuse(error)
+
+    def _refuse(self, error) -> None:
+        """A packet the spec says ends the connection: the reason (a CONNACK
+        during CONNECT, a v5 DISCONNECT after), then the close."""
+        self.log.info("[cid {cid}] {peer}: MQTT protocol error: {why}", cid=self.client_id, peer=self.peer,
+                      why=error.reason)
+        if self.connect is None and error.connack_level is not None:
+            self.send(codec.encode(P.Connack(False, error.connack_code), error.connack_level))
+        elif self.level == P.MQTT_5 and self.connect is not None:
+            self.send(codec.encode(P.Disconnect(error.reason_code), self.level))
+        self.close_gracefully()
+
+    def _protocol_error(self, why: str, error=codec.ProtocolError):
+        return error(why)
+
+    # -- CONNECT ---------------------------------------------------------------------
+
+    def _on_connect(self, packet) -> None:
+        if self.connect is not None:
+            raise codec.ProtocolError("a second CONNECT (MQTT-3.1.0-2)")
+        self.connect = packet
+        self.level = packet.protocol_level
+        if packet.will is not None:
+            error = _topic_name_error(packet.will.topic)
+            if error is not None:
+                raise codec.TopicNameInvalid("Will topic: " + error)
+        client_id = packet.client_id
+        if not client_id and (not packet.clean_start and self.level != P.MQTT_5 or self.level == P.MQTT_3_1):
+            # MQTT-3.1.3-8: an empty id needs a clean session (3.1.1); 3.1 needs an id.
+            self._connack_refused(0x02, 0x85)
+            return
+        if self.factory.security.portal is not None:
+            self._waiting = []
+            credentials, who = self._credentials(packet)
+            self.log_in(credentials, who)
+            return
+        self._accept(packet)
+
+    def _credentials(self, packet):
+        """User name and password, else the password alone as a token, else
+        the TLS client certificate: what CONNECT offers, and who it names."""
+        if packet.username is not None and packet.password is not None:
+            return UsernamePassword(packet.username.encode("utf-8"), packet.password), "user %r" % packet.username
+        if packet.password is not None:
+            try:
+                return TokenCredentials(packet.password.decode("utf-8")), "a token"
+            except UnicodeDecodeError:
+                return None, "a token that is not UTF-8"
+        certificate = self.certificate_credentials()
+        if certificate is not None:
+            return certificate
+        return None, "no credentials" if packet.username is None else "user %r without a password" % packet.username
+
+    def _connack_refused(self, code_3, code_5) -> None:
+        code = code_5 if self.level == P.MQTT_5 else code_3
+        self.send(codec.encode(P.Connack(False, code), self.level))
+        self.close_gracefully()
+
+    def _accept(self, packet) -> None:
+        """The client may connect: its session, the CONNACK, then what the session kept."""
+        level = self.level
+        properties = packet.properties
+        client_id = packet.client_id
+        assigned = None
+        if not client_id:
+            client_id = assigned = "flowmq-" + os.urandom(12).hex()
+        if level == P.MQTT_5:
+            expiry = properties.get("session_expiry_interval", 0)
+            persistent = expiry > 0
+            expiry = None if expiry == 0xFFFFFFFF else expiry
+            receive_maximum = properties.get("receive_maximum", 65535)
+            self.max_packet_out = properties.get("maximum_packet_size")
+        else:
+            persistent = not packet.clean_start
+            expiry = None
+            receive_maximum = 65535
+        if packet.will is not None:
+            will = packet.will
+            self.will = from_mqtt(will, self, will.retain)
+            self.will_delay = will.properties.get("will_delay_interval", 0)
+        max_keepalive = self.settings.max_keepalive
+        keep_alive = packet.keep_alive
+        server_keep_alive = None
+        if keep_alive > max_keepalive or (keep_alive == 0 and max_keepalive < 65535):
+            keep_alive = server_keep_alive = max_keepalive
+        self.keep_alive = keep_alive
+        session, present = self.service.open_session(self, client_id, packet.clean_start, persistent, expiry)
+        self.mqtt_session = session
+        connack = {}
+        if level == P.MQTT_5:
+            if assigned is not None:
+                connack["assigned_client_identifier"] = assigned
+            if server_keep_alive is not None:
+                connack["server_keep_alive"] = server_keep_alive
+            connack["topic_alias_maximum"] = self.settings.topic_alias_maximum
+            connack["maximum_packet_size"] = self.settings.max_packet_size
+            connack["receive_maximum"] = self.settings.max_inflight
+        self.send(codec.encode(P.Connack(present, 0, connack or P.NO_PROPERTIES), level))
+        self.log.debug("[cid {cid}] MQTT {level} client {client} connected{present}", cid=self.client_id,
+                       level=_LEVEL_NAMES[level], client=client_id, present=" (session present)" if present else "")
+        self._start_keepalive()
+        session.attach(self, min(self.settings.max_inflight, receive_maximum))
+
+    # -- keep alive ---------------------------------------------------------------------
+
+    def _start_keepalive(self) -> None:
+        if self.keep_alive:
+            self._keepalive_call = self.clock.callLater(self.keep_alive * KEEPALIVE_GRACE, self._check_alive)
+
+    def _check_alive(self) -> None:
+        self._keepalive_call = None
+        quiet = self.clock.seconds() - self._last_read
+        limit = self.keep_alive * KEEPALIVE_GRACE
+        if quiet >= limit:
+            self.log.info("[cid {cid}] {peer}: nothing for {s:.1f} s, keep alive {ka} s: closing",
+                          cid=self.client_id, peer=self.peer, s=quiet, ka=self.keep_alive)
+            self.close_for(CLOSE_STALE)
+            return
+        self._keepalive_call = self.clock.callLater(limit - quiet, self._check_alive)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_call is not None and self._keepalive_call.active():
+            self._keepalive_call.cancel()
+        self._keepalive_call = None
+
+    def _on_pingreq(self, packet) -> None:
+        self.send(_PINGRESP)
+
+    # -- PUBLISH from the client ----------------------------------------------------------
+
+    def _on_publish(self, packet) -> None:
+        if self.level == P.MQTT_5:
+            self._resolve_alias(packet)
+        elif not packet.topic:
+            raise codec.ProtocolError("empty topic name (MQTT-4.7.3-1)")
+        qos = packet.qos
+        packet_id = packet.packet_id
+        session = self.mqtt_session
+        if qos == 2 and packet_id in session.awaiting_pubrel:
+            self._answer_now(P.Pubrec(packet_id))  # a repeat: published already (5.0 §4.3.3)
+            return
+        message = from_mqtt(packet, session, packet.retain)
+        if self.level == P.MQTT_5 and message.reply_to is not None and message.properties is not None \
+                and message.properties.correlation is not None:
+            session.remember_request(message.reply_to, message.properties.correlation)
+        answer = None
+        if qos:
+            message.receipt = Receipt()
+            answer = [None]
+            self._answers.append(answer)
+        try:
+            self.service.publish(message)
+        except PermissionDenied:
+            self.log.info("[cid {cid}] {peer}: publish to {topic} denied", cid=self.client_id, peer=self.peer,
+                          topic=message.topic)
+            if qos:
+                code = R.NOT_AUTHORIZED if self.level == P.MQTT_5 else 0
+                self._answered(answer, self._ack_for(qos, packet_id, code))
+            return
+        except InvalidTopic as error:
+            raise codec.TopicNameInvalid(str(error))
+        if not qos:
+            return
+        if qos == 2:
+            session.awaiting_pubrel.add(packet_id)
+        message.receipt.result().addBoth(self._stored, answer, qos, packet_id)
+
+    def _resolve_alias(self, packet) -> None:
+        """5.0 §3.3.2.3.4: a Topic Alias sets (with a topic) or stands for (without one) a topic."""
+        alias = packet.properties.get("topic_alias")
+        if alias is None:
+            if not packet.topic:
+                raise codec.ProtocolError("empty topic name without a topic alias")
+            return
+        if alias > self.settings.topic_alias_maximum:
+            raise codec.TopicAliasInvalid("topic alias %d above the maximum %d"
+                                          % (alias, self.settings.topic_alias_maximum))
+        if packet.topic:
+            self._aliases[alias] = packet.topic
+        else:
+            topic = self._aliases.get(alias)
+            if topic is None:
+                raise codec.ProtocolError("topic alias %d was never set" % alias)
+            packet.topic = topic
+
+    def _stored(self, result, answer, qos: int, packet_id: int) -> None:
+        """The publish receipt completed: PUBACK/PUBREC, with an error reason (5.0) if a store failed."""
+        code = 0
+        if result is not None:  # a Failure: a store refused or could not write it
+            self.log.info("[cid {cid}] {peer}: a publish was not stored: {why}", cid=self.client_id,
+                          peer=self.peer, why=result.getErrorMessage())
+            code = R.UNSPECIFIED_ERROR if self.level == P.MQTT_5 else 0
+        self._answered(answer, self._ack_for(qos, packet_id, code))
+
+    def _ack_for(self, qos: int, packet_id: int, code: int) -> bytes:
+        packet = P.Puback(packet_id, code) if qos == 1 else P.Pubrec(packet_id, code)
+        if qos == 2 and code >= 0x80:
+            self.mqtt_session.awaiting_pubrel.discard(packet_id)  # refused: no PUBREL follows (5.0 §4.3.3)
+        return codec.encode(packet, self.level)
+
+    def _answered(self, answer, data: bytes) -> None:
+        """One answer is ready; send those at the front that are (MQTT-4.6.0-2: in PUBLISH order)."""
+        answer[0] = data
+        answers = self._answers
+        while answers and answers[0][0] is not None:
+            self.send(answers.popleft()[0])
+
+    def _answer_now(self, packet) -> None:
+        data = codec.encode(packet, self.level)
+        if self._answers:
+            self._answers.append([data])
+        else:
+            self.send(data)
+
+    def _on_pubrel(self, packet) -> None:
+        session = self.mqtt_session
+        if packet.packet_id in session.awaiting_pubrel:
+            session.awaiting_pubrel.discard(packet.packet_id)
+            self._answer_now(P.Pubcomp(packet.packet_id))
+        else:
+            self._answer_now(P.Pubcomp(packet.packet_id, R.PACKET_IDENTIFIER_NOT_FOUND
+                                       if self.level == P.MQTT_5 else 0))
+
+    # -- acknowledgements from the client ------------------------------------------------
+
+    def _on_puback(self, packet) -> None:
+        self.mqtt_session.acknowledged(packet.packet_id)
+
+    def _on_pubrec(self, packet) -> None:
+        session = self.mqtt_session
+        if session.received(packet.packet_id, packet.reason_code >= 0x80):
+            if packet.reason_code < 0x80:
+                self.send_pubrel(packet.packet_id)
+        elif packet.reason_code < 0x80:
+            self.send(codec.encode(P.Pubrel(packet.packet_id, R.PACKET_IDENTIFIER_NOT_FOUND
+                                            if self.level == P.MQTT_5 else 0), self.level))
+
+    def _on_pubcomp(self, packet) -> None:
+        self.mqtt_session.completed(packet.packet_id)
+
+    # -- SUBSCRIBE and UNSUBSCRIBE ----------------------------------------------------------
+
+    def _on_subscribe(self, packet) -> None:
+        session = self.mqtt_session
+        identifier = packet.properties.get("subscription_identifier")
+        if identifier:
+            identifier = identifier[0]
+        codes = []
+        retained = []
+        for topic_filter, options in packet.subscriptions:
+            code, subscription, existed = self._subscribe(session, topic_filter, options, identifier)
+            codes.append(code)
+            if subscription is not None and subscription.group is None:
+                # Retain Handling: 0 send, 1 only for a new subscription, 2 never (5.0 §3.8.3.1).
+                if options.retain_handling == 0 or (options.retain_handling == 1 and not existed):
+                    retained.append(subscription)
+        self.send(codec.encode(P.Suback(packet.packet_id, codes), self.level))
+        for subscription in retained:
+            self._send_retained(session, subscription)
+
+    def _subscribe(self, session, topic_filter: str, options, identifier):
+        """One filter of a SUBSCRIBE: ``(reason code, subscription or None, replaced an existing one)``."""
+        v5 = self.level == P.MQTT_5
+        try:
+            group, core_filter = parse_topic_filter(topic_filter)
+        except codec.TopicFilterInvalid:
+            return (R.TOPIC_FILTER_INVALID if v5 else 0x80), None, False
+        if group is not None and options.no_local:
+            # 5.0 §3.8.3.1: No Local on a shared subscription is a Protocol Error.
+            raise codec.ProtocolError("No Local on a shared subscription")
+        old = session.subscriptions.get(topic_filter)
+        subscription = MqttSubscription(session, topic_filter, core_filter, group, options, identifier)
+        try:
+            self.broker.subscribe(subscription)
+        except PermissionDenied:
+            self.log.info("[cid {cid}] {peer}: subscription to {filter} denied", cid=self.client_id,
+                          peer=self.peer, filter=topic_filter)
+            return (R.NOT_AUTHORIZED if v5 else 0x80), None, False
+        except InvalidTopic:
+            return (R.TOPIC_FILTER_INVALID if v5 else 0x80), None, False
+        if old is not None:  # replaces the existing one (MQTT-3.8.4-3)
+            self.broker.unsubscribe(old)
+        session.subscriptions[topic_filter] = subscription
+        return options.qos, subscription, old is not None
+
+    def _send_retained(self, session, subscription) -> None:
+        for message in self.service.retained.matching(subscription.filter):
+            if message.topic.startswith("$") and subscription.filter[:1] in ("+", "#"):
+                continue
+            if self.permissions is not None and not self.permissions.may_receive(message.topic):
+                continue
+            qos = message.properties.qos if message.properties is not None and message.properties.qos else 0
+            qos = min(qos, subscription.qos)
+            # MQTT-3.3.1-8: retained messages sent for a new subscription have RETAIN set.
+            session.send(message, qos, True, [subscription.identifier] if subscription.identifier else None)
+
+    def _on_unsubscribe(self, packet) -> None:
+        session = self.mqtt_session
+        codes = []
+        for topic_filter in packet.topic_filters:
+            subscription = session.subscriptions.pop(topic_filter, None)
+            if subscription is None:
+                codes.append(R.NO_SUBSCRIPTION_EXISTED)
+            else:
+                self.broker.unsubscribe(subscription)
+                codes.append(R.SUCCESS)
+        self.send(codec.encode(P.Unsuback(packet.packet_id, codes if self.level == P.MQTT_5 else ()), self.level))
+
+    # -- DISCONNECT -----------------------------------------------------------------------------
+
+    def _on_disconnect(self, packet) -> None:
+        """A normal DISCONNECT drops the Will; 5.0's 0x04 (with Will) keeps it."""
+        if self.level == P.MQTT_5:
+            expiry = packet.properties.get("session_expiry_interval")
+            session = self.mqtt_session
+            if expiry is not None:
+                if not session.persistent and expiry > 0 and not self.connect.properties.get(
+                        "session_expiry_interval"):
+                    raise codec.ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT "
+                                              "(MQTT-3.14.2-2)")
+                session.persistent = expiry > 0
+                session.expiry = None if expiry == 0xFFFFFFFF else expiry
+            if packet.reason_code != 0x04:
+                self.will = None
+        else:
+            self.will = None
+        self.close_gracefully()
+
+    def _on_auth(self, packet) -> None:
+        raise codec.ProtocolError("AUTH without an authentication method in CONNECT (5.0 §4.12)")
+
+    # -- the service's calls ------------------------------------------------------------
+
+    def taken_over(self) -> None:
+        """Another connection took this client id (5.0: DISCONNECT 0x8E)."""
+        self.log.info("[cid {cid}] {peer}: MQTT client id taken over by a new connection", cid=self.client_id,
+                      peer=self.peer)
+        if self.level == P.MQTT_5:
+            self.send(codec.encode(P.Disconnect(R.SESSION_TAKEN_OVER), self.level))
+        will, self.will = self.will, None
+        session = self.mqtt_session
+        self._closed = True  # the session is the new connection's now
+        self._stop_keepalive()
+        if will is not None:
+            self.service.will(session.client_id, will, 0, None)
+        self.close_gracefully()
+
+    # -- output: the session's calls ------------------------------------------------------------
+
+    def send_publish(self, message, qos: int, retain: bool, identifiers, packet_id, dup: bool) -> None:
+        """A PUBLISH of ``message`` to the client."""
+        topic = message.topic.encode("utf-8")
+        if self.level == P.MQTT_5:
+            block = properties_block(message, identifiers or (), None,
+                                     self.mqtt_session.correlation_for(message))
+        else:
+            block = b""
+        data = codec.encode_publish(topic, message.payload, qos, retain, dup, packet_id, block)
+        if self.max_packet_out is not None and len(data) > self.max_packet_out:
+            # 5.0 §3.1.2.11.4: a packet over the client's maximum is not sent (as if it was delivered).
+            if qos:
+                self.mqtt_session.acknowledged(packet_id) or self.mqtt_session.completed(packet_id)
+            return
+        self.send(data)
+        if self._paused:
+            self.hold_publisher(message.origin)
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.send(codec.encode(P.Pubrel(packet_id), self.level))
+
+
+def _topic_name_error(topic: str):
+    from flowmq.mqtt.codec.topics import topic_name_error
+    return topic_name_error(topic)
+
+
+_PINGRESP = b"\xd0\x00"
+_LEVEL_NAMES = {P.MQTT_3_1: "3.1", P.MQTT_3_1_1: "3.1.1", P.MQTT_5: "5.0"}
+
+# The handler of each packet type a client may send after CONNECT.
+_HANDLERS = {
+    P.CONNECT: MqttConnection._on_connect, P.PUBLISH: MqttConnection._on_publish,
+    P.PUBACK: MqttConnection._on_puback, P.PUBREC: MqttConnection._on_pubrec,
+    P.PUBREL: MqttConnection._on_pubrel, P.PUBCOMP: MqttConnection._on_pubcomp,
+    P.SUBSCRIBE: MqttConnection._on_subscribe, P.UNSUBSCRIBE: MqttConnection._on_unsubscribe,
+    P.PINGREQ: MqttConnection._on_pingreq, P.DISCONNECT: MqttConnection._on_disconnect,
+    P.AUTH: MqttConnection._on_auth,
+}
+
+
+class MqttFactory(ConnectionRegistry):
+    """Makes an MqttConnection per client of one MQTT listener."""
+
+    def __init__(self, broker, settings, clock, security, tls=None, client_ids=None, siblings=None, shared=None):
+        ConnectionRegistry.__init__(self, broker, clock, settings, security, tls, client_ids, siblings)
+        self.settings = settings
+        self.service = shared
+
+    def buildProtocol(self, addr):
+        return MqttConnection(self)

@@ -35,8 +35,8 @@ protocol's own frames through these hooks:
   ``CLOSE_*`` reasons below (NATS: its -ERR text);
 - ``keepalive_frame()``: what the server sends every ``ping_interval``
   (NATS: PING); ``keepalive_answered()`` when the client proves it lives.
-  A protocol with no keepalive frame (its clients ping: MQTT) need not call
-  it: any input from the client counts as the answer;
+  A protocol whose clients ping instead (MQTT) has no keepalive frame and
+  keeps its own time;
 - ``logged_in()``: after a login (``log_in(credentials, who)``) succeeded;
 - ``stop_consuming()``: drop every subscription;
 
@@ -154,20 +154,8 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         security = factory.security
         if security.portal is not None:
             self._auth_call = self.clock.callLater(security.auth_timeout, self._auth_timed_out)
-        if not self.keepalive_frame():
-            self._count_input_as_answers()
-        self._ping_call = self.clock.callLater(self._limits.ping_interval, self._keepalive)
-
-    def _count_input_as_answers(self) -> None:
-        """The protocol sends no keepalive: its clients ping (MQTT PINGREQ),
-        so every read is the client's answer, whatever the protocol makes of it."""
-        received = self.dataReceived
-
-        def dataReceived(data):
-            self._pings_out = 0
-            received(data)
-
-        self.dataReceived = dataReceived
+        if self.keepalive_frame():
+            self._ping_call = self.clock.callLater(self._limits.ping_interval, self._keepalive)
 
     def connectionLost(self, reason):
         for call in (self._ping_call, self._auth_call, self._tls_call):
@@ -208,8 +196,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
     def keepalive_frame(self) -> bytes:
         """What the server sends every ping_interval to see that the client
         lives (NATS: PING; its PONG calls ``keepalive_answered``); b"" for
-        none: the client must show it lives by sending something (any input
-        counts) at least every ``max_pings_out`` intervals."""
+        none: the server does not ping, the protocol watches its clients."""
         return b""
 
     def logged_in(self) -> None:

@@ -45,6 +45,9 @@ class RunningBroker:
         self.service = blockingCallFromThread(reactor, self._start)
         self.port = self.service.listeners["NATS"].port.getHost().port
         self.url = "nats://127.0.0.1:%d" % self.port
+        mqtt = self.service.listeners.get("MQTT")
+        #: The MQTT listener's port (None when mqtt.enabled is false).
+        self.mqtt_port = mqtt.port.getHost().port if mqtt is not None else None
 
     def _start(self):
         service = build_service(self.settings, reactor)
@@ -68,7 +71,8 @@ def start_broker(tmp_path):
     started = []
 
     def start(**overrides):
-        values = {"nats.host": "127.0.0.1", "nats.port": 0, "broker.data_dir": str(tmp_path / "data")}
+        values = {"nats.host": "127.0.0.1", "nats.port": 0, "mqtt.host": "127.0.0.1", "mqtt.port": 0,
+                  "broker.data_dir": str(tmp_path / "data")}
         values.update(overrides)
         broker = RunningBroker(config.load(None, values))
         started.append(broker)

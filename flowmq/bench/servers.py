@@ -1,7 +1,7 @@
 """Starting and stopping the servers under test.
 
 ``start_flowmq`` runs ``twistd -n --pidfile= flowmq --nats-host 127.0.0.1
---nats-port 0 --broker-data-dir <tmp>/data`` with the tool's own interpreter
+--nats-port 0 --mqtt-port 0 --broker-data-dir <tmp>/data`` with the tool's own interpreter
 in a temporary directory <tmp> and reads the port from the log line ``NATS
 listening on 127.0.0.1:<port>``; ``start_nats_server`` runs ``nats-server -a
 127.0.0.1 -p <free port>``, with ``-js -sd <tmp>/jetstream`` for the
@@ -159,7 +159,8 @@ def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
     # A data directory of its own (JetStream's file streams); extra_args come
     # after it, so that a --broker-data-dir given there wins.
     command = twistd_command() + ["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1",
-                                  "--nats-port", "0", "--broker-data-dir",
+                                  "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
+                                  "--broker-data-dir",
                                   os.path.join(workdir.name, "data")] + list(extra_args)
     server = _start("FlowMQ", workdir, command, env, _FLOWMQ_LISTENING, timeout)
     server.version = getattr(flowmq, "__version__", "")

@@ -43,10 +43,7 @@ from twisted.cred.credentials import UsernamePassword
 from zope.interface import implementer
 
 from flowmq.auth.credentials import TokenCredentials
-from flowmq.connection import (
-    CLOSE_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, CLOSE_TOO_MANY_CONNECTIONS,
-    BrokerConnection,
-)
+from flowmq.connection import CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, BrokerConnection
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.receipts import Receipt
@@ -56,7 +53,7 @@ from flowmq.logs import logger
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 from flowmq.mqtt.codec import reasons as R
-from flowmq.mqtt.codec.topics import parse_topic_filter
+from flowmq.mqtt.codec.topics import parse_topic_filter, topic_name_error
 from flowmq.mqtt.convert import MQTT, from_mqtt, properties_block
 from flowmq.mqtt.session import MqttSubscription
 
@@ -66,10 +63,7 @@ MAX_CONNECT_SIZE = 64 * 1024
 KEEPALIVE_GRACE = 1.5
 
 # The MQTT 5 DISCONNECT reason of each way the connection base closes a client.
-_FAREWELL_REASONS = {
-    CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED if hasattr(R, "QUOTA_EXCEEDED") else 0x97,
-    CLOSE_STALE: 0x8D,  # Keep Alive timeout
-}
+_FAREWELL_REASONS = {CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED, CLOSE_STALE: R.KEEP_ALIVE_TIMEOUT}
 
 
 @implementer(IDeliveryTarget)
@@ -122,7 +116,7 @@ class MqttConnection(BrokerConnection):
         if self.level is None:
             return b""  # before CONNECT: the close says it
         if reason == CLOSE_LOGIN_REFUSED:
-            code = 0x86 if self.level == P.MQTT_5 else 0x04  # Bad User Name or Password
+            code = R.BAD_USER_NAME_OR_PASSWORD if self.level == P.MQTT_5 else 0x04  # the same, in 3.1.1
             return codec.encode(P.Connack(False, code), self.level)
         if self.level == P.MQTT_5 and reason in _FAREWELL_REASONS:
             return codec.encode(P.Disconnect(_FAREWELL_REASONS[reason]), self.level)
@@ -160,6 +154,12 @@ class MqttConnection(BrokerConnection):
             _HANDLERS[packet.TYPE](self, packet)
         except codec.CodecError as error:
             self._refuse(error)
+        except Exception:  # a fault of ours: this client's connection goes, the broker stays
+            self.log.failure("[cid {cid}] {peer}: handling {packet!r} failed", cid=self.client_id, peer=self.peer,
+                             packet=type(packet).__name__)
+            if self.level == P.MQTT_5 and self.mqtt_session is not None:
+                self.send(codec.encode(P.Disconnect(R.IMPLEMENTATION_SPECIFIC_ERROR), self.level))
+            self.close_gracefully()
 
     def _refuse(self, error) -> None:
         """A packet the spec says ends the connection: the reason (a CONNACK
@@ -172,9 +172,6 @@ class MqttConnection(BrokerConnection):
             self.send(codec.encode(P.Disconnect(error.reason_code), self.level))
         self.close_gracefully()
 
-    def _protocol_error(self, why: str, error=codec.ProtocolError):
-        return error(why)
-
     # -- CONNECT ---------------------------------------------------------------------
 
     def _on_connect(self, packet) -> None:
@@ -183,13 +180,13 @@ class MqttConnection(BrokerConnection):
         self.connect = packet
         self.level = packet.protocol_level
         if packet.will is not None:
-            error = _topic_name_error(packet.will.topic)
+            error = topic_name_error(packet.will.topic)
             if error is not None:
                 raise codec.TopicNameInvalid("Will topic: " + error)
         client_id = packet.client_id
         if not client_id and (not packet.clean_start and self.level != P.MQTT_5 or self.level == P.MQTT_3_1):
             # MQTT-3.1.3-8: an empty id needs a clean session (3.1.1); 3.1 needs an id.
-            self._connack_refused(0x02, 0x85)
+            self._connack_refused(0x02, R.CLIENT_IDENTIFIER_NOT_VALID)
             return
         if self.factory.security.portal is not None:
             self._waiting = []
@@ -258,8 +255,8 @@ class MqttConnection(BrokerConnection):
             connack["maximum_packet_size"] = self.settings.max_packet_size
             connack["receive_maximum"] = self.settings.max_inflight
         self.send(codec.encode(P.Connack(present, 0, connack or P.NO_PROPERTIES), level))
-        self.log.debug("[cid {cid}] MQTT {level} client {client} connected{present}", cid=self.client_id,
-                       level=_LEVEL_NAMES[level], client=client_id, present=" (session present)" if present else "")
+        self.log.debug("[cid {cid}] MQTT {version} client {client} connected{present}", cid=self.client_id,
+                       version=_LEVEL_NAMES[level], client=client_id, present=" (session present)" if present else "")
         self._start_keepalive()
         session.attach(self, min(self.settings.max_inflight, receive_maximum))
 
@@ -529,11 +526,6 @@ class MqttConnection(BrokerConnection):
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(codec.encode(P.Pubrel(packet_id), self.level))
-
-
-def _topic_name_error(topic: str):
-    from flowmq.mqtt.codec.topics import topic_name_error
-    return topic_name_error(topic)
 
 
 _PINGRESP = b"\xd0\x00"

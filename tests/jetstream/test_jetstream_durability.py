@@ -56,7 +56,8 @@ class Twistd:
         self.outfile = workdir / (name + ".out")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         args = ["-n", "--pidfile=", "--logfile=%s" % self.logfile, "flowmq",
-                "--nats-host", "127.0.0.1", "--nats-port", "0", "--broker-data-dir", str(data_dir)]
+                "--nats-host", "127.0.0.1", "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
+                "--broker-data-dir", str(data_dir)]
         with open(self.outfile, "wb") as out:
             self.process = subprocess.Popen(_twistd_command() + args + list(options), cwd=str(workdir),
                                             env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)

@@ -78,7 +78,8 @@ def _stop(process, log):
 
 def test_twistd_flowmq_serves_nats_and_stops_on_sigterm(tmp_path):
     log = []
-    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", "0"], tmp_path)
+    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", "0",
+                      "--mqtt-host", "127.0.0.1", "--mqtt-port", "0"], tmp_path)
     port = _wait_for_port(process, log)
     assert _round_trip(port) == ("greetings.world", b"hello")
     assert _stop(process, log) == -signal.SIGTERM
@@ -94,7 +95,8 @@ def test_sigusr2_is_logged_and_ignored(tmp_path):
     """nats-server enters lame-duck mode on SIGUSR2; FlowMQ has none yet, and
     must not die of the signal's default action."""
     log = []
-    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", "0"], tmp_path)
+    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", "0",
+                      "--mqtt-host", "127.0.0.1", "--mqtt-port", "0"], tmp_path)
     port = _wait_for_port(process, log)
     # Once a client is served the reactor runs, so every service has started
     # (the port listens a little earlier, from privilegedStartService).
@@ -110,6 +112,7 @@ def test_sigusr2_is_logged_and_ignored(tmp_path):
 def test_config_file_and_override(tmp_path):
     conf = tmp_path / "flowmq.toml"
     conf.write_text('[nats]\nhost = "127.0.0.1"\nport = 0\nmax_payload = 4096\n'
+                    '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
                     '[broker]\ndata_dir = "%s"\n' % (tmp_path / "elsewhere"))
     log = []
     process = _start(["-n", "--pidfile=", "flowmq", "--config", str(conf), "--nats-max-payload", "2048"], tmp_path)
@@ -145,7 +148,8 @@ def test_port_in_use_is_a_startup_error(tmp_path):
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", str(port)], tmp_path)
+    process = _start(["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1", "--nats-port", str(port),
+                      "--mqtt-host", "127.0.0.1", "--mqtt-port", "0"], tmp_path)
     out, _ = process.communicate(timeout=30)
     taken.close()
     assert process.returncode != 0
@@ -154,7 +158,7 @@ def test_port_in_use_is_a_startup_error(tmp_path):
 
 def test_tac_file_runs_the_same_service(tmp_path):
     conf = tmp_path / "flowmq.toml"
-    conf.write_text('[nats]\nhost = "127.0.0.1"\nport = 0\n')
+    conf.write_text('[nats]\nhost = "127.0.0.1"\nport = 0\n[mqtt]\nhost = "127.0.0.1"\nport = 0\n')
     log = []
     process = _start(["-ny", os.path.join(ROOT, "etc", "flowmq.tac"), "--pidfile="], tmp_path,
                      {"FLOWMQ_CONFIG": str(conf)})

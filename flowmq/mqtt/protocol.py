@@ -196,9 +196,10 @@ class MqttConnection(BrokerConnection):
         self._accept(packet)
 
     def _credentials(self, packet):
-        """User name and password, else the password alone as a token, else
-        the TLS client certificate: what CONNECT offers, and who it names."""
-        if packet.username is not None and packet.password is not None:
+        """User name and password, else the password alone (no or an empty
+        user name: 3.1.1 needs one with a password) as a token, else the TLS
+        client certificate: what CONNECT offers, and who it names."""
+        if packet.username and packet.password is not None:
             return UsernamePassword(packet.username.encode("utf-8"), packet.password), "user %r" % packet.username
         if packet.password is not None:
             try:
@@ -208,7 +209,7 @@ class MqttConnection(BrokerConnection):
         certificate = self.certificate_credentials()
         if certificate is not None:
             return certificate
-        return None, "no credentials" if packet.username is None else "user %r without a password" % packet.username
+        return None, "no credentials" if not packet.username else "user %r without a password" % packet.username
 
     def _connack_refused(self, code_3, code_5) -> None:
         code = code_5 if self.level == P.MQTT_5 else code_3

@@ -21,6 +21,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from flowmq import config
 from flowmq.tap import build_service
+from processes import Twistd
 from wire import WireBroker
 
 _reactor_thread = None
@@ -184,3 +185,20 @@ def raw_client(broker):
     yield connect
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def twistd(tmp_path):
+    """Start ``twistd -n flowmq`` processes; any still running at the end are killed."""
+    started = []
+
+    def start(data_dir, name, *options, preexec_fn=None):
+        broker = Twistd(tmp_path, data_dir, name, *options, preexec_fn=preexec_fn)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        if broker.process.poll() is None:
+            broker.process.kill()
+            broker.process.wait(30)

@@ -60,8 +60,16 @@ class RetainedMessages:
         return self._count
 
     def open(self) -> None:
-        """Open the log and read the retained messages back."""
-        store = self.broker.storage.open_stream(KIND, NAME)
+        """Open the log and read the retained messages back. If the store
+        cannot be opened (no file left under the open-file limit, a
+        damaged directory), the broker runs on and says loudly that
+        retained messages are kept in memory only."""
+        try:
+            store = self.broker.storage.open_stream(KIND, NAME)
+        except Exception:
+            log.failure("MQTT retained messages cannot be stored ({kind}/{name}): they are kept in memory "
+                        "only until this is fixed and the broker restarted", kind=KIND, name=NAME)
+            return
         self.log = Log(KIND, NAME, store, self.broker, rules=(LastPerTopic(),))
         self.log.attach()
         seq = 1
@@ -81,11 +89,12 @@ class RetainedMessages:
     def retain(self, message) -> None:
         """Keep ``message`` as its topic's retained message (an empty payload: clear it)."""
         if not message.payload:
-            if self._remove(message.topic):
+            if self._remove(message.topic) and self.log is not None:
                 self.log.store.purge(message.topic)
             return
         self._put(message)
-        self.log.deliver(message, ())
+        if self.log is not None:
+            self.log.deliver(message, ())
 
     def matching(self, topic_filter: str) -> list:
         """The retained messages whose topics ``topic_filter`` matches."""

@@ -16,12 +16,12 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType
 
 from conftest import run
-from test_jetstream_durability import _connect, _fetch, twistd  # noqa: F401 (twistd is a fixture)
+from test_jetstream_durability import _connect, _fetch
 
 from flowmq.core.store import StorageEngine
 
 
-def test_kill_9_keeps_a_durable_consumer_its_acks_and_its_pending(tmp_path, twistd):  # noqa: F811
+def test_kill_9_keeps_a_durable_consumer_its_acks_and_its_pending(tmp_path, twistd):
     data_dir = tmp_path / "data"
     broker = twistd(data_dir, "first", "--storage-fsync", "interval")
 

@@ -16,8 +16,6 @@ import re
 import resource
 import signal
 import struct
-import subprocess
-import sys
 import time
 
 import nats
@@ -28,96 +26,11 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from conftest import run
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 #: A stream's segment file: ``<first seq, 20 digits>.log`` (tombstones.log is not one).
 SEGMENT_FILE = re.compile(r"^\d{20}\.log$")
 #: A record: u32 CRC, u8 type, u32 length of the whole record, ... (flowmq/core/store/records.py).
 RECORD_LENGTH = struct.Struct("<I")
 RECORD_LENGTH_OFFSET = 5
-#: Generous: CI machines are slow, PyPy warms up.
-START_TIMEOUT = 60
-
-
-# -- helpers: twistd as a subprocess -------------------------------------------------------
-
-
-def _twistd_command():
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.exists(script):
-        return [script]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-class Twistd:
-    """``twistd -n flowmq`` on port 0 with its own log file; ``port`` once it serves."""
-
-    def __init__(self, workdir, data_dir, name, *options, preexec_fn=None):
-        self.logfile = workdir / (name + ".log")
-        self.outfile = workdir / (name + ".out")
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        args = ["-n", "--pidfile=", "--logfile=%s" % self.logfile, "flowmq",
-                "--nats-host", "127.0.0.1", "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
-                "--broker-data-dir", str(data_dir)]
-        with open(self.outfile, "wb") as out:
-            self.process = subprocess.Popen(_twistd_command() + args + list(options), cwd=str(workdir),
-                                            env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-        self.port = self._wait_until_ready()
-        self.url = "nats://127.0.0.1:%d" % self.port
-
-    def log(self) -> str:
-        try:
-            with open(self.logfile, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return ""
-
-    def output(self) -> str:
-        with open(self.outfile, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-
-    def _wait_until_ready(self) -> int:
-        """The port from the listening line, once JetStream says it is ready."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            text = self.log()
-            found = re.search(r"NATS listening on [\d.]+:(\d+)", text)
-            if found and "JetStream ready" in text:
-                return int(found.group(1))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.process.kill()
-        self.process.wait(30)
-        pytest.fail("twistd did not start (exit status %r)\nlog:\n%s\noutput:\n%s"
-                    % (self.process.returncode, self.log(), self.output()))
-
-    def kill(self) -> None:
-        """kill -9: no shutdown code runs."""
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        """SIGTERM and a clean shutdown."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
-        assert "Main loop terminated." in self.log(), self.log()
-
-
-@pytest.fixture
-def twistd(tmp_path):
-    """Start ``twistd -n flowmq`` processes; any still running at the end are killed."""
-    started = []
-
-    def start(data_dir, name, *options, preexec_fn=None):
-        broker = Twistd(tmp_path, data_dir, name, *options, preexec_fn=preexec_fn)
-        started.append(broker)
-        return broker
-
-    yield start
-    for broker in started:
-        if broker.process.poll() is None:
-            broker.process.kill()
-            broker.process.wait(30)
 
 
 # -- helpers: the data directory and the log ---------------------------------------------

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, settings
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
@@ -23,6 +24,11 @@ from flowmq import config
 from flowmq.tap import build_service
 from processes import Twistd
 from wire import WireBroker
+
+# No per-example time limit for hypothesis: a loaded CI machine (and PyPy
+# warming up) makes any deadline flaky; tests that need one set their own.
+settings.register_profile("flowmq", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flowmq")
 
 _reactor_thread = None
 

@@ -53,9 +53,8 @@ from flowmq.logs import logger
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 from flowmq.mqtt.codec import reasons as R
-from flowmq.mqtt.codec.topics import parse_topic_filter, topic_name_error
+from flowmq.mqtt.codec.topics import SHARE_PREFIX, topic_name_error
 from flowmq.mqtt.convert import MQTT, from_mqtt, properties_block
-from flowmq.mqtt.session import MqttSubscription
 
 #: What a connection may send before its CONNECT is read (the CONNECT itself included).
 MAX_CONNECT_SIZE = 64 * 1024
@@ -415,33 +414,25 @@ class MqttConnection(BrokerConnection):
                 if options.retain_handling == 0 or (options.retain_handling == 1 and not existed):
                     retained.append(subscription)
         self.send(codec.encode(P.Suback(packet.packet_id, codes), self.level))
+        self.service.subscriptions_changed(session)
         for subscription in retained:
             self._send_retained(session, subscription)
 
     def _subscribe(self, session, topic_filter: str, options, identifier):
         """One filter of a SUBSCRIBE: ``(reason code, subscription or None, replaced an existing one)``."""
         v5 = self.level == P.MQTT_5
-        try:
-            group, core_filter = parse_topic_filter(topic_filter)
-        except codec.TopicFilterInvalid:
-            return (R.TOPIC_FILTER_INVALID if v5 else 0x80), None, False
-        if group is not None and options.no_local:
+        if options.no_local and topic_filter.startswith(SHARE_PREFIX):
             # 5.0 §3.8.3.1: No Local on a shared subscription is a Protocol Error.
             raise codec.ProtocolError("No Local on a shared subscription")
-        old = session.subscriptions.get(topic_filter)
-        subscription = MqttSubscription(session, topic_filter, core_filter, group, options, identifier)
         try:
-            self.broker.subscribe(subscription)
+            subscription, existed = session.subscribe(self.broker, topic_filter, options, identifier)
+        except (codec.TopicFilterInvalid, InvalidTopic):
+            return (R.TOPIC_FILTER_INVALID if v5 else 0x80), None, False
         except PermissionDenied:
             self.log.info("[cid {cid}] {peer}: subscription to {filter} denied", cid=self.client_id,
                           peer=self.peer, filter=topic_filter)
             return (R.NOT_AUTHORIZED if v5 else 0x80), None, False
-        except InvalidTopic:
-            return (R.TOPIC_FILTER_INVALID if v5 else 0x80), None, False
-        if old is not None:  # replaces the existing one (MQTT-3.8.4-3)
-            self.broker.unsubscribe(old)
-        session.subscriptions[topic_filter] = subscription
-        return options.qos, subscription, old is not None
+        return options.qos, subscription, existed
 
     def _send_retained(self, session, subscription) -> None:
         for message in self.service.retained.matching(subscription.filter):
@@ -465,6 +456,7 @@ class MqttConnection(BrokerConnection):
                 self.broker.unsubscribe(subscription)
                 codes.append(R.SUCCESS)
         self.send(codec.encode(P.Unsuback(packet.packet_id, codes if self.level == P.MQTT_5 else ()), self.level))
+        self.service.subscriptions_changed(session)
 
     # -- DISCONNECT -----------------------------------------------------------------------------
 
@@ -478,8 +470,7 @@ class MqttConnection(BrokerConnection):
                         "session_expiry_interval"):
                     raise codec.ProtocolError("session expiry set at DISCONNECT after 0 at CONNECT "
                                               "(MQTT-3.14.2-2)")
-                session.persistent = expiry > 0
-                session.expiry = None if expiry == 0xFFFFFFFF else expiry
+                self.service.set_terms(session, expiry > 0, None if expiry == 0xFFFFFFFF else expiry)
             if packet.reason_code != 0x04:
                 self.will = None
         else:

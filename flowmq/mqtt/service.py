@@ -15,7 +15,8 @@ from twisted.application import service
 
 from flowmq.core.errors import PermissionDenied
 from flowmq.logs import logger
-from flowmq.mqtt.retained import RetainedMessages
+from flowmq.mqtt.persistence import SESSIONS, SessionStore
+from flowmq.mqtt.retained import KIND, RetainedMessages
 from flowmq.mqtt.session import Session
 
 log = logger("flowmq.mqtt")
@@ -35,13 +36,46 @@ class MqttService(service.Service):
         self.clock = broker.clock
         self.sessions: dict = {}  # client id -> Session
         self.retained = RetainedMessages(broker)
+        #: The persistent sessions' store (persistence.py); None if it could not be opened.
+        self.store = None
         self._expiries: dict = {}  # Session -> DelayedCall that ends it
         self._wills: dict = {}  # client id -> DelayedCall that publishes its Will
 
     def startService(self):
         service.Service.startService(self)
         self.retained.open()
-        log.info("MQTT ready: {n} retained messages", n=len(self.retained))
+        store = SessionStore(self.broker)
+        try:
+            restored = store.open()
+        except Exception:
+            log.failure("MQTT persistent sessions cannot be stored ({kind}/{name}): they are kept in memory "
+                        "only until this is fixed and the broker restarted", kind=KIND, name=SESSIONS)
+            restored = {}
+        else:
+            self.store = store
+        for restored_session in restored.values():
+            self._restore(restored_session)
+        log.info("MQTT ready: {n} retained messages, {sessions} persistent sessions ({queued} messages queued)",
+                 n=len(self.retained), sessions=len(self.sessions),
+                 queued=sum(len(session.queue) for session in self.sessions.values()))
+
+    def _restore(self, restored) -> None:
+        """A persistent session read back at start-up: its subscriptions
+        (as they were allowed when made) and queue; its expiry starts now."""
+        session = Session(restored.client_id, self.settings.max_inflight, self.settings.max_queued)
+        session.persistent = True
+        session.expiry = restored.expiry
+        session.store = self.store
+        for topic_filter, options, identifier in restored.subscriptions:
+            try:
+                session.subscribe(self.broker, topic_filter, options, identifier)
+            except Exception as error:
+                log.error("MQTT session {client}: subscription {filter} not restored: {error}",
+                          client=session.client_id, filter=topic_filter, error=error)
+        session.restore(restored.queued)
+        self.sessions[session.client_id] = session
+        if session.expiry is not None:
+            self._expiries[session] = self.clock.callLater(session.expiry, self._expired, session)
 
     def stopService(self):
         service.Service.stopService(self)
@@ -51,6 +85,9 @@ class MqttService(service.Service):
         self._expiries.clear()
         self._wills.clear()
         self.retained.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     # -- sessions ------------------------------------------------------------------
 
@@ -76,9 +113,24 @@ class MqttService(service.Service):
             session = self.sessions[client_id] = Session(client_id, self.settings.max_inflight,
                                                          self.settings.max_queued)
         self._cancel_expiry(session)
+        self.set_terms(session, persistent, expiry)
+        return session, present
+
+    def set_terms(self, session, persistent: bool, expiry) -> None:
+        """How long the session outlives its connection (persistent: for
+        ``expiry`` seconds, None for ever); a persistent one is on disk."""
         session.persistent = persistent
         session.expiry = expiry
-        return session, present
+        if persistent and self.store is not None:
+            session.store = self.store
+            self.store.save(session)
+        elif session.store is not None:
+            session.store.forget(session)
+            session.store = None
+
+    def subscriptions_changed(self, session) -> None:
+        if session.store is not None:
+            session.store.save(session)
 
     def connection_ended(self, session) -> None:
         """The session's client went: the session ends, or stays for its expiry."""
@@ -106,6 +158,9 @@ class MqttService(service.Service):
             self.broker.unsubscribe(subscription)
         session.subscriptions.clear()
         session.clear_delivery_state()
+        if session.store is not None:
+            session.store.forget(session)
+            session.store = None
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 

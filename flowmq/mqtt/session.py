@@ -37,6 +37,7 @@ from zope.interface import implementer
 from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.router import Subscription
 from flowmq.logs import logger
+from flowmq.mqtt.codec.topics import parse_topic_filter
 from flowmq.mqtt.convert import MQTT, expired, publish_qos
 
 log = logger("flowmq.mqtt")
@@ -69,15 +70,17 @@ class MqttSubscription(Subscription):
 class Outgoing:
     """A QoS 1 or 2 message for the client: in flight (with a packet id) or queued."""
 
-    __slots__ = ("message", "qos", "retain", "identifiers", "packet_id", "state")
+    __slots__ = ("message", "qos", "retain", "identifiers", "packet_id", "state", "seq")
 
-    def __init__(self, message, qos: int, retain: bool, identifiers):
+    def __init__(self, message, qos: int, retain: bool, identifiers, seq=None):
         self.message = message
         self.qos = qos
         self.retain = retain
         self.identifiers = identifiers
         self.packet_id = 0
         self.state = AWAIT_PUBACK
+        #: Its sequence in the persistent sessions' store (persistence.py), None when not stored.
+        self.seq = seq
 
 
 @implementer(IDeliveryTarget)
@@ -102,6 +105,8 @@ class Session:
         self.awaiting_pubrel: set = set()
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        #: The persistent sessions' store (persistence.SessionStore) while this one is persistent.
+        self.store = None
         self.dropped = 0
         self._next_id = 1
         self._correlations: collections.OrderedDict = collections.OrderedDict()
@@ -142,14 +147,26 @@ class Session:
             return
         outgoing = Outgoing(message, qos, retain, identifiers)
         if connection is not None and not self.queue and len(self.inflight) < self.max_inflight:
+            self._keep(outgoing)
             self._send_new(outgoing)
         elif len(self.queue) < self.max_queued:
+            self._keep(outgoing)
             self.queue.append(outgoing)
         else:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warn("MQTT session {client}: {n} message(s) dropped, its queue is full ({max})",
                          client=self.client_id, n=self.dropped, max=self.max_queued)
+
+    def _keep(self, outgoing: Outgoing) -> None:
+        if self.store is not None:
+            outgoing.seq = self.store.keep(self, outgoing.message, outgoing.qos)
+
+    def _release(self, outgoing: Outgoing) -> None:
+        if outgoing.seq is not None:
+            if self.store is not None:
+                self.store.release(outgoing.seq)
+            outgoing.seq = None
 
     def _send_new(self, outgoing: Outgoing) -> None:
         packet_id = self._free_packet_id()
@@ -175,6 +192,7 @@ class Session:
             if outgoing.message.properties is not None:
                 now = now or time.time_ns()
                 if expired(outgoing.message, now):
+                    self._release(outgoing)
                     continue
             self._send_new(outgoing)
 
@@ -186,6 +204,7 @@ class Session:
         if outgoing is None or outgoing.qos != 1:
             return False
         del self.inflight[packet_id]
+        self._release(outgoing)
         self._drain()
         return True
 
@@ -195,12 +214,13 @@ class Session:
         outgoing = self.inflight.get(packet_id)
         if outgoing is None or outgoing.qos != 2:
             return False
+        self._release(outgoing)  # the client has it: only the packet id is kept (in memory)
         if failed:
             del self.inflight[packet_id]
             self._drain()
         else:
             outgoing.state = AWAIT_PUBCOMP
-            outgoing.message = None  # the client has it: only the packet id is kept
+            outgoing.message = None
         return True
 
     def completed(self, packet_id: int) -> bool:
@@ -231,8 +251,30 @@ class Session:
     def detach(self) -> None:
         self.connection = None
 
+    def restore(self, queued) -> None:
+        """What the store kept for this session (``(seq, message, qos)``, in
+        order) waits for the client again; it goes with new packet ids."""
+        for seq, message, qos in queued:
+            self.queue.append(Outgoing(message, qos, False, None, seq))
+
+    def subscribe(self, broker, topic_filter: str, options, identifier=None):
+        """Subscribe (or replace the subscription of) ``topic_filter``:
+        ``(subscription, replaced an existing one)``. Raises what
+        ``parse_topic_filter`` and ``broker.subscribe`` raise
+        (TopicFilterInvalid, PermissionDenied, InvalidTopic)."""
+        group, core_filter = parse_topic_filter(topic_filter)
+        old = self.subscriptions.get(topic_filter)
+        subscription = MqttSubscription(self, topic_filter, core_filter, group, options, identifier)
+        broker.subscribe(subscription)
+        if old is not None:  # replaces the existing one (MQTT-3.8.4-3)
+            broker.unsubscribe(old)
+        self.subscriptions[topic_filter] = subscription
+        return subscription, old is not None
+
     def clear_delivery_state(self) -> None:
         """A new session in place of this one's state (Clean Start)."""
+        for outgoing in list(self.inflight.values()) + list(self.queue):
+            self._release(outgoing)
         self.inflight.clear()
         self.queue.clear()
         self.awaiting_pubrel.clear()

@@ -171,9 +171,11 @@ class Log(InternalTarget):
 
     # -- taking messages in ------------------------------------------------------------
 
-    def deliver(self, message, subscriptions) -> None:
+    def deliver(self, message, subscriptions):
         """The router hands over a message published on one of our topics
-        (``subscriptions``, those of ours that match, does not matter here)."""
+        (``subscriptions``, those of ours that match, does not matter here).
+        Returns its sequence (that of the stored one for a duplicate), or
+        None if it was refused (for a protocol that stores messages itself)."""
         try:
             seq, duplicate = self.append(message)
         except Exception as error:
@@ -184,7 +186,7 @@ class Log(InternalTarget):
                 self.answers.refused(message, error)
             if message.receipt is not None:
                 message.receipt.hold()(error)
-            return
+            return None
         # The message is stored: hold its receipt and queue it for the write
         # before anything else can raise, so it is answered only after the fsync.
         receipt = message.receipt
@@ -201,6 +203,7 @@ class Log(InternalTarget):
             self.broker.logs.wait_for_write(self)
         if not duplicate and (self.consumers or self.retention == "interest"):
             self._appended(seq, message.topic)
+        return seq
 
     def append(self, message):
         """Run the rules and store ``message``: ``(seq, False)``, or

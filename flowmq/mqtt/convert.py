@@ -28,8 +28,9 @@ import time
 from urllib.parse import quote_from_bytes
 
 from flowmq.core.message import Message, Properties
-from flowmq.mqtt.codec import encode_properties
 from flowmq.mqtt.codec.packets import NO_PROPERTIES, PUBLISH
+from flowmq.mqtt.codec.primitives import encode_varint
+from flowmq.mqtt.codec.properties import BY_NAME, encode_property_list
 
 #: The protocol name MQTT connections and sessions carry (``Message.origin.protocol``).
 MQTT = "mqtt"
@@ -41,6 +42,11 @@ _NS = 1_000_000_000
 _MAX_INTERVAL = 0xFFFFFFFF
 # The wire-cache key of a message's encoded v5 properties (those the same for every subscriber).
 _PROPERTIES_KEY = "mqtt.properties"
+# The properties each delivery adds of its own.
+_SUBSCRIPTION_IDENTIFIER = BY_NAME["subscription_identifier"]
+_TOPIC_ALIAS = BY_NAME["topic_alias"]
+_CORRELATION_DATA = BY_NAME["correlation_data"]
+_EXPIRY = BY_NAME["message_expiry_interval"]
 
 
 class MqttMessage(Message):
@@ -99,30 +105,30 @@ def expired(message, now_ns: int) -> bool:
 def properties_block(message, subscription_ids=(), topic_alias=None, correlation=None) -> bytes:
     """The encoded MQTT 5 property block of a PUBLISH of ``message`` to one
     subscriber: what the message carries (encoded once per message and kept
-    in its wire cache) and what is this delivery's own (the matching
-    subscriptions' identifiers, the expiry left, a topic alias, and the
-    correlation data that a requester's answer lost on the way through a
-    protocol without it)."""
+    in its wire cache) and what is this delivery's own, added as bytes: the
+    matching subscriptions' identifiers, a topic alias, the expiry left, and
+    the correlation data that a requester's answer lost on the way through a
+    protocol without it."""
+    body = message.cached(_PROPERTIES_KEY, _shared_body)
     properties = message.properties
-    own = subscription_ids or topic_alias or correlation is not None or (
-        properties is not None and properties.expiry is not None)
-    if not own:
-        return message.cached(_PROPERTIES_KEY, _shared_block)
-    values = _shared_properties(message)
-    if subscription_ids:
-        values["subscription_identifier"] = list(subscription_ids)
-    if topic_alias:
-        values["topic_alias"] = topic_alias
-    if correlation is not None and "correlation_data" not in values:
-        values["correlation_data"] = correlation
-    if properties is not None and properties.expiry is not None:
-        left = -(-(properties.expiry - time.time_ns()) // _NS)  # seconds left, rounded up
-        values["message_expiry_interval"] = max(0, min(left, _MAX_INTERVAL))
-    return encode_properties(values, PUBLISH)
+    expiry = properties.expiry if properties is not None else None
+    if subscription_ids or topic_alias or correlation is not None or expiry is not None:
+        extra = [body]
+        for identifier in subscription_ids:
+            extra.append(_SUBSCRIPTION_IDENTIFIER.prefix + _SUBSCRIPTION_IDENTIFIER.write(identifier))
+        if topic_alias:
+            extra.append(_TOPIC_ALIAS.prefix + _TOPIC_ALIAS.write(topic_alias))
+        if correlation is not None and (properties is None or properties.correlation is None):
+            extra.append(_CORRELATION_DATA.prefix + _CORRELATION_DATA.write(correlation))
+        if expiry is not None:
+            left = -(-(expiry - time.time_ns()) // _NS)  # seconds left, rounded up
+            extra.append(_EXPIRY.prefix + _EXPIRY.write(max(0, min(left, _MAX_INTERVAL))))
+        body = b"".join(extra)
+    return encode_varint(len(body)) + body
 
 
-def _shared_block(message) -> bytes:
-    return encode_properties(_shared_properties(message), PUBLISH)
+def _shared_body(message) -> bytes:
+    return encode_property_list(_shared_properties(message), PUBLISH)
 
 
 def _shared_properties(message) -> dict:

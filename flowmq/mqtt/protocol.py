@@ -87,6 +87,8 @@ class MqttConnection(BrokerConnection):
         self.keep_alive = 0
         self.max_packet_out = None  # the client's Maximum Packet Size (5.0), None: no limit
         self._aliases: dict = {}  # topic alias -> topic, from the client
+        self._aliases_out: dict = {}  # topic -> topic alias, to the client
+        self._alias_max_out = 0  # the client's Topic Alias Maximum (5.0 §3.1.2.11.5)
         self._waiting = None  # packets read while the login is decided
         self._last_read = 0.0
         self._keepalive_call = None
@@ -229,6 +231,7 @@ class MqttConnection(BrokerConnection):
             expiry = None if expiry == 0xFFFFFFFF else expiry
             receive_maximum = properties.get("receive_maximum", 65535)
             self.max_packet_out = properties.get("maximum_packet_size")
+            self._alias_max_out = properties.get("topic_alias_maximum", 0)
         else:
             persistent = not packet.clean_start
             expiry = None
@@ -482,8 +485,10 @@ class MqttConnection(BrokerConnection):
 
     # -- the service's calls ------------------------------------------------------------
 
-    def taken_over(self) -> None:
-        """Another connection took this client id (5.0: DISCONNECT 0x8E)."""
+    def taken_over(self, resumed: bool) -> None:
+        """Another connection took this client id (5.0: DISCONNECT 0x8E,
+        §3.1.4). Its Will goes unless the new connection resumes the session
+        (mosquitto's rule: the client is back, 5.0 §3.1.3.2.2)."""
         self.log.info("[cid {cid}] {peer}: MQTT client id taken over by a new connection", cid=self.client_id,
                       peer=self.peer)
         if self.level == P.MQTT_5:
@@ -492,7 +497,7 @@ class MqttConnection(BrokerConnection):
         session = self.mqtt_session
         self._closed = True  # the session is the new connection's now
         self._stop_keepalive()
-        if will is not None:
+        if will is not None and not resumed:
             self.service.will(session.client_id, will, 0, None)
         self.close_gracefully()
 
@@ -500,21 +505,38 @@ class MqttConnection(BrokerConnection):
 
     def send_publish(self, message, qos: int, retain: bool, identifiers, packet_id, dup: bool) -> None:
         """A PUBLISH of ``message`` to the client."""
-        topic = message.topic.encode("utf-8")
+        topic = message.topic
         if self.level == P.MQTT_5:
-            block = properties_block(message, identifiers or (), None,
-                                     self.mqtt_session.correlation_for(message))
+            alias = None
+            if self._alias_max_out:
+                alias, topic = self._alias_for(topic)
+            block = properties_block(message, identifiers or (), alias, self.mqtt_session.correlation_for(message))
         else:
             block = b""
+        topic = topic.encode("utf-8")
         data = codec.encode_publish(topic, message.payload, qos, retain, dup, packet_id, block)
         if self.max_packet_out is not None and len(data) > self.max_packet_out:
             # 5.0 §3.1.2.11.4: a packet over the client's maximum is not sent (as if it was delivered).
+            if topic and self.level == P.MQTT_5 and self._aliases_out.get(message.topic) == len(self._aliases_out):
+                del self._aliases_out[message.topic]  # the alias it set up never reached the client
             if qos:
                 self.mqtt_session.acknowledged(packet_id) or self.mqtt_session.completed(packet_id)
             return
         self.send(data)
         if self._paused:
             self.hold_publisher(message.origin)
+
+    def _alias_for(self, topic: str):
+        """``(alias, topic to write)``: a topic with an alias goes as the
+        alias alone; the first topics get aliases while the client's maximum
+        allows (5.0 §3.3.2.3.4), the others go as they are."""
+        alias = self._aliases_out.get(topic)
+        if alias is not None:
+            return alias, ""
+        if len(self._aliases_out) < self._alias_max_out:
+            alias = self._aliases_out[topic] = len(self._aliases_out) + 1
+            return alias, topic
+        return None, topic
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(codec.encode(P.Pubrel(packet_id), self.level))

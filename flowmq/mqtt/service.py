@@ -103,7 +103,7 @@ class MqttService(service.Service):
         if session is not None and session.connection is not None:
             old = session.connection
             session.detach()
-            old.taken_over()
+            old.taken_over(resumed=not clean_start)
         self._cancel_will(client_id)
         present = session is not None and not clean_start
         if session is not None and clean_start:

@@ -96,6 +96,23 @@ def test_a_second_connection_with_the_same_client_id_takes_over(broker, version)
     publisher.disconnect()
 
 
+@pytest.mark.parametrize("resume", [False, True], ids=["clean", "resumed"])
+def test_a_taken_over_connections_will_goes_unless_the_session_is_resumed(broker, resume):
+    watcher = Paho(broker.mqtt_port, V5)
+    watcher.subscribe("wills/#", 1)
+    first = Paho(broker.mqtt_port, V5, "taken", clean=False, connect_properties=_expiry(60),
+                 will=_will("wills/taken", b"first is gone"))
+    second = Paho(broker.mqtt_port, V5, "taken", clean=not resume, connect_properties=_expiry(60))
+    assert first.disconnects.get(timeout=10).value == 0x8E
+    if resume:
+        assert watcher.nothing_more(1.0)
+    else:
+        assert watcher.next().payload == b"first is gone"
+    first.client.loop_stop()
+    second.disconnect()
+    watcher.disconnect()
+
+
 def test_an_empty_client_id_is_assigned_one_in_v5(broker):
     client = Paho(broker.mqtt_port, V5, "")
     assigned = client.connack_properties.AssignedClientIdentifier

@@ -120,6 +120,24 @@ def test_topic_aliases_from_the_client(broker):
     publisher.disconnect()
 
 
+def test_topic_aliases_to_a_client_that_allows_them(broker):
+    subscriber = Paho(broker.mqtt_port, V5,
+                      connect_properties=properties(PacketTypes.CONNECT, TopicAliasMaximum=2))
+    subscriber.subscribe("aliased/#", 0)
+    publisher = Paho(broker.mqtt_port, V5)
+    for topic in ("aliased/one", "aliased/two", "aliased/three", "aliased/one", "aliased/two"):
+        publisher.publish(topic, topic.encode(), 1)
+    got = subscriber.receive(5)
+    # The first two topics get aliases 1 and 2 (set up with the topic, then the alias alone:
+    # paho hands the empty topic over as it is), the third goes as it is.
+    assert [(m.topic, m.payload) for m in got] == [
+        ("aliased/one", b"aliased/one"), ("aliased/two", b"aliased/two"), ("aliased/three", b"aliased/three"),
+        ("", b"aliased/one"), ("", b"aliased/two")]
+    assert [getattr(m.properties, "TopicAlias", None) for m in got] == [1, 2, None, 1, 2]
+    subscriber.disconnect()
+    publisher.disconnect()
+
+
 def test_connack_announces_the_servers_limits(broker):
     client = Paho(broker.mqtt_port, V5)
     props = client.connack_properties

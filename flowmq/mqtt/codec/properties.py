@@ -192,6 +192,13 @@ def encode_properties(properties, kind: int) -> bytes:
     """
     if not properties:
         return b"\x00"
+    body = encode_property_list(properties, kind)
+    return encode_varint(len(body)) + body
+
+
+def encode_property_list(properties, kind: int) -> bytes:
+    """The properties of a block without its length: what a caller that
+    adds properties of its own to a block it keeps joins before the length."""
     bit = 1 << kind
     parts = []
     for name, value in properties.items():
@@ -202,5 +209,4 @@ def encode_properties(properties, kind: int) -> bytes:
             parts.extend(prop.prefix + prop.write(item) for item in value)
         else:
             parts.append(prop.prefix + prop.write(value))
-    body = b"".join(parts)
-    return encode_varint(len(body)) + body
+    return b"".join(parts)

@@ -287,14 +287,13 @@ _LIMITS = (
 )
 
 
-def _protocol_settings(section, label, port):
+def _protocol_settings(section, label, port, tls="TLS with [tls] when tls.cert is set"):
     """What every protocol's section has: enabled, host, port, listeners,
     and its overrides of the [limits] keys."""
     return (
         Setting(section, "enabled", _boolean, True, "serve the %s protocol" % label),
         Setting(section, "host", _string, "0.0.0.0", "address the %s listener binds to" % label),
-        Setting(section, "port", _port, port,
-                "%s port (0 picks a free port); TLS with [tls] when tls.cert is set" % label),
+        Setting(section, "port", _port, port, "%s port (0 picks a free port); %s" % (label, tls)),
         Setting(section, "listeners", _listeners, (),
                 "more %s listeners: [[%s.listeners]] with port, host, and tls = true ([tls]'s certificate) "
                 "or their own cert, key, ca, verify, handshake_first; on the command line "
@@ -323,7 +322,7 @@ SETTINGS = (
             "longest protocol line (PUB, SUB, CONNECT ...) in bytes"),
     Setting("nats", "max_subscriptions", _positive_int, 1000000,
             "most subscriptions on one connection"),
-    *_protocol_settings("mqtt", "MQTT", 1883),
+    *_protocol_settings("mqtt", "MQTT", 1883, "plain text (MQTT over TLS: mqtt.tls_port)"),
     Setting("mqtt", "tls_port", _port, 8883,
             "MQTT over TLS port (TLS from the first byte), listening only when tls.cert is set"),
     Setting("mqtt", "max_packet_size", _positive_int, 1048576 + 65536,

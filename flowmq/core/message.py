@@ -130,3 +130,23 @@ class Properties:
 
     def __repr__(self):
         return "Properties(%s)" % ", ".join("%s=%r" % pair for pair in self.items())
+
+
+#: The header of each property, where a protocol has no slot of its own for
+#: it: a NATS header line, an MQTT 5 user property, an AMQP or Kafka header
+#: (docs/ARCHITECTURE.md, "The message").
+PROPERTY_HEADERS = {
+    "content_type": "Content-Type",
+    "content_encoding": "Content-Encoding",
+    "correlation": "FlowMQ-Correlation",
+    "message_id": "Nats-Msg-Id",
+    "key": "FlowMQ-Key",
+    "timestamp": "FlowMQ-Timestamp",
+    "expiry": "FlowMQ-Expiry",
+    "priority": "FlowMQ-Priority",
+    "qos": "FlowMQ-QoS",
+    "type": "FlowMQ-Type",
+    "user_id": "FlowMQ-User-Id",
+    "app_id": "FlowMQ-App-Id",
+    "utf8": "FlowMQ-UTF8",
+}

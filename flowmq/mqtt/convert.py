@@ -18,6 +18,10 @@ properties a subscriber gets of a message that any protocol published.
   protocol that has no QoS (NATS) by its origin (``is_mqtt``). A message
   without a QoS of its own goes to each MQTT subscriber at the QoS that
   subscription was granted (docs/ARCHITECTURE.md, "MQTT").
+- The other properties (message id, key, timestamp, priority, type, user
+  id, app id, content encoding) go to MQTT 5 subscribers as user
+  properties named as the NATS headers (``PROPERTY_HEADERS``), unless the
+  headers hold one of that name already (a NATS publish's ``Nats-Msg-Id``).
 - MQTT 3.1/3.1.1 have none of the properties: their subscribers get topic,
   payload, QoS and retain only.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote_from_bytes
 
-from flowmq.core.message import Message, Properties
+from flowmq.core.message import PROPERTY_HEADERS, Message, Properties
 from flowmq.mqtt.codec.packets import NO_PROPERTIES, PUBLISH
 from flowmq.mqtt.codec.primitives import encode_varint
 from flowmq.mqtt.codec.properties import BY_NAME, encode_property_list
@@ -42,6 +46,8 @@ _NS = 1_000_000_000
 _MAX_INTERVAL = 0xFFFFFFFF
 # The wire-cache key of a message's encoded v5 properties (those the same for every subscriber).
 _PROPERTIES_KEY = "mqtt.properties"
+# The properties that have an MQTT 5 field (or, QoS, a place in the fixed header).
+_MQTT_FIELDS = frozenset(("correlation", "content_type", "utf8", "expiry", "qos"))
 # The properties each delivery adds of its own.
 _SUBSCRIPTION_IDENTIFIER = BY_NAME["subscription_identifier"]
 _TOPIC_ALIAS = BY_NAME["topic_alias"]
@@ -133,9 +139,14 @@ def _shared_body(message) -> bytes:
 
 def _shared_properties(message) -> dict:
     values = {}
-    if message.headers:
-        values["user_property"] = [(name, value if type(value) is str else _text(value))
-                                   for name, value in message.headers]
+    pairs = [(name, value if type(value) is str else _text(value)) for name, value in message.headers or ()]
+    for field, value in _without_slot(message.properties):
+        header = PROPERTY_HEADERS[field]
+        lowered = header.lower()
+        if not any(name.lower() == lowered for name, _ in pairs):  # a NATS publish has it as a header already
+            pairs.append((header, _text(value)))
+    if pairs:
+        values["user_property"] = pairs
     if message.reply_to is not None:
         values["response_topic"] = message.reply_to
     properties = message.properties
@@ -147,6 +158,13 @@ def _shared_properties(message) -> dict:
         if properties.utf8 is not None:
             values["payload_format_indicator"] = int(properties.utf8)
     return values
+
+
+def _without_slot(properties) -> list:
+    """The properties MQTT 5 has no field for (they go as user properties)."""
+    if properties is None:
+        return []
+    return [(field, value) for field, value in properties.items() if field not in _MQTT_FIELDS]
 
 
 def _text(value) -> str:

@@ -295,6 +295,9 @@ class MqttConnection(BrokerConnection):
             self._resolve_alias(packet)
         elif not packet.topic:
             raise codec.ProtocolError("empty topic name (MQTT-4.7.3-1)")
+        if len(packet.payload) > self.settings.max_payload:
+            raise codec.PacketTooLarge("a payload of %d bytes, over max_payload %d"
+                                       % (len(packet.payload), self.settings.max_payload))
         qos = packet.qos
         packet_id = packet.packet_id
         session = self.mqtt_session

@@ -41,26 +41,10 @@ import re
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
-from flowmq.core.message import Properties
+from flowmq.core.message import PROPERTY_HEADERS, Properties
 from flowmq.core.values import Timestamp, decode_value, encode_value
 from flowmq.nats import codec
 
-#: The header of each property (docs/ARCHITECTURE.md ("The message")).
-PROPERTY_HEADERS = {
-    "content_type": "Content-Type",
-    "content_encoding": "Content-Encoding",
-    "correlation": "FlowMQ-Correlation",
-    "message_id": "Nats-Msg-Id",
-    "key": "FlowMQ-Key",
-    "timestamp": "FlowMQ-Timestamp",
-    "expiry": "FlowMQ-Expiry",
-    "priority": "FlowMQ-Priority",
-    "qos": "FlowMQ-QoS",
-    "type": "FlowMQ-Type",
-    "user_id": "FlowMQ-User-Id",
-    "app_id": "FlowMQ-App-Id",
-    "utf8": "FlowMQ-UTF8",
-}
 TYPES_HEADER = "FlowMQ-Types"
 _TYPES_LOWER = TYPES_HEADER.lower()
 

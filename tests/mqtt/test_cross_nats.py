@@ -125,6 +125,25 @@ def test_nats_headers_are_mqtt5_user_properties_and_back(broker):
     mqtt_sub.disconnect()
 
 
+def test_nats_property_headers_reach_mqtt5_as_its_fields(broker):
+    mqtt_sub = Paho(broker.mqtt_port, V5)
+    mqtt_sub.subscribe("typed/#", 1)
+
+    async def scenario():
+        nc = await nats.connect(broker.url)
+        await nc.publish("typed.json", b"{}", headers={"Content-Type": "application/json", "Nats-Msg-Id": "m-1",
+                                                        "FlowMQ-Correlation": "abc%00"})
+        await nc.flush()
+        await nc.close()
+
+    run(scenario())
+    got = mqtt_sub.next().properties
+    assert got.ContentType == "application/json"
+    assert got.CorrelationData == b"abc\x00"  # percent-decoded into MQTT's binary field
+    assert ("Nats-Msg-Id", "m-1") in got.UserProperty  # no MQTT field: a user property, as the header
+    mqtt_sub.disconnect()
+
+
 def test_a_nats_request_is_answered_by_an_mqtt5_client(broker):
     responder = Paho(broker.mqtt_port, V5)
     responder.subscribe("service/echo", 1)

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 
-from flowmq.core.message import Message, Properties
+from flowmq.core.message import PROPERTY_HEADERS, Message, Properties
 from flowmq.core.values import Timestamp
 from flowmq.nats import codec, convert
 from tests.conftest import run
@@ -46,7 +46,7 @@ def test_a_message_of_any_protocol_survives_nats_and_back(headers, props):
 #: without ':', a value without control characters or outer spaces.
 _NAMES = st.one_of(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=":"),
                            min_size=1, max_size=12),
-                   st.sampled_from(list(convert.PROPERTY_HEADERS.values()) + ["content-type", "FlowMQ-Types"]))
+                   st.sampled_from(list(PROPERTY_HEADERS.values()) + ["content-type", "FlowMQ-Types"]))
 _VALUES = st.one_of(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12).map(str.strip),
                     st.sampled_from(["0", "007", "255", "256", "true", "yes", "%41", "a%20b", "0i", "0p"]))
 

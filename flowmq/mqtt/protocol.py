@@ -189,6 +189,10 @@ class MqttConnection(BrokerConnection):
             # MQTT-3.1.3-8: an empty id needs a clean session (3.1.1); 3.1 needs an id.
             self._connack_refused(0x02, R.CLIENT_IDENTIFIER_NOT_VALID)
             return
+        if self.level == P.MQTT_5 and "authentication_method" in packet.properties:
+            # Enhanced authentication (5.0 §4.12) is not supported: Bad authentication method.
+            self._connack_refused(0x05, R.BAD_AUTHENTICATION_METHOD)
+            return
         if self.factory.security.portal is not None:
             self._waiting = []
             credentials, who = self._credentials(packet)

@@ -37,9 +37,9 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
     """A PUBLISH from its parts, for the broker's fan-out.
 
     ``topic`` is the topic name already encoded in UTF-8, ``properties`` the
-    whole property block as ``properties.encode_properties`` writes it
-    (length prefix included: ``b"\\x00"`` for an MQTT 5 PUBLISH without
-    properties) or ``b""`` for 3.1/3.1.1, so a message sent to many
+    whole property block as ``encode_properties`` or ``property_block``
+    write it (length prefix included: ``b"\\x00"`` for an MQTT 5 PUBLISH
+    without properties) or ``b""`` for 3.1/3.1.1, so a message sent to many
     subscribers encodes its properties once. ``packet_id`` is needed for
     QoS 1 and 2 only.
     """

@@ -183,15 +183,13 @@ def decode_properties(buf, pos: int, end: int, kind: int):
     return found, stop
 
 
-def encode_properties(properties, kind: int) -> bytes:
-    """Write a property block (length included) for a packet of type ``kind``.
+def encode_property_list(properties, kind: int) -> bytes:
+    """Write the properties of a packet of type ``kind`` without the block's length.
 
     ``properties`` is a mapping as ``decode_properties`` returns; the list
     properties take any iterable. A name that is unknown or not valid in the
     packet raises ValueError (a caller's bug, not a peer's).
     """
-    if not properties:
-        return b"\x00"
     bit = 1 << kind
     parts = []
     for name, value in properties.items():
@@ -202,5 +200,22 @@ def encode_properties(properties, kind: int) -> bytes:
             parts.extend(prop.prefix + prop.write(item) for item in value)
         else:
             parts.append(prop.prefix + prop.write(value))
-    body = b"".join(parts)
+    return b"".join(parts)
+
+
+def property_block(*lists: bytes) -> bytes:
+    """A property block (its length, then the properties) from lists written apart.
+
+    The broker's fan-out writes a message's own properties once and adds
+    each subscriber's Subscription Identifiers (5.0 §3.3.4) to them here,
+    so ``encode_publish`` gets a whole block without re-encoding the rest.
+    """
+    body = b"".join(lists)
     return encode_varint(len(body)) + body
+
+
+def encode_properties(properties, kind: int) -> bytes:
+    """Write a whole property block for a packet of type ``kind``."""
+    if not properties:
+        return b"\x00"
+    return property_block(encode_property_list(properties, kind))

@@ -170,7 +170,7 @@ def _subscribe(draw, level):
 
 
 def packets(ptype: int, level: int, to_server: bool = True):
-    """Any valid packet of type ``ptype`` at ``level`` (4 or 5), as ``to_server``'s side receives it."""
+    """Any valid packet of type ``ptype`` at ``level`` (3, 4 or 5), as ``to_server``'s side receives it."""
     if ptype == p.CONNECT:
         return _connect(level)
     if ptype == p.CONNACK:

@@ -5,9 +5,11 @@ for a CONNECT, whether and how a CONNACK may answer it)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from codec_helpers import client_decoder, raw_packet, raw_string, server_decoder
-from flowmq.mqtt.codec import (Connect, Decoder, MalformedPacket, ProtocolError, TopicAliasInvalid,
+from codec_helpers import client_decoder, raw_packet, raw_string, server_decoder, session
+from flowmq.mqtt.codec import (CodecError, Connect, Decoder, MalformedPacket, ProtocolError, TopicAliasInvalid,
                                TopicNameInvalid, UnsupportedProtocolVersion, encode, encode_publish)
 from flowmq.mqtt.codec.primitives import encode_varint
 
@@ -205,3 +207,31 @@ def test_bad_packet_to_a_client(name, level, data, error, code):
         decoder.feed(data)
     assert type(caught.value) is error
     assert caught.value.reason_code == code
+
+
+@pytest.mark.parametrize("to_server", [True, False], ids=["client-to-server", "server-to-client"])
+@pytest.mark.parametrize("level", [3, 4, 5])
+@settings(deadline=None, max_examples=150)
+@given(data=st.data())
+def test_any_bytes_give_packets_or_a_codec_error(level, to_server, data):
+    """Bad input never escapes as another exception: random bytes, and valid
+    streams with a few bytes changed, from the connection's first packet or
+    after it, decode or raise a CodecError."""
+    fresh = data.draw(st.booleans())  # the first packet (CONNECT, CONNACK) in the stream too
+    if data.draw(st.booleans()):
+        stream = data.draw(st.binary(max_size=200))
+    else:
+        sent = data.draw(session(level, to_server, 6))[0 if fresh else 1:]
+        mutable = bytearray(b"".join(encode(packet, level) for packet in sent) or b"\x00")
+        for index, value in data.draw(st.lists(st.tuples(st.integers(0, len(mutable) - 1), st.integers(0, 255)),
+                                               max_size=4)):
+            mutable[index] = value
+        stream = bytes(mutable)
+    if fresh:
+        decoder = Decoder() if to_server else Decoder.for_client(level)
+    else:
+        decoder = server_decoder(level) if to_server else client_decoder(level)
+    try:
+        decoder.feed(stream)
+    except CodecError as error:
+        assert 0x81 <= error.reason_code <= 0x95

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from flowmq.mqtt.codec import MalformedPacket, ProtocolError, TopicAliasInvalid
+from codec_helpers import decode_one
+from flowmq.mqtt.codec import (MalformedPacket, ProtocolError, TopicAliasInvalid, encode_property_list,
+                               encode_publish, property_block)
 from flowmq.mqtt.codec import packets as p
 from flowmq.mqtt.codec.primitives import encode_varint, read_binary, read_byte, read_string, read_string_pair, \
     read_u16, read_u32, read_varint
@@ -118,3 +120,17 @@ def test_largest_subscription_identifier():
 def test_unknown_name_on_encode():
     with pytest.raises(ValueError):
         encode_properties({"no_such_property": 1}, p.PUBLISH)
+
+
+def test_fan_out_block_from_parts():
+    """The message's properties written once, each subscriber's Subscription Identifiers added to them."""
+    shared = encode_property_list({"content_type": "json", "user_property": [("a", "1")]}, p.PUBLISH)
+    for ids in ([], [7], [7, 300]):
+        extra = encode_property_list({"subscription_identifier": ids}, p.PUBLISH) if ids else b""
+        data = encode_publish(b"t/1", b"{}", 1, False, False, 5, property_block(shared, extra))
+        packet = decode_one(data, 5, to_server=False)
+        expected = {"content_type": "json", "user_property": [("a", "1")]}
+        if ids:
+            expected["subscription_identifier"] = ids
+        assert packet.properties == expected
+        assert packet.payload == b"{}" and packet.packet_id == 5

@@ -56,3 +56,24 @@ def test_mqtt_3_1_connack_has_no_session_present():
     data = encode(Connack(True, 0), 3)
     assert data == b"\x20\x02\x00\x00"
     assert decode_one(data, 3, to_server=False) == Connack(False, 0)
+
+
+@pytest.mark.parametrize("cls", sorted(p.CLASSES.values(), key=lambda cls: cls.TYPE) + [Will],
+                         ids=lambda cls: cls.__name__)
+def test_packets_compare_every_field(cls):
+    """Equality (which every round trip relies on) and repr cover the fields of the class and its bases."""
+    fields = {
+        p.Connect: dict(protocol_level=4, client_id="c"), p.Connack: {}, Publish: dict(topic="t", payload=b""),
+        p.Puback: dict(packet_id=1), p.Pubrec: dict(packet_id=1), p.Pubrel: dict(packet_id=1),
+        p.Pubcomp: dict(packet_id=1), Subscribe: dict(packet_id=1, subscriptions=[]),
+        p.Suback: dict(packet_id=1, reason_codes=[]), p.Unsubscribe: dict(packet_id=1, topic_filters=[]),
+        p.Unsuback: dict(packet_id=1), p.Pingreq: {}, p.Pingresp: {}, p.Disconnect: {}, p.Auth: {},
+        Will: dict(topic="t", payload=b""),
+    }[cls]
+    packet = cls(**fields)
+    assert packet == cls(**fields)
+    for name in packet._fields:
+        other = cls(**fields)
+        setattr(other, name, ("changed", name))
+        assert other != packet, name
+        assert "%s=" % name in repr(packet)

@@ -10,6 +10,7 @@ from flowmq.mqtt.codec import (Connack, Connect, Disconnect, MalformedPacket, Pu
                                SubscriptionOptions, Unsuback, Unsubscribe, Will, encode)
 from flowmq.mqtt.codec import packets as p
 from flowmq.mqtt.codec.primitives import encode_string, encode_varint, read_string, read_varint
+from flowmq.mqtt.codec.reasons import ALLOWED, NAMES, reason_name
 
 # 3.1.1 §2.2.3 / 5.0 §1.5.5 Table 1-1: the edges of each Variable Byte Integer size.
 VARINTS = [
@@ -125,3 +126,14 @@ def test_user_properties_keep_order_and_repeats():
     props = {"user_property": [("b", "2"), ("a", "1"), ("b", "3")]}
     packet = decode_one(encode(Publish("t", b"", properties=props), 5), 5)
     assert packet.properties["user_property"] == [("b", "2"), ("a", "1"), ("b", "3")]
+
+
+def test_reason_code_table():
+    """5.0 Table 2-6: 43 codes; 0x00 is named by its packet."""
+    assert len({code for _, code in NAMES}) == 43
+    assert reason_name(p.CONNACK, 0x00) == "Success"
+    assert reason_name(p.DISCONNECT, 0x00) == "Normal disconnection"
+    assert reason_name(p.SUBACK, 0x00) == "Granted QoS 0"
+    assert reason_name(p.PUBACK, 0x10) == "No matching subscribers"
+    assert reason_name(p.PUBACK, 0x8B) == "0x8B"  # Server shutting down is a DISCONNECT code only
+    assert ALLOWED[p.PUBREL] == {0x00, 0x92}

@@ -20,12 +20,13 @@ from .errors import (CodecError, MalformedPacket, PacketTooLarge, ProtocolError,
                      TopicFilterInvalid, TopicNameInvalid, UnsupportedProtocolVersion)
 from .packets import (NO_PROPERTIES, Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp,
                       Publish, Pubrec, Pubrel, Suback, Subscribe, SubscriptionOptions, Unsuback, Unsubscribe, Will)
-from .properties import encode_properties
+from .properties import encode_properties, encode_property_list, property_block
 
 __all__ = [
-    "DEFAULT_MAX_CONNECT_SIZE", "DEFAULT_MAX_PACKET_SIZE", "MAX_PACKET_SIZE", "Decoder", "encode", "encode_publish",
-    "encode_properties", "CodecError", "MalformedPacket", "PacketTooLarge", "ProtocolError", "TopicAliasInvalid",
-    "TopicFilterInvalid", "TopicNameInvalid", "UnsupportedProtocolVersion", "NO_PROPERTIES", "Auth", "Connack",
-    "Connect", "Disconnect", "Pingreq", "Pingresp", "Puback", "Pubcomp", "Publish", "Pubrec", "Pubrel", "Suback",
-    "Subscribe", "SubscriptionOptions", "Unsuback", "Unsubscribe", "Will",
+    "DEFAULT_MAX_CONNECT_SIZE", "DEFAULT_MAX_PACKET_SIZE", "MAX_PACKET_SIZE", "Decoder",
+    "encode", "encode_publish", "encode_properties", "encode_property_list", "property_block",
+    "CodecError", "MalformedPacket", "PacketTooLarge", "ProtocolError", "TopicAliasInvalid", "TopicFilterInvalid",
+    "TopicNameInvalid", "UnsupportedProtocolVersion",
+    "NO_PROPERTIES", "Auth", "Connack", "Connect", "Disconnect", "Pingreq", "Pingresp", "Puback", "Pubcomp",
+    "Publish", "Pubrec", "Pubrel", "Suback", "Subscribe", "SubscriptionOptions", "Unsuback", "Unsubscribe", "Will",
 ]

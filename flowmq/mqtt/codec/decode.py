@@ -78,7 +78,12 @@ def _type_name(ptype: int) -> str:
 
 
 class Decoder:
-    """Incremental decoder for one connection's incoming bytes."""
+    """Incremental decoder for one connection's incoming bytes.
+
+    ``Decoder(max_packet_size, max_connect_size)`` is a server's decoder of
+    what its client sends; ``Decoder.for_client(level)`` (which passes
+    ``client_level``) a client's decoder of what its server sends.
+    """
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  max_connect_size: int = DEFAULT_MAX_CONNECT_SIZE, client_level=None):
@@ -89,15 +94,15 @@ class Decoder:
         self.max_connect_size = max_connect_size
         #: The protocol level (3, 4, 5): None on a server until CONNECT.
         self.level = None
-        self._from_client = client_level is None
+        self._server_side = client_level is None  # it reads what a client sends
         self._table = [None] * 16  # type -> body reader; None: not accepted now
         self._parts = []  # the chunks of an unfinished packet
         self._held = 0  # their total length
         self._need = 0  # the unfinished packet's whole size, 0 while its header is incomplete
         self._body = 0  # where its body starts (its header's length)
         self._error = None
-        if self._from_client:
-            self._first = (CONNECT,)
+        if self._server_side:
+            self._first = (CONNECT,)  # what the first packet may be; None once it has come
             self._limit = max_connect_size
         else:
             self._start(client_level)
@@ -115,10 +120,10 @@ class Decoder:
         """The connection's level is known: accept the packets of its side at that level."""
         self.level = level
         self._first = None
-        for ptype in _FROM_CLIENTS if self._from_client else _FROM_SERVERS:
+        for ptype in _FROM_CLIENTS if self._server_side else _FROM_SERVERS:
             if ptype != AUTH or level == MQTT_5:
                 self._table[ptype] = DECODERS[ptype]
-        if not self._from_client:
+        if not self._server_side:
             self._table[CONNACK] = self._connack
 
     def _connack(self, first, buf, pos, end, level):
@@ -238,7 +243,7 @@ class Decoder:
         if first & 0x0F != _FLAGS[ptype] and ptype != PUBLISH and self.level != MQTT_3_1:
             raise MalformedPacket("%s with fixed-header flags 0x%X (MQTT-2.1.3-1)" % (_type_name(ptype), first & 0x0F))
         packet = reader(first, buf, pos, end, self.level)
-        if ptype == PUBLISH and self._from_client and packet.properties is not NO_PROPERTIES \
+        if ptype == PUBLISH and self._server_side and packet.properties is not NO_PROPERTIES \
                 and "subscription_identifier" in packet.properties:
             raise ProtocolError("Subscription Identifier in a PUBLISH from a client (MQTT-3.3.4-6)")
         return packet
@@ -252,7 +257,7 @@ class Decoder:
         return packet
 
     def _not_first(self, ptype: int) -> CodecError:
-        if self._from_client:
+        if self._server_side:
             return ProtocolError("first packet is %s, not CONNECT (MQTT-3.1.0-1)" % _type_name(ptype))
         return ProtocolError("first packet is %s, not CONNACK (MQTT-3.2.0-1)" % _type_name(ptype))
 
@@ -261,11 +266,11 @@ class Decoder:
             return MalformedPacket("packet type 0 is reserved (5.0 §2.1.2)")
         if ptype == AUTH and self.level != MQTT_5:
             return MalformedPacket("packet type 15 is reserved before MQTT 5 (3.1.1 §2.2.1)")
-        if ptype == CONNECT and self._from_client:
+        if ptype == CONNECT and self._server_side:
             return ProtocolError("second CONNECT (MQTT-3.1.0-2)")
-        if ptype == CONNACK and not self._from_client:
+        if ptype == CONNACK and not self._server_side:
             return ProtocolError("second CONNACK (MQTT-3.2.0-2)")
-        sender = "server" if self._from_client else "client"
+        sender = "server" if self._server_side else "client"
         return ProtocolError("%s is not sent to a %s" % (_type_name(ptype), sender))
 
     def _too_large(self, size: int) -> CodecError:

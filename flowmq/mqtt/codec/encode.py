@@ -24,7 +24,7 @@ import struct
 
 from .packets import (AUTH, CONNACK, CONNECT, DISCONNECT, MQTT_5, PINGREQ, PINGRESP, PROTOCOL_NAMES, PUBACK,
                       PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE)
-from .primitives import MAX_VARINT, U16, encode_binary, encode_string, encode_varint
+from .primitives import U16, encode_binary, encode_string, encode_varint
 from .properties import WILL_PROPERTIES, encode_properties
 
 _HEAD = struct.Struct(">BBH")  # first byte, a one-byte Remaining Length, the topic length
@@ -37,9 +37,9 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
     """A PUBLISH from its parts, for the broker's fan-out.
 
     ``topic`` is the topic name already encoded in UTF-8, ``properties`` the
-    whole property block as ``properties.encode_properties`` writes it
-    (length prefix included: ``b"\\x00"`` for an MQTT 5 PUBLISH without
-    properties) or ``b""`` for 3.1/3.1.1, so a message sent to many
+    whole property block as ``encode_properties`` or ``property_block``
+    write it (length prefix included: ``b"\\x00"`` for an MQTT 5 PUBLISH
+    without properties) or ``b""`` for 3.1/3.1.1, so a message sent to many
     subscribers encodes its properties once. ``packet_id`` is needed for
     QoS 1 and 2 only.
     """
@@ -61,14 +61,12 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
 
 
 def _long_head(first: int, length: int, topic_length: int) -> bytes:
-    if length > MAX_VARINT:
-        raise ValueError("PUBLISH of %d bytes is larger than MQTT allows" % length)
     return bytes((first,)) + encode_varint(length) + U16.pack(topic_length)
 
 
-def _packet(first: int, parts) -> bytes:
-    body = b"".join(parts)
-    return bytes((first,)) + encode_varint(len(body)) + body
+def _packet(first: int, parts: list) -> bytes:
+    """The fixed header, then the parts, in one join."""
+    return b"".join([bytes((first,)), encode_varint(sum(map(len, parts)))] + parts)
 
 
 def _connect(packet, level: int) -> bytes:
@@ -164,7 +162,7 @@ def _reason_and_properties(packet, level: int) -> bytes:
         return bytes((ptype << 4, 0))
     if not packet.properties:
         return bytes((ptype << 4, 1, packet.reason_code))
-    return _packet(ptype << 4, (bytes((packet.reason_code,)), encode_properties(packet.properties, ptype)))
+    return _packet(ptype << 4, [bytes((packet.reason_code,)), encode_properties(packet.properties, ptype)])
 
 
 def _pingreq(packet, level: int) -> bytes:

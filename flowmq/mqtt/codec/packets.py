@@ -59,20 +59,25 @@ NO_PROPERTIES = MappingProxyType({})
 
 
 class Packet:
-    """Base of the packet classes: equality and repr over the slots."""
+    """Base of the packet classes: equality and repr over every slot of the class and its bases."""
 
     __slots__ = ()
     TYPE = 0
+    _fields = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._fields = tuple(name for klass in reversed(cls.__mro__) for name in klass.__dict__.get("__slots__", ()))
 
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in self._fields)
 
     __hash__ = None  # mutable values
 
     def __repr__(self):
-        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name in self._fields)
         return "%s(%s)" % (type(self).__name__, fields)
 
 

@@ -19,20 +19,21 @@ The checks, per the spec:
 - a property repeated where the spec forbids it is a Protocol Error: only
   User Property, and Subscription Identifier in a PUBLISH, may repeat (each
   property's section: "It is a Protocol Error to include ... more than once");
-- a value of a Byte property that is defined as 0 or 1 (Payload Format
-  Indicator, Request Problem/Response Information, Maximum QoS, Retain/
-  Wildcard Subscription/Subscription Identifier/Shared Subscription
-  Available) and anything else, a zero Receive Maximum (§3.1.2.11.3), Maximum
-  Packet Size (§3.1.2.11.4) or Subscription Identifier (§3.3.2.3.8), and a
-  Response Topic that is no valid topic name (MQTT-3.3.2-14) are Protocol
-  Errors. (The spec states "a value other than 0 or 1" for all of them but
-  the Payload Format Indicator, whose other values are undefined: treated
-  alike.)
+- these values are Protocol Errors: anything but 0 or 1 in the Byte
+  properties defined as 0 or 1 (Payload Format Indicator, Request Problem/
+  Response Information, Maximum QoS, Retain/Wildcard Subscription/
+  Subscription Identifier/Shared Subscription Available), a zero Receive
+  Maximum (§3.1.2.11.3), Maximum Packet Size (§3.1.2.11.4) or Subscription
+  Identifier (§3.3.2.3.8), and a Response Topic that is no valid topic name
+  (MQTT-3.3.2-14). (The spec says "a value other than 0 or 1" is a Protocol
+  Error for all those bytes but the Payload Format Indicator, whose other
+  values are undefined: treated alike.)
 - a Topic Alias of 0 is "Topic Alias invalid" (0x94, 5.0 §3.3.4).
 
-What needs the session (an alias above the maximum, Authentication Data
-without a method that the connection uses, a Subscription Identifier from a
-client, which the decoder checks itself) is not decided here.
+Rules about the packet or the connection are checked elsewhere: Authentication
+Data without an Authentication Method in a CONNECT (``bodies.py``), a
+Subscription Identifier in a client's PUBLISH (``decode.py``), a Topic Alias
+above the maximum (the protocol layer).
 """
 
 from __future__ import annotations
@@ -183,22 +184,13 @@ def decode_properties(buf, pos: int, end: int, kind: int):
     return found, stop
 
 
-def encode_properties(properties, kind: int) -> bytes:
-    """Write a property block (length included) for a packet of type ``kind``.
+def encode_property_list(properties, kind: int) -> bytes:
+    """Write the properties of a packet of type ``kind`` without the block's length.
 
     ``properties`` is a mapping as ``decode_properties`` returns; the list
     properties take any iterable. A name that is unknown or not valid in the
     packet raises ValueError (a caller's bug, not a peer's).
     """
-    if not properties:
-        return b"\x00"
-    body = encode_property_list(properties, kind)
-    return encode_varint(len(body)) + body
-
-
-def encode_property_list(properties, kind: int) -> bytes:
-    """The properties of a block without its length: what a caller that
-    adds properties of its own to a block it keeps joins before the length."""
     bit = 1 << kind
     parts = []
     for name, value in properties.items():
@@ -210,3 +202,21 @@ def encode_property_list(properties, kind: int) -> bytes:
         else:
             parts.append(prop.prefix + prop.write(value))
     return b"".join(parts)
+
+
+def property_block(*lists: bytes) -> bytes:
+    """A property block (its length, then the properties) from lists written apart.
+
+    The broker's fan-out writes a message's own properties once and adds
+    each subscriber's Subscription Identifiers (5.0 §3.3.4) to them here,
+    so ``encode_publish`` gets a whole block without re-encoding the rest.
+    """
+    body = b"".join(lists)
+    return encode_varint(len(body)) + body
+
+
+def encode_properties(properties, kind: int) -> bytes:
+    """Write a whole property block for a packet of type ``kind``."""
+    if not properties:
+        return b"\x00"
+    return property_block(encode_property_list(properties, kind))

@@ -33,8 +33,7 @@ from urllib.parse import quote_from_bytes
 
 from flowmq.core.message import PROPERTY_HEADERS, Message, Properties
 from flowmq.mqtt.codec.packets import NO_PROPERTIES, PUBLISH
-from flowmq.mqtt.codec.primitives import encode_varint
-from flowmq.mqtt.codec.properties import BY_NAME, encode_property_list
+from flowmq.mqtt.codec.properties import BY_NAME, encode_property_list, property_block
 
 #: The protocol name MQTT connections and sessions carry (``Message.origin.protocol``).
 MQTT = "mqtt"
@@ -119,7 +118,7 @@ def properties_block(message, subscription_ids=(), topic_alias=None, correlation
     properties = message.properties
     expiry = properties.expiry if properties is not None else None
     if subscription_ids or topic_alias or correlation is not None or expiry is not None:
-        extra = [body]
+        extra = []
         for identifier in subscription_ids:
             extra.append(_SUBSCRIPTION_IDENTIFIER.prefix + _SUBSCRIPTION_IDENTIFIER.write(identifier))
         if topic_alias:
@@ -129,8 +128,8 @@ def properties_block(message, subscription_ids=(), topic_alias=None, correlation
         if expiry is not None:
             left = -(-(expiry - time.time_ns()) // _NS)  # seconds left, rounded up
             extra.append(_EXPIRY.prefix + _EXPIRY.write(max(0, min(left, _MAX_INTERVAL))))
-        body = b"".join(extra)
-    return encode_varint(len(body)) + body
+        return property_block(body, *extra)
+    return property_block(body)
 
 
 def _shared_body(message) -> bytes:

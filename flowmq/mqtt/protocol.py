@@ -108,10 +108,10 @@ class MqttConnection(BrokerConnection):
         if session is None or session.connection is not self:
             return  # not connected yet, or taken over (the new connection has the session)
         will, self.will = self.will, None
+        persistent, expiry = session.persistent, session.expiry
         self.service.connection_ended(session)
         if will is not None:
-            self.service.will(session.client_id, will, self.will_delay,
-                              session if self.service.sessions.get(session.client_id) is session else None)
+            self.service.will(session.client_id, will, self.will_delay, persistent, expiry)
 
     def farewell(self, reason: str) -> bytes:
         if self.level is None:
@@ -505,7 +505,7 @@ class MqttConnection(BrokerConnection):
         self._closed = True  # the session is the new connection's now
         self._stop_keepalive()
         if will is not None and not resumed:
-            self.service.will(session.client_id, will, 0, None)
+            self.service.will(session.client_id, will, 0, False, None)
         self.close_gracefully()
 
     # -- output: the session's calls ------------------------------------------------------------

@@ -166,15 +166,15 @@ class MqttService(service.Service):
 
     # -- Wills ---------------------------------------------------------------------------
 
-    def will(self, client_id: str, message, delay: int, session) -> None:
+    def will(self, client_id: str, message, delay: int, persistent: bool, expiry) -> None:
         """Publish ``message``, the Will of a connection that ended without
         a normal DISCONNECT, now or after ``delay`` seconds, or when its
         session ends if that comes first (5.0 §3.1.3.2.2); not at all if the
         client id connects again before."""
-        if session is not None and not session.persistent:
-            delay = 0  # the session ends now, and the Will goes with it
-        elif session is not None and session.expiry is not None:
-            delay = min(delay, session.expiry)
+        if not persistent:
+            delay = 0  # the session ended with the connection, and the Will goes with it
+        elif expiry is not None:
+            delay = min(delay, expiry)
         if delay <= 0:
             self._publish_will(message)
             return

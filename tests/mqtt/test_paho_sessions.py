@@ -175,6 +175,20 @@ def test_a_will_delay_waits_and_a_reconnection_cancels_it(broker):
     watcher.disconnect()
 
 
+def test_a_will_delay_longer_than_the_session_ends_with_the_session(broker):
+    watcher = Paho(broker.mqtt_port, V5)
+    watcher.subscribe("wills/#", 1)
+    delay = properties(PacketTypes.WILLMESSAGE, WillDelayInterval=30)
+    for expiry, payload in ((0, b"session over at once"), (1, b"session over after 1 s")):
+        client = Paho(broker.mqtt_port, V5, "short-session", connect_properties=_expiry(expiry),
+                      will=_will("wills/short", payload, props=delay))
+        client.drop()
+        started = time.monotonic()
+        assert watcher.next(timeout=15).payload == payload  # 5.0 §3.1.3.2.2: whichever comes first
+        assert time.monotonic() - started < 10
+    watcher.disconnect()
+
+
 @pytest.mark.parametrize("version", [V311, V5], ids=["v311", "v5"])
 def test_a_client_silent_for_one_and_a_half_keep_alives_is_closed_and_its_will_sent(broker, version):
     watcher = Paho(broker.mqtt_port, version)

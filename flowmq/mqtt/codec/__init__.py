@@ -10,7 +10,7 @@ Modules, one job each: ``primitives`` (the data types), ``properties`` (the
 27 MQTT 5 properties), ``reasons`` (reason and return codes), ``packets``
 (the value classes), ``topics`` (topic names, filters, ``$share``),
 ``bodies`` (each packet's variable header and payload), ``decode`` (the
-stream: framing, limits, order), ``encode``. docs/arch-mqtt-codec.md
+stream: framing, limits, order), ``encode``. docs/ARCHITECTURE.md ("MQTT", "The codec")
 tells the decisions.
 """
 

@@ -75,6 +75,7 @@ CLOSE_TOO_MANY_CONNECTIONS = "too many connections"
 CLOSE_AUTH_TIMEOUT = "authentication timeout"
 CLOSE_LOGIN_REFUSED = "login refused"
 CLOSE_STALE = "stale connection"
+CLOSE_SHUTDOWN = "server shutting down"
 
 
 @implementer(IPushProducer, IHandshakeListener)

@@ -20,6 +20,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 
+from flowmq.connection import CLOSE_SHUTDOWN
 from flowmq.logs import logger
 
 
@@ -62,12 +63,13 @@ class ConnectionRegistry(Factory):
             waiter.callback(None)
 
     def drain(self) -> defer.Deferred:
-        """Close every connection gracefully; fires when all of them are gone."""
+        """Close every connection gracefully (with the protocol's farewell
+        for a shutdown); fires when all of them are gone."""
         waiters = []
         for connection in list(self.connections):
             waiter = self._lost[connection] = defer.Deferred()
             waiters.append(waiter)
-            connection.close_gracefully()
+            connection.close_for(CLOSE_SHUTDOWN)
         return defer.gatherResults(waiters)
 
 

@@ -43,7 +43,9 @@ from twisted.cred.credentials import UsernamePassword
 from zope.interface import implementer
 
 from flowmq.auth.credentials import TokenCredentials
-from flowmq.connection import CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, BrokerConnection
+from flowmq.connection import (
+    CLOSE_LOGIN_REFUSED, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_STALE, BrokerConnection,
+)
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
 from flowmq.core.receipts import Receipt
@@ -62,7 +64,8 @@ MAX_CONNECT_SIZE = 64 * 1024
 KEEPALIVE_GRACE = 1.5
 
 # The MQTT 5 DISCONNECT reason of each way the connection base closes a client.
-_FAREWELL_REASONS = {CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED, CLOSE_STALE: R.KEEP_ALIVE_TIMEOUT}
+_FAREWELL_REASONS = {CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED, CLOSE_STALE: R.KEEP_ALIVE_TIMEOUT,
+                     CLOSE_SHUTDOWN: R.SERVER_SHUTTING_DOWN}
 
 
 @implementer(IDeliveryTarget)

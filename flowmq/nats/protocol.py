@@ -166,7 +166,8 @@ class NatsConnection(BrokerConnection):
             self.broker.unsubscribe(subscription)
 
     def farewell(self, reason: str) -> bytes:
-        return codec.encode_err(_FAREWELLS[reason])
+        text = _FAREWELLS.get(reason)  # nats-server closes without a word when it shuts down
+        return b"" if text is None else codec.encode_err(text)
 
     def close_with_error(self, text: str) -> None:
         """Send ``-ERR 'text'`` after what is queued, then close."""

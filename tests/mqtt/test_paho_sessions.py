@@ -208,3 +208,14 @@ def test_a_client_that_pings_stays(broker):
     client.publish("still/here", b"yes", 0)
     assert client.next().payload == b"yes"
     client.disconnect()
+
+
+def test_a_v5_client_is_told_when_the_broker_shuts_down(start_broker):
+    broker = start_broker()
+    client = Paho(broker.mqtt_port, V5)
+    old = Paho(broker.mqtt_port, V311)
+    broker.stop()
+    assert client.disconnects.get(timeout=10).value == 0x8B  # Server shutting down
+    assert old.disconnects.get(timeout=10) is not None  # 3.1.1: the connection closes
+    client.client.loop_stop()
+    old.client.loop_stop()

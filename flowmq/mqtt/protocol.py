@@ -96,7 +96,6 @@ class MqttConnection(BrokerConnection):
         self._last_read = 0.0
         self._keepalive_call = None
         self._answers = collections.deque()  # [bytes or None] PUBACK/PUBREC in PUBLISH order
-        self._disconnected = False  # a normal DISCONNECT came: no Will
         self._closed = False
 
     # -- the connection base's hooks ---------------------------------------------
@@ -141,14 +140,17 @@ class MqttConnection(BrokerConnection):
         try:
             packets = self.decoder.feed(data)
         except codec.CodecError as error:
-            for packet in error.packets:
-                self._handle(packet)
-            self._refuse(error)
+            self._take(error.packets)
+            if not self._closing:
+                self._refuse(error)
             return
+        self._take(packets)
+
+    def _take(self, packets) -> None:
         for packet in packets:
             if self._closing:
                 return
-            if self._waiting is not None:
+            if self._waiting is not None:  # a login is under way: after it
                 self._waiting.append(packet)
             else:
                 self._handle(packet)
@@ -181,12 +183,13 @@ class MqttConnection(BrokerConnection):
     def _on_connect(self, packet) -> None:
         if self.connect is not None:
             raise codec.ProtocolError("a second CONNECT (MQTT-3.1.0-2)")
-        self.connect = packet
         self.level = packet.protocol_level
         if packet.will is not None:
             error = topic_name_error(packet.will.topic)
-            if error is not None:
-                raise codec.TopicNameInvalid("Will topic: " + error)
+            if error is not None:  # v5: a CONNACK says so; 3.1.1 has no code for it
+                raise codec.TopicNameInvalid("Will topic: " + error,
+                                             P.MQTT_5 if self.level == P.MQTT_5 else None)
+        self.connect = packet
         client_id = packet.client_id
         if not client_id and (not packet.clean_start and self.level != P.MQTT_5 or self.level == P.MQTT_3_1):
             # MQTT-3.1.3-8: an empty id needs a clean session (3.1.1); 3.1 needs an id.

@@ -22,7 +22,9 @@ consumers and the graceful close. MQTT's own:
   a QoS 1 or 2 PUBLISH once every destination that keeps it has stored it
   (the message's receipt), and in the order the PUBLISHes came
   (MQTT-4.6.0-2/3); QoS 2 publishes at PUBLISH and remembers the packet id
-  until PUBREL, so a repeated PUBLISH is not published twice;
+  until PUBREL, so a repeated PUBLISH is not published twice; a v5 client
+  may have at most the CONNACK's Receive Maximum of them unanswered by
+  PUBACK or PUBCOMP (5.0 §3.3.4: one more is DISCONNECT 0x93);
 - topic aliases from the client (5.0 §3.3.2.3.4), up to
   ``mqtt.topic_alias_maximum``;
 - SUBSCRIBE/UNSUBSCRIBE with each filter answered on its own (SUBACK 0x80
@@ -55,6 +57,7 @@ from flowmq.logs import logger
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 from flowmq.mqtt.codec import reasons as R
+from flowmq.mqtt.codec.errors import ReceiveMaximumExceeded
 from flowmq.mqtt.codec.topics import SHARE_PREFIX, topic_name_error
 from flowmq.mqtt.convert import MQTT, from_mqtt, properties_block
 
@@ -96,6 +99,7 @@ class MqttConnection(BrokerConnection):
         self._last_read = 0.0
         self._keepalive_call = None
         self._answers = collections.deque()  # [bytes or None] PUBACK/PUBREC in PUBLISH order
+        self._receiving: set = set()  # v5: ids of QoS 1/2 PUBLISHes not yet answered by PUBACK/PUBCOMP
         self._closed = False
 
     # -- the connection base's hooks ---------------------------------------------
@@ -314,6 +318,11 @@ class MqttConnection(BrokerConnection):
         if qos == 2 and packet_id in session.awaiting_pubrel:
             self._answer_now(P.Pubrec(packet_id))  # a repeat: published already (5.0 §4.3.3)
             return
+        if qos and self.level == P.MQTT_5:
+            if len(self._receiving) >= self.settings.max_inflight:  # the CONNACK's Receive Maximum
+                raise ReceiveMaximumExceeded("more than %d QoS 1 and 2 PUBLISHes unanswered (5.0 §3.3.4)"
+                                             % self.settings.max_inflight)
+            self._receiving.add(packet_id)
         message = from_mqtt(packet, session, packet.retain)
         if self.level == P.MQTT_5 and message.reply_to is not None and message.properties is not None \
                 and message.properties.correlation is not None:
@@ -369,6 +378,8 @@ class MqttConnection(BrokerConnection):
 
     def _ack_for(self, qos: int, packet_id: int, code: int) -> bytes:
         packet = P.Puback(packet_id, code) if qos == 1 else P.Pubrec(packet_id, code)
+        if qos == 1 or code >= 0x80:
+            self._receiving.discard(packet_id)  # answered: its place under the Receive Maximum is free
         if qos == 2 and code >= 0x80:
             self.mqtt_session.awaiting_pubrel.discard(packet_id)  # refused: no PUBREL follows (5.0 §4.3.3)
         return codec.encode(packet, self.level)
@@ -389,6 +400,7 @@ class MqttConnection(BrokerConnection):
 
     def _on_pubrel(self, packet) -> None:
         session = self.mqtt_session
+        self._receiving.discard(packet.packet_id)
         if packet.packet_id in session.awaiting_pubrel:
             session.awaiting_pubrel.discard(packet.packet_id)
             self._answer_now(P.Pubcomp(packet.packet_id))

@@ -83,6 +83,13 @@ class TopicAliasInvalid(CodecError):
     reason_code = 0x94
 
 
+class ReceiveMaximumExceeded(CodecError):
+    """More QoS 1 and 2 PUBLISHes unanswered than the Receive Maximum (5.0 §3.3.4) (0x93).
+    Raised by the protocol layer, which counts them; the decoder does not."""
+
+    reason_code = 0x93
+
+
 class PacketTooLarge(CodecError):
     """A packet bigger than the decoder's limit, rejected from its fixed header (0x95)."""
 

@@ -58,7 +58,7 @@ from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 from flowmq.mqtt.codec import reasons as R
 from flowmq.mqtt.codec.errors import ReceiveMaximumExceeded
-from flowmq.mqtt.codec.topics import SHARE_PREFIX, topic_name_error
+from flowmq.mqtt.codec.topics import SHARE_PREFIX, parse_topic_filter, topic_name_error
 from flowmq.mqtt.convert import MQTT, from_mqtt, properties_block
 
 #: What a connection may send before its CONNECT is read (the CONNECT itself included).
@@ -479,7 +479,11 @@ class MqttConnection(BrokerConnection):
         for topic_filter in packet.topic_filters:
             subscription = session.subscriptions.pop(topic_filter, None)
             if subscription is None:
-                codes.append(R.NO_SUBSCRIPTION_EXISTED)
+                try:
+                    parse_topic_filter(topic_filter)
+                    codes.append(R.NO_SUBSCRIPTION_EXISTED)
+                except codec.TopicFilterInvalid:
+                    codes.append(R.TOPIC_FILTER_INVALID)  # 5.0 §3.11.3
             else:
                 self.broker.unsubscribe(subscription)
                 codes.append(R.SUCCESS)

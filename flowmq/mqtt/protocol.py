@@ -173,12 +173,13 @@ class MqttConnection(BrokerConnection):
 
     def _refuse(self, error) -> None:
         """A packet the spec says ends the connection: the reason (a CONNACK
-        during CONNECT, a v5 DISCONNECT after), then the close."""
+        during CONNECT, a v5 DISCONNECT once connected: not while the login
+        is decided, before any CONNACK, MQTT-3.2.0-1), then the close."""
         self.log.info("[cid {cid}] {peer}: MQTT protocol error: {why}", cid=self.client_id, peer=self.peer,
                       why=error.reason)
         if self.connect is None and error.connack_level is not None:
             self.send(codec.encode(P.Connack(False, error.connack_code), error.connack_level))
-        elif self.level == P.MQTT_5 and self.connect is not None:
+        elif self.level == P.MQTT_5 and self.mqtt_session is not None:
             self.send(codec.encode(P.Disconnect(error.reason_code), self.level))
         self.close_gracefully()
 

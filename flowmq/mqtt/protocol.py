@@ -17,7 +17,9 @@ consumers and the graceful close. MQTT's own:
   or the password alone as a token, or the TLS client certificate;
 - the keep alive: no packet for 1.5 times the keep alive closes the
   connection (MQTT-3.1.2-24), as a connection that ended abnormally (its
-  Will goes); ``mqtt.max_keepalive`` caps it (5.0 Server Keep Alive);
+  Will goes); ``mqtt.max_keepalive`` caps it (5.0 Server Keep Alive).
+  Before its CONNECT a connection has ``ping_interval`` (the [limits] key,
+  which MQTT, with no server ping, uses for nothing else) to send it;
 - PUBLISH in both directions at QoS 0, 1 and 2 (4.3): the broker answers
   a QoS 1 or 2 PUBLISH once every destination that keeps it has stored it
   (the message's receipt), and in the order the PUBLISHes came
@@ -104,6 +106,18 @@ class MqttConnection(BrokerConnection):
 
     # -- the connection base's hooks ---------------------------------------------
 
+    def connectionMade(self):
+        BrokerConnection.connectionMade(self)
+        if not self._closing:
+            self._keepalive_call = self.clock.callLater(self._limits.ping_interval, self._no_connect)
+
+    def _no_connect(self) -> None:
+        """No CONNECT within ping_interval: closed (mosquitto: after 90 s)."""
+        self._keepalive_call = None
+        self.log.info("[cid {cid}] {peer}: no CONNECT in {s} s: closing", cid=self.client_id, peer=self.peer,
+                      s=self._limits.ping_interval)
+        self.close_for(CLOSE_STALE)
+
     def stop_consuming(self) -> None:
         """The connection ends: its session ends or stays; the Will goes unless DISCONNECT said not."""
         if self._closed:
@@ -188,6 +202,7 @@ class MqttConnection(BrokerConnection):
     def _on_connect(self, packet) -> None:
         if self.connect is not None:
             raise codec.ProtocolError("a second CONNECT (MQTT-3.1.0-2)")
+        self._stop_keepalive()  # the wait for CONNECT (the keep alive starts once accepted)
         self.level = packet.protocol_level
         if packet.will is not None:
             error = topic_name_error(packet.will.topic)

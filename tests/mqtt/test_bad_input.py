@@ -508,6 +508,24 @@ def test_keep_alive_kept_by_pings(mqtt_client, level):
         client.assert_open()
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x10\x20\x00\x04MQ"], ids=["nothing", "part-of-a-connect"])
+def test_no_connect_within_ping_interval(start_broker, make_witness, mqtt_client, sent):
+    """A connection that has not sent its CONNECT after mqtt.ping_interval
+    (limits.ping_interval, 120 s by default; mosquitto: 90 s) is closed, with
+    nothing said (its level is unknown); one that has stays."""
+    broker = start_broker(**{"mqtt.ping_interval": 1.0})
+    witness = make_witness(broker.mqtt_port)
+    idle = mqtt_client(P.MQTT_5, broker.mqtt_port)
+    started = time.monotonic()
+    idle.send(sent)
+    connected_without_keep_alive = mqtt_client(P.MQTT_5, broker.mqtt_port)
+    connected_without_keep_alive.connect(keep_alive=0)
+    assert idle.read_until_closed() == b""
+    assert time.monotonic() - started >= 1.0
+    connected_without_keep_alive.assert_open()
+    witness.check()
+
+
 # -- slow and broken-up input ----------------------------------------------------------------------------
 
 

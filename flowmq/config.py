@@ -333,6 +333,8 @@ SETTINGS = (
     Setting("mqtt", "max_queued", _positive_int, 1000,
             "QoS 1 and 2 messages that may wait for one client (in flight ones not counted): for an "
             "absent persistent session or a client at max_inflight; more are dropped"),
+    Setting("mqtt", "max_subscriptions", _positive_int, 100000,
+            "most subscriptions of one MQTT session; more are refused in the SUBACK (v5: 0x97)"),
     Setting("mqtt", "topic_alias_maximum", _integer_0_65535, 10,
             "topic aliases an MQTT 5 client may set up with the broker (0: none)"),
     Setting("mqtt", "max_keepalive", _integer_0_65535, 65535,

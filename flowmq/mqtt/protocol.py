@@ -465,6 +465,10 @@ class MqttConnection(BrokerConnection):
     def _subscribe(self, session, topic_filter: str, options, identifier):
         """One filter of a SUBSCRIBE: ``(reason code, subscription or None, replaced an existing one)``."""
         v5 = self.level == P.MQTT_5
+        if topic_filter not in session.subscriptions and len(session.subscriptions) >= self.settings.max_subscriptions:
+            self.log.info("[cid {cid}] {peer}: subscription to {filter} refused: {n} subscriptions already",
+                          cid=self.client_id, peer=self.peer, filter=topic_filter, n=len(session.subscriptions))
+            return (R.QUOTA_EXCEEDED if v5 else 0x80), None, False
         if options.no_local and topic_filter.startswith(SHARE_PREFIX):
             # 5.0 §3.8.3.1: No Local on a shared subscription is a Protocol Error.
             raise codec.ProtocolError("No Local on a shared subscription")

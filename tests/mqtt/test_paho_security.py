@@ -115,3 +115,12 @@ def test_mqtt_over_tls_on_its_own_port_with_client_certificates(start_broker, pk
     _flags, reason, _ = plain.connack.get(timeout=10)
     assert reason.value == 0x86  # no credentials: refused, but spoken to in MQTT
     plain.client.loop_stop()
+
+
+def test_subscriptions_over_the_limit_are_refused_in_the_suback(start_broker):
+    broker = start_broker(**{"mqtt.max_subscriptions": 2})
+    for version, refused in ((V311, 0x80), (V5, 0x97)):
+        client = Paho(broker.mqtt_port, version)
+        reasons = client.subscribe([("a", 0), ("b", 0), ("c", 0), ("a", 1)])
+        assert [reason.value for reason in reasons] == [0, 0, refused, 1]  # replacing one is not one more
+        client.disconnect()

@@ -203,16 +203,7 @@ def _decode_ack(cls, first, buf, pos: int, end: int, level: int):
     the packet identifier only (a Remaining Length of 2)."""
     ptype = cls.TYPE
     packet_id, pos = _packet_id(buf, pos, end, ptype)
-    code = 0
-    properties = NO_PROPERTIES
-    if level == MQTT_5 and pos < end:
-        code = buf[pos]
-        _check_reason(code, ptype)
-        if pos + 1 < end:
-            properties, pos = decode_properties(buf, pos + 1, end, ptype)
-        else:
-            pos += 1
-    _finish(pos, end, ptype)
+    code, properties = _reason_and_properties(buf, pos, end, level, ptype)
     return cls(packet_id, code, properties)
 
 
@@ -324,12 +315,18 @@ def decode_pingresp(first, buf, pos, end, level):
     return PINGRESP_PACKET
 
 
-def _reason_and_properties(cls, buf, pos: int, end: int, level: int):
+def _reason_packet(cls, buf, pos: int, end: int, level: int):
     """DISCONNECT and AUTH: a v5 reason code and properties, both optional
     (5.0 §3.14.2.1: "If the Remaining Length is less than 1 the value of 0x00
     ... is used"; §3.14.2.2.1: "less than 2, a value of 0 is used"; AUTH
     alike, §3.15.2.1); 3.1/3.1.1 DISCONNECTs have neither."""
-    ptype = cls.TYPE
+    code, properties = _reason_and_properties(buf, pos, end, level, cls.TYPE)
+    return cls(code, properties)
+
+
+def _reason_and_properties(buf, pos: int, end: int, level: int, ptype: int):
+    """The rest of a packet that ends with an optional v5 reason code and
+    optional properties (a short form leaves them out: 0x00, none)."""
     code = 0
     properties = NO_PROPERTIES
     if level == MQTT_5 and pos < end:
@@ -340,15 +337,15 @@ def _reason_and_properties(cls, buf, pos: int, end: int, level: int):
         else:
             pos += 1
     _finish(pos, end, ptype)
-    return cls(code, properties)
+    return code, properties
 
 
 def decode_disconnect(first, buf, pos, end, level):
-    return _reason_and_properties(Disconnect, buf, pos, end, level)
+    return _reason_packet(Disconnect, buf, pos, end, level)
 
 
 def decode_auth(first, buf, pos, end, level):
-    return _reason_and_properties(Auth, buf, pos, end, level)
+    return _reason_packet(Auth, buf, pos, end, level)
 
 
 #: The reader of each packet type but CONNECT, whose level comes from itself.

@@ -247,6 +247,9 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=Non
         measured.update(acked=acked, window=[r.get("window") for r in pub_reports])
         if acked != total:
             errors.append("%d of %d PUBLISHes acknowledged" % (acked, total))
+        elif received < expected_total:
+            errors.append("%d messages acknowledged to the publisher did not reach the subscribers: the server "
+                          "dropped them (a subscriber's queue full?)" % (expected_total - received))
     measured["complete"] = received == expected_total and not errors
     return measured
 

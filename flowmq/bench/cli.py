@@ -13,14 +13,15 @@ import signal
 import sys
 import time
 
-from flowmq.bench import report, scenarios, servers, store, suite, system
+from flowmq.bench import mqttwire, report, scenarios, servers, store, suite, system
 from flowmq.bench.progress import Progress
 
 DESCRIPTION = """\
-Benchmark a NATS-protocol broker with raw NATS over sockets from separate
-worker processes. Without --url it starts FlowMQ (twistd -n flowmq) on a
-free loopback port and stops it at the end; --compare also runs every
-scenario against nats-server and prints both side by side.
+Benchmark a NATS and MQTT broker with raw NATS and MQTT over sockets from
+separate worker processes. Without --url it starts FlowMQ (twistd -n flowmq)
+on free loopback ports and stops it at the end; --compare also runs every
+NATS scenario against nats-server and every MQTT one against mosquitto and
+prints them side by side.
 
 scenarios (--scenario, repeatable or comma-separated; default: all; the
 JetStream ones are left out for a --url server without JetStream):
@@ -48,6 +49,19 @@ JetStream ones are left out for a --url server without JetStream):
             (1,000) subjects of 128 tokens, in three shapes (distinct
             branches, a shared prefix, every other token a *); ms each
   js        the four JetStream scenarios
+  mqtt-qos0 1 MQTT publisher -> 1 MQTT subscriber, QoS 0 (--mqtt-msgs,
+            200,000)
+  mqtt-qos1 the same at QoS 1 (--mqtt-qos1-msgs, 50,000): the publisher
+            keeps up to --mqtt-window (64) PUBLISHes unacknowledged (fewer
+            if the server's Receive Maximum is lower), the subscriber
+            acknowledges each
+  mqtt-fanout
+            1 MQTT publisher -> --subs MQTT subscribers (5), QoS 0
+            (--mqtt-msgs)
+  nats-to-mqtt
+            1 NATS publisher -> 1 MQTT subscriber (QoS 0) of its subject's
+            topic (--mqtt-msgs; FlowMQ only: "n/a" for mosquitto)
+  mqtt      the four MQTT scenarios
 
 js-pub-sync, js-pub-async and js-pull each create a file-storage stream FLOWMQ_BENCH_*
 (deleting one an interrupted run left) and delete it after the run. They
@@ -56,8 +70,11 @@ acknowledged. nats-server then runs with -js and a temporary -sd directory;
 FlowMQ always gets a temporary --broker-data-dir.
 
 Subjects are <--subject>.<scenario> (<--subject>.js.pub-sync ... for
-JetStream); the extra subscriptions of manysubs are <--subject>.many.<i>.
-Throughput runs use every size of --sizes; reqrep uses the first.
+JetStream); the extra subscriptions of manysubs are <--subject>.many.<i>;
+MQTT topics are <--subject>/<scenario>. Throughput runs use every size of
+--sizes; reqrep uses the first. MQTT workers speak MQTT 5 (--mqtt-version)
+with Clean Start and no keep alive; mosquitto runs with a config file of
+two lines (listener, allow_anonymous true), its defaults otherwise.
 
 --store runs the storage engine's own scenarios instead, in this process
 (no server; the --store-* options size them):
@@ -117,10 +134,12 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="benchmark the server running at nats://HOST:PORT instead of starting FlowMQ")
     p.add_argument("--server-pid", type=int, metavar="PID", help="with --url: the server's pid, for the idle scenario's memory figure")
-    p.add_argument("--compare", action="store_true", help="also start nats-server and run every scenario against both")
+    p.add_argument("--compare", action="store_true",
+                   help="also start nats-server (NATS scenarios) and mosquitto (MQTT scenarios) and run each "
+                        "scenario against FlowMQ and its protocol's reference server")
     p.add_argument("--scenario", action="append", metavar="NAME",
-                   help="scenario to run (repeatable, or comma-separated): %s, or js for the "
-                        "JetStream ones" % ", ".join(scenarios.NAMES))
+                   help="scenario to run (repeatable, or comma-separated): %s, or js, mqtt for the "
+                        "JetStream, MQTT ones" % ", ".join(scenarios.NAMES))
     p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")
     p.add_argument("--requests", type=_count, default=20000, metavar="N", help="requests of the reqrep scenario (default 20,000)")
     p.add_argument("--js-msgs", type=_count, default=100000, metavar="N",
@@ -134,6 +153,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--js-batch", type=_count, default=500, metavar="N",
                    help="messages per pull request of js-pull (default 500; the consumer's "
                         "max_ack_pending is the server's default, 1,000)")
+    p.add_argument("--mqtt-msgs", type=_count, default=200000, metavar="N",
+                   help="messages of mqtt-qos0, mqtt-fanout and nats-to-mqtt (default 200,000)")
+    p.add_argument("--mqtt-qos1-msgs", type=_count, default=50000, metavar="N",
+                   help="messages of mqtt-qos1 (default 50,000)")
+    p.add_argument("--mqtt-window", type=_count, default=64, metavar="N",
+                   help="most PUBLISHes a QoS 1 publisher leaves unacknowledged (default 64; fewer if the "
+                        "server's Receive Maximum is lower)")
+    p.add_argument("--mqtt-version", choices=sorted(mqttwire.LEVELS), default="5",
+                   help="MQTT version of the MQTT workers (default 5)")
+    p.add_argument("--mqtt-url", metavar="URL",
+                   help="with --url: that server's MQTT listener, mqtt://HOST:PORT (without it the MQTT "
+                        "scenarios are left out)")
     p.add_argument("--size", type=_size, metavar="BYTES", help="payload size in bytes (a single size; 1k = 1024)")
     p.add_argument("--sizes", type=_sizes, default=None, metavar="LIST", help="comma-separated payload sizes (default 16,1024)")
     p.add_argument("--pubs", type=_count, default=5, metavar="N", help="publishers of the fanin scenario (default 5)")
@@ -188,6 +219,9 @@ def parse(argv=None):
         p.error("--sizes needs at least one size")
     if cfg.server_pid is not None and not cfg.url:
         p.error("--server-pid goes with --url")
+    if cfg.mqtt_url and not cfg.url:
+        p.error("--mqtt-url goes with --url")
+    cfg.mqtt_level = mqttwire.LEVELS[cfg.mqtt_version]
     cfg.flowmq_args = [a for arg in cfg.flowmq_arg for a in shlex.split(arg)]
     cfg.nats_server_args = [a for arg in cfg.nats_server_arg for a in shlex.split(arg)]
     cfg.send_timeout = 30.0

@@ -1,13 +1,17 @@
-"""The subscribers' fast MSG counter.
+"""The subscribers' fast frame counters.
 
 In a throughput run every frame a subscriber gets has the same shape (same
-subject, sid and size, no reply), so the frames are back to back and of one
-length F. For each buffer of k whole frames the counter checks only the
-first and the last frame header and the last CRLF, then counts k: O(1) work
-per read, so a Python subscriber keeps up with a fast server. Anything else
-in the stream (a server PING, an -ERR, a frame of another shape) breaks that
-alignment; the counter then steps through the buffer one operation at a time
-until it is aligned again, answers PINGs, and counts odd frames apart.
+subject or topic and size), so the frames are back to back and of one
+length F. ``StreamCounter`` keeps the bytes read in one buffer and, for each
+run of k whole frames, asks its subclass to check the run as a whole (a few
+slices: O(1) Python work per read, so a Python subscriber keeps up with a
+fast server), then counts k. Anything else in the stream breaks that
+alignment; the counter then steps through the buffer one operation at a
+time until it is aligned again.
+
+``FrameCounter`` counts NATS MSG frames: it checks the first and the last
+frame header and the last CRLF of a run, answers PINGs, and counts frames of
+another shape apart. ``mqttcounter`` has the MQTT ones.
 """
 
 from __future__ import annotations
@@ -17,20 +21,19 @@ from flowmq.bench.protocol import MAX_LINE, PONG, BenchError
 _MAX_BUFFER = 256 * 1024 * 1024
 
 
-class FrameCounter:
-    """Counts the frames ``header + payload + CRLF`` that arrive on a socket."""
+class StreamCounter:
+    """The buffer and the scan loop; subclasses say what a frame is
+    (``frame_len``, ``_bulk``) and how to step over anything else (``_one``)."""
 
-    def __init__(self, header: bytes, size: int, bufsize: int = 1 << 20):
-        self.header = header
-        self.frame_len = len(header) + size + 2
+    def __init__(self, frame_len: int, bufsize: int = 1 << 20):
+        self.frame_len = frame_len
         self.count = 0      # frames of the expected shape
-        self.other = 0      # MSG/HMSG frames of any other shape
-        self.pings = 0
+        self.other = 0      # frames of any other shape
         self.errors: list = []
         self.nbytes = 0
         self.closed = False
         self._reply: list = []
-        self._buf = bytearray(max(bufsize, 4 * self.frame_len + 65536))
+        self._buf = bytearray(max(bufsize, 4 * frame_len + 65536))
         self._view = memoryview(self._buf)
         self._fill = 0
 
@@ -59,7 +62,7 @@ class FrameCounter:
             self._scan()
 
     def take_reply(self) -> bytes:
-        """What the subscriber owes the server (PONGs to its PINGs)."""
+        """What the subscriber owes the server (PONGs, PUBACKs)."""
         if not self._reply:
             return b""
         out = b"".join(self._reply)
@@ -78,20 +81,16 @@ class FrameCounter:
         buf = self._buf
         fill = self._fill
         frame = self.frame_len
-        header = self.header
         pos = 0
         # Each turn consumes at least one operation or stops: bounded by fill.
         for _ in range(fill + 1):
             if pos >= fill:
                 break
             k = (fill - pos) // frame
-            if k:
-                end = pos + k * frame
-                if (buf.startswith(header, pos) and buf.startswith(header, end - frame)
-                        and buf[end - 2] == 13 and buf[end - 1] == 10):
-                    self.count += k
-                    pos = end
-                    continue
+            if k and self._bulk(pos, k):
+                self.count += k
+                pos += k * frame
+                continue
             step = self._one(pos, fill)
             if not step:
                 break
@@ -102,8 +101,31 @@ class FrameCounter:
                 buf[0:rest] = buf[pos:fill]
             self._fill = rest
 
+    def _bulk(self, pos: int, k: int) -> bool:
+        """Are the k frames at ``pos`` all of the expected shape? (They are
+        counted, and anything owed for them goes into ``_reply``.)"""
+        raise NotImplementedError
+
     def _one(self, pos: int, fill: int) -> int:
         """Consume one operation at ``pos``; 0 if it is not complete yet."""
+        raise NotImplementedError
+
+
+class FrameCounter(StreamCounter):
+    """Counts the NATS frames ``header + payload + CRLF`` that arrive on a socket."""
+
+    def __init__(self, header: bytes, size: int, bufsize: int = 1 << 20):
+        StreamCounter.__init__(self, len(header) + size + 2, bufsize)
+        self.header = header
+        self.pings = 0
+
+    def _bulk(self, pos: int, k: int) -> bool:
+        buf = self._buf
+        end = pos + k * self.frame_len
+        return (buf.startswith(self.header, pos) and buf.startswith(self.header, end - self.frame_len)
+                and buf[end - 2] == 13 and buf[end - 1] == 10)
+
+    def _one(self, pos: int, fill: int) -> int:
         buf = self._buf
         eol = buf.find(b"\r\n", pos, fill)
         if eol < 0:

@@ -1,10 +1,12 @@
-"""The results as a plain-text table (for stdout and READMEs) and as JSON.
+"""The results as plain-text tables (for stdout and READMEs) and as JSON.
 
-One row per figure; with two servers (``--compare``) the columns are the
-scenario, the payload size, the figure, FlowMQ, nats-server and the ratio
-FlowMQ/nats-server. Every scenario ends with its check row: whether every
-message published was received (or every request answered, every
-connection opened).
+One row per figure. With ``--compare`` there is one table per reference
+server, of the scenarios of its protocol: the columns are the scenario, the
+payload size, the figure, FlowMQ, the reference (nats-server, mosquitto)
+and the ratio FlowMQ/reference; a scenario the reference cannot run
+(nats-to-mqtt on mosquitto) shows "n/a" there. Every scenario ends with its
+check row: whether every message published was received (or every request
+answered, every connection opened).
 """
 
 from __future__ import annotations
@@ -50,7 +52,20 @@ def _order(result) -> tuple:
 
 
 def table(runs) -> str:
-    """``runs``: list of (server, results), one per server, in column order."""
+    """``runs``: list of (server, results), one per server: the server under
+    test first, then the reference servers (``--compare``)."""
+    if len(runs) < 2:
+        return _table(runs)
+    subject, results = runs[0]
+    tables = []
+    for reference, ref_results in runs[1:]:
+        mine = [r for r in results if scenarios.family(r["scenario"]) in reference.protocols]
+        tables.append(_table([(subject, mine), (reference, ref_results)]))
+    return "\n\n".join(tables)
+
+
+def _table(runs) -> str:
+    """One table of one or two servers (the second one's column then has the ratio)."""
     keys = []
     by_server = []
     for server, results in runs:
@@ -70,8 +85,12 @@ def table(runs) -> str:
     for key in keys:
         names = []
         kinds = {}
+        scenario = None
         for mapping in by_server:
-            for fig in mapping.get(key, {}).get("figures", []):
+            result = mapping.get(key)
+            if result is not None:
+                scenario = result["scenario"]
+            for fig in (result or {}).get("figures", []):
                 if fig["name"] not in kinds:
                     names.append(fig["name"])
                     kinds[fig["name"]] = fig["kind"]
@@ -79,10 +98,10 @@ def table(runs) -> str:
         for name in names + ["check"]:
             values = []
             raw = []
-            for mapping in by_server:
+            for (server, _), mapping in zip(runs, by_server):
                 result = mapping.get(key)
                 if result is None:
-                    values.append("not run")
+                    values.append("n/a" if scenarios.needs(scenario) - server.protocols else "not run")
                     raw.append(None)
                     continue
                 if name == "check":
@@ -136,6 +155,13 @@ def header(cfg, runs) -> str:
                   % (format(cfg.js_msgs, ","), format(cfg.js_batch, ",")))
     if js:
         lines.append("JetStream, file storage: " + ", ".join(js))
+    mqtt = [name for name in scenarios.MQTT_NAMES if name in ran]
+    if mqtt:
+        counts = ["%s %s" % (name, format(cfg.mqtt_qos1_msgs if name == "mqtt-qos1" else cfg.mqtt_msgs, ","))
+                  for name in mqtt]
+        lines.append("MQTT %s, messages per run: %s; QoS 1 with up to %s PUBLISHes unacknowledged (fewer if "
+                     "the server's Receive Maximum is lower)" % (cfg.mqtt_version, ", ".join(counts),
+                                                                 format(cfg.mqtt_window, ",")))
     if "js-create" in ran:
         lines.append("js-create: STREAM.CREATE of a memory stream with %s subjects of %d tokens, per shape"
                      % (format(cfg.js_create_subjects, ","), scenarios.JS_CREATE_TOKENS))

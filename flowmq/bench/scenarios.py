@@ -13,14 +13,18 @@ import array
 import json
 import time
 
-from flowmq.bench import idle, jetstream, launch, protocol, pubsub, reqrep, stats, system
+from typing import NamedTuple
+
+from flowmq.bench import idle, jetstream, launch, mqttpubsub, protocol, pubsub, reqrep, stats, system
+from flowmq.nats.subjects import subject_to_topic
 
 JS_TRAFFIC = ("js-pub-sync", "js-pub-async", "js-pull")
 JS_NAMES = JS_TRAFFIC + ("js-create",)
-NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES
-SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_TRAFFIC  # run once per payload size
-GROUPS = {"js": JS_NAMES}  # --scenario js: all of them
-DEFAULT = NAMES  # what runs without --scenario (the JetStream set takes about 20 s per server)
+MQTT_NAMES = ("mqtt-qos0", "mqtt-qos1", "mqtt-fanout", "nats-to-mqtt")
+NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES + MQTT_NAMES
+SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_TRAFFIC + MQTT_NAMES  # once per payload size
+GROUPS = {"js": JS_NAMES, "mqtt": MQTT_NAMES}  # --scenario js, --scenario mqtt: all of them
+DEFAULT = NAMES  # what runs without --scenario (the JetStream set takes about 20 s per server, MQTT 25 s)
 BASE_EXTRA_SUBSCRIPTIONS = 10
 # The streams (file storage) and the consumer of the JetStream scenarios; a
 # stream of that name that an interrupted run left behind is deleted first.
@@ -31,10 +35,22 @@ JS_CREATE_TOKENS = 128
 JS_CONSUMER = "flowmq-bench"
 
 
+def needs(name: str) -> frozenset:
+    """The listeners a scenario needs: "nats", "mqtt" or both (nats-to-mqtt)."""
+    if name == "nats-to-mqtt":
+        return frozenset(("nats", "mqtt"))
+    return frozenset(("mqtt",) if name in MQTT_NAMES else ("nats",))
+
+
+def family(name: str) -> str:
+    """The protocol whose reference server a scenario is compared with."""
+    return "mqtt" if "mqtt" in needs(name) else "nats"
+
+
 def label(cfg, name: str) -> str:
     if name == "1to1":
         return "1to1"
-    if name in ("fanout", "queue"):
+    if name in ("fanout", "queue", "mqtt-fanout"):
         return "%s-%d" % (name, cfg.subs)
     if name == "fanin":
         return "fanin-%d" % cfg.pubs
@@ -63,6 +79,11 @@ def run(name: str, server, cfg, size, progress) -> dict:
     try:
         if not server.alive():
             raise protocol.BenchError("the server is not running any more")
+        missing = needs(name) - server.protocols
+        if missing:
+            raise protocol.BenchError("%s has no %s listener%s" % (
+                server.kind, " and ".join(sorted(p.upper() for p in missing)),
+                " (give its address with --mqtt-url)" if "mqtt" in missing and server.process is None else ""))
         if name == "1to1":
             _pubsub(result, server, cfg, progress, size, pubs=1, subs=1, queue=False)
         elif name == "fanout":
@@ -71,6 +92,14 @@ def run(name: str, server, cfg, size, progress) -> dict:
             _pubsub(result, server, cfg, progress, size, pubs=cfg.pubs, subs=1, queue=False)
         elif name == "queue":
             _pubsub(result, server, cfg, progress, size, pubs=1, subs=cfg.subs, queue=True)
+        elif name == "mqtt-qos0":
+            _mqtt_pubsub(result, server, cfg, progress, size, subs=1, qos=0)
+        elif name == "mqtt-qos1":
+            _mqtt_pubsub(result, server, cfg, progress, size, subs=1, qos=1)
+        elif name == "mqtt-fanout":
+            _mqtt_pubsub(result, server, cfg, progress, size, subs=cfg.subs, qos=0)
+        elif name == "nats-to-mqtt":
+            _nats_to_mqtt(result, server, cfg, progress, size)
         elif name == "reqrep":
             _reqrep(result, server, cfg, progress, size)
         elif name == "idle":
@@ -104,6 +133,14 @@ def _worker_opts(server, cfg) -> dict:
             "send_timeout": cfg.send_timeout, "batch_bytes": cfg.batch_bytes}
 
 
+def _mqtt_opts(server, cfg, qos: int) -> dict:
+    """The options of an MQTT worker: the server's MQTT port, the protocol
+    level, the QoS and the QoS 1 publisher's window."""
+    opts = _worker_opts(server, cfg)
+    opts.update(port=server.mqtt_port, mqtt_level=cfg.mqtt_level, mqtt_qos=qos, mqtt_window=cfg.mqtt_window)
+    return opts
+
+
 def _shares(total: int, parts: int) -> list:
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
@@ -124,26 +161,44 @@ def _check_text(got: int, want: int, what: str) -> str:
 # -- publish/subscribe ---------------------------------------------------------------
 
 
-def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag) -> dict:
-    """One publish/subscribe run; returns its raw measurement."""
-    subject = ("%s.%s" % (cfg.subject, tag.split("-")[0])).encode()
-    total = cfg.msgs
-    expected_total = total if queue else total * subs
-    group = b"bench-queue" if queue else b""
-    workers = launch.Workers(launch.context(cfg.start_method), pubs + subs, pubs + subs + 1)
+class Side(NamedTuple):
+    """The publishers or the subscribers of a publish/subscribe run."""
+    target: object   # the worker function (pubsub.publisher, mqttpubsub.subscriber ...)
+    opts: dict       # its options (``_worker_opts``, ``_mqtt_opts``)
+    subject: bytes   # the subject or topic it publishes to or subscribes to
+
+
+def _nats_side(target, server, cfg, tag: str, queue: bool = False) -> Side:
     opts = _worker_opts(server, cfg)
+    if queue:
+        opts["queue_group"] = b"bench-queue"
+    return Side(target, opts, ("%s.%s" % (cfg.subject, tag.split("-")[0])).encode())
+
+
+def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=None, sub=None, total=None) -> dict:
+    """One publish/subscribe run; returns its raw measurement. The sides
+    default to NATS publishers and subscribers on <--subject>.<tag>;
+    ``total`` to --msgs."""
+    pub = pub or _nats_side(pubsub.publisher, server, cfg, tag)
+    sub = sub or _nats_side(pubsub.subscriber, server, cfg, tag, queue)
+    total = total or cfg.msgs
+    expected_total = total if queue else total * subs
+    workers = launch.Workers(launch.context(cfg.start_method), pubs + subs, pubs + subs + 1)
     errors = []
+    cpu_before = cpu_after = None
     try:
         for i in range(subs):
-            workers.start(pubsub.subscriber, i, opts, subject, size, group, None if queue else total,
+            workers.start(sub.target, i, sub.opts, sub.subject, size, None if queue else total,
                           workers.barrier, workers.stop, workers.counters, workers.results)
         for j, share in enumerate(_shares(total, pubs)):
-            workers.start(pubsub.publisher, subs + j, opts, subject, size, share,
+            workers.start(pub.target, subs + j, pub.opts, pub.subject, size, share,
                           workers.barrier, workers.stop, workers.counters, workers.results)
         if not workers.wait_ready(cfg.setup_timeout + 5):
             errors.append("workers did not get ready (setup failed or timed out)")
         else:
+            cpu_before = system.cpu_seconds(server.pid) if server.pid else None
             _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue)
+            cpu_after = system.cpu_seconds(server.pid) if server.pid else None
         workers.gather(pubs + subs, cfg.timeout + cfg.setup_timeout + 5)
     finally:
         workers.finish()
@@ -171,7 +226,7 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag) -> dict
         errors.append("%d frames of an unexpected shape" % other)
     if published != total:
         errors.append("published %d of %d messages" % (published, total))
-    return {
+    measured = {
         "publishers": pubs, "subscribers": subs, "queue_group": queue,
         "published": published, "expected": expected_total, "received": received,
         "received_per_subscriber": received_each, "unexpected_frames": other,
@@ -181,9 +236,22 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag) -> dict
         "sub_msgs_per_s": stats.rate(received, elapsed),
         "sub_mb_per_s": stats.rate(received * size, elapsed) / stats.MB,
         "per_sub_msgs_per_s": per_sub_rates,
+        # Who was busy: the server's CPU seconds over the run (from the
+        # barrier to the last report) and each worker's (its whole process).
+        "server_cpu_s": (cpu_after - cpu_before) if (cpu_before is not None and cpu_after is not None) else None,
+        "worker_cpu_s": {"pub": [r.get("cpu_s") for r in pub_reports], "sub": [r.get("cpu_s") for r in sub_reports]},
         "errors": errors,
-        "complete": received == expected_total and not errors,
     }
+    if any("acked" in r for r in pub_reports):  # QoS 1: the PUBACKs
+        acked = sum(r.get("acked", 0) for r in pub_reports)
+        measured.update(acked=acked, window=[r.get("window") for r in pub_reports])
+        if acked != total:
+            errors.append("%d of %d PUBLISHes acknowledged" % (acked, total))
+        elif received < expected_total:
+            errors.append("%d messages acknowledged to the publisher did not reach the subscribers: the server "
+                          "dropped them (a subscriber's queue full?)" % (expected_total - received))
+    measured["complete"] = received == expected_total and not errors
+    return measured
 
 
 def _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue):
@@ -215,11 +283,12 @@ def _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total,
         workers.stop.set()  # the subscribers gave up: publishers need not go on
 
 
-def _pubsub(result, server, cfg, progress, size, pubs, subs, queue):
-    m = _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, result["label"])
+def _pubsub(result, server, cfg, progress, size, pubs, subs, queue, pub=None, sub=None, total=None):
+    m = _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, result["label"], pub, sub, total)
     result["details"] = m
     result["errors"].extend(m["errors"])
-    _figure(result, "publish msgs/s", m["pub_msgs_per_s"], "rate")
+    acked = "acked" in m
+    _figure(result, "publish msgs/s (PUBACK received)" if acked else "publish msgs/s", m["pub_msgs_per_s"], "rate")
     _figure(result, "publish MB/s", m["pub_mb_per_s"], "mb")
     _figure(result, "receive msgs/s", m["sub_msgs_per_s"], "rate")
     _figure(result, "receive MB/s", m["sub_mb_per_s"], "mb")
@@ -233,6 +302,8 @@ def _pubsub(result, server, cfg, progress, size, pubs, subs, queue):
         _figure(result, "received per member", " ".join(format(c, ",") for c in m["received_per_subscriber"]), "text")
         _figure(result, "member spread (max-min)/mean", spread["spread_pct"], "pct")
     result["check"] = _check_text(m["received"], m["expected"], "received")
+    if acked and m["acked"] != m["published"]:
+        result["check"] += ", %s/%s acked" % (format(m["acked"], ","), format(m["published"], ","))
     result["complete"] = m["complete"]
 
 
@@ -274,6 +345,33 @@ def _manysubs(result, server, cfg, progress, size):
     want = base["expected"] + many["expected"]
     result["check"] = _check_text(got, want, "received")
     result["complete"] = base["complete"] and many["complete"]
+
+
+# -- MQTT -------------------------------------------------------------------------------
+
+
+def _mqtt_topic(cfg, name: str) -> bytes:
+    """<--subject>/<scenario> as MQTT writes it (bench/mqtt-qos0): the topic
+    FlowMQ gives NATS subject <--subject>.<scenario>."""
+    return subject_to_topic("%s.%s" % (cfg.subject, name)).encode("utf-8")
+
+
+def _mqtt_pubsub(result, server, cfg, progress, size, subs, qos):
+    """1 MQTT publisher -> ``subs`` MQTT subscribers, all at ``qos``."""
+    opts = _mqtt_opts(server, cfg, qos)
+    topic = _mqtt_topic(cfg, result["scenario"])
+    _pubsub(result, server, cfg, progress, size, 1, subs, False, Side(mqttpubsub.publisher, opts, topic),
+            Side(mqttpubsub.subscriber, opts, topic), cfg.mqtt_qos1_msgs if qos else cfg.mqtt_msgs)
+
+
+def _nats_to_mqtt(result, server, cfg, progress, size):
+    """A NATS publisher on <--subject>.nats-to-mqtt -> an MQTT subscriber at
+    QoS 0 on that subject's topic: the message crosses the protocols."""
+    subject = "%s.nats-to-mqtt" % cfg.subject
+    _pubsub(result, server, cfg, progress, size, 1, 1, False,
+            Side(pubsub.publisher, _worker_opts(server, cfg), subject.encode()),
+            Side(mqttpubsub.subscriber, _mqtt_opts(server, cfg, 0), _mqtt_topic(cfg, "nats-to-mqtt")),
+            cfg.mqtt_msgs)
 
 
 # -- request-reply --------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Starting and stopping the servers under test.
 
 ``start_flowmq`` runs ``twistd -n --pidfile= flowmq --nats-host 127.0.0.1
---nats-port 0 --mqtt-port 0 --broker-data-dir <tmp>/data`` with the tool's own interpreter
-in a temporary directory <tmp> and reads the port from the log line ``NATS
-listening on 127.0.0.1:<port>``; ``start_nats_server`` runs ``nats-server -a
-127.0.0.1 -p <free port>``, with ``-js -sd <tmp>/jetstream`` for the
-JetStream scenarios. The temporary directory, stores included, goes when
-the server is stopped.
+--nats-port 0 --mqtt-host 127.0.0.1 --mqtt-port 0 --broker-data-dir
+<tmp>/data`` with the tool's own interpreter in a temporary directory <tmp>
+and reads the ports from the log lines ``NATS listening on
+127.0.0.1:<port>`` and ``MQTT listening on ...``; ``start_nats_server`` runs
+``nats-server -a 127.0.0.1 -p <free port>``, with ``-js -sd <tmp>/jetstream``
+for the JetStream scenarios; ``start_mosquitto`` runs ``mosquitto -c
+<tmp>/mosquitto.conf`` with a config of two lines, ``listener <free port>
+127.0.0.1`` and ``allow_anonymous true``: its defaults otherwise. The
+temporary directory, stores included, goes when the server is stopped.
 ``Server.stop`` sends SIGTERM and kills after a timeout. ``external`` wraps a
-server given with ``--url``.
+server given with ``--url`` (and ``--mqtt-url``).
 """
 
 from __future__ import annotations
@@ -28,16 +31,22 @@ from urllib.parse import urlsplit
 from flowmq.bench import protocol
 
 _FLOWMQ_LISTENING = re.compile(r"NATS listening on ([\d.]+):(\d+)")
+_FLOWMQ_MQTT_LISTENING = re.compile(r"MQTT listening on ([\d.]+):(\d+)")
 _NATS_LISTENING = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
+_MOSQUITTO_RUNNING = re.compile(r"mosquitto version (\S+) running")
+# Seconds FlowMQ's MQTT listening line may come after its NATS one.
+_MQTT_LISTENER_WAIT = 5.0
 
 
 class Server:
     """A server the benchmark talks to: where it is, and its process if we run it."""
 
-    def __init__(self, kind: str, host: str, port: int, process=None, pid=None, workdir=None, log_path=None):
-        self.kind = kind  # "FlowMQ" or "nats-server" (or what INFO says for --url)
+    def __init__(self, kind: str, host: str, port, process=None, pid=None, workdir=None, log_path=None,
+                 mqtt_port=None):
+        self.kind = kind  # "FlowMQ", "nats-server", "mosquitto" (or what INFO says for --url)
         self.host = host
-        self.port = port
+        self.port = port  # NATS (None for an MQTT-only server)
+        self.mqtt_port = mqtt_port  # None for a server without MQTT
         self.process = process
         self.pid = pid if pid is not None else (process.pid if process is not None else None)
         self.workdir = workdir
@@ -47,8 +56,18 @@ class Server:
         self.last_log = ""  # the end of its log, kept when it is stopped
 
     @property
+    def protocols(self) -> frozenset:
+        """What it can be measured with: "nats", "mqtt"."""
+        return frozenset(name for name, port in (("nats", self.port), ("mqtt", self.mqtt_port)) if port)
+
+    @property
     def url(self) -> str:
-        return "nats://%s:%d" % (self.host, self.port)
+        urls = []
+        if self.port:
+            urls.append("nats://%s:%d" % (self.host, self.port))
+        if self.mqtt_port:
+            urls.append("mqtt://%s:%d" % (self.host, self.mqtt_port))
+        return ", ".join(urls)
 
     def alive(self) -> bool:
         return self.process is None or self.process.poll() is None
@@ -78,7 +97,8 @@ class Server:
             self.workdir = None
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "url": self.url, "pid": self.pid, "version": self.version,
+        return {"kind": self.kind, "url": self.url, "protocols": sorted(self.protocols), "pid": self.pid,
+                "version": self.version,
                 "description": self.description, "log_tail": self.last_log}
 
 
@@ -129,7 +149,9 @@ def _wait_for_line(process, log_path: str, pattern, timeout: float):
     return None
 
 
-def _start(kind: str, workdir, command: list, env: dict, pattern, timeout: float) -> Server:
+def _start(kind: str, workdir, command: list, env: dict, pattern, timeout: float):
+    """Run ``command`` and wait until its log has ``pattern``; returns the
+    Server (port unset) and the match."""
     log_path = os.path.join(workdir.name, "server.log")
     log = open(log_path, "wb")
     try:
@@ -146,8 +168,7 @@ def _start(kind: str, workdir, command: list, env: dict, pattern, timeout: float
         tail = server.log_tail()
         server.stop()
         raise ServerError("%s did not start listening within %.0f s:\n%s" % (kind, timeout, tail))
-    server.port = int(found.group(2))
-    return server
+    return server, found
 
 
 def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
@@ -162,7 +183,12 @@ def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
                                   "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
                                   "--broker-data-dir",
                                   os.path.join(workdir.name, "data")] + list(extra_args)
-    server = _start("FlowMQ", workdir, command, env, _FLOWMQ_LISTENING, timeout)
+    server, found = _start("FlowMQ", workdir, command, env, _FLOWMQ_LISTENING, timeout)
+    server.port = int(found.group(2))
+    # The MQTT listener starts with the NATS one; none with --flowmq-arg=--mqtt-enabled=false
+    # (then the MQTT scenarios say that it has none).
+    found = _wait_for_line(server.process, server.log_path, _FLOWMQ_MQTT_LISTENING, _MQTT_LISTENER_WAIT)
+    server.mqtt_port = int(found.group(2)) if found else None
     server.version = getattr(flowmq, "__version__", "")
     server.description = "FlowMQ %s (twistd, %s %s)" % (
         server.version, platform.python_implementation(), platform.python_version())
@@ -185,7 +211,9 @@ def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = Fa
     command = [binary, "-a", "127.0.0.1", "-p", str(port)]
     if jetstream:
         command += ["-js", "-sd", os.path.join(workdir.name, "jetstream")]
-    server = _start("nats-server", workdir, command + list(extra_args), dict(os.environ), _NATS_LISTENING, timeout)
+    server, found = _start("nats-server", workdir, command + list(extra_args), dict(os.environ), _NATS_LISTENING,
+                           timeout)
+    server.port = int(found.group(2))
     try:
         info = protocol.server_info(server.host, server.port)
     except (OSError, protocol.BenchError) as e:
@@ -197,8 +225,36 @@ def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = Fa
     return server
 
 
-def external(url: str, pid=None) -> Server:
-    """A server that runs already; what it is comes from its INFO."""
+def find_mosquitto() -> str:
+    """mosquitto on PATH or where Debian puts it (/usr/sbin, not on a user's PATH)."""
+    for path in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise ServerError("mosquitto not found: install it (for example `apt-get install mosquitto`) "
+                      "to use --compare with the MQTT scenarios")
+
+
+def start_mosquitto(timeout: float = 30.0) -> Server:
+    """mosquitto on a free loopback port, anonymous clients allowed, every
+    other setting its default (max_inflight_messages 20, max_queued_messages
+    1000, no persistence)."""
+    binary = find_mosquitto()
+    port = free_port()
+    workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
+    config = os.path.join(workdir.name, "mosquitto.conf")
+    with open(config, "w") as f:
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\n" % port)
+    server, found = _start("mosquitto", workdir, [binary, "-c", config], dict(os.environ), _MOSQUITTO_RUNNING,
+                           timeout)
+    server.port, server.mqtt_port = None, port
+    server.version = found.group(1)
+    server.description = "mosquitto %s (listener and allow_anonymous only)" % server.version
+    return server
+
+
+def external(url: str, pid=None, mqtt_url=None) -> Server:
+    """A server that runs already; what it is comes from its INFO. Its MQTT
+    listener, if it is to be measured, is at ``mqtt_url``."""
     parts = urlsplit(url if "://" in url else "nats://" + url)
     if parts.scheme not in ("nats", "tcp", ""):
         raise ServerError("unsupported URL scheme %r (use nats://host:port)" % parts.scheme)
@@ -212,7 +268,13 @@ def external(url: str, pid=None) -> Server:
         kind, version = "FlowMQ", str(info["flowmq_version"])
     else:
         kind, version = "nats-server", str(info.get("version", ""))
-    server = Server(kind, host, port, pid=pid)
+    mqtt_port = None
+    if mqtt_url:
+        mqtt = urlsplit(mqtt_url if "://" in mqtt_url else "mqtt://" + mqtt_url)
+        if mqtt.scheme not in ("mqtt", "tcp", "") or (mqtt.hostname or host) != host:
+            raise ServerError("--mqtt-url must be mqtt://%s:PORT (the --url server's MQTT listener)" % host)
+        mqtt_port = mqtt.port or 1883
+    server = Server(kind, host, port, pid=pid, mqtt_port=mqtt_port)
     server.version = version
     server.description = "%s %s (already running)" % (kind, version)
     return server

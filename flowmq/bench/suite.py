@@ -1,6 +1,9 @@
 """Runs the chosen scenarios against each server, one server after the other:
-FlowMQ (started here, or the one at --url), then nats-server with --compare.
-A server the tool starts is stopped when its scenarios are done."""
+FlowMQ (started here, or the one at --url), then with --compare the
+reference servers of the protocols chosen: nats-server for the NATS
+scenarios, mosquitto for the MQTT ones (each only if a chosen scenario is
+its protocol's; nats-to-mqtt runs on FlowMQ alone). A server the tool
+starts is stopped when its scenarios are done."""
 
 from __future__ import annotations
 
@@ -28,32 +31,41 @@ def plan(cfg) -> list:
     return steps
 
 
-def server_factories(cfg) -> list:
-    """Callables that each give a running Server (started or external)."""
-    factories = []
+def server_factories(cfg, steps) -> list:
+    """(callable that gives a running Server, the steps it runs) per server:
+    the server under test runs them all, a reference server those of its
+    protocol that it can run."""
     if cfg.url:
-        factories.append(lambda: servers.external(cfg.url, cfg.server_pid))
+        factories = [(lambda: servers.external(cfg.url, cfg.server_pid, cfg.mqtt_url), steps)]
     else:
-        factories.append(lambda: servers.start_flowmq(cfg.flowmq_args))
+        factories = [(lambda: servers.start_flowmq(cfg.flowmq_args), steps)]
     if cfg.compare:
-        servers.find_nats_server()  # fail before any run if it is missing
-        factories.append(lambda: servers.start_nats_server(cfg.nats_server_args, jetstream=cfg.jetstream))
+        nats = [step for step in steps if scenarios.needs(step[0]) == {"nats"}]
+        mqtt = [step for step in steps if scenarios.needs(step[0]) == {"mqtt"}]
+        # Fail before any run if one is missing.
+        if nats:
+            servers.find_nats_server()
+            factories.append((lambda: servers.start_nats_server(cfg.nats_server_args, jetstream=cfg.jetstream),
+                              nats))
+        if mqtt:
+            servers.find_mosquitto()
+            factories.append((servers.start_mosquitto, mqtt))
     return factories
 
 
 def run(cfg, progress) -> list:
     """Returns [(server, results)] in server order."""
     runs = []
-    steps = plan(cfg)
-    for factory in server_factories(cfg):
+    for factory, steps in server_factories(cfg, plan(cfg)):
         server = factory()
         try:
             progress.note("flowmq-bench: %s at %s%s" % (server.description, server.url,
                                                         " (pid %d)" % server.pid if server.pid else ""))
             results = []
             skip_js = _skip_jetstream(cfg, server, steps, progress)
+            skip_mqtt = _skip_mqtt(cfg, server, steps, progress)
             for name, size in steps:
-                if skip_js and name in scenarios.JS_NAMES:
+                if (skip_js and name in scenarios.JS_NAMES) or (skip_mqtt and "mqtt" in scenarios.needs(name)):
                     continue
                 results.append(scenarios.run(name, server, cfg, size, progress))
                 time.sleep(cfg.pause)
@@ -79,4 +91,14 @@ def _skip_jetstream(cfg, server, steps, progress) -> bool:
     if info.get("jetstream"):
         return False
     progress.note("flowmq-bench: %s does not announce JetStream; the js-* scenarios are left out" % server.kind)
+    return True
+
+
+def _skip_mqtt(cfg, server, steps, progress) -> bool:
+    """The MQTT scenarios of the default run are left out for a --url server
+    without --mqtt-url; named with --scenario, they run and say so."""
+    if cfg.scenarios_named or "mqtt" in server.protocols or not any("mqtt" in scenarios.needs(name)
+                                                                    for name, _ in steps):
+        return False
+    progress.note("flowmq-bench: no --mqtt-url for %s; the MQTT scenarios are left out" % server.kind)
     return True

@@ -1,7 +1,10 @@
 """What the tool needs from the operating system: enough file descriptors
-for 10,000 connections, and the resident memory of a server process."""
+for 10,000 connections, and the resident memory and CPU time of a server
+process."""
 
 from __future__ import annotations
+
+import os
 
 
 def raise_fd_limit() -> tuple:
@@ -34,3 +37,14 @@ def rss_bytes(pid: int):
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(pid: int):
+    """User plus system CPU seconds of process ``pid`` (all its threads) from
+    /proc/<pid>/stat (None if unknown)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None

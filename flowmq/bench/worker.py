@@ -5,14 +5,16 @@ A worker runs its body inside ``with Envelope(role, barrier, results, result)
 as env:`` and opens its connection with ``env.connect(host, port)``. On the
 way out the envelope turns a broken barrier into "<role>: setup aborted",
 any other exception into "<role>: <exception>" plus an abort of the barrier
-(so the others do not wait for this one), closes the connection and puts
-``result`` on the results queue, always. Errors are reported, never raised:
+(so the others do not wait for this one), closes the connection, adds the
+worker's CPU seconds (``cpu_s``: is the load generator the bottleneck?)
+and puts ``result`` on the results queue, always. Errors are reported, never raised:
 the coordinator decides what they mean.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from flowmq.bench import protocol
 
@@ -46,4 +48,5 @@ class Envelope:
         finally:
             if self.sock is not None:
                 self.sock.close()
+            self.result["cpu_s"] = time.process_time()
             self.results.put(self.result)

@@ -59,6 +59,13 @@ class Receipt:
         """How many destinations have not said yet."""
         return self._holds
 
+    @property
+    def stored(self) -> bool:
+        """Has every destination stored the message already (no hold
+        pending, none failed)? A publisher can answer at once then, without
+        a Deferred: the common case of a message nothing durable keeps."""
+        return not self._holds and self._error is None
+
     def result(self) -> defer.Deferred:
         """A Deferred that fires once every hold is done (None, or the first
         error's Failure). Ask for it after ``broker.publish`` returned."""

@@ -47,6 +47,8 @@ _MAX_INTERVAL = 0xFFFFFFFF
 _PROPERTIES_KEY = "mqtt.properties"
 # The properties that have an MQTT 5 field (or, QoS, a place in the fixed header).
 _MQTT_FIELDS = frozenset(("correlation", "content_type", "utf8", "expiry", "qos"))
+# The block of a PUBLISH without properties: its length, 0.
+_NO_PROPERTIES_BLOCK = b"\x00"
 # The properties each delivery adds of its own.
 _SUBSCRIPTION_IDENTIFIER = BY_NAME["subscription_identifier"]
 _TOPIC_ALIAS = BY_NAME["topic_alias"]
@@ -116,6 +118,9 @@ def properties_block(message, subscription_ids=(), topic_alias=None, correlation
     protocol without it."""
     body = message.cached(_PROPERTIES_KEY, _shared_body)
     properties = message.properties
+    if not body and not subscription_ids and not topic_alias and correlation is None and (
+            properties is None or properties.expiry is None):
+        return _NO_PROPERTIES_BLOCK
     expiry = properties.expiry if properties is not None else None
     if subscription_ids or topic_alias or correlation is not None or expiry is not None:
         extra = []

@@ -363,7 +363,10 @@ class MqttConnection(BrokerConnection):
             return
         if qos == 2:
             session.awaiting_pubrel.add(packet_id)
-        message.receipt.result().addBoth(self._stored, answer, qos, packet_id)
+        if message.receipt.stored:  # nothing durable took it, or it is stored already
+            self._stored(None, answer, qos, packet_id)
+        else:
+            message.receipt.result().addBoth(self._stored, answer, qos, packet_id)
 
     def _resolve_alias(self, packet) -> None:
         """5.0 §3.3.2.3.4: a Topic Alias sets (with a topic) or stands for (without one) a topic."""
@@ -553,20 +556,27 @@ class MqttConnection(BrokerConnection):
     # -- output: the session's calls ------------------------------------------------------------
 
     def send_publish(self, message, qos: int, retain: bool, identifiers, packet_id, dup: bool) -> None:
-        """A PUBLISH of ``message`` to the client."""
+        """A PUBLISH of ``message`` to the client. A QoS 0 one with nothing
+        of this delivery's own is encoded once per message and protocol
+        level (the wire cache) and shared by every such subscriber."""
         topic = message.topic
-        if self.level == P.MQTT_5:
-            alias = None
-            if self._alias_max_out:
-                alias, topic = self._alias_for(topic)
-            block = properties_block(message, identifiers or (), alias, self.mqtt_session.correlation_for(message))
+        v5 = self.level == P.MQTT_5
+        correlation = self.mqtt_session.correlation_for(message) if v5 else None
+        properties = message.properties
+        if (not qos and not retain and not identifiers and correlation is None and not self._alias_max_out
+                and (properties is None or properties.expiry is None)):
+            data = message.cached(_PLAIN_KEYS[v5], _PLAIN_BUILDERS[v5])
         else:
             block = b""
-        topic = topic.encode("utf-8")
-        data = codec.encode_publish(topic, message.payload, qos, retain, dup, packet_id, block)
+            if v5:
+                alias = None
+                if self._alias_max_out:
+                    alias, topic = self._alias_for(topic)
+                block = properties_block(message, identifiers or (), alias, correlation)
+            data = codec.encode_publish(topic.encode("utf-8"), message.payload, qos, retain, dup, packet_id, block)
         if self.max_packet_out is not None and len(data) > self.max_packet_out:
             # 5.0 §3.1.2.11.4: a packet over the client's maximum is not sent (as if it was delivered).
-            if topic and self.level == P.MQTT_5 and self._aliases_out.get(message.topic) == len(self._aliases_out):
+            if topic and v5 and self._aliases_out.get(message.topic) == len(self._aliases_out):
                 del self._aliases_out[message.topic]  # the alias it set up never reached the client
             if qos:
                 self.mqtt_session.acknowledged(packet_id) or self.mqtt_session.completed(packet_id)
@@ -592,6 +602,19 @@ class MqttConnection(BrokerConnection):
 
 
 _PINGRESP = b"\xd0\x00"
+
+
+def _plain_publish_v311(message) -> bytes:
+    return codec.encode_publish(message.topic.encode("utf-8"), message.payload)
+
+
+def _plain_publish_v5(message) -> bytes:
+    return codec.encode_publish(message.topic.encode("utf-8"), message.payload, properties=properties_block(message))
+
+
+# A QoS 0 PUBLISH with nothing of one delivery's own: by protocol level (3.1/3.1.1, 5.0), in the wire cache.
+_PLAIN_KEYS = {False: "mqtt.publish", True: "mqtt.publish.v5"}
+_PLAIN_BUILDERS = {False: _plain_publish_v311, True: _plain_publish_v5}
 _LEVEL_NAMES = {P.MQTT_3_1: "3.1", P.MQTT_3_1_1: "3.1.1", P.MQTT_5: "5.0"}
 
 # The handler of each packet type a client may send after CONNECT.

@@ -113,10 +113,15 @@ class Paho:
     def disconnect(self, props=None):
         self.client.disconnect(properties=props)
         self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:  # paho's loop may stop before it closes the socket: a TLS close would wait for it
+            sock.close()
 
     def drop(self):
         """The network connection ends without DISCONNECT (the Will goes)."""
-        self.client.socket().close()
+        sock = self.client.socket()
+        if sock is not None:  # paho closed it already after a refused CONNACK
+            sock.close()
         self.client.loop_stop()
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from pahoclient import V5, V311, Paho, properties, wait_until
+from pahoclient import V5, V311, Paho, properties
 
 
 def _expiry(seconds):
@@ -199,15 +199,6 @@ def test_a_client_silent_for_one_and_a_half_keep_alives_is_closed_and_its_will_s
     assert watcher.next(timeout=15).payload == b"timed out"
     assert time.monotonic() - started >= 1.0
     watcher.disconnect()
-
-
-def test_a_client_that_pings_stays(broker):
-    client = Paho(broker.mqtt_port, V311, "pinger", keepalive=1)
-    assert wait_until(lambda: False, timeout=3.5) is False  # three keep alives pass
-    client.subscribe("still/here", 0)
-    client.publish("still/here", b"yes", 0)
-    assert client.next().payload == b"yes"
-    client.disconnect()
 
 
 def test_a_v5_client_is_told_when_the_broker_shuts_down(start_broker):

@@ -16,12 +16,14 @@ another shape apart. ``mqttcounter`` has the MQTT ones.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 from flowmq.bench.protocol import MAX_LINE, PONG, BenchError
 
 _MAX_BUFFER = 256 * 1024 * 1024
 
 
-class StreamCounter:
+class StreamCounter(metaclass=ABCMeta):
     """The buffer and the scan loop; subclasses say what a frame is
     (``frame_len``, ``_bulk``) and how to step over anything else (``_one``)."""
 
@@ -101,14 +103,14 @@ class StreamCounter:
                 buf[0:rest] = buf[pos:fill]
             self._fill = rest
 
+    @abstractmethod
     def _bulk(self, pos: int, k: int) -> bool:
         """Are the k frames at ``pos`` all of the expected shape? (They are
         counted, and anything owed for them goes into ``_reply``.)"""
-        raise NotImplementedError
 
+    @abstractmethod
     def _one(self, pos: int, fill: int) -> int:
         """Consume one operation at ``pos``; 0 if it is not complete yet."""
-        raise NotImplementedError
 
 
 class FrameCounter(StreamCounter):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 import time
 
 import pytest
@@ -641,3 +642,50 @@ def test_packets_behind_a_pending_login_wait_for_it(start_broker, mqtt_client, l
     assert client.read_packet().reason_code == 0
     assert client.read_packet() == P.Puback(1)
     assert subscriber.receive().topic == "sec/t"
+
+
+# -- a reader that does not keep up ---------------------------------------------------------------
+
+
+@LEVELS
+def test_a_subscriber_that_stops_reading_is_cut_off_and_nobody_else_loses_anything(start_broker, make_witness,
+                                                                                   mqtt_client, level):
+    """The connection base's slow-consumer rules for MQTT: a subscriber that
+    takes nothing while its output is backed up is closed (its v5 DISCONNECT
+    0x97 queued behind what its socket did not take, so it reaches only a
+    client that catches up within write_deadline), the publisher is held
+    back meanwhile, not refused, and a subscriber that reads gets every
+    message, byte for byte."""
+    broker = start_broker(**{"mqtt.max_pending": 256 * 1024, "mqtt.stall_deadline": 0.5, "mqtt.write_deadline": 2.0})
+    witness = make_witness(broker.mqtt_port)
+    stuck = mqtt_client(level, broker.mqtt_port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect("stuck")
+    stuck.subscribe("flood/#")
+    reader = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    reader.connect("reader")
+    reader.subscribe("flood/#")
+    frame = codec.encode(P.Publish("flood/t", b"x" * 4096), P.MQTT_3_1_1)
+    received = []
+    thread = threading.Thread(target=lambda: received.append(_read_bytes(reader.sock, 2000 * len(frame))))
+    thread.start()
+    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    publisher.connect("flooder")
+    for _ in range(20):  # 2,000 messages, 8 MB: far past the stuck one's max_pending
+        publisher.send(frame * 100)
+    thread.join(60)
+    assert received == [frame * 2000]
+    stuck.read_until_closed()
+    witness.check()
+    publisher.assert_open()
+
+
+def _read_bytes(sock, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(1 << 20, size - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)

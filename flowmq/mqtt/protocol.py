@@ -146,10 +146,7 @@ class MqttConnection(BrokerConnection):
     def logged_in(self) -> None:
         self._accept(self.connect)
         waiting, self._waiting = self._waiting, None
-        for packet in waiting or ():
-            if self._closing:
-                return
-            self._handle(packet)
+        self._take(waiting or ())
 
     # -- input ------------------------------------------------------------------------
 
@@ -165,25 +162,23 @@ class MqttConnection(BrokerConnection):
         self._take(packets)
 
     def _take(self, packets) -> None:
+        """Handle the packets one read completed, in order (the hot path: no call between)."""
         for packet in packets:
             if self._closing:
                 return
             if self._waiting is not None:  # a login is under way: after it
                 self._waiting.append(packet)
-            else:
-                self._handle(packet)
-
-    def _handle(self, packet) -> None:
-        try:
-            _HANDLERS[packet.TYPE](self, packet)
-        except codec.CodecError as error:
-            self._refuse(error)
-        except Exception:  # a fault of ours: this client's connection goes, the broker stays
-            self.log.failure("[cid {cid}] {peer}: handling {packet!r} failed", cid=self.client_id, peer=self.peer,
-                             packet=type(packet).__name__)
-            if self.level == P.MQTT_5 and self.mqtt_session is not None:
-                self.send(codec.encode(P.Disconnect(R.IMPLEMENTATION_SPECIFIC_ERROR), self.level))
-            self.close_gracefully()
+                continue
+            try:
+                _HANDLERS[packet.TYPE](self, packet)
+            except codec.CodecError as error:
+                self._refuse(error)
+            except Exception:  # a fault of ours: this client's connection goes, the broker stays
+                self.log.failure("[cid {cid}] {peer}: handling {packet!r} failed", cid=self.client_id,
+                                 peer=self.peer, packet=type(packet).__name__)
+                if self.level == P.MQTT_5 and self.mqtt_session is not None:
+                    self.send(codec.encode(P.Disconnect(R.IMPLEMENTATION_SPECIFIC_ERROR), self.level))
+                self.close_gracefully()
 
     def _refuse(self, error) -> None:
         """A packet the spec says ends the connection: the reason (a CONNACK
@@ -321,10 +316,9 @@ class MqttConnection(BrokerConnection):
     # -- PUBLISH from the client ----------------------------------------------------------
 
     def _on_publish(self, packet) -> None:
-        if self.level == P.MQTT_5:
+        # (The decoder refused an empty topic name without a Topic Alias, MQTT-4.7.3-1, 5.0 §3.3.2.1.)
+        if packet.properties is not P.NO_PROPERTIES:  # MQTT 5 only
             self._resolve_alias(packet)
-        elif not packet.topic:
-            raise codec.ProtocolError("empty topic name (MQTT-4.7.3-1)")
         if len(packet.payload) > self.settings.max_payload:
             raise codec.PacketTooLarge("a payload of %d bytes, over max_payload %d"
                                        % (len(packet.payload), self.settings.max_payload))
@@ -372,8 +366,6 @@ class MqttConnection(BrokerConnection):
         """5.0 §3.3.2.3.4: a Topic Alias sets (with a topic) or stands for (without one) a topic."""
         alias = packet.properties.get("topic_alias")
         if alias is None:
-            if not packet.topic:
-                raise codec.ProtocolError("empty topic name without a topic alias")
             return
         if alias > self.settings.topic_alias_maximum:
             raise codec.TopicAliasInvalid("topic alias %d above the maximum %d"

@@ -119,16 +119,15 @@ class Session:
     def deliver(self, message, subscriptions) -> None:
         """A message that matches ``subscriptions``: to the client once, at
         the highest QoS granted among them, with their identifiers."""
-        if message.properties is not None and expired(message, time.time_ns()):
-            return
-        published = publish_qos(message)
-        qos = 0
+        properties = message.properties
+        if properties is not None and properties.expiry is not None and properties.expiry <= time.time_ns():
+            return  # expired on its way (5.0 §3.3.2.3.3)
+        top = 0  # the highest QoS among the subscriptions
         retain = False
         identifiers = None
         for subscription in subscriptions:
-            granted = subscription.qos if published is None or published > subscription.qos else published
-            if granted > qos:
-                qos = granted
+            if subscription.qos > top:
+                top = subscription.qos
             if subscription.retain_as_published and getattr(message, "retain", False):
                 retain = True
             if subscription.identifier:
@@ -136,7 +135,13 @@ class Session:
                     identifiers = [subscription.identifier]
                 else:
                     identifiers.append(subscription.identifier)
-        self.send(message, qos, retain, identifiers)
+        if not top:
+            if self.connection is not None:  # QoS 0: to a connected client only
+                self.connection.send_publish(message, 0, retain, identifiers, None, False)
+            return
+        # Each subscription grants the lower of its QoS and the publish's, the highest of those wins.
+        published = publish_qos(message)
+        self.send(message, top if published is None or published > top else published, retain, identifiers)
 
     def send(self, message, qos: int, retain: bool = False, identifiers=None) -> None:
         """Send, keep in flight, queue or drop one message for the client."""

@@ -165,6 +165,9 @@ class Decoder:
             length = buf[pos + 1]
             if length < 0x80:
                 body = pos + 2
+            elif pos + 2 < end and buf[pos + 2] < 0x80:  # two bytes: up to 16 KB
+                length = (length & 0x7F) | buf[pos + 2] << 7
+                body = pos + 3
             else:
                 found = varint_at(buf, pos + 1, end)
                 if found is None:

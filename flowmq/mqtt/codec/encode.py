@@ -28,6 +28,7 @@ from .primitives import U16, encode_binary, encode_string, encode_varint
 from .properties import WILL_PROPERTIES, encode_properties
 
 _HEAD = struct.Struct(">BBH")  # first byte, a one-byte Remaining Length, the topic length
+_HEAD2 = struct.Struct(">BBBH")  # the same with a two-byte Remaining Length
 _PINGREQ = b"\xc0\x00"
 _PINGRESP = b"\xd0\x00"
 
@@ -53,6 +54,8 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
         length += 2
     if length < 0x80:
         head = _HEAD.pack(first, length, len(topic))
+    elif length < 0x4000:  # a two-byte Remaining Length (5.0 §1.5.5): payloads up to 16 KB
+        head = _HEAD2.pack(first, length & 0x7F | 0x80, length >> 7, len(topic))
     else:
         head = _long_head(first, length, len(topic))
     if qos:

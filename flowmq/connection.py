@@ -414,14 +414,24 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         published it until we drain."""
         if not self._paused or self._pending <= self._hold_at or self._idle_ticks >= HOLD_TICKS:
             return
-        if publisher is None or publisher is self or not hasattr(publisher, "hold_input"):
-            return
+        self.hold(publisher)
+
+    def hold(self, publisher) -> bool:
+        """Hold back ``publisher``'s input until this connection releases
+        its publishers; False if it cannot be held (no such thing, or us)."""
+        if publisher is None or self.is_me(publisher) or not hasattr(publisher, "hold_input"):
+            return False
         if self._holding is None:
             self._holding = set()
         elif publisher in self._holding:
-            return
+            return True
         self._holding.add(publisher)
         publisher.hold_input(self)
+        return True
+
+    def is_me(self, publisher) -> bool:
+        """Is ``publisher`` (a message's origin) this connection's own client?"""
+        return publisher is self
 
     def _release_publishers(self) -> None:
         holding, self._holding = self._holding, None
@@ -442,4 +452,10 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if held_by and holder in held_by:
             held_by.discard(holder)
             if not held_by and not self._closing:
-                self.transport.resumeProducing()
+                self.input_released()
+                if not self._held_by and not self._closing:  # what waited may have got it held again
+                    self.transport.resumeProducing()
+
+    def input_released(self) -> None:
+        """The last holder let go, before reading resumes: a protocol that
+        stops handling mid-read while held goes on with what it kept."""

@@ -97,12 +97,18 @@ class MqttConnection(BrokerConnection):
         self._aliases: dict = {}  # topic alias -> topic, from the client
         self._aliases_out: dict = {}  # topic -> topic alias, to the client
         self._alias_max_out = 0  # the client's Topic Alias Maximum (5.0 §3.1.2.11.5)
-        self._waiting = None  # packets read while the login is decided
+        # Packets read and not handled yet: while the login is decided, and
+        # while a subscriber's full queue holds this publisher back.
+        self._waiting = None
         self._last_read = 0.0
         self._keepalive_call = None
         self._answers = collections.deque()  # [bytes or None] PUBACK/PUBREC in PUBLISH order
         self._receiving: set = set()  # v5: ids of QoS 1/2 PUBLISHes not yet answered by PUBACK/PUBCOMP
         self._closed = False
+        self._acks = 0  # PUBACKs, PUBRECs and PUBCOMPs from the client
+        self._acks_seen = 0  # ... at the last look while holding publishers for the queue
+        self._acks_at_stall = -1  # ... when it was found not acknowledging (holds nobody until the next)
+        self._progress_call = None
 
     # -- the connection base's hooks ---------------------------------------------
 
@@ -124,6 +130,8 @@ class MqttConnection(BrokerConnection):
             return
         self._closed = True
         self._stop_keepalive()
+        if self._progress_call is not None and self._progress_call.active():
+            self._progress_call.cancel()
         session = self.mqtt_session
         if session is None or session.connection is not self:
             return  # not connected yet, or taken over (the new connection has the session)
@@ -298,6 +306,8 @@ class MqttConnection(BrokerConnection):
         self._keepalive_call = None
         quiet = self.clock.seconds() - self._last_read
         limit = self.keep_alive * KEEPALIVE_GRACE
+        if self._held_by:  # not read because we hold it back: its PINGREQs wait in the socket
+            quiet = 0.0
         if quiet >= limit:
             self.log.info("[cid {cid}] {peer}: nothing for {s:.1f} s, keep alive {ka} s: closing",
                           cid=self.client_id, peer=self.peer, s=quiet, ka=self.keep_alive)
@@ -422,9 +432,11 @@ class MqttConnection(BrokerConnection):
     # -- acknowledgements from the client ------------------------------------------------
 
     def _on_puback(self, packet) -> None:
+        self._acks += 1
         self.mqtt_session.acknowledged(packet.packet_id)
 
     def _on_pubrec(self, packet) -> None:
+        self._acks += 1
         session = self.mqtt_session
         if session.received(packet.packet_id, packet.reason_code >= 0x80):
             if packet.reason_code < 0x80:
@@ -434,7 +446,56 @@ class MqttConnection(BrokerConnection):
                                             if self.level == P.MQTT_5 else 0), self.level))
 
     def _on_pubcomp(self, packet) -> None:
+        self._acks += 1
         self.mqtt_session.completed(packet.packet_id)
+
+    # -- flow control: publishers held back while the session's queue is long -------------
+
+    def is_me(self, publisher) -> bool:
+        return publisher is self or publisher is self.mqtt_session
+
+    def hold_input(self, holder) -> None:
+        """Held back: reading stops, and so does the handling of the packets
+        of the read under way (a whole read can hold thousands of PUBLISHes)."""
+        BrokerConnection.hold_input(self, holder)
+        if self._waiting is None and not self._closing:
+            self._waiting = []
+
+    def input_released(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        self._take(waiting or ())
+
+    def queue_filling(self, publisher) -> None:
+        """The session's queue of QoS 1 and 2 messages is past the hold mark
+        (half of mqtt.max_queued): hold ``publisher`` back until the client's
+        acknowledgements drain it, so that nothing is dropped. Not while the
+        client has stopped acknowledging (nothing for stall_deadline): then
+        what comes past max_queued is dropped, as mosquitto does, rather
+        than the topic held up for everybody."""
+        if self._acks == self._acks_at_stall or not self.hold(publisher):
+            return
+        if self._progress_call is None:
+            self._acks_seen = self._acks
+            self._progress_call = self.clock.callLater(self._limits.stall_deadline, self._check_progress)
+
+    def queue_drained(self) -> None:
+        """The queue is down to the release mark: the publishers go on."""
+        if self._holding:
+            self._release_publishers()
+
+    def _check_progress(self) -> None:
+        self._progress_call = None
+        if not self._holding:
+            return
+        if self._acks == self._acks_seen:
+            self.log.info("[cid {cid}] {peer}: no acknowledgement for {s} s with {n} messages queued: its "
+                          "publishers go on, messages past mqtt.max_queued are dropped", cid=self.client_id,
+                          peer=self.peer, s=self._limits.stall_deadline, n=len(self.mqtt_session.queue))
+            self._acks_at_stall = self._acks
+            self._release_publishers()
+            return
+        self._acks_seen = self._acks
+        self._progress_call = self.clock.callLater(self._limits.stall_deadline, self._check_progress)
 
     # -- SUBSCRIBE and UNSUBSCRIBE ----------------------------------------------------------
 

@@ -157,6 +157,8 @@ class Session:
         elif len(self.queue) < self.max_queued:
             self._keep(outgoing)
             self.queue.append(outgoing)
+            if connection is not None and len(self.queue) >= self.max_queued // 2:
+                connection.queue_filling(message.origin)
         else:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -200,6 +202,8 @@ class Session:
                     self._release(outgoing)
                     continue
             self._send_new(outgoing)
+        if self.connection is not None and len(queue) <= self.max_queued // 4:
+            self.connection.queue_drained()
 
     # -- the client's acknowledgements -------------------------------------------------
 
@@ -255,6 +259,16 @@ class Session:
 
     def detach(self) -> None:
         self.connection = None
+
+    # -- as a publisher held back (the core hands a message's origin to its subscribers) ---
+
+    def hold_input(self, holder) -> None:
+        if self.connection is not None:
+            self.connection.hold_input(holder)
+
+    def release_input(self, holder) -> None:
+        if self.connection is not None:
+            self.connection.release_input(holder)
 
     def restore(self, queued) -> None:
         """What the store kept for this session (``(seq, message, qos)``, in

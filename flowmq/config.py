@@ -332,7 +332,8 @@ SETTINGS = (
             "lowers it); the others wait in its queue"),
     Setting("mqtt", "max_queued", _positive_int, 1000,
             "QoS 1 and 2 messages that may wait for one client (in flight ones not counted): for an "
-            "absent persistent session or a client at max_inflight; more are dropped"),
+            "absent persistent session or a client at max_inflight; past half of it a connected client "
+            "that acknowledges holds its publishers back, otherwise more are dropped"),
     Setting("mqtt", "max_subscriptions", _positive_int, 100000,
             "most subscriptions of one MQTT session; more are refused in the SUBACK (v5: 0x97)"),
     Setting("mqtt", "topic_alias_maximum", _integer_0_65535, 10,

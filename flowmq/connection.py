@@ -24,7 +24,9 @@
   fast publishers slow down to what a subscriber that is reading can take,
   instead of cutting it off. Only a client that took bytes within the last
   ``HOLD_TICKS`` ticks holds anybody: one that stops reading releases its
-  publishers after 0.5 s, and is cut off alone.
+  publishers after 0.5 s, and is cut off alone. A protocol holds
+  publishers for its own reasons with ``hold`` too (MQTT: a long QoS 1/2
+  queue), and learns with ``input_released`` that its own input goes on.
 
 Its factory is a ``flowmq.listener.ConnectionRegistry`` (broker, clock,
 limits, security, the listener's TLS, client ids). A subclass speaks the

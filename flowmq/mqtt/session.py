@@ -11,8 +11,12 @@ holds (MQTT-4.1.0-1, 5.0 §4.1):
   packet id: sent and not yet acknowledged, or, for QoS 2, PUBREC received
   and PUBCOMP awaited), at most ``max_inflight`` of them (the broker's
   ``mqtt.max_inflight``, or the client's Receive Maximum if lower: 5.0
-  §4.9), and those waiting behind them (``queue``, at most ``max_queued``;
-  what comes beyond is dropped, as mosquitto does);
+  §4.9), and those waiting behind them (``queue``, at most ``max_queued``).
+  Past half of that, a connected client's connection holds back the
+  publishers feeding it until the queue is down to a quarter, while the
+  client acknowledges (``MqttConnection.queue_filling``); for an absent
+  client or a silent one, what comes beyond max_queued is dropped, as
+  mosquitto does;
 - the packet ids of the QoS 2 messages the client sent whose PUBREL has
   not come (``awaiting_pubrel``): a PUBLISH that repeats one is not
   published again (5.0 §4.3.3, method B: publish on PUBLISH, remember the

@@ -15,6 +15,7 @@ import platform
 
 import twisted
 from twisted.application import service
+from twisted.internet import defer
 from twisted.python import usage
 
 from flowmq import __version__, config
@@ -118,8 +119,24 @@ class BrokerService(service.MultiService):
             gc.freeze()
 
     def stopService(self):
+        """The listeners first, until their connections are drained (what
+        a closing connection does, such as an MQTT Will or a session put
+        away, still has the protocols' services and the store); then the
+        other services, the last started first."""
         log.info("FlowMQ shutting down: closing listeners and draining connections")
-        return service.MultiService.stopService(self)
+        service.Service.stopService(self)
+        children = list(self)[::-1]
+        listeners = [child for child in children if child in self.listeners.values()]
+        drained = defer.DeferredList([_stop(listener) for listener in listeners])
+        return drained.addCallback(lambda _: defer.DeferredList([_stop(child) for child in children
+                                                                 if child not in listeners]))
+
+
+def _stop(child) -> defer.Deferred:
+    """Stop one service; a failure is logged, and the others still stop."""
+    def failed(failure):
+        log.failure("stopping {service} failed", failure, service=child)
+    return defer.maybeDeferred(child.stopService).addErrback(failed)
 
 
 def _describe(security, tls) -> str:

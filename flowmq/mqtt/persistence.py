@@ -15,8 +15,15 @@ QoS 1 and 2 messages that wait for their clients, on two core logs.
 Two store files whatever the number of sessions (100,000 sessions are not
 100,000 open files). A session key is the hex of its client id's UTF-8, so
 any client id makes a one-level topic. A message for several persistent
-sessions is written once per session; what is left of a session after a
-restart is resent with DUP set and new packet ids.
+sessions is written once per session.
+
+The packet ids of a session's exchanges live in memory while the broker
+runs (a write per PUBLISH and acknowledgement would double the disk work
+of QoS 1). A graceful stop writes them into each session's record (which
+messages were in flight under which id, the PUBRELs awaiting PUBCOMP, the
+client's QoS 2 ids awaiting PUBREL), and the start after it resumes them
+and writes the record again without them. After a crash what is left of
+a session goes again with DUP set and new packet ids.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class RestoredSession:
         self.expiry = document.get("expiry")
         self.subscriptions = [(entry[0], SubscriptionOptions(*entry[1:5]), entry[5])
                               for entry in document.get("subscriptions", ())]
+        #: ``Session.delivery_state()`` as a graceful stop wrote it; None after a crash.
+        self.delivery = document.get("delivery")
         self.queued: list = []  # (seq, Message, qos)
 
 
@@ -97,8 +106,9 @@ class SessionStore:
                 log_.detach()
         self.sessions = self.queued = None
 
-    def save(self, session) -> None:
-        """Write the session's terms and subscriptions."""
+    def save(self, session, delivery: bool = False) -> None:
+        """Write the session's terms and subscriptions; with ``delivery``
+        (at a graceful stop) also the packet ids of its QoS 1/2 exchanges."""
         document = {
             "version": VERSION,
             "client_id": session.client_id,
@@ -107,6 +117,8 @@ class SessionStore:
                 [s.topic_filter, s.qos, s.no_local, s.retain_as_published, s.retain_handling, s.identifier]
                 for s in session.subscriptions.values()],
         }
+        if delivery:
+            document["delivery"] = session.delivery_state()
         self.sessions.deliver(Message(session_key(session.client_id), json.dumps(document).encode()), ())
 
     def forget(self, session) -> None:

@@ -72,18 +72,33 @@ class MqttService(service.Service):
             except Exception as error:
                 log.error("MQTT session {client}: subscription {filter} not restored: {error}",
                           client=session.client_id, filter=topic_filter, error=error)
-        session.restore(restored.queued)
+        session.restore(restored.queued, restored.delivery)
+        if restored.delivery is not None:
+            self.store.save(session)  # the ids are in memory now; a crash must not find them stale
         self.sessions[session.client_id] = session
         if session.expiry is not None:
             self._expiries[session] = self.clock.callLater(session.expiry, self._expired, session)
 
     def stopService(self):
+        """After the listeners: the Wills still waiting for their delay go
+        now (as mosquitto sends them at shutdown: the clients are gone, and
+        a restart would forget them), then each persistent session's packet
+        ids are written beside it."""
         service.Service.stopService(self)
-        for call in list(self._expiries.values()) + list(self._wills.values()):
+        for call in self._expiries.values():
             if call.active():
                 call.cancel()
         self._expiries.clear()
+        for call in list(self._wills.values()):
+            if call.active():
+                client_id, message = call.args
+                call.cancel()
+                self._delayed_will(client_id, message)
         self._wills.clear()
+        if self.store is not None:
+            for session in self.sessions.values():
+                if session.store is not None:
+                    session.store.save(session, delivery=True)
         self.retained.close()
         if self.store is not None:
             self.store.close()

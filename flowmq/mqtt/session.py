@@ -274,11 +274,40 @@ class Session:
         if self.connection is not None:
             self.connection.release_input(holder)
 
-    def restore(self, queued) -> None:
+    def restore(self, queued, state=None) -> None:
         """What the store kept for this session (``(seq, message, qos)``, in
-        order) waits for the client again; it goes with new packet ids."""
-        for seq, message, qos in queued:
-            self.queue.append(Outgoing(message, qos, False, None, seq))
+        order) waits for the client again. ``state`` is what a graceful stop
+        wrote of ``delivery_state()``: the messages that were in flight go
+        again under their packet ids (DUP), PUBRELs where PUBCOMP was
+        awaited, and the client's QoS 2 ids awaiting PUBREL stay answered
+        only; without it (a crash) the stored messages go with new ids."""
+        by_seq = {seq: Outgoing(message, qos, False, None, seq) for seq, message, qos in queued}
+        for entry in (state or {}).get("inflight", ()):
+            packet_id = entry[1]
+            if entry[0] == "pubrel":
+                outgoing = Outgoing(None, 2, False, None)
+                outgoing.state = AWAIT_PUBCOMP
+            else:
+                outgoing = by_seq.pop(entry[2], None)
+                if outgoing is None:  # acknowledged after all (the store released it)
+                    continue
+            outgoing.packet_id = packet_id
+            self.inflight[packet_id] = outgoing
+        self.queue.extend(by_seq.values())  # in order: dicts keep it
+        self.awaiting_pubrel.update((state or {}).get("awaiting_pubrel", ()))
+
+    def delivery_state(self) -> dict:
+        """The packet ids of the session's QoS 1/2 exchanges (kept in memory
+        while the broker runs) for ``restore`` after a graceful stop: the
+        in-flight messages (by their store sequence) and PUBRELs, in order,
+        and the ids of the client's QoS 2 PUBLISHes whose PUBREL has not come."""
+        inflight = []
+        for packet_id, outgoing in self.inflight.items():
+            if outgoing.state == AWAIT_PUBCOMP:
+                inflight.append(["pubrel", packet_id])
+            elif outgoing.seq is not None:
+                inflight.append(["publish", packet_id, outgoing.seq])
+        return {"inflight": inflight, "awaiting_pubrel": sorted(self.awaiting_pubrel)}
 
     def subscribe(self, broker, topic_filter: str, options, identifier=None):
         """Subscribe (or replace the subscription of) ``topic_filter``:

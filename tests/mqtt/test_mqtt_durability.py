@@ -1,12 +1,16 @@
 """What MQTT keeps across a broker restart and a crash (kill -9 of ``twistd
 -n flowmq``): retained messages acknowledged with PUBACK, and persistent
-sessions with their subscriptions and queued QoS 1 and 2 messages."""
+sessions with their subscriptions and queued QoS 1 and 2 messages; after a
+graceful stop also the packet ids of their exchanges, and delayed Wills
+are published at the stop."""
 
 from __future__ import annotations
 
 from paho.mqtt.packettypes import PacketTypes
 
+from flowmq.mqtt.codec import packets as P
 from pahoclient import V5, V311, Paho, properties
+from raw_mqtt import MqttClient
 
 
 def _persistent(port, version, client_id):
@@ -62,4 +66,77 @@ def test_persistent_sessions_and_their_queued_messages_survive_kill_9(tmp_path, 
         assert client.next().payload == b"live"
         client.disconnect()
     live.disconnect()
+    again.stop()
+
+
+def test_a_graceful_restart_keeps_the_packet_ids_of_qos_1_and_2_exchanges(tmp_path, twistd):
+    """A stop with SIGTERM writes each persistent session's packet ids: after
+    the restart the unacknowledged QoS 1 message goes again under its id with
+    DUP, the PUBREL awaiting PUBCOMP goes again, and the client's QoS 2
+    PUBLISH whose PUBREL had not come is answered, not published twice."""
+    data_dir = tmp_path / "data"
+    broker = twistd(data_dir, "first")
+    expiry = {"session_expiry_interval": 3600}
+    keeper = MqttClient(broker.mqtt_port, P.MQTT_5)
+    keeper.connect("keeper", clean=False, properties=expiry)
+    keeper.subscribe("ids/#", qos=2)
+    publisher = MqttClient(broker.mqtt_port)
+    publisher.connect("publisher")
+    publisher.publish("ids/a", b"one", 1, packet_id=1)
+    publisher.publish("ids/b", b"two", 2, packet_id=2)
+    one = keeper.read_packet()  # not acknowledged
+    two = keeper.read_packet()
+    assert (one.payload, one.qos, two.payload, two.qos) == (b"one", 1, b"two", 2)
+    keeper.send(P.Pubrec(two.packet_id))
+    assert keeper.read_packet() == P.Pubrel(two.packet_id)  # no PUBCOMP
+    keeper.send(P.Publish("other/c", b"three", 2, packet_id=7))
+    assert keeper.read_packet() == P.Pubrec(7)  # no PUBREL
+    keeper.close()
+    publisher.close()
+    broker.stop()
+
+    again = twistd(data_dir, "second")
+    watcher = MqttClient(again.mqtt_port)
+    watcher.connect("watcher")
+    watcher.subscribe("other/#", qos=2)
+    keeper = MqttClient(again.mqtt_port, P.MQTT_5)
+    keeper.send(P.Connect(P.MQTT_5, "keeper", False, 60, properties=expiry))
+    assert keeper.read_packet().session_present
+    resent = keeper.read_packet()
+    assert (resent.packet_id, resent.dup, resent.qos, resent.payload) == (one.packet_id, True, 1, b"one")
+    assert keeper.read_packet() == P.Pubrel(two.packet_id)
+    keeper.send(P.Puback(one.packet_id))
+    keeper.send(P.Pubcomp(two.packet_id))
+    keeper.send(P.Publish("other/c", b"three", 2, dup=True, packet_id=7))  # its PUBREC was lost, say
+    assert keeper.read_packet() == P.Pubrec(7)
+    keeper.send(P.Pubrel(7))
+    assert keeper.read_packet() == P.Pubcomp(7)
+    assert keeper.settle() == []
+    assert watcher.settle() == []  # "three" was published once, before the restart
+    keeper.close()
+    watcher.close()
+    again.stop()
+
+
+def test_a_will_waiting_for_its_delay_is_published_at_a_graceful_stop(tmp_path, twistd):
+    """As mosquitto does: the clients are gone, and a restart would forget it."""
+    data_dir = tmp_path / "data"
+    broker = twistd(data_dir, "first")
+    watcher = MqttClient(broker.mqtt_port)
+    watcher.connect("watcher", clean=False)
+    watcher.subscribe("wills/#", qos=1)
+    watcher.close()
+    client = MqttClient(broker.mqtt_port, P.MQTT_5)
+    client.connect("mortal", properties={"session_expiry_interval": 3600},
+                   will=P.Will("wills/mortal", b"gone", 1, properties={"will_delay_interval": 3600}))
+    client.close()  # no DISCONNECT: the Will waits for its delay
+    broker.stop()
+    again = twistd(data_dir, "second")
+    watcher = MqttClient(again.mqtt_port)
+    watcher.send(P.Connect(P.MQTT_3_1_1, "watcher", False, 60))
+    assert watcher.read_packet().session_present
+    will = watcher.receive()
+    assert (will.topic, will.payload) == ("wills/mortal", b"gone")
+    assert watcher.settle() == []
+    watcher.close()
     again.stop()

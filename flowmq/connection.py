@@ -419,21 +419,25 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self.hold(publisher)
 
     def hold(self, publisher) -> bool:
-        """Hold back ``publisher``'s input until this connection releases
-        its publishers; False if it cannot be held (no such thing, or us)."""
-        if publisher is None or self.is_me(publisher) or not hasattr(publisher, "hold_input"):
+        """Hold back the input of ``publisher`` (a message's origin: its
+        ``holdable()`` is the connection to hold) until this connection
+        releases its publishers; False if there is none to hold, it is us,
+        or we are closing (nobody would release it)."""
+        holdable = getattr(publisher, "holdable", None)
+        connection = holdable() if holdable is not None else None
+        if connection is None or connection is self or self._closing:
             return False
         if self._holding is None:
             self._holding = set()
-        elif publisher in self._holding:
+        elif connection in self._holding:
             return True
-        self._holding.add(publisher)
-        publisher.hold_input(self)
+        self._holding.add(connection)
+        connection.hold_input(self)
         return True
 
-    def is_me(self, publisher) -> bool:
-        """Is ``publisher`` (a message's origin) this connection's own client?"""
-        return publisher is self
+    def holdable(self):
+        """The connection to hold back for a message this one published: itself."""
+        return self
 
     def _release_publishers(self) -> None:
         holding, self._holding = self._holding, None

@@ -432,13 +432,13 @@ class MqttConnection(BrokerConnection):
     # -- acknowledgements from the client ------------------------------------------------
 
     def _on_puback(self, packet) -> None:
-        self._acks += 1
-        self.mqtt_session.acknowledged(packet.packet_id)
+        if self.mqtt_session.acknowledged(packet.packet_id):
+            self._acks += 1
 
     def _on_pubrec(self, packet) -> None:
-        self._acks += 1
         session = self.mqtt_session
         if session.received(packet.packet_id, packet.reason_code >= 0x80):
+            self._acks += 1
             if packet.reason_code < 0x80:
                 self.send_pubrel(packet.packet_id)
         elif packet.reason_code < 0x80:
@@ -446,13 +446,10 @@ class MqttConnection(BrokerConnection):
                                             if self.level == P.MQTT_5 else 0), self.level))
 
     def _on_pubcomp(self, packet) -> None:
-        self._acks += 1
-        self.mqtt_session.completed(packet.packet_id)
+        if self.mqtt_session.completed(packet.packet_id):
+            self._acks += 1
 
     # -- flow control: publishers held back while the session's queue is long -------------
-
-    def is_me(self, publisher) -> bool:
-        return publisher is self or publisher is self.mqtt_session
 
     def hold_input(self, holder) -> None:
         """Held back: reading stops, and so does the handling of the packets
@@ -462,17 +459,24 @@ class MqttConnection(BrokerConnection):
             self._waiting = []
 
     def input_released(self) -> None:
+        self._last_read = self.clock.seconds()  # what it sent while held counts as just read
         waiting, self._waiting = self._waiting, None
         self._take(waiting or ())
 
     def queue_filling(self, publisher) -> None:
         """The session's queue of QoS 1 and 2 messages is past the hold mark
         (half of mqtt.max_queued): hold ``publisher`` back until the client's
-        acknowledgements drain it, so that nothing is dropped. Not while the
-        client has stopped acknowledging (nothing for stall_deadline): then
-        what comes past max_queued is dropped, as mosquitto does, rather
-        than the topic held up for everybody."""
-        if self._acks == self._acks_at_stall or not self.hold(publisher):
+        acknowledgements drain it, so that nothing is dropped. Every
+        stall_deadline the publishers get one read (their PINGREQs are
+        answered) and are held again if the queue is still long.
+
+        Not while the client has stopped acknowledging (nothing for
+        stall_deadline): then what comes past max_queued is dropped, as
+        mosquitto does, rather than the topic held up for everybody. Not
+        while this connection is held itself: it reads none of its
+        client's acknowledgements then, and two clients publishing to each
+        other would hold each other for ever."""
+        if self._held_by or self._acks == self._acks_at_stall or not self.hold(publisher):
             return
         if self._progress_call is None:
             self._acks_seen = self._acks
@@ -492,10 +496,7 @@ class MqttConnection(BrokerConnection):
                           "publishers go on, messages past mqtt.max_queued are dropped", cid=self.client_id,
                           peer=self.peer, s=self._limits.stall_deadline, n=len(self.mqtt_session.queue))
             self._acks_at_stall = self._acks
-            self._release_publishers()
-            return
-        self._acks_seen = self._acks
-        self._progress_call = self.clock.callLater(self._limits.stall_deadline, self._check_progress)
+        self._release_publishers()
 
     # -- SUBSCRIBE and UNSUBSCRIBE ----------------------------------------------------------
 

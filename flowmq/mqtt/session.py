@@ -264,15 +264,10 @@ class Session:
     def detach(self) -> None:
         self.connection = None
 
-    # -- as a publisher held back (the core hands a message's origin to its subscribers) ---
-
-    def hold_input(self, holder) -> None:
-        if self.connection is not None:
-            self.connection.hold_input(holder)
-
-    def release_input(self, holder) -> None:
-        if self.connection is not None:
-            self.connection.release_input(holder)
+    def holdable(self):
+        """The connection to hold back for a message the session's client
+        published (it is the message's origin): the one it has now."""
+        return self.connection
 
     def restore(self, queued, state=None) -> None:
         """What the store kept for this session (``(seq, message, qos)``, in
@@ -291,6 +286,7 @@ class Session:
                 outgoing = by_seq.pop(entry[2], None)
                 if outgoing is None:  # acknowledged after all (the store released it)
                     continue
+                outgoing.retain, outgoing.identifiers = entry[3], entry[4]  # the PUBLISH goes again as it went
             outgoing.packet_id = packet_id
             self.inflight[packet_id] = outgoing
         self.queue.extend(by_seq.values())  # in order: dicts keep it
@@ -306,7 +302,7 @@ class Session:
             if outgoing.state == AWAIT_PUBCOMP:
                 inflight.append(["pubrel", packet_id])
             elif outgoing.seq is not None:
-                inflight.append(["publish", packet_id, outgoing.seq])
+                inflight.append(["publish", packet_id, outgoing.seq, outgoing.retain, outgoing.identifiers])
         return {"inflight": inflight, "awaiting_pubrel": sorted(self.awaiting_pubrel)}
 
     def subscribe(self, broker, topic_filter: str, options, identifier=None):

@@ -129,6 +129,7 @@ class NatsConnection(BrokerConnection):
         self.no_responders = False
         self.name = ""
         self._waiting_ops = None  # the operations that wait while a login is under way
+        self._held_ops = None  # those of a read that wait while a subscriber holds this publisher back
 
     # -- connection life cycle ------------------------------------------------
 
@@ -185,7 +186,10 @@ class NatsConnection(BrokerConnection):
             ops = self.parser.feed(data)
             if self.session is None and self.factory.security.portal is not None:
                 ops = self._authenticate(ops)
-            self._run(ops)
+            if self._held_ops is not None:  # held back by a subscriber: after what waits already
+                self._held_ops.extend(ops)
+            else:
+                self._run(ops)
         finally:
             batcher.end()
 
@@ -193,13 +197,21 @@ class NatsConnection(BrokerConnection):
         handlers = _HANDLERS
         publish = self._publish
         pub = OP_PUB
-        for op in ops:
+        for index, op in enumerate(ops):
             if op[0] == pub:  # the hot path: straight to publish
                 publish(op[1], op[2], op[3], None)
             else:
                 handlers[op[0]](self, op)
             if self._closing:
                 return
+            if self._held_by:  # a subscriber holds us back: the rest of the read waits for input_released
+                self._held_ops = ops[index + 1:]
+                return
+
+    def input_released(self) -> None:
+        ops, self._held_ops = self._held_ops, None
+        if ops:
+            self._run(ops)
 
     def _on_error(self, op):
         self.log.info("[cid {cid}] protocol error from {peer}: {error}",

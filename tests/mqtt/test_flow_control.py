@@ -8,8 +8,11 @@ read of the broker holds far more than the subscriber's queue."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
+from conftest import RawClient
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 
@@ -19,10 +22,22 @@ COUNT = 300
 SETTINGS = {"mqtt.max_queued": 10, "mqtt.max_inflight": 2}
 
 
-def _blast(publisher, count: int) -> None:
+def _blast(publisher, count: int, prefix: bytes = b"") -> None:
     """``count`` QoS 1 PUBLISHes to flow/t in one write, payloads b"0", b"1", ..."""
-    publisher.send(b"".join(codec.encode(P.Publish("flow/t", b"%d" % n, 1, packet_id=n + 1), P.MQTT_3_1_1)
-                            for n in range(count)))
+    publisher.send(b"".join(codec.encode(P.Publish("flow/t", prefix + b"%d" % n, 1, packet_id=n + 1),
+                                         P.MQTT_3_1_1) for n in range(count)))
+
+
+def _read_slowly(subscriber, count: int) -> list:
+    """The payloads of ``count`` QoS 1 PUBLISHes, each acknowledged late."""
+    received = []
+    for _ in range(count):
+        packet = subscriber.read_packet()
+        assert isinstance(packet, P.Publish) and packet.qos == 1, packet
+        received.append(packet.payload)
+        time.sleep(0.002)  # a slow application
+        subscriber.send(P.Puback(packet.packet_id))
+    return received
 
 
 def _pubacks(publisher, count: int) -> list:
@@ -41,14 +56,7 @@ def test_a_slow_subscriber_gets_every_qos1_message_in_order(start_broker, mqtt_c
     publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
     publisher.connect("fast")
     _blast(publisher, COUNT)
-    received = []
-    for _ in range(COUNT):
-        packet = subscriber.read_packet()
-        assert isinstance(packet, P.Publish) and packet.qos == 1, packet
-        received.append(packet.payload)
-        time.sleep(0.002)  # a slow application
-        subscriber.send(P.Puback(packet.packet_id))
-    assert received == [b"%d" % n for n in range(COUNT)]
+    assert _read_slowly(subscriber, COUNT) == [b"%d" % n for n in range(COUNT)]
     assert _pubacks(publisher, COUNT) == [P.Puback(n + 1) for n in range(COUNT)]
     publisher.assert_open()
     witness.check()
@@ -83,3 +91,83 @@ def test_a_subscriber_that_stops_acknowledging_holds_its_publisher_for_stall_dea
     assert got == [b"%d" % n for n in range(12)]
     assert again.settle() == []
     witness.check()
+
+
+def test_a_nats_publisher_is_held_back_too_and_stops_mid_read(start_broker, mqtt_client):
+    """300 NATS PUBs in one write to a slow QoS 1 MQTT subscriber: all arrive, in order."""
+    broker = start_broker(**SETTINGS)
+    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
+    subscriber.connect("slow")
+    subscriber.subscribe("flow/t", qos=1)
+    publisher = RawClient(broker.port, timeout=20.0)
+    publisher.handshake()
+    publisher.send(b"".join(b"PUB flow.t %d\r\n%d\r\n" % (len(b"%d" % n), n) for n in range(COUNT)) + b"PING\r\n")
+    assert _read_slowly(subscriber, COUNT) == [b"%d" % n for n in range(COUNT)]
+    assert publisher.read_line() == b"PONG"
+    publisher.close()
+
+
+def test_a_publisher_that_reconnects_is_held_back_on_its_new_connection(start_broker, mqtt_client):
+    """The hold is on the publisher's connection, not its session: a second
+    connection of the same client id (a takeover) is held back as the first was."""
+    broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 5.0})
+    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
+    subscriber.connect("slow")
+    subscriber.subscribe("flow/t", qos=1)
+    first = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    first.connect("fast", clean=False)
+    _blast(first, 20, b"first ")
+    assert [subscriber.read_packet().payload for _ in range(2)] == [b"first 0", b"first 1"]  # held now, unread
+    second = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    second.connect("fast", clean=False)  # takes the session over; the first's unread PUBLISHes are gone
+    _blast(second, COUNT, b"second ")
+    subscriber.send(P.Puback(1))
+    subscriber.send(P.Puback(2))
+    received = []
+    while not received or received[-1] != b"second %d" % (COUNT - 1):
+        received += _read_slowly(subscriber, 1)
+    assert [payload for payload in received if payload.startswith(b"second")] == [
+        b"second %d" % n for n in range(COUNT)]
+    assert [second.read_packet() for _ in range(COUNT)] == [P.Puback(n + 1) for n in range(COUNT)]
+
+
+def test_a_subscriber_that_goes_away_releases_its_publishers(start_broker, mqtt_client):
+    """The subscriber holding a publisher back drops its connection (no
+    DISCONNECT): the publisher goes on at once, every PUBLISH acknowledged."""
+    broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 30.0})
+    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    subscriber.connect("slow")
+    subscriber.subscribe("flow/t", qos=1)
+    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    publisher.connect("fast")
+    _blast(publisher, COUNT)
+    assert subscriber.read_packet().payload == b"0"  # the publisher is held now
+    subscriber.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    subscriber.close()  # a reset
+    assert [publisher.read_packet() for _ in range(COUNT)] == [P.Puback(n + 1) for n in range(COUNT)]
+
+
+def test_acknowledgements_of_nothing_do_not_keep_a_publisher_held(start_broker, mqtt_client):
+    """PUBACKs for packet ids that were never in flight are no progress: the
+    publisher is let go after stall_deadline all the same."""
+    broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 0.5})
+    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    subscriber.connect("slow")
+    subscriber.subscribe("flow/t", qos=1)
+    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    publisher.connect("fast")
+    _blast(publisher, COUNT)
+    stop = threading.Event()
+
+    def nag():
+        while not stop.wait(0.1):
+            subscriber.send(P.Puback(60000))  # an id never in flight
+
+    thread = threading.Thread(target=nag)
+    thread.start()
+    try:
+        acks = [publisher.read_packet() for _ in range(COUNT)]
+    finally:
+        stop.set()
+        thread.join()
+    assert acks == [P.Puback(n + 1) for n in range(COUNT)]

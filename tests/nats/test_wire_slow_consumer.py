@@ -42,12 +42,16 @@ def test_a_client_that_reads_again_in_time_gets_its_messages(wire):
 
 
 def test_more_than_max_pending_waiting_is_cut_off_at_once(wire):
-    subscriber, publisher = _pair(wire(**{"nats.max_pending": 1000}))
+    broker = wire(**{"nats.max_pending": 1000})
+    subscriber, publisher = _pair(broker)
+    other = broker.connect("nats")  # the first publisher is held back after its message: another one
+    other.take()
+    other.send(CONNECT)
     subscriber.stop_reading()
     payload = b"x" * 600
     publisher.send(b"PUB s 600\r\n%s\r\n" % payload)
     assert not subscriber.closing
-    publisher.send(b"PUB s 600\r\n%s\r\n" % payload)
+    other.send(b"PUB s 600\r\n%s\r\n" % payload)
     assert subscriber.take() == SLOW
     assert subscriber.closing
 

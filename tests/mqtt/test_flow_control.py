@@ -28,6 +28,21 @@ def _blast(publisher, count: int, prefix: bytes = b"") -> None:
                                          P.MQTT_3_1_1) for n in range(count)))
 
 
+def _subscriber(mqtt_client, port: int, level: int = P.MQTT_5, client_id: str = "slow", **connect):
+    """A client subscribed to flow/t at QoS 1."""
+    subscriber = mqtt_client(level, port)
+    subscriber.connect(client_id, **connect)
+    subscriber.subscribe("flow/t", qos=1)
+    return subscriber
+
+
+def _publisher(mqtt_client, port: int, client_id: str = "fast", **connect):
+    """A 3.1.1 client (no Receive Maximum: it may send any number of QoS 1 PUBLISHes at once)."""
+    publisher = mqtt_client(P.MQTT_3_1_1, port)
+    publisher.connect(client_id, **connect)
+    return publisher
+
+
 def _read_slowly(subscriber, count: int) -> list:
     """The payloads of ``count`` QoS 1 PUBLISHes, each acknowledged late."""
     received = []
@@ -50,11 +65,8 @@ def test_a_slow_subscriber_gets_every_qos1_message_in_order(start_broker, mqtt_c
     while the queue is long, and every message arrives, in order."""
     broker = start_broker(**SETTINGS)
     witness = make_witness(broker.mqtt_port)
-    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
-    subscriber.connect("slow")
-    subscriber.subscribe("flow/t", qos=1)
-    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    publisher.connect("fast")
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port)
+    publisher = _publisher(mqtt_client, broker.mqtt_port)
     _blast(publisher, COUNT)
     assert _read_slowly(subscriber, COUNT) == [b"%d" % n for n in range(COUNT)]
     assert _pubacks(publisher, COUNT) == [P.Puback(n + 1) for n in range(COUNT)]
@@ -70,11 +82,9 @@ def test_a_subscriber_that_stops_acknowledging_holds_its_publisher_for_stall_dea
     behind them keeps max_queued, the rest is dropped (mosquitto's rule)."""
     broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 0.5})
     witness = make_witness(broker.mqtt_port)
-    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
-    subscriber.connect("mute", clean=False, properties={"session_expiry_interval": 60})
-    subscriber.subscribe("flow/t", qos=1)
-    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    publisher.connect("fast")
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port, client_id="mute", clean=False,
+                             properties={"session_expiry_interval": 60})
+    publisher = _publisher(mqtt_client, broker.mqtt_port)
     started = time.monotonic()
     _blast(publisher, COUNT)
     assert _pubacks(publisher, COUNT) == [P.Puback(n + 1) for n in range(COUNT)]
@@ -96,9 +106,7 @@ def test_a_subscriber_that_stops_acknowledging_holds_its_publisher_for_stall_dea
 def test_a_nats_publisher_is_held_back_too_and_stops_mid_read(start_broker, mqtt_client):
     """300 NATS PUBs in one write to a slow QoS 1 MQTT subscriber: all arrive, in order."""
     broker = start_broker(**SETTINGS)
-    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
-    subscriber.connect("slow")
-    subscriber.subscribe("flow/t", qos=1)
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port)
     publisher = RawClient(broker.port, timeout=20.0)
     publisher.handshake()
     publisher.send(b"".join(b"PUB flow.t %d\r\n%d\r\n" % (len(b"%d" % n), n) for n in range(COUNT)) + b"PING\r\n")
@@ -111,15 +119,11 @@ def test_a_publisher_that_reconnects_is_held_back_on_its_new_connection(start_br
     """The hold is on the publisher's connection, not its session: a second
     connection of the same client id (a takeover) is held back as the first was."""
     broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 5.0})
-    subscriber = mqtt_client(P.MQTT_5, broker.mqtt_port)
-    subscriber.connect("slow")
-    subscriber.subscribe("flow/t", qos=1)
-    first = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    first.connect("fast", clean=False)
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port)
+    first = _publisher(mqtt_client, broker.mqtt_port, clean=False)
     _blast(first, 20, b"first ")
     assert [subscriber.read_packet().payload for _ in range(2)] == [b"first 0", b"first 1"]  # held now, unread
-    second = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    second.connect("fast", clean=False)  # takes the session over; the first's unread PUBLISHes are gone
+    second = _publisher(mqtt_client, broker.mqtt_port, clean=False)  # takes the session over; the first's unread PUBLISHes are gone
     _blast(second, COUNT, b"second ")
     subscriber.send(P.Puback(1))
     subscriber.send(P.Puback(2))
@@ -135,11 +139,8 @@ def test_a_subscriber_that_goes_away_releases_its_publishers(start_broker, mqtt_
     """The subscriber holding a publisher back drops its connection (no
     DISCONNECT): the publisher goes on at once, every PUBLISH acknowledged."""
     broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 30.0})
-    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    subscriber.connect("slow")
-    subscriber.subscribe("flow/t", qos=1)
-    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    publisher.connect("fast")
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port, P.MQTT_3_1_1)
+    publisher = _publisher(mqtt_client, broker.mqtt_port)
     _blast(publisher, COUNT)
     assert subscriber.read_packet().payload == b"0"  # the publisher is held now
     subscriber.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -151,11 +152,8 @@ def test_acknowledgements_of_nothing_do_not_keep_a_publisher_held(start_broker, 
     """PUBACKs for packet ids that were never in flight are no progress: the
     publisher is let go after stall_deadline all the same."""
     broker = start_broker(**SETTINGS, **{"mqtt.stall_deadline": 0.5})
-    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    subscriber.connect("slow")
-    subscriber.subscribe("flow/t", qos=1)
-    publisher = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    publisher.connect("fast")
+    subscriber = _subscriber(mqtt_client, broker.mqtt_port, P.MQTT_3_1_1)
+    publisher = _publisher(mqtt_client, broker.mqtt_port)
     _blast(publisher, COUNT)
     stop = threading.Event()
 

@@ -105,6 +105,7 @@ class MqttConnection(BrokerConnection):
         self._answers = collections.deque()  # [bytes or None] PUBACK/PUBREC in PUBLISH order
         self._receiving: set = set()  # v5: ids of QoS 1/2 PUBLISHes not yet answered by PUBACK/PUBCOMP
         self._closed = False
+        self._problem_information = True  # v5 Request Problem Information: Reason Strings on acknowledgements
         self._acks = 0  # PUBACKs, PUBRECs and PUBCOMPs from the client
         self._acks_seen = 0  # ... at the last look while holding publishers for the queue
         self._acks_at_stall = -1  # ... when it was found not acknowledging (holds nobody until the next)
@@ -146,10 +147,27 @@ class MqttConnection(BrokerConnection):
             return b""  # before CONNECT: the close says it
         if reason == CLOSE_LOGIN_REFUSED:
             code = R.BAD_USER_NAME_OR_PASSWORD if self.level == P.MQTT_5 else 0x04  # the same, in 3.1.1
-            return codec.encode(P.Connack(False, code), self.level)
+            return self._with_reason(P.Connack(False, code), "login refused")
         if self.level == P.MQTT_5 and reason in _FAREWELL_REASONS:
-            return codec.encode(P.Disconnect(_FAREWELL_REASONS[reason]), self.level)
+            return self._with_reason(P.Disconnect(_FAREWELL_REASONS[reason]), reason)
         return b""
+
+    def _with_reason(self, packet, text: str, level=None) -> bytes:
+        """``packet`` (a CONNACK, DISCONNECT, PUBACK or PUBREC that reports a
+        problem) encoded at ``level`` (the connection's by default), in MQTT
+        5 with ``text`` as its Reason String, the diagnostic for people
+        (5.0 §3.2.2.3.9, §3.4.2.2.2, §3.5.2.2.2, §3.14.2.2.3). Not on a PUBACK
+        or PUBREC when the client asked for no problem information
+        (MQTT-3.1.2-29), nor when it would take the packet over the client's
+        Maximum Packet Size (MQTT-3.2.2-19, -3.4.2-2, -3.5.2-2, -3.14.2-3)."""
+        level = self.level if level is None else level
+        if level == P.MQTT_5 and (self._problem_information or packet.TYPE in (P.CONNACK, P.DISCONNECT)):
+            packet.properties = {"reason_string": text}
+            data = codec.encode(packet, level)
+            if self.max_packet_out is None or len(data) <= self.max_packet_out:
+                return data
+            packet.properties = P.NO_PROPERTIES
+        return codec.encode(packet, level)
 
     def logged_in(self) -> None:
         self._accept(self.connect)
@@ -185,7 +203,7 @@ class MqttConnection(BrokerConnection):
                 self.log.failure("[cid {cid}] {peer}: handling {packet!r} failed", cid=self.client_id,
                                  peer=self.peer, packet=type(packet).__name__)
                 if self.level == P.MQTT_5 and self.mqtt_session is not None:
-                    self.send(codec.encode(P.Disconnect(R.IMPLEMENTATION_SPECIFIC_ERROR), self.level))
+                    self.send(self._with_reason(P.Disconnect(R.IMPLEMENTATION_SPECIFIC_ERROR), "server error"))
                 self.close_gracefully()
 
     def _refuse(self, error) -> None:
@@ -195,9 +213,9 @@ class MqttConnection(BrokerConnection):
         self.log.info("[cid {cid}] {peer}: MQTT protocol error: {why}", cid=self.client_id, peer=self.peer,
                       why=error.reason)
         if self.connect is None and error.connack_level is not None:
-            self.send(codec.encode(P.Connack(False, error.connack_code), error.connack_level))
+            self.send(self._with_reason(P.Connack(False, error.connack_code), error.reason, error.connack_level))
         elif self.level == P.MQTT_5 and self.mqtt_session is not None:
-            self.send(codec.encode(P.Disconnect(error.reason_code), self.level))
+            self.send(self._with_reason(P.Disconnect(error.reason_code), error.reason))
         self.close_gracefully()
 
     # -- CONNECT ---------------------------------------------------------------------
@@ -216,11 +234,11 @@ class MqttConnection(BrokerConnection):
         client_id = packet.client_id
         if not client_id and (not packet.clean_start and self.level != P.MQTT_5 or self.level == P.MQTT_3_1):
             # MQTT-3.1.3-8: an empty id needs a clean session (3.1.1); 3.1 needs an id.
-            self._connack_refused(0x02, R.CLIENT_IDENTIFIER_NOT_VALID)
+            self._connack_refused(0x02, R.CLIENT_IDENTIFIER_NOT_VALID, "an empty client id needs a clean session")
             return
         if self.level == P.MQTT_5 and "authentication_method" in packet.properties:
             # Enhanced authentication (5.0 §4.12) is not supported: Bad authentication method.
-            self._connack_refused(0x05, R.BAD_AUTHENTICATION_METHOD)
+            self._connack_refused(0x05, R.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported")
             return
         if self.factory.security.portal is not None:
             self._waiting = []
@@ -245,9 +263,9 @@ class MqttConnection(BrokerConnection):
             return certificate
         return None, "no credentials" if not packet.username else "user %r without a password" % packet.username
 
-    def _connack_refused(self, code_3, code_5) -> None:
+    def _connack_refused(self, code_3, code_5, why: str) -> None:
         code = code_5 if self.level == P.MQTT_5 else code_3
-        self.send(codec.encode(P.Connack(False, code), self.level))
+        self.send(self._with_reason(P.Connack(False, code), why))
         self.close_gracefully()
 
     def _accept(self, packet) -> None:
@@ -264,6 +282,7 @@ class MqttConnection(BrokerConnection):
             expiry = None if expiry == 0xFFFFFFFF else expiry
             receive_maximum = properties.get("receive_maximum", 65535)
             self.max_packet_out = properties.get("maximum_packet_size")
+            self._problem_information = properties.get("request_problem_information", 1) == 1
             self._alias_max_out = properties.get("topic_alias_maximum", 0)
         else:
             persistent = not packet.clean_start
@@ -359,7 +378,8 @@ class MqttConnection(BrokerConnection):
                           topic=message.topic)
             if qos:
                 code = R.NOT_AUTHORIZED if self.level == P.MQTT_5 else 0
-                self._answered(answer, self._ack_for(qos, packet_id, code))
+                self._answered(answer, self._ack_for(qos, packet_id, code, "not authorized to publish to "
+                                                     + message.topic))
             return
         except InvalidTopic as error:
             raise codec.TopicNameInvalid(str(error))
@@ -395,15 +415,16 @@ class MqttConnection(BrokerConnection):
             self.log.info("[cid {cid}] {peer}: a publish was not stored: {why}", cid=self.client_id,
                           peer=self.peer, why=result.getErrorMessage())
             code = R.UNSPECIFIED_ERROR if self.level == P.MQTT_5 else 0
-        self._answered(answer, self._ack_for(qos, packet_id, code))
+        why = "not stored: " + result.getErrorMessage() if result is not None else ""
+        self._answered(answer, self._ack_for(qos, packet_id, code, why))
 
-    def _ack_for(self, qos: int, packet_id: int, code: int) -> bytes:
+    def _ack_for(self, qos: int, packet_id: int, code: int, why: str = "") -> bytes:
         packet = P.Puback(packet_id, code) if qos == 1 else P.Pubrec(packet_id, code)
         if qos == 1 or code >= 0x80:
             self._receiving.discard(packet_id)  # answered: its place under the Receive Maximum is free
         if qos == 2 and code >= 0x80:
             self.mqtt_session.awaiting_pubrel.discard(packet_id)  # refused: no PUBREL follows (5.0 §4.3.3)
-        return codec.encode(packet, self.level)
+        return self._with_reason(packet, why) if code >= 0x80 else codec.encode(packet, self.level)
 
     def _answered(self, answer, data: bytes) -> None:
         """One answer is ready; send those at the front that are (MQTT-4.6.0-2: in PUBLISH order)."""
@@ -596,7 +617,7 @@ class MqttConnection(BrokerConnection):
         self.log.info("[cid {cid}] {peer}: MQTT client id taken over by a new connection", cid=self.client_id,
                       peer=self.peer)
         if self.level == P.MQTT_5:
-            self.send(codec.encode(P.Disconnect(R.SESSION_TAKEN_OVER), self.level))
+            self.send(self._with_reason(P.Disconnect(R.SESSION_TAKEN_OVER), "another connection took the session over"))
         will, self.will = self.will, None
         session = self.mqtt_session
         self._closed = True  # the session is the new connection's now

@@ -7,7 +7,9 @@ import ssl
 
 import pytest
 
+from flowmq.mqtt.codec import packets as P
 from pahoclient import V5, V311, VERSIONS, Paho
+from raw_mqtt import MqttClient
 from tlscerts import make_pki
 
 ALICE = {
@@ -126,3 +128,24 @@ def test_subscriptions_over_the_limit_are_refused_in_the_suback(start_broker):
         reasons = client.subscribe([("a", 0), ("b", 0), ("c", 0), ("a", 1)])
         assert [reason.value for reason in reasons] == [0, 0, refused, 1]  # replacing one is not one more
         client.disconnect()
+
+
+def test_mqtt5_refusals_say_why_in_a_reason_string_unless_the_client_asked_for_none(start_broker):
+    """5.0 §3.4.2.2.2: a PUBACK that refuses carries a Reason String; with
+    Request Problem Information 0 it carries none (MQTT-3.1.2-29), but a
+    CONNACK still may (the login refusal)."""
+    broker = start_broker(**{"auth.users": [ALICE]})
+    for asked, expected in ((1, {"reason_string": "not authorized to publish to elsewhere"}), (0, {})):
+        client = MqttClient(broker.mqtt_port, P.MQTT_5)
+        client.connect("r%d" % asked, username="alice", password=b"wonderland",
+                       properties={"request_problem_information": asked})
+        client.send(P.Publish("elsewhere", b"x", 1, packet_id=9))
+        ack = client.read_packet()
+        assert (ack.packet_id, ack.reason_code, dict(ack.properties)) == (9, 0x87, expected)
+        client.close()
+    refused = MqttClient(broker.mqtt_port, P.MQTT_5)
+    refused.send(P.Connect(P.MQTT_5, "r", username="alice", password=b"wrong",
+                           properties={"request_problem_information": 0}))
+    connack = refused.read_packet()
+    assert (connack.reason_code, dict(connack.properties)) == (0x86, {"reason_string": "login refused"})
+    refused.close()

@@ -322,9 +322,15 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self.send(frame)
         self.close_gracefully()
 
-    def close_gracefully(self) -> None:
+    def close_gracefully(self, half: bool = False) -> None:
         """Stop taking work, write what is queued, close; cut it off if the
-        client does not take its bytes within the write deadline."""
+        client does not take its bytes within the write deadline.
+
+        ``half``: close our side only (TCP FIN; over TLS, which has no half
+        close, the whole connection) and read and drop what the client
+        still sends until it closes too or the write deadline passes: a
+        client that is still writing when our last frame comes then reads
+        that frame instead of failing on a reset."""
         if self._closing:
             return
         self._closing = True
@@ -337,7 +343,11 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self._pending = 0
         # A registered producer holds the close back until it is resumed.
         self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        lose_write = getattr(self.transport, "loseWriteConnection", None) if half else None
+        if lose_write is not None:
+            lose_write()
+        else:
+            self.transport.loseConnection()
         self._abort_call = self.clock.callLater(self._write_deadline, self.transport.abortConnection)
 
     def _cut_off(self, why: str) -> None:

@@ -68,6 +68,9 @@ MAX_CONNECT_SIZE = 64 * 1024
 #: A keep alive is enforced at 1.5 times its value (MQTT-3.1.2-24).
 KEEPALIVE_GRACE = 1.5
 
+#: A Reason String is cut to this many characters (it may quote what the client sent).
+_MAX_REASON_STRING = 256
+
 # The MQTT 5 DISCONNECT reason of each way the connection base closes a client.
 _FAREWELL_REASONS = {CLOSE_SLOW_CONSUMER: R.QUOTA_EXCEEDED, CLOSE_STALE: R.KEEP_ALIVE_TIMEOUT,
                      CLOSE_SHUTDOWN: R.SERVER_SHUTTING_DOWN}
@@ -162,7 +165,7 @@ class MqttConnection(BrokerConnection):
         Maximum Packet Size (MQTT-3.2.2-19, -3.4.2-2, -3.5.2-2, -3.14.2-3)."""
         level = self.level if level is None else level
         if level == P.MQTT_5 and (self._problem_information or packet.TYPE in (P.CONNACK, P.DISCONNECT)):
-            packet.properties = {"reason_string": text}
+            packet.properties = {"reason_string": text[:_MAX_REASON_STRING]}
             data = codec.encode(packet, level)
             if self.max_packet_out is None or len(data) <= self.max_packet_out:
                 return data
@@ -177,6 +180,8 @@ class MqttConnection(BrokerConnection):
     # -- input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes):
+        if self._closing:
+            return  # what a half-closed connection still reads is dropped
         self._last_read = self.clock.seconds()
         try:
             packets = self.decoder.feed(data)
@@ -216,6 +221,10 @@ class MqttConnection(BrokerConnection):
             self.send(self._with_reason(P.Connack(False, error.connack_code), error.reason, error.connack_level))
         elif self.level == P.MQTT_5 and self.mqtt_session is not None:
             self.send(self._with_reason(P.Disconnect(error.reason_code), error.reason))
+            # The client may still be sending (answering what came before): it reads
+            # the DISCONNECT rather than a reset (the Paho suite's test_flow_control2).
+            self.close_gracefully(half=True)
+            return
         self.close_gracefully()
 
     # -- CONNECT ---------------------------------------------------------------------

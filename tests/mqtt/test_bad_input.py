@@ -362,6 +362,24 @@ def test_receive_maximum_exceeded(witness, mqtt_client):
     witness.check()
 
 
+def test_a_client_still_writing_after_its_disconnect_reads_it(witness, mqtt_client):
+    """The Paho suite's test_flow_control2: a client over its Receive Maximum
+    that goes on writing (the PUBRELs of its earlier PUBLISHes) is not reset:
+    the server closes its side after the DISCONNECT 0x93 and drops what
+    still comes, so the client reads the DISCONNECT, then the end."""
+    client = mqtt_client(P.MQTT_5)
+    maximum = client.connect().properties["receive_maximum"]
+    client.send(b"".join(codec.encode(P.Publish("rm/t", b"x", 2, packet_id=packet_id), P.MQTT_5)
+                         for packet_id in range(1, maximum + 2)))
+    frames = [client.read_frame() for _ in range(maximum + 1)]
+    for packet_id in range(1, maximum + 1):  # as a client answering the PUBRECs one by one would
+        time.sleep(0.05)
+        client.send(P.Pubrel(packet_id))  # a closed socket would reset: then a broken pipe here
+    assert frames[:maximum] == [codec.encode(P.Pubrec(packet_id), P.MQTT_5) for packet_id in range(1, maximum + 1)]
+    assert_refused(frames[maximum] + client.read_until_closed(), P.MQTT_5, 0x93)
+    witness.check()
+
+
 def test_receive_maximum_counts_only_unanswered(mqtt_client):
     """Answered PUBLISHes free their place: QoS 1 at PUBACK, QoS 2 at PUBCOMP,
     and a repeat of a QoS 2 id awaiting PUBREL takes none."""

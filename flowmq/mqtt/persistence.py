@@ -80,7 +80,7 @@ class SessionStore:
         self.queued.attach()
         restored: dict = {}
         by_key: dict = {}
-        for stored in _every(self.sessions.store):
+        for stored in self.sessions.store.messages_from():
             try:
                 document = json.loads(stored.payload)
                 session = RestoredSession(document)
@@ -89,7 +89,7 @@ class SessionStore:
                           error=error)
                 continue
             restored[session.client_id] = by_key[stored.topic] = session
-        for stored in _every(self.queued.store):
+        for stored in self.queued.store.messages_from():
             key, _, topic = stored.topic.partition(SEPARATOR)
             session = by_key.get(key)
             if session is None:  # its session ended, or its record was unreadable
@@ -148,12 +148,3 @@ def _with_qos(properties, qos: int):
     values["qos"] = qos
     return Properties(**values)
 
-
-def _every(store):
-    seq = 1
-    while True:
-        stored = store.next_message(seq)
-        if stored is None:
-            return
-        seq = stored.seq + 1
-        yield stored

@@ -72,12 +72,7 @@ class RetainedMessages:
             return
         self.log = Log(KIND, NAME, store, self.broker, rules=(LastPerTopic(),))
         self.log.attach()
-        seq = 1
-        while True:
-            stored = store.next_message(seq)
-            if stored is None:
-                break
-            seq = stored.seq + 1
+        for stored in store.messages_from():
             self._put(MqttMessage(stored.topic, stored.payload, stored.headers, None, None, stored.properties,
                                   True))
 

@@ -375,6 +375,17 @@ class MessageStore(ABC):
                 return message
             start_seq = seq + 1  # unreadable (FileStore logged it): go on past it
 
+    def messages_from(self, start_seq: int = 1):
+        """The live messages from ``start_seq`` on, in order, each read when
+        the one before has been taken (so deleting as it goes is safe)."""
+        seq = start_seq
+        while True:
+            stored = self.next_message(seq)
+            if stored is None:
+                return
+            seq = stored.seq + 1
+            yield stored
+
     def _next_seq(self, start_seq, topic_filter):
         if start_seq > self._last:
             return None

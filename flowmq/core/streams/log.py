@@ -289,12 +289,7 @@ class Log(InternalTarget):
         if self.retention != "interest":
             return
         consumers = list(self.consumers.values())
-        seq = first
-        while True:
-            stored = self.store.next_message(seq)
-            if stored is None:
-                return
-            seq = stored.seq + 1
+        for stored in self.store.messages_from(first):
             if all(c.has_acknowledged(stored.seq) for c in consumers if c.wants(stored.topic)):
                 self.store.delete(stored.seq)
 

@@ -81,15 +81,10 @@ class Deduplicate(IngestRule):
     def restore(self, log) -> None:
         """The ids stored within the window, read back from the store."""
         store = log.store
-        seq = store.seq_for_time(log.now() - self.window)
-        while True:
-            stored = store.next_message(seq)
-            if stored is None:
-                return
+        for stored in store.messages_from(store.seq_for_time(log.now() - self.window)):
             msg_id = self.message_id(stored)
             if msg_id:
                 self._remember(msg_id, stored.seq, stored.timestamp)
-            seq = stored.seq + 1
 
     def _remember(self, msg_id: str, seq: int, timestamp: int) -> None:
         self._recent[msg_id] = (seq, timestamp)

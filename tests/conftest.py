@@ -71,39 +71,41 @@ class RunningBroker:
             self.call(self.service.stopService)
 
 
+def made_by(make, finish):
+    """The body of a fixture that hands out a maker: yields a function that
+    calls ``make`` and keeps what it made, then ``finish``es each of them
+    (``yield from made_by(...)``)."""
+    made = []
+
+    def build(*args, **kwargs):
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
+
+    yield build
+    for thing in made:
+        finish(thing)
+
+
 @pytest.fixture
 def start_broker(tmp_path):
     """Start a broker with setting overrides: ``start_broker(**{"nats.max_payload": 1024})``."""
     _ensure_reactor()
-    started = []
 
     def start(**overrides):
         values = {"nats.host": "127.0.0.1", "nats.port": 0, "mqtt.host": "127.0.0.1", "mqtt.port": 0,
                   "broker.data_dir": str(tmp_path / "data")}
         values.update(overrides)
-        broker = RunningBroker(config.load(None, values))
-        started.append(broker)
-        return broker
+        return RunningBroker(config.load(None, values))
 
-    yield start
-    for broker in started:
-        broker.stop()
+    yield from made_by(start, RunningBroker.stop)
 
 
 @pytest.fixture
 def wire(tmp_path):
     """Make a WireBroker (tests/wire.py: a protocol on StringTransport and
     task.Clock) with setting overrides: ``wire(**{"auth.token": "s"})``."""
-    brokers = []
-
-    def make(**overrides):
-        made = WireBroker(overrides, tmp_path)
-        brokers.append(made)
-        return made
-
-    yield make
-    for made in brokers:
-        made.close()
+    yield from made_by(lambda **overrides: WireBroker(overrides, tmp_path), WireBroker.close)
 
 
 @pytest.fixture
@@ -181,16 +183,7 @@ class RawClient:
 
 @pytest.fixture
 def raw_client(broker):
-    clients = []
-
-    def connect(port=None, **kwargs):
-        client = RawClient(port or broker.port, **kwargs)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
+    yield from made_by(lambda port=None, **kwargs: RawClient(port or broker.port, **kwargs), RawClient.close)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import time
 
 import pytest
 
+from conftest import made_by
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
 from flowmq.mqtt.codec.primitives import varint_at
@@ -196,18 +197,12 @@ class Witness:
 @pytest.fixture
 def mqtt_client(request):
     """Make raw MQTT clients: ``mqtt_client(level=4, port=None)`` (the ``broker``'s MQTT port by default)."""
-    clients = []
-
     def make(level: int = P.MQTT_3_1_1, port=None):
         if port is None:
             port = request.getfixturevalue("broker").mqtt_port
-        client = MqttClient(port, level)
-        clients.append(client)
-        return client
+        return MqttClient(port, level)
 
-    yield make
-    for client in clients:
-        client.close()
+    yield from made_by(make, MqttClient.close)
 
 
 @pytest.fixture

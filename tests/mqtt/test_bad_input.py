@@ -485,18 +485,12 @@ def test_unsubscribe_invalid_filter_in_5(mqtt_client):
 
 
 @LEVELS
-def test_empty_subscribe(witness, mqtt_client, level):
-    """MQTT-3.8.3-2 (3.1.1 MQTT-3.8.3-3): a SUBSCRIBE without a filter is a Protocol Error."""
+@pytest.mark.parametrize("first", [0x82, 0xA2], ids=["SUBSCRIBE", "UNSUBSCRIBE"])
+def test_empty_subscribe_and_unsubscribe(witness, mqtt_client, level, first):
+    """MQTT-3.8.3-2 (3.1.1 MQTT-3.8.3-3), MQTT-3.10.3-2: a SUBSCRIBE or
+    UNSUBSCRIBE without a filter is a Protocol Error."""
     client = connected(mqtt_client, level)
-    client.send(raw(0x82, b"\x00\x01" + no_properties(level)))
-    assert_refused(client.read_until_closed(), level, 0x82)
-    witness.check()
-
-
-@LEVELS
-def test_empty_unsubscribe(witness, mqtt_client, level):
-    client = connected(mqtt_client, level)
-    client.send(raw(0xA2, b"\x00\x01" + no_properties(level)))
+    client.send(raw(first, b"\x00\x01" + no_properties(level)))
     assert_refused(client.read_until_closed(), level, 0x82)
     witness.check()
 

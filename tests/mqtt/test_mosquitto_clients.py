@@ -23,7 +23,7 @@ import threading
 import nats
 import pytest
 
-from conftest import run
+from conftest import made_by, run
 
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
@@ -89,16 +89,7 @@ class Subscriber:
 @pytest.fixture
 def mosquitto_sub(broker):
     """Start a mosquitto_sub on ``broker``: ``mosquitto_sub(topic, *options)``, subscribed when it returns."""
-    started = []
-
-    def start(topic: str, *options: str) -> Subscriber:
-        subscriber = Subscriber(broker.mqtt_port, topic, *options)
-        started.append(subscriber)
-        return subscriber
-
-    yield start
-    for subscriber in started:
-        subscriber.stop()
+    yield from made_by(lambda topic, *options: Subscriber(broker.mqtt_port, topic, *options), Subscriber.stop)
 
 
 @pytest.fixture

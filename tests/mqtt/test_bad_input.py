@@ -624,6 +624,17 @@ def test_mutated_packets_get_mqtt_answers(witness, mqtt_client):
 SECRET_HASH = "$2b$04$vBgCR4O7DSgjA3tyYrJ07OrIR39JaIxtqOg4yIcHnBsIVyVOW20e2"
 
 
+def _login_broker_and_watcher(start_broker, mqtt_client):
+    """A broker with users "u" (a bcrypt password: its check takes a while)
+    and "w", and a client of "w" subscribed to sec/#."""
+    broker = start_broker(**{"auth.users": [{"name": "u", "password": SECRET_HASH},
+                                            {"name": "w", "password": "w"}]})
+    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
+    subscriber.connect("sub", username="w", password=b"w")
+    subscriber.subscribe("sec/#")
+    return broker, subscriber
+
+
 @LEVELS
 @pytest.mark.parametrize("password", [b"wrong", b"secret"])
 def test_publish_and_malformed_packet_behind_a_pending_login(start_broker, mqtt_client, level, password):
@@ -631,11 +642,7 @@ def test_publish_and_malformed_packet_behind_a_pending_login(start_broker, mqtt_
     while the login is checked: nothing is published (the login has not said
     yes when the malformed packet ends the connection), and the client, which
     has had no CONNACK (MQTT-3.2.0-1: nothing else comes first), is just closed."""
-    broker = start_broker(**{"auth.users": [{"name": "u", "password": SECRET_HASH},
-                                            {"name": "w", "password": "w"}]})
-    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    subscriber.connect("sub", username="w", password=b"w")
-    subscriber.subscribe("sec/#")
+    broker, subscriber = _login_broker_and_watcher(start_broker, mqtt_client)
     client = mqtt_client(level, broker.mqtt_port)
     client.send(codec.encode(P.Connect(level, "bad", username="u", password=password), level)
                 + codec.encode(P.Publish("sec/sneaked", b"x", retain=True), level) + b"\x00\x00")
@@ -653,11 +660,7 @@ def test_publish_and_malformed_packet_behind_a_pending_login(start_broker, mqtt_
 @LEVELS
 def test_packets_behind_a_pending_login_wait_for_it(start_broker, mqtt_client, level):
     """Without the malformed packet, the same segment logs in, then publishes."""
-    broker = start_broker(**{"auth.users": [{"name": "u", "password": SECRET_HASH},
-                                            {"name": "w", "password": "w"}]})
-    subscriber = mqtt_client(P.MQTT_3_1_1, broker.mqtt_port)
-    subscriber.connect("sub", username="w", password=b"w")
-    subscriber.subscribe("sec/#")
+    broker, subscriber = _login_broker_and_watcher(start_broker, mqtt_client)
     client = mqtt_client(level, broker.mqtt_port)
     client.send(codec.encode(P.Connect(level, "good", username="u", password=b"secret"), level)
                 + codec.encode(P.Publish("sec/t", b"x", 1, packet_id=1), level))

@@ -7,7 +7,13 @@
   its authentication timeout, the keepalive, the graceful close, and the
   cancelling of all of them when the client goes;
 - the output queue: frames are queued with ``send()`` and written in one
-  ``transport.write`` per batch (the broker's WriteBatcher decides when);
+  ``transport.write`` per batch (the broker's WriteBatcher decides when).
+  A frame around a large payload is queued with ``send_payload()``: its
+  payload is not copied into the frame but queued as a piece of its own
+  (the message's bytes object, shared by every delivery of it), and the
+  batch goes out as a sequence with one gathered write
+  (``flowmq.transport``), so a payload is copied once between the socket
+  it came from and the kernel: out of the read buffer;
 - the slow-consumer rules: the connection is a streaming producer of its
   transport, so Twisted pauses it when the socket cannot take more (its
   output is *backed up*); output then waits in the queue, and while it
@@ -61,6 +67,15 @@ from flowmq.auth.realm import IFlowMQSession
 from flowmq.logs import logger
 from flowmq.tls import peer_identity
 
+#: A payload of at least this many bytes is queued by reference, as a
+#: piece of its own after its frame's head (``send_payload``), instead of
+#: being copied into a frame of its own for each delivery.
+PAYLOAD_PIECE_AT = 256
+#: A batch that holds a payload of at least this many bytes is written as
+#: a sequence (one sendmsg, no join); one of smaller pieces only is joined
+#: and written as one buffer, which costs less than a sendmsg of many
+#: small pieces. Both measured in docs/PERFORMANCE.md ("Payload bytes").
+GATHER_WRITE_AT = 8192
 #: Output above which a backed-up connection starts holding its publishers.
 HOLD_PUBLISHERS_AT = 1 << 20
 #: Seconds between two looks at what a backed-up client took.
@@ -106,6 +121,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         # for a while (a loaded machine) must not blame its clients for it.
         self._stall_ticks = max(1, round(limits.stall_deadline / TICK))
         self._out: list = []
+        self._gathered = False  # _out holds a payload of GATHER_WRITE_AT bytes or more: write a sequence
         self._pending = 0
         self._marked = False
         self._paused = False
@@ -297,7 +313,21 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if self._closing:
             return
         self._out.append(data)
-        self._pending += len(data)
+        self._queued(len(data))
+
+    def send_payload(self, head: bytes, payload: bytes, tail: bytes = b"") -> None:
+        """Queue a frame around a payload of PAYLOAD_PIECE_AT bytes or
+        more: ``head``, then ``payload`` itself (not copied), then ``tail``."""
+        if self._closing:
+            return
+        self._out += (head, payload, tail) if tail else (head, payload)
+        if len(payload) >= GATHER_WRITE_AT:
+            self._gathered = True
+        self._queued(len(head) + len(payload) + len(tail))
+
+    def _queued(self, size: int) -> None:
+        """``size`` more bytes wait: the slow-consumer limit, and a mark for the batch's flush."""
+        self._pending += size
         if self._pending > self._max_pending:
             self._cut_off("more than %d bytes waiting%s" % (self._max_pending, self._taken_lately()))
         elif not self._marked:
@@ -310,10 +340,19 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             return  # resumeProducing writes it; stays marked so it is not re-queued
         self._marked = False
         if self._out:
-            data = b"".join(self._out)
-            self._out = []
-            self._pending = 0
-            self.transport.write(data)
+            self._write_out()
+
+    def _write_out(self) -> None:
+        """Hand the queue to the transport: joined, or as a sequence when
+        it holds a large payload."""
+        out = self._out
+        self._out = []
+        self._pending = 0
+        if self._gathered:
+            self._gathered = False
+            self.transport.writeSequence(out)
+        else:
+            self.transport.write(b"".join(out))
 
     def close_for(self, reason: str) -> None:
         """Send the protocol's farewell for ``reason`` after what is queued, then close."""
@@ -338,9 +377,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self.stop_consuming()
         self._release_publishers()
         if self._out:
-            self.transport.write(b"".join(self._out))
-            self._out = []
-            self._pending = 0
+            self._write_out()
         # A registered producer holds the close back until it is resumed.
         self.transport.unregisterProducer()
         lose_write = getattr(self.transport, "loseWriteConnection", None) if half else None

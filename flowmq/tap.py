@@ -33,6 +33,27 @@ from flowmq.transport import ImmediateWriteEndpoint
 log = logger("flowmq")
 
 
+#: The PyPy GC nursery that FlowMQ recommends (docs/PERFORMANCE.md, "PyPy's
+#: nursery"). PyPy's default is near the CPU's L2 cache (1 MB on the
+#: reference machine): payload bytes waiting in output queues then outlive
+#: the frequent minor collections, and each costs a copy and major
+#: collection work.
+RECOMMENDED_NURSERY = "8M"
+
+
+def _log_pypy_nursery() -> None:
+    """On PyPy, the GC nursery in use, with the advice when it is PyPy's default."""
+    if platform.python_implementation() != "PyPy":
+        return
+    size = gc.get_stats().nursery_size  # PyPy's own text, "1.0MB"
+    if os.environ.get("PYPY_GC_NURSERY"):
+        log.info("PyPy GC nursery: {size} (PYPY_GC_NURSERY)", size=size)
+    else:
+        log.warn("PyPy GC nursery: {size}, PyPy's default; start FlowMQ with PYPY_GC_NURSERY={rec} for "
+                 "payloads of a kilobyte and more (up to twice the throughput; docs/PERFORMANCE.md)",
+                 size=size, rec=RECOMMENDED_NURSERY)
+
+
 class Options(usage.Options):
     synopsis = "[--config FILE] [options]"
     longdesc = (
@@ -108,6 +129,7 @@ class BrokerService(service.MultiService):
         except OSError as e:
             raise RuntimeError("broker.data_dir %s cannot be created: %s" % (data_dir, e.strerror))
         log.info("data directory: {path}", path=data_dir)
+        _log_pypy_nursery()
         service.MultiService.privilegedStartService(self)
 
     def startService(self):

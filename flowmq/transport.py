@@ -14,6 +14,17 @@ unchanged) and closing all work as in Twisted. ``ImmediateWriteEndpoint``
 is a TCP server endpoint that listens with it, optionally with TLS from the
 first byte (Twisted's TLSMemoryBIOFactory around the protocol factory).
 
+Frames that carry a large payload are queued as a sequence (header,
+payload, trailer: the payload is the message's own bytes object, shared by
+every subscriber), and the server sends a sequence with one ``sendmsg``
+(scatter/gather I/O, as writev in a C broker): the kernel copies each piece
+straight from where it lies, and nothing joins them first. What the socket
+does not take waits as pieces too: ``doWrite`` sends what is buffered with
+``sendmsg`` as well, instead of Twisted's join of its buffer, and hands over
+to Twisted's own ``doWrite`` once it is drained (its rules for producers
+and for closing apply unchanged). A piece that went out in part is resumed
+at its offset, never copied.
+
 The server also tells how far its peer is: ``peer_progress()`` gives the
 bytes the peer's TCP has acknowledged and those still on their way to it,
 which the slow-consumer rules of ``flowmq.connection`` go by.
@@ -21,9 +32,12 @@ which the slow-consumer rules of ``flowmq.connection`` go by.
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
+from errno import EINTR, ENOBUFS, EWOULDBLOCK
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer, main, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -35,6 +49,13 @@ except ImportError:  # Windows
     ioctl = None
 
 _INT = struct.Struct("i")  # the C int the ioctl fills in
+
+#: Scatter/gather sends where the platform has them (not Windows).
+_GATHER = hasattr(socket.socket, "sendmsg")
+try:  # the most pieces one sendmsg takes (POSIX IOV_MAX; Linux: 1024)
+    IOV_MAX = os.sysconf("SC_IOV_MAX")
+except (AttributeError, ValueError, OSError):
+    IOV_MAX = 16  # POSIX's minimum
 
 
 def _unacknowledged(sock) -> int:
@@ -50,23 +71,103 @@ def _unacknowledged(sock) -> int:
 
 class ImmediateWriteServer(tcp.Server):
     """A TCP server transport whose write() sends at once when nothing waits,
-    and which counts what its socket took."""
+    which sends sequences of pieces with sendmsg, and which counts what its
+    socket took."""
 
     bytes_sent = 0  # bytes the socket took (the kernel's send queue), ever
 
+    def _idle(self) -> bool:
+        """Nothing is buffered, so a send now keeps the byte order; and the
+        connection can take it (TLS writes go through the TLS layer)."""
+        # dataBuffer and _tempDataBuffer are FileDescriptor's two buffers.
+        return (self.connected and not self.TLS and not self.disconnecting and not self._writeDisconnected
+                and not self.dataBuffer and not self._tempDataBuffer)
+
     def write(self, data):
-        # dataBuffer and _tempDataBuffer are FileDescriptor's two buffers;
-        # both empty means no earlier bytes can still be on their way.
-        if (self.connected and not self.TLS and not self.disconnecting and not self._writeDisconnected
-                and not self.dataBuffer and not self._tempDataBuffer):
+        if self._idle():
             sent = self.writeSomeData(data)
             if isinstance(sent, int):  # else the connection is lost: let Twisted find out
-                if sent == len(data):
-                    return
-                data = data[sent:]
+                if sent < len(data):
+                    self._keep(data, sent, ())
+                return
         tcp.Server.write(self, data)
 
+    def writeSequence(self, pieces):
+        """Send ``pieces`` (bytes) in order, with one sendmsg when nothing waits."""
+        if _GATHER and self._idle() and len(pieces) > 1:
+            batch = pieces[:IOV_MAX]
+            sent = self._send_gathered(batch)
+            if isinstance(sent, int):
+                index, offset = _advance(batch, sent)
+                if index < len(pieces):
+                    self._keep(pieces[index], offset, pieces[index + 1:])
+                return
+        tcp.Server.writeSequence(self, pieces)
+
+    def _keep(self, piece: bytes, offset: int, rest) -> None:
+        """Buffer what the socket did not take: ``piece`` from ``offset`` on
+        (kept whole, sent from its offset: no copy), then ``rest``."""
+        self.dataBuffer, self.offset = piece, offset
+        if rest:
+            tcp.Server.writeSequence(self, rest)  # pauses the producer if full, watches for writability
+        else:
+            self._maybePauseProducer()
+            self.startWriting()
+
+    def doWrite(self):
+        """The socket can take more: send what is buffered, gathered, while
+        there are several pieces; Twisted's own doWrite when there is one."""
+        pieces = self._tempDataBuffer
+        if _GATHER and pieces:
+            head = self.dataBuffer
+            offset = self.offset
+            batch = ([memoryview(head)[offset:]] if offset < len(head) else []) + pieces[:IOV_MAX - 1]
+            sent = self._send_gathered(batch)
+            if not isinstance(sent, int):
+                return sent
+            self._consume(sent)
+            if self._tempDataBuffer or self.offset < len(self.dataBuffer):
+                return None  # more than the socket took: the reactor calls again when it can take more
+        # One piece left, or none: Twisted sends it and applies its rules for an
+        # emptied buffer (resume the producer, finish a close).
+        return tcp.Server.doWrite(self)
+
+    def _consume(self, sent: int) -> None:
+        """Drop ``sent`` bytes from the front of the buffers."""
+        left = len(self.dataBuffer) - self.offset
+        if sent < left:
+            self.offset += sent
+            return
+        sent -= left
+        pieces = self._tempDataBuffer
+        index, offset = _advance(pieces, sent)
+        if index < len(pieces):
+            self.dataBuffer, self.offset = pieces[index], offset
+            self._tempDataLen -= sent + len(pieces[index]) - offset
+            del pieces[:index + 1]
+        else:
+            self.dataBuffer, self.offset = b"", 0
+            self._tempDataLen = 0
+            del pieces[:]
+
+    def _send_gathered(self, pieces):
+        """One sendmsg of ``pieces``: the bytes the socket took, or
+        CONNECTION_LOST (as Twisted's writeSomeData answers)."""
+        while True:
+            try:
+                sent = self.socket.sendmsg(pieces)
+            except OSError as error:
+                if error.args[0] == EINTR:
+                    continue
+                if error.args[0] in (EWOULDBLOCK, ENOBUFS):
+                    return 0
+                return main.CONNECTION_LOST
+            self.bytes_sent += sent
+            return sent
+
     def writeSomeData(self, data):
+        if not data:  # Twisted's doWrite on an emptied buffer: nothing to send, no system call
+            return 0
         sent = tcp.Server.writeSomeData(self, data)
         if isinstance(sent, int):
             self.bytes_sent += sent
@@ -79,6 +180,17 @@ class ImmediateWriteServer(tcp.Server):
         unacknowledged = _unacknowledged(self.socket)
         buffered = len(self.dataBuffer) - self.offset + self._tempDataLen
         return self.bytes_sent - unacknowledged, buffered + unacknowledged
+
+
+def _advance(pieces, count: int) -> tuple:
+    """``(index, offset)`` where the first ``count`` bytes of ``pieces``
+    end: the first piece not wholly sent, and how much of it was."""
+    for index in range(len(pieces)):
+        size = len(pieces[index])
+        if count < size:
+            return index, count
+        count -= size
+    return len(pieces), 0
 
 
 class ImmediateWritePort(tcp.Port):

@@ -48,7 +48,7 @@ from zope.interface import implementer
 
 from flowmq.auth.credentials import TokenCredentials
 from flowmq.connection import (
-    CLOSE_LOGIN_REFUSED, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_STALE, BrokerConnection,
+    CLOSE_LOGIN_REFUSED, CLOSE_SHUTDOWN, CLOSE_SLOW_CONSUMER, CLOSE_STALE, PAYLOAD_PIECE_AT, BrokerConnection,
 )
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
@@ -640,14 +640,18 @@ class MqttConnection(BrokerConnection):
     def send_publish(self, message, qos: int, retain: bool, identifiers, packet_id, dup: bool) -> None:
         """A PUBLISH of ``message`` to the client. A QoS 0 one with nothing
         of this delivery's own is encoded once per message and protocol
-        level (the wire cache) and shared by every such subscriber."""
+        level (the wire cache) and shared by every such subscriber; so is
+        the payload of every PUBLISH of PAYLOAD_PIECE_AT bytes or more,
+        which goes as a piece of its own after its head."""
         topic = message.topic
+        payload = message.payload
         v5 = self.level == P.MQTT_5
         correlation = self.mqtt_session.correlation_for(message) if v5 else None
         properties = message.properties
+        large = len(payload) >= PAYLOAD_PIECE_AT
         if (not qos and not retain and not identifiers and correlation is None and not self._alias_max_out
                 and (properties is None or properties.expiry is None)):
-            data = message.cached(_PLAIN_KEYS[v5], _PLAIN_BUILDERS[v5])
+            head = message.cached(_PLAIN_KEYS[v5, large], _PLAIN_BUILDERS[v5, large])
         else:
             block = b""
             if v5:
@@ -655,15 +659,24 @@ class MqttConnection(BrokerConnection):
                 if self._alias_max_out:
                     alias, topic = self._alias_for(topic)
                 block = properties_block(message, identifiers or (), alias, correlation)
-            data = codec.encode_publish(topic.encode("utf-8"), message.payload, qos, retain, dup, packet_id, block)
-        if self.max_packet_out is not None and len(data) > self.max_packet_out:
+            name = topic.encode("utf-8")
+            if large:
+                head = codec.publish_head(name, len(payload), qos, retain, dup, packet_id, block)
+            else:
+                head = codec.encode_publish(name, payload, qos, retain, dup, packet_id, block)
+        # head: the whole packet, or when large, the packet up to its payload
+        size = len(head) + len(payload) if large else len(head)
+        if self.max_packet_out is not None and size > self.max_packet_out:
             # 5.0 §3.1.2.11.4: a packet over the client's maximum is not sent (as if it was delivered).
             if topic and v5 and self._aliases_out.get(message.topic) == len(self._aliases_out):
                 del self._aliases_out[message.topic]  # the alias it set up never reached the client
             if qos:
                 self.mqtt_session.acknowledged(packet_id) or self.mqtt_session.completed(packet_id)
             return
-        self.send(data)
+        if large:
+            self.send_payload(head, payload)
+        else:
+            self.send(head)
         if self._paused:
             self.hold_publisher(message.origin)
 
@@ -694,9 +707,21 @@ def _plain_publish_v5(message) -> bytes:
     return codec.encode_publish(message.topic.encode("utf-8"), message.payload, properties=properties_block(message))
 
 
-# A QoS 0 PUBLISH with nothing of one delivery's own: by protocol level (3.1/3.1.1, 5.0), in the wire cache.
-_PLAIN_KEYS = {False: "mqtt.publish", True: "mqtt.publish.v5"}
-_PLAIN_BUILDERS = {False: _plain_publish_v311, True: _plain_publish_v5}
+def _plain_head_v311(message) -> bytes:
+    return codec.publish_head(message.topic.encode("utf-8"), len(message.payload))
+
+
+def _plain_head_v5(message) -> bytes:
+    return codec.publish_head(message.topic.encode("utf-8"), len(message.payload),
+                              properties=properties_block(message))
+
+
+# A QoS 0 PUBLISH with nothing of one delivery's own, in the wire cache by
+# (MQTT 5?, payload a piece of its own?): the whole packet, or its head.
+_PLAIN_KEYS = {(False, False): "mqtt.publish", (True, False): "mqtt.publish.v5",
+               (False, True): "mqtt.publish.head", (True, True): "mqtt.publish.head.v5"}
+_PLAIN_BUILDERS = {(False, False): _plain_publish_v311, (True, False): _plain_publish_v5,
+                   (False, True): _plain_head_v311, (True, True): _plain_head_v5}
 _LEVEL_NAMES = {P.MQTT_3_1: "3.1", P.MQTT_3_1_1: "3.1.1", P.MQTT_5: "5.0"}
 
 # The handler of each packet type a client may send after CONNECT.

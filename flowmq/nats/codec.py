@@ -2,7 +2,11 @@
 for what the server sends. Sans-IO: no Twisted, no broker.
 
 The parser works on whole buffers (``bytes.find`` for line ends, one slice per
-payload) and only splits bytes: it checks sizes and syntax, and hands complete
+payload) and only splits bytes. A payload is copied once: sliced out of the
+read that holds it, or, when it spans reads, kept as a list of chunks (the
+first a memoryview of the tail of its read) and joined once when it is
+complete; the reads after it are parsed where they lie. Only a control
+line cut off by the end of a read is put together with the next read. It it checks sizes and syntax, and hands complete
 operations to the protocol, which decides what they mean. Once it meets an
 error it reports it after the operations before it and then stops for good,
 because the server closes such a connection (nats-server does the same).
@@ -47,8 +51,12 @@ class NatsParser:
     def __init__(self, max_control_line: int = 4096, max_payload: int = 1048576):
         self.max_control_line = max_control_line
         self.max_payload = max_payload
-        self._buffer = b""
-        self._chunks: list = []  # data held back until ``_needed`` bytes are here
+        self._line = b""  # the start of a control line that the last read cut off
+        # A PUB/HPUB whose payload the last read cut off: its arguments
+        # (subject, reply, header size or -1, total size), the chunks of its
+        # payload and CRLF so far, their size, and the size they will have.
+        self._cut_pub = None
+        self._chunks: list = []
         self._held = 0
         self._needed = 0
         self._failed = False
@@ -57,23 +65,40 @@ class NatsParser:
         """Take the next bytes from the wire; return the operations they complete."""
         if self._failed:
             return []
-        if self._needed:
-            self._held += len(data)
-            self._chunks.append(data)
-            if self._held < self._needed:
-                return []
-            data = b"".join(self._chunks)
-            self._chunks = []
-            self._needed = 0
-        elif self._buffer:
-            data = self._buffer + data
-        self._buffer = b""
-        return self._parse(data)
-
-    def _parse(self, buf: bytes) -> list:
         ops = []
-        append = ops.append
         pos = 0
+        if self._cut_pub is not None:
+            held = self._held + len(data)
+            if held < self._needed:
+                self._chunks.append(data)
+                self._held = held
+                return ops
+            pos = self._needed - self._held
+            self._chunks.append(memoryview(data)[:pos] if pos < len(data) else data)
+            op = self._complete()
+            if op[0] == OP_ERROR:
+                return self._fail(ops, op[1])
+            ops.append(op)
+        elif self._line:
+            data = self._line + data
+            self._line = b""
+        return self._parse(data, pos, ops)
+
+    def _complete(self) -> tuple:
+        """The operation of the PUB/HPUB whose chunks are all here."""
+        subject, reply, header_size, total = self._cut_pub
+        chunks = self._chunks
+        self._cut_pub, self._chunks = None, []
+        if header_size < 0:
+            op = (OP_PUB, subject, reply, _cut(chunks, total))
+        else:
+            op = (OP_HPUB, subject, reply, _cut(chunks, header_size), _cut(chunks, total - header_size))
+        if _cut(chunks, 2) != CRLF:
+            return (OP_ERROR, ERR_UNKNOWN_OP)
+        return op
+
+    def _parse(self, buf: bytes, pos: int, ops: list) -> list:
+        append = ops.append
         end = len(buf)
         find = buf.find
         max_line = self.max_control_line
@@ -111,8 +136,11 @@ class NatsParser:
                     subject, reply, header_size, total = op
                 start = eol + 1
                 stop = start + total
-                if stop + 2 > end:
-                    self._hold(buf[pos:], stop + 2 - pos)
+                if stop + 2 > end:  # the payload goes on in the next reads
+                    self._cut_pub = (subject, reply, header_size, total)
+                    self._chunks = [memoryview(buf)[start:]] if start < end else []
+                    self._held = end - start
+                    self._needed = total + 2
                     return ops
                 if buf[stop:stop + 2] != CRLF:
                     return self._fail(ops, ERR_UNKNOWN_OP)
@@ -148,7 +176,7 @@ class NatsParser:
             else:
                 return self._fail(ops, ERR_UNKNOWN_OP)
         if pos < end:
-            self._buffer = buf[pos:]
+            self._line = buf[pos:]
         return ops
 
     def _pub(self, args: list, headers: bool):
@@ -172,17 +200,29 @@ class NatsParser:
             return (args[1], reply, header_size, total)
         return (args[1], reply, total)
 
-    def _hold(self, partial: bytes, needed: int) -> None:
-        """Keep an incomplete PUB until ``needed`` bytes of it have arrived."""
-        self._chunks = [partial]
-        self._held = len(partial)
-        self._needed = needed
-
     def _fail(self, ops: list, text: str) -> list:
         self._failed = True
-        self._buffer = b""
+        self._line = b""
+        self._cut_pub, self._chunks = None, []
         ops.append((OP_ERROR, text))
         return ops
+
+
+def _cut(chunks: list, size: int) -> bytes:
+    """The first ``size`` bytes of ``chunks``, taken off it and joined once."""
+    taken = []
+    while size:
+        chunk = chunks[0]
+        if len(chunk) <= size:
+            taken.append(chunk)
+            size -= len(chunk)
+            del chunks[0]
+        else:
+            chunk = memoryview(chunk)
+            taken.append(chunk[:size])
+            chunks[0] = chunk[size:]
+            size = 0
+    return b"".join(taken)
 
 
 def _size(text: bytes):
@@ -205,6 +245,23 @@ def encode_msg(subject: bytes, sid: bytes, reply: bytes | None, payload: bytes) 
     if reply:
         return b"MSG %s %s %s %d\r\n%s\r\n" % (subject, sid, reply, len(payload), payload)
     return b"MSG %s %s %d\r\n%s\r\n" % (subject, sid, len(payload), payload)
+
+
+def msg_head(subject: bytes, sid: bytes, reply: bytes | None, size: int) -> bytes:
+    """The header line of a MSG frame whose ``size``-byte payload and
+    trailing CRLF are sent as pieces of their own."""
+    if reply:
+        return b"MSG %s %s %s %d\r\n" % (subject, sid, reply, size)
+    return b"MSG %s %s %d\r\n" % (subject, sid, size)
+
+
+def hmsg_head(subject: bytes, sid: bytes, reply: bytes | None, header_block: bytes, size: int) -> bytes:
+    """An HMSG frame up to its payload (header line and header block), for
+    a ``size``-byte payload sent as a piece of its own."""
+    hsize = len(header_block)
+    if reply:
+        return b"HMSG %s %s %s %d %d\r\n%s" % (subject, sid, reply, hsize, hsize + size, header_block)
+    return b"HMSG %s %s %d %d\r\n%s" % (subject, sid, hsize, hsize + size, header_block)
 
 
 def encode_hmsg(subject: bytes, sid: bytes, reply: bytes | None, header_block: bytes, payload: bytes) -> bytes:

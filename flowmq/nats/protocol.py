@@ -24,7 +24,7 @@ from flowmq import __version__
 from flowmq.auth.credentials import TokenCredentials
 from flowmq.connection import (
     CLOSE_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, CLOSE_TOO_MANY_CONNECTIONS,
-    BrokerConnection,
+    PAYLOAD_PIECE_AT, BrokerConnection,
 )
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
@@ -35,7 +35,7 @@ from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
 from flowmq.nats import codec, convert
 from flowmq.nats.codec import (
-    OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg,
+    CRLF, OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg, msg_head,
 )
 from flowmq.nats.subjects import (
     SUBJECT_OF_TOPIC, TOPIC_OF_SUBJECT, EmptyToken, filter_to_topic_filter, is_literal_subject, subject_to_topic,
@@ -474,8 +474,14 @@ class NatsConnection(BrokerConnection):
         if (message.headers is not None or message.properties is not None) and self.headers:
             block = message.cached(_HEADERS_KEY, convert.header_block)
         send = self.send
+        size = len(payload)
         for subscription in subscriptions:  # almost always one: the branch costs less than a call
-            if block is None:
+            if size >= PAYLOAD_PIECE_AT:  # the payload goes as it is, shared by every subscriber
+                if block is None:
+                    self.send_payload(msg_head(subject, subscription.sid, reply, size), payload, CRLF)
+                else:
+                    self.send_payload(codec.hmsg_head(subject, subscription.sid, reply, block, size), payload, CRLF)
+            elif block is None:
                 send(encode_msg(subject, subscription.sid, reply, payload))
             else:
                 send(codec.encode_hmsg(subject, subscription.sid, reply, block, payload))

@@ -15,7 +15,7 @@ tells the decisions.
 """
 
 from .decode import DEFAULT_MAX_CONNECT_SIZE, DEFAULT_MAX_PACKET_SIZE, MAX_PACKET_SIZE, Decoder
-from .encode import encode, encode_publish
+from .encode import encode, encode_publish, publish_head
 from .errors import (CodecError, MalformedPacket, PacketTooLarge, ProtocolError, TopicAliasInvalid,
                      TopicFilterInvalid, TopicNameInvalid, UnsupportedProtocolVersion)
 from .packets import (NO_PROPERTIES, Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp,
@@ -24,7 +24,7 @@ from .properties import encode_properties, encode_property_list, property_block
 
 __all__ = [
     "DEFAULT_MAX_CONNECT_SIZE", "DEFAULT_MAX_PACKET_SIZE", "MAX_PACKET_SIZE", "Decoder",
-    "encode", "encode_publish", "encode_properties", "encode_property_list", "property_block",
+    "encode", "encode_publish", "publish_head", "encode_properties", "encode_property_list", "property_block",
     "CodecError", "MalformedPacket", "PacketTooLarge", "ProtocolError", "TopicAliasInvalid", "TopicFilterInvalid",
     "TopicNameInvalid", "UnsupportedProtocolVersion",
     "NO_PROPERTIES", "Auth", "Connack", "Connect", "Disconnect", "Pingreq", "Pingresp", "Puback", "Pubcomp",

@@ -1,5 +1,6 @@
 """Writing packets: ``encode(packet, level)`` for every control packet, both
-directions, and ``encode_publish`` for the broker's outgoing PUBLISH.
+directions, and ``encode_publish`` for the broker's outgoing PUBLISH
+(``publish_head`` for one whose payload goes as a piece of its own).
 
 ``level`` chooses the format (3, 4 or 5). At 3 and 4 the MQTT 5 fields are
 not written: properties, and the reason codes of acknowledgements, UNSUBACK
@@ -44,7 +45,14 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
     subscribers encodes its properties once. ``packet_id`` is needed for
     QoS 1 and 2 only.
     """
-    length = 2 + len(topic) + len(properties) + len(payload)
+    return publish_head(topic, len(payload), qos, retain, dup, packet_id, properties) + payload
+
+
+def publish_head(topic: bytes, size: int, qos: int = 0, retain: bool = False, dup: bool = False,
+                 packet_id=None, properties: bytes = b"") -> bytes:
+    """A PUBLISH up to its ``size``-byte payload (``encode_publish``'s
+    arguments), for a payload that is sent as a piece of its own."""
+    length = 2 + len(topic) + len(properties) + size
     first = 0x30 | qos << 1
     if retain:
         first |= 0x01
@@ -59,8 +67,8 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
     else:
         head = _long_head(first, length, len(topic))
     if qos:
-        return b"".join((head, topic, U16.pack(packet_id), properties, payload))
-    return b"".join((head, topic, properties, payload))
+        return b"".join((head, topic, U16.pack(packet_id), properties))
+    return b"".join((head, topic, properties))
 
 
 def _long_head(first: int, length: int, topic_length: int) -> bytes:

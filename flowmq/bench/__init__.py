@@ -19,7 +19,8 @@ Modules, one job each:
 - ``mqttcounter``: the fast PUBLISH and PUBACK counters of the MQTT workers
 - ``jetstream``: the $JS.API requests, the PubAck and pull scanners and the
   worker processes of the JetStream scenarios
-- ``worker``: the envelope of the pubsub and reqrep workers (errors, close, report)
+- ``worker``: the envelope of the pubsub and reqrep workers (errors, close,
+  how busy the worker was, report)
 - ``protocol``: NATS frames, the handshake, a small parser
 - ``counter``: the subscribers' counters' buffer and scan loop, and the
   fast MSG frame counter

@@ -76,6 +76,37 @@ MQTT topics are <--subject>/<scenario>. Throughput runs use every size of
 with Clean Start and no keep alive; mosquitto runs with a config file of
 two lines (listener, allow_anonymous true), its defaults otherwise.
 
+Large payloads (--sizes 16,1k,64k,1m): a run publishes at most --max-bytes
+payload bytes, so fewer messages of a large payload; the header says how
+many. Above 1 MiB (the default max_payload of FlowMQ and nats-server, which
+a payload of exactly 1 MiB still fits) the tool raises the limits of the
+servers it starts: max_payload to the largest size plus 64 KiB (FlowMQ's
+MQTT max_packet_size 64 KiB above that) and, for payloads of more than
+16 MiB, max_pending to four of them; their lines in the header say so.
+mosquitto's packets have no limit but MQTT's.
+
+Memory per in-flight message: with the server's pid the tool reads its RSS
+100 times a second during each publish/subscribe run, with the messages in
+flight at that moment (published so far minus what the slowest subscriber
+got; for a queue group, minus what the group got). The JSON has the RSS at
+the start, its peak growth and the most messages in flight; for payloads
+of 64 KB and more the table adds "server RSS growth MB (peak)" and "RSS
+per in-flight msg KiB", the peak growth over the most messages in flight.
+That is an estimate: a message fanned out to five subscribers counts once
+(one payload shared by its deliveries), messages in flight may sit in
+socket buffers rather than in the server, and memory an earlier run left
+to the server is used again without growth (the first run of a size on a
+fresh server shows the most).
+
+Generator-bound runs: each worker (publisher, subscriber, requester,
+responder, JetStream client) measures its CPU and wall seconds from the
+barrier to its end (a subscriber's: its last message); the JSON has each
+one's busy fraction (CPU/wall) and the table the busiest as "busiest
+generator CPU". A run where one was busy 90% or more is generator-bound:
+its msgs/s and MB/s end in " *", and so does a ratio with such a run on
+either side, because the figure may be the generator's limit, not the
+server's.
+
 --store runs the storage engine's own scenarios instead, in this process
 (no server; the --store-* options size them):
   delete    --store-backlog (1,000,000) messages on one topic read by a
@@ -99,7 +130,8 @@ def _count(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
+def _bytes(text: str) -> int:
+    """A number of bytes, with an optional suffix k or kb (1024), m or mb (1024^2), b."""
     text = text.strip().lower()
     factor = 1
     for suffix, mult in (("kb", 1024), ("k", 1024), ("mb", 1024 * 1024), ("m", 1024 * 1024), ("b", 1)):
@@ -107,11 +139,22 @@ def _size(text: str) -> int:
             text, factor = text[:-len(suffix)], mult
             break
     try:
-        value = int(text.replace(",", "").replace("_", "")) * factor
+        return int(text.replace(",", "").replace("_", "")) * factor
     except ValueError:
         raise argparse.ArgumentTypeError("not a size: %r" % text)
+
+
+def _size(text: str) -> int:
+    value = _bytes(text)
     if value < 0 or value > 64 * 1024 * 1024:
         raise argparse.ArgumentTypeError("size out of range: %r" % text)
+    return value
+
+
+def _max_bytes(text: str) -> int:
+    value = _bytes(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
     return value
 
 
@@ -166,7 +209,11 @@ def parser() -> argparse.ArgumentParser:
                    help="with --url: that server's MQTT listener, mqtt://HOST:PORT (without it the MQTT "
                         "scenarios are left out)")
     p.add_argument("--size", type=_size, metavar="BYTES", help="payload size in bytes (a single size; 1k = 1024)")
-    p.add_argument("--sizes", type=_sizes, default=None, metavar="LIST", help="comma-separated payload sizes (default 16,1024)")
+    p.add_argument("--sizes", type=_sizes, default=None, metavar="LIST",
+                   help="comma-separated payload sizes (default 16,1024; 1k = 1024, 1m = 1048576, at most 64m)")
+    p.add_argument("--max-bytes", type=_max_bytes, default=2000000000, metavar="BYTES",
+                   help="most payload bytes one run publishes (default 2,000,000,000): a run publishes "
+                        "min(its count, BYTES // size) messages, at least one, so that large payloads stay short")
     p.add_argument("--pubs", type=_count, default=5, metavar="N", help="publishers of the fanin scenario (default 5)")
     p.add_argument("--subs", type=_count, default=5, metavar="N", help="subscribers of the fanout and queue scenarios (default 5)")
     p.add_argument("--requesters", type=_count, default=1, metavar="N", help="requester processes of reqrep (default 1)")
@@ -183,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-bytes", type=_count, default=65536, metavar="N", help="bytes of PUB frames per send (default 65536)")
     p.add_argument("--flowmq-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `twistd -n flowmq` (repeatable; e.g. --flowmq-arg=--broker-log-level=warn)")
+    p.add_argument("--flowmq-python", metavar="PATH",
+                   help="the interpreter that runs the FlowMQ the tool starts (default: the tool's own); e.g. "
+                        "a PyPy venv's python, with the load generators on CPython")
     p.add_argument("--nats-server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for nats-server (repeatable)")
     p.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
@@ -221,6 +271,8 @@ def parse(argv=None):
         p.error("--server-pid goes with --url")
     if cfg.mqtt_url and not cfg.url:
         p.error("--mqtt-url goes with --url")
+    if cfg.flowmq_python and cfg.url:
+        p.error("--flowmq-python is for the FlowMQ the tool starts, not with --url")
     cfg.mqtt_level = mqttwire.LEVELS[cfg.mqtt_version]
     cfg.flowmq_args = [a for arg in cfg.flowmq_arg for a in shlex.split(arg)]
     cfg.nats_server_args = [a for arg in cfg.nats_server_arg for a in shlex.split(arg)]

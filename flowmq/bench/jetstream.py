@@ -527,7 +527,7 @@ def sync_publisher(slot, opts, subject, size, count, barrier, stop, counters, re
         tail = b" %d\r\n%s\r\n" % (size, protocol.payload(size))
         latencies = array.array("d")
         timeout = min(5.0, opts["idle_timeout"])
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         if early:
             sock.sendall(scanner.feed(early))
         deadline = time.monotonic() + opts["max_time"]
@@ -579,7 +579,7 @@ def async_publisher(slot, opts, subject, size, count, window, barrier, stop, cou
               "max_outstanding": 0, "errors": []}
     with Envelope("publisher", barrier, results, result) as env:
         inbox, sock, scanner, early = _publisher_connection(env, opts, count)
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         if early:
             sock.sendall(scanner.feed(early))
 
@@ -614,7 +614,7 @@ def puller(slot, opts, stream, consumer, size, count, batch, barrier, stop, coun
         # to end a request the server is busy filling; a stall still ends the
         # run after --timeout without a message.
         expires = int(max(0.5, opts["idle_timeout"] / 2.0) * 1e9)
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         sock.settimeout(_POLL)
         now = time.monotonic()
         deadline = now + opts["max_time"]

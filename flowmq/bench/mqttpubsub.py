@@ -48,11 +48,12 @@ def publisher(slot, opts, topic, size, count, barrier, stop, counters, results):
         if qos:
             window = min(opts["mqtt_window"], connack.properties.get("receive_maximum", 65535))
             result.update(acked=0, refused=0, window=window)
-            barrier.wait(opts["setup_timeout"])
-            _publish_window(sock, AckCounter(_ids(topic, size, level, window), window, reader), topic, size,
-                            count, window, level, opts, stop, counters, slot, result)
+            acks = AckCounter(_ids(topic, size, level, window), window, reader)
+            block = _block(topic, size, level, acks.ids)
+            env.start(opts["setup_timeout"])
+            _publish_window(sock, acks, block, count, window, opts, stop, counters, slot, result)
         else:
-            barrier.wait(opts["setup_timeout"])
+            env.start(opts["setup_timeout"])
             pubsub.send_batches(sock, mqttwire.publish_frame(topic, protocol.payload(size), 0, level), count,
                                 opts, stop, counters, slot, result)
             mqttwire.ping(sock, reader, opts["idle_timeout"] + opts["send_timeout"])
@@ -66,10 +67,14 @@ def _ids(topic: bytes, size: int, level: int, window: int) -> int:
     return min(65535, max(window, _BLOCK_BYTES // frame_len))
 
 
-def _publish_window(sock, acks, topic, size, count, window, level, opts, stop, counters, slot, result) -> None:
-    ids = acks.ids
+def _block(topic: bytes, size: int, level: int, ids: int) -> memoryview:
+    """The QoS 1 PUBLISHes with packet ids 1..ids, back to back (built before the barrier)."""
     data = protocol.payload(size)
-    block = memoryview(b"".join(mqttwire.publish_frame(topic, data, 1, level, i) for i in range(1, ids + 1)))
+    return memoryview(b"".join(mqttwire.publish_frame(topic, data, 1, level, i) for i in range(1, ids + 1)))
+
+
+def _publish_window(sock, acks, block, count, window, opts, stop, counters, slot, result) -> None:
+    ids = acks.ids
     frame_len = len(block) // ids
     sock.settimeout(opts["idle_timeout"])
     deadline = time.monotonic() + opts["max_time"]
@@ -89,7 +94,7 @@ def _publish_window(sock, acks, topic, size, count, window, level, opts, stop, c
                 sock.sendall(block[first * frame_len:])
                 sock.sendall(block[:(last - ids) * frame_len])
             sent += room
-            result["sent"] = sent
+            counters[slot] = result["sent"] = sent
             if sent == count:
                 result["sent_end"] = time.monotonic()
         try:
@@ -97,7 +102,7 @@ def _publish_window(sock, acks, topic, size, count, window, level, opts, stop, c
         except socket.timeout:
             stopped = "no PUBACK for %.0f s" % opts["idle_timeout"]
             break
-        counters[slot] = result["acked"] = acks.count
+        result["acked"] = acks.count
         if not n:
             stopped = "connection closed by the server"
         elif acks.errors:
@@ -127,6 +132,6 @@ def subscriber(slot, opts, topic, size, expected, barrier, stop, counters, resul
                                                     opts["setup_timeout"], subscribe=(topic, qos))
         counter = PublishCounter(topic, size, qos, reader)
         counter.feed(rest)
-        barrier.wait(opts["setup_timeout"])
-        pubsub.receive(sock, counter, opts, expected, stop, counters, slot, result, 0.0 if qos else _NAP)
+        env.start(opts["setup_timeout"])
+        pubsub.receive(sock, counter, opts, expected, stop, counters, slot, env, 0.0 if qos else _NAP)
         result["errors"].extend("subscriber: %s" % e for e in counter.errors)

@@ -29,7 +29,7 @@ def publisher(slot, opts, subject, size, count, barrier, stop, counters, results
         sock = env.connect(opts["host"], opts["port"])
         parser = protocol.handshake(sock, timeout=opts["setup_timeout"])
         frame = protocol.pub_frame(subject, protocol.payload(size))
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         send_batches(sock, frame, count, opts, stop, counters, slot, result)
         sock.sendall(protocol.PING)
         protocol.read_until_pong(sock, parser, time.monotonic() + opts["idle_timeout"] + opts["send_timeout"])
@@ -85,8 +85,8 @@ def subscriber(slot, opts, subject, size, expected, barrier, stop, counters, res
         counter = FrameCounter(protocol.msg_header(subject, b"1", size), size)
         try:
             counter.feed(parser.rest())
-            barrier.wait(opts["setup_timeout"])
-            receive(sock, counter, opts, expected, stop, counters, slot, result)
+            env.start(opts["setup_timeout"])
+            receive(sock, counter, opts, expected, stop, counters, slot, env)
             result["errors"].extend("subscriber: server said -ERR '%s'" % e for e in counter.errors)
         finally:
             result["pings"] = counter.pings
@@ -98,10 +98,11 @@ def new_subscriber_result(slot) -> dict:
     return {"role": "sub", "slot": slot, "received": 0, "other": 0, "first": None, "last": None, "errors": []}
 
 
-def receive(sock, counter, opts, expected, stop, counters, slot, result, nap: float = 0.0) -> None:
+def receive(sock, counter, opts, expected, stop, counters, slot, env, nap: float = 0.0) -> None:
     """Count what arrives with ``counter`` (a ``counter.StreamCounter``),
     sending what it owes the server after each read, until ``expected``
-    frames, ``stop``, --timeout of silence, --max-time or an error.
+    frames, ``stop``, --timeout of silence, --max-time or an error. The
+    envelope's measured window ends with the last message.
 
     With ``nap``, a read of less than NAP_BELOW bytes is followed by a
     sleep of ``nap`` seconds, so that the next read takes what arrived
@@ -110,14 +111,16 @@ def receive(sock, counter, opts, expected, stop, counters, slot, result, nap: fl
     and the subscribers, not the server, would use up the CPU. Only for
     subscribers that owe the server nothing (QoS 0): the socket buffers
     hold far more than a nap's worth of messages."""
-    first = last = None
+    result = env.result
+    first = last = last_cpu = None
     try:
         sock.settimeout(_POLL)
         now = time.monotonic()
         idle_since = now
         deadline = now + opts["max_time"]
         reads = 0
-        limit = int(opts["max_time"] / _POLL) + 10 * (expected or 10 ** 9) + 10
+        # A read takes at least one byte: a large frame may come in many.
+        limit = int(opts["max_time"] / _POLL) + 10 * (expected or 10 ** 9) * counter.frame_len + 10
         for _ in range(limit):
             if expected is not None and counter.count + counter.other >= expected:
                 break
@@ -137,6 +140,7 @@ def receive(sock, counter, opts, expected, stop, counters, slot, result, nap: fl
                 if first is None:
                     first = now
                 last = now
+                last_cpu = time.process_time()
                 counters[slot] = counter.count
             idle_since = now
             reads += 1
@@ -152,3 +156,4 @@ def receive(sock, counter, opts, expected, stop, counters, slot, result, nap: fl
     finally:  # what was counted counts, whatever ended the run
         counters[slot] = counter.count
         result.update(received=counter.count, other=counter.other, first=first, last=last, nbytes=counter.nbytes)
+        env.end(last, last_cpu)

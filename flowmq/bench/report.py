@@ -6,7 +6,9 @@ payload size, the figure, FlowMQ, the reference (nats-server, mosquitto)
 and the ratio FlowMQ/reference; a scenario the reference cannot run
 (nats-to-mqtt on mosquitto) shows "n/a" there. Every scenario ends with its
 check row: whether every message published was received (or every request
-answered, every connection opened).
+answered, every connection opened). The rates of a generator-bound run (a
+load generator busy most of it, ``scenarios.GENERATOR_BOUND``) end in " *",
+and so does their ratio; a footnote under the table says what that means.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _FORMATS = {
     "rate": "{:,.0f}",
     "count": "{:,}",
     "mb": "{:,.2f}",
+    "mbps": "{:,.2f}",
     "us": "{:,.0f}",
     "ms": "{:,.1f}",
     "kib": "{:,.1f}",
@@ -28,6 +31,11 @@ _FORMATS = {
     "pct": "{:.2f}%",
     "sec": "{:.2f}",
 }
+#: The figures a busy load generator may have held down: msgs/s, MB/s, requests/s.
+RATE_KINDS = ("rate", "mbps")
+MARK = " *"
+FOOTNOTE = ("* generator-bound: a load generator process was busy >= %d%% of the run, so the figure is (also) "
+            "the generator's limit" % round(100 * scenarios.GENERATOR_BOUND))
 
 
 def format_value(value, kind: str) -> str:
@@ -82,6 +90,7 @@ def _table(runs) -> str:
     if compare:
         headers.append("%s/%s" % (runs[0][0].kind, runs[1][0].kind))
     rows = []
+    starred = False
     for key in keys:
         names = []
         kinds = {}
@@ -94,11 +103,13 @@ def _table(runs) -> str:
                 if fig["name"] not in kinds:
                     names.append(fig["name"])
                     kinds[fig["name"]] = fig["kind"]
+        bound = [_generator_bound(mapping.get(key)) for mapping in by_server]
         first = True
         for name in names + ["check"]:
             values = []
             raw = []
-            for (server, _), mapping in zip(runs, by_server):
+            rate = kinds.get(name) in RATE_KINDS
+            for (server, _), mapping, star in zip(runs, by_server, bound):
                 result = mapping.get(key)
                 if result is None:
                     values.append("n/a" if scenarios.needs(scenario) - server.protocols else "not run")
@@ -109,14 +120,22 @@ def _table(runs) -> str:
                     raw.append(None)
                     continue
                 fig = next((f for f in result["figures"] if f["name"] == name), None)
-                values.append(format_value(fig["value"], fig["kind"]) if fig else "-")
+                values.append(format_value(fig["value"], fig["kind"]) + (MARK if rate and star else "")
+                              if fig else "-")
                 raw.append(fig["value"] if fig else None)
             row = [key[0] if first else "", scenarios.size_text(key[1]) if first else "", name] + values
             if compare:
-                row.append(format_ratio(raw[0], raw[1], kinds.get(name, "text")))
+                ratio = format_ratio(raw[0], raw[1], kinds.get(name, "text"))
+                row.append(ratio + MARK if ratio and rate and any(bound) else ratio)
+            starred = starred or any(cell.endswith(MARK) for cell in row)
             rows.append(row)
             first = False
-    return render(headers, rows, right=set(range(3, len(headers))))
+    text = render(headers, rows, right=set(range(3, len(headers))))
+    return text + "\n" + FOOTNOTE if starred else text
+
+
+def _generator_bound(result) -> bool:
+    return bool(result and result.get("details", {}).get("generator_bound"))
 
 
 def render(headers, rows, right=()) -> str:
@@ -137,34 +156,47 @@ def render(headers, rows, right=()) -> str:
 
 def header(cfg, runs) -> str:
     chosen = getattr(cfg, "scenarios", scenarios.NAMES)
+    cut = []  # the counts that --max-bytes cut
+
+    def counts(count: int, sizes=cfg.sizes) -> str:
+        """``count``, and its cut count at each size where --max-bytes cuts
+        it: "1,000,000 (30,517 at 64 KB, 1,907 at 1024 KB)"."""
+        fewer = ["%s at %s" % (format(scenarios.messages(cfg, count, size), ","), scenarios.size_text(size))
+                 for size in sizes if scenarios.messages(cfg, count, size) != count]
+        cut.extend(fewer)
+        return format(count, ",") + (" (%s)" % ", ".join(fewer) if fewer else "")
+
     parts = []
     if any(name in chosen for name in ("1to1", "fanout", "fanin", "queue", "manysubs")):
-        parts.append("%s messages per throughput run" % format(cfg.msgs, ","))
+        parts.append("%s messages per throughput run" % counts(cfg.msgs))
     if "reqrep" in chosen:
-        parts.append("%s requests" % format(cfg.requests, ","))
+        parts.append("%s requests" % counts(cfg.requests, cfg.sizes[:1]))
     parts.append("payload %s; MB = 10^6 payload bytes" % ", ".join(scenarios.size_text(s) for s in cfg.sizes))
     lines = ["flowmq-bench: " + ", ".join(parts)]
     ran = set(r["scenario"] for _, results in runs for r in results)
     js = []
     if "js-pub-sync" in ran:
-        js.append("js-pub-sync %s messages" % format(cfg.js_sync_msgs, ","))
+        js.append("js-pub-sync %s messages" % counts(cfg.js_sync_msgs))
     if "js-pub-async" in ran:
-        js.append("js-pub-async %s (%s PubAcks outstanding)" % (format(cfg.js_msgs, ","), format(cfg.js_window, ",")))
+        js.append("js-pub-async %s (%s PubAcks outstanding)" % (counts(cfg.js_msgs), format(cfg.js_window, ",")))
     if "js-pull" in ran:
         js.append("js-pull %s (%s per pull request, ack policy explicit, every message acked)"
-                  % (format(cfg.js_msgs, ","), format(cfg.js_batch, ",")))
+                  % (counts(cfg.js_msgs), format(cfg.js_batch, ",")))
     if js:
         lines.append("JetStream, file storage: " + ", ".join(js))
     mqtt = [name for name in scenarios.MQTT_NAMES if name in ran]
     if mqtt:
-        counts = ["%s %s" % (name, format(cfg.mqtt_qos1_msgs if name == "mqtt-qos1" else cfg.mqtt_msgs, ","))
-                  for name in mqtt]
+        per_run = ["%s %s" % (name, counts(cfg.mqtt_qos1_msgs if name == "mqtt-qos1" else cfg.mqtt_msgs))
+                   for name in mqtt]
         lines.append("MQTT %s, messages per run: %s; QoS 1 with up to %s PUBLISHes unacknowledged (fewer if "
-                     "the server's Receive Maximum is lower)" % (cfg.mqtt_version, ", ".join(counts),
+                     "the server's Receive Maximum is lower)" % (cfg.mqtt_version, ", ".join(per_run),
                                                                  format(cfg.mqtt_window, ",")))
     if "js-create" in ran:
         lines.append("js-create: STREAM.CREATE of a memory stream with %s subjects of %d tokens, per shape"
                      % (format(cfg.js_create_subjects, ","), scenarios.JS_CREATE_TOKENS))
+    if cut:
+        lines.append("counts in parentheses: fewer messages of a large payload, at most %s payload bytes per run "
+                     "(--max-bytes)" % format(cfg.max_bytes, ","))
     for server, _ in runs:
         pid = " pid %d" % server.pid if server.pid else ""
         lines.append("  %s at %s%s" % (server.description or server.kind, server.url, pid))

@@ -35,7 +35,7 @@ def requester(slot, opts, subject, size, count, barrier, counters, results):
         tail = b" %d\r\n%s\r\n" % (size, data)
         latencies = array.array("d")
         timeout = min(5.0, opts["idle_timeout"])
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         deadline = time.monotonic() + opts["max_time"]
         result["start"] = time.monotonic()
         timeouts = 0
@@ -91,7 +91,7 @@ def responder(slot, opts, subject, group, barrier, stop, counters, results):
     with Envelope("responder", barrier, results, result) as env:
         sock = env.connect(opts["host"], opts["port"])
         parser = protocol.handshake(sock, protocol.sub_line(subject, b"1", group), opts["setup_timeout"])
-        barrier.wait(opts["setup_timeout"])
+        env.start(opts["setup_timeout"])
         sock.settimeout(_POLL)
         deadline = time.monotonic() + opts["max_time"]
         answered = 0
@@ -126,6 +126,8 @@ def responder(slot, opts, subject, group, barrier, stop, counters, results):
                 sock.sendall(b"".join(out))
                 answered += replies
                 counters[slot] = answered
+                # Its measured window ends with its last reply, not when it is told to stop.
+                env.end()
             if time.monotonic() > deadline:
                 break
         result["answered"] = answered

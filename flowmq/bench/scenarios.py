@@ -33,6 +33,13 @@ JS_STREAMS = {"js-pub-sync": "FLOWMQ_BENCH_PUB_SYNC", "js-pub-async": "FLOWMQ_BE
 #: Tokens of each subject of js-create's streams (FlowMQ's broker.max_topic_levels).
 JS_CREATE_TOKENS = 128
 JS_CONSUMER = "flowmq-bench"
+#: A worker busy this fraction of its measured window (CPU/wall) or more
+#: makes its run generator-bound: the figure may be the generator's limit.
+GENERATOR_BOUND = 0.9
+#: Payload sizes from which publish/subscribe runs show the server's memory per in-flight message.
+MEMORY_FIGURES_FROM = 64 * 1024
+#: Seconds between the coordinator's looks at a publish/subscribe run (progress, RSS, in flight).
+_WATCH_POLL = 0.01
 
 
 def needs(name: str) -> frozenset:
@@ -69,6 +76,14 @@ def size_text(size) -> str:
     if size >= 1024 and size % 1024 == 0:
         return "%d KB" % (size // 1024)
     return "%d B" % size
+
+
+def messages(cfg, count: int, size) -> int:
+    """The messages of a run: ``count``, or fewer so that the run publishes at
+    most --max-bytes payload bytes (at least one message)."""
+    if not size:
+        return count
+    return max(1, min(count, cfg.max_bytes // size))
 
 
 def run(name: str, server, cfg, size, progress) -> dict:
@@ -150,6 +165,31 @@ def _figure(result, name, value, kind):
     result["figures"].append({"name": name, "value": value, "kind": kind})
 
 
+def _generators(details, reports) -> None:
+    """Each worker's CPU and wall seconds over its measured window and their
+    ratio, by role (``worker_cpu_s``, ``worker_wall_s``, ``worker_busy``), the
+    busiest and whether that makes the run generator-bound."""
+    ordered = sorted(reports, key=lambda r: r["slot"])
+    for key, field in (("worker_cpu_s", "cpu_s"), ("worker_wall_s", "wall_s"), ("worker_busy", "busy")):
+        by_role = {}
+        for r in ordered:
+            by_role.setdefault(r["role"], []).append(r.get(field))
+        details[key] = by_role
+    _busiest(details, [r.get("busy") for r in reports])
+
+
+def _busiest(details, fractions) -> None:
+    """The largest of the busy ``fractions`` known, and whether it makes the run generator-bound."""
+    known = [f for f in fractions if f is not None]
+    details["busiest_generator"] = max(known) if known else None
+    details["generator_bound"] = bool(known) and max(known) >= GENERATOR_BOUND
+
+
+def _busiest_figure(result) -> None:
+    busiest = result["details"].get("busiest_generator")
+    _figure(result, "busiest generator CPU", None if busiest is None else 100.0 * busiest, "pct")
+
+
 def _check_text(got: int, want: int, what: str) -> str:
     if got == want:
         return "%s/%s %s ok" % (format(got, ","), format(want, ","), what)
@@ -175,17 +215,53 @@ def _nats_side(target, server, cfg, tag: str, queue: bool = False) -> Side:
     return Side(target, opts, ("%s.%s" % (cfg.subject, tag.split("-")[0])).encode())
 
 
+class InFlightMemory:
+    """The server's RSS beside the messages in flight, read at each look of
+    the coordinator at a publish/subscribe run (nothing without the server's
+    pid): the RSS at the start, its peak growth and the most messages in flight."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.start = system.rss_bytes(pid) if pid else None
+        self.peak_growth = 0
+        self.peak_in_flight = 0
+
+    def sample(self, in_flight: int) -> None:
+        rss = system.rss_bytes(self.pid) if self.start is not None else None
+        if rss is not None:
+            self.peak_growth = max(self.peak_growth, rss - self.start)
+            self.peak_in_flight = max(self.peak_in_flight, in_flight)
+
+    def details(self) -> dict:
+        known = self.start is not None
+        return {"server_rss_start": self.start,
+                "server_rss_peak_growth": self.peak_growth if known else None,
+                "peak_in_flight": self.peak_in_flight if known else None,
+                "rss_per_in_flight": (self.peak_growth / float(self.peak_in_flight)
+                                      if known and self.peak_in_flight else None)}
+
+
+def _in_flight(counters, subs: int, pubs: int, queue: bool) -> int:
+    """Messages published so far that the slowest subscriber has not got
+    (for a queue group: that the group has not got); a message fanned out
+    to several subscribers counts once."""
+    published = sum(counters[subs:subs + pubs])
+    got = sum(counters[:subs]) if queue else min(counters[:subs])
+    return max(0, published - got)
+
+
 def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=None, sub=None, total=None) -> dict:
     """One publish/subscribe run; returns its raw measurement. The sides
     default to NATS publishers and subscribers on <--subject>.<tag>;
-    ``total`` to --msgs."""
+    ``total`` to --msgs (either within --max-bytes)."""
     pub = pub or _nats_side(pubsub.publisher, server, cfg, tag)
     sub = sub or _nats_side(pubsub.subscriber, server, cfg, tag, queue)
-    total = total or cfg.msgs
+    total = messages(cfg, total or cfg.msgs, size)
     expected_total = total if queue else total * subs
     workers = launch.Workers(launch.context(cfg.start_method), pubs + subs, pubs + subs + 1)
     errors = []
     cpu_before = cpu_after = None
+    memory = InFlightMemory(None)
     try:
         for i in range(subs):
             workers.start(sub.target, i, sub.opts, sub.subject, size, None if queue else total,
@@ -197,7 +273,8 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=Non
             errors.append("workers did not get ready (setup failed or timed out)")
         else:
             cpu_before = system.cpu_seconds(server.pid) if server.pid else None
-            _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue)
+            memory = InFlightMemory(server.pid)
+            _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue, memory)
             cpu_after = system.cpu_seconds(server.pid) if server.pid else None
         workers.gather(pubs + subs, cfg.timeout + cfg.setup_timeout + 5)
     finally:
@@ -227,7 +304,7 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=Non
     if published != total:
         errors.append("published %d of %d messages" % (published, total))
     measured = {
-        "publishers": pubs, "subscribers": subs, "queue_group": queue,
+        "publishers": pubs, "subscribers": subs, "queue_group": queue, "messages": total,
         "published": published, "expected": expected_total, "received": received,
         "received_per_subscriber": received_each, "unexpected_frames": other,
         "elapsed_s": elapsed, "publish_elapsed_s": pub_elapsed,
@@ -237,11 +314,12 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=Non
         "sub_mb_per_s": stats.rate(received * size, elapsed) / stats.MB,
         "per_sub_msgs_per_s": per_sub_rates,
         # Who was busy: the server's CPU seconds over the run (from the
-        # barrier to the last report) and each worker's (its whole process).
+        # barrier to the last report) and each worker's (``_generators``).
         "server_cpu_s": (cpu_after - cpu_before) if (cpu_before is not None and cpu_after is not None) else None,
-        "worker_cpu_s": {"pub": [r.get("cpu_s") for r in pub_reports], "sub": [r.get("cpu_s") for r in sub_reports]},
         "errors": errors,
     }
+    _generators(measured, reports)
+    measured.update(memory.details())
     if any("acked" in r for r in pub_reports):  # QoS 1: the PUBACKs
         acked = sum(r.get("acked", 0) for r in pub_reports)
         measured.update(acked=acked, window=[r.get("window") for r in pub_reports])
@@ -254,16 +332,18 @@ def _measure_pubsub(server, cfg, progress, size, pubs, subs, queue, tag, pub=Non
     return measured
 
 
-def _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue):
-    """Show progress until every subscriber has reported; stop queue members
-    once the group has everything, and everyone after --timeout of silence."""
+def _watch_pubsub(workers, cfg, progress, tag, size, subs, pubs, expected_total, queue, memory):
+    """Show progress and sample ``memory`` until every subscriber has
+    reported; stop queue members once the group has everything, and everyone
+    after --timeout of silence."""
     counters = workers.counters
     prefix = "[%s %s] " % (tag, size_text(size))
     now = time.monotonic()
     deadline = now + cfg.max_time + cfg.timeout + 10
     last_total, last_change = -1, now
-    for _ in range(int((cfg.max_time + cfg.timeout + 20) / 0.1) + 10):
-        workers.poll(0.1)
+    for _ in range(int((cfg.max_time + cfg.timeout + 20) / _WATCH_POLL) + 10):
+        workers.poll(_WATCH_POLL)
+        memory.sample(_in_flight(counters, subs, pubs, queue))
         now = time.monotonic()
         received = sum(counters[:subs])
         if received != last_total:
@@ -289,9 +369,9 @@ def _pubsub(result, server, cfg, progress, size, pubs, subs, queue, pub=None, su
     result["errors"].extend(m["errors"])
     acked = "acked" in m
     _figure(result, "publish msgs/s (PUBACK received)" if acked else "publish msgs/s", m["pub_msgs_per_s"], "rate")
-    _figure(result, "publish MB/s", m["pub_mb_per_s"], "mb")
+    _figure(result, "publish MB/s", m["pub_mb_per_s"], "mbps")
     _figure(result, "receive msgs/s", m["sub_msgs_per_s"], "rate")
-    _figure(result, "receive MB/s", m["sub_mb_per_s"], "mb")
+    _figure(result, "receive MB/s", m["sub_mb_per_s"], "mbps")
     if subs > 1:
         rates = m["per_sub_msgs_per_s"]
         name = "per member msgs/s (avg)" if queue else "per subscriber msgs/s (avg)"
@@ -301,6 +381,12 @@ def _pubsub(result, server, cfg, progress, size, pubs, subs, queue, pub=None, su
         m["spread"] = spread
         _figure(result, "received per member", " ".join(format(c, ",") for c in m["received_per_subscriber"]), "text")
         _figure(result, "member spread (max-min)/mean", spread["spread_pct"], "pct")
+    if size >= MEMORY_FIGURES_FROM:
+        growth = m["server_rss_peak_growth"]
+        per = m["rss_per_in_flight"]
+        _figure(result, "server RSS growth MB (peak)", None if growth is None else growth / stats.MB, "mb")
+        _figure(result, "RSS per in-flight msg KiB", None if per is None else per / 1024.0, "kib")
+    _busiest_figure(result)
     result["check"] = _check_text(m["received"], m["expected"], "received")
     if acked and m["acked"] != m["published"]:
         result["check"] += ", %s/%s acked" % (format(m["acked"], ","), format(m["published"], ","))
@@ -337,10 +423,12 @@ def _manysubs(result, server, cfg, progress, size):
     base, many = runs[BASE_EXTRA_SUBSCRIPTIONS], runs[cfg.many_subscriptions]
     ratio = (many["sub_msgs_per_s"] / base["sub_msgs_per_s"]) if base["sub_msgs_per_s"] else 0.0
     result["details"] = {"base": base, "many": many, "ratio": ratio}
+    _busiest(result["details"], [base["busiest_generator"], many["busiest_generator"]])
     _figure(result, "receive msgs/s, %s extra subs" % format(BASE_EXTRA_SUBSCRIPTIONS, ","), base["sub_msgs_per_s"], "rate")
     _figure(result, "receive msgs/s, %s extra subs" % format(cfg.many_subscriptions, ","), many["sub_msgs_per_s"], "rate")
     _figure(result, "rate ratio %s/%s subs" % (format(cfg.many_subscriptions, ","), BASE_EXTRA_SUBSCRIPTIONS), ratio, "ratio")
     _figure(result, "time to place %s SUBs (s)" % format(cfg.many_subscriptions, ","), many["subscribe_s"], "sec")
+    _busiest_figure(result)
     got = base["received"] + many["received"]
     want = base["expected"] + many["expected"]
     result["check"] = _check_text(got, want, "received")
@@ -380,7 +468,7 @@ def _nats_to_mqtt(result, server, cfg, progress, size):
 def _reqrep(result, server, cfg, progress, size):
     requesters, responders = cfg.requesters, cfg.responders
     subject = ("%s.reqrep" % cfg.subject).encode()
-    total = cfg.requests
+    total = messages(cfg, cfg.requests, size)
     workers = launch.Workers(launch.context(cfg.start_method), requesters + responders,
                              requesters + responders + 1)
     opts = _worker_opts(server, cfg)
@@ -434,11 +522,13 @@ def _reqrep(result, server, cfg, progress, size):
                          "replies_per_responder": [r["answered"] for r in sorted(rep, key=lambda r: r["slot"])],
                          "late_replies": late, "elapsed_s": elapsed,
                          "requests_per_s": stats.rate(answered, elapsed), "latency": summary}
+    _generators(result["details"], reports)
     _figure(result, "requests/s", stats.rate(answered, elapsed), "rate")
     _figure(result, "latency p50 (us)", summary["p50_us"], "us")
     _figure(result, "latency p90 (us)", summary["p90_us"], "us")
     _figure(result, "latency p99 (us)", summary["p99_us"], "us")
     _figure(result, "latency max (us)", summary["max_us"], "us")
+    _busiest_figure(result)
     result["check"] = _check_text(answered, total, "answered")
     result["complete"] = answered == total and not errors
 
@@ -557,7 +647,7 @@ def _js_publish(result, server, cfg, progress, size, window):
     """js-pub-sync (``window`` None: one PubAck awaited at a time) or js-pub-async."""
     name = JS_STREAMS[result["scenario"]]
     subject = _js_subject(cfg, result["scenario"])
-    total = cfg.js_sync_msgs if window is None else cfg.js_msgs
+    total = messages(cfg, cfg.js_sync_msgs if window is None else cfg.js_msgs, size)
     prefix = "[%s %s] " % (result["label"], size_text(size))
     details = result["details"]
     details.update(messages=total, window=window or 1)
@@ -585,7 +675,7 @@ def _js_publish(result, server, cfg, progress, size, window):
     details["elapsed_s"] = elapsed
     details["msgs_per_s"] = stats.rate(acked, elapsed)
     _figure(result, "publish msgs/s (PubAck received)", stats.rate(acked, elapsed), "rate")
-    _figure(result, "publish MB/s", stats.rate(acked * size, elapsed) / stats.MB, "mb")
+    _figure(result, "publish MB/s", stats.rate(acked * size, elapsed) / stats.MB, "mbps")
     if window is None:
         latencies = array.array("d")
         latencies.frombytes(r.get("latencies", b""))
@@ -593,6 +683,8 @@ def _js_publish(result, server, cfg, progress, size, window):
         details["latency"] = summary
         _figure(result, "PubAck latency p50 (us)", summary["p50_us"], "us")
         _figure(result, "PubAck latency p99 (us)", summary["p99_us"], "us")
+    _generators(details, [r] if r else [])
+    _busiest_figure(result)
     result["check"] = _check_text(in_order, total, "acked in order")
     result["complete"] = in_order == total and r.get("sent") == total and not result["errors"]
 
@@ -600,7 +692,7 @@ def _js_publish(result, server, cfg, progress, size, window):
 def _js_pull(result, server, cfg, progress, size):
     name = JS_STREAMS["js-pull"]
     subject = _js_subject(cfg, "js-pull")
-    total = cfg.js_msgs
+    total = messages(cfg, cfg.js_msgs, size)
     prefix = "[%s %s] " % (result["label"], size_text(size))
     details = result["details"]
     details.update(messages=total, batch=cfg.js_batch, ack_policy="explicit", consumer=JS_CONSUMER)
@@ -629,7 +721,9 @@ def _js_pull(result, server, cfg, progress, size):
     details["elapsed_s"] = elapsed
     details["msgs_per_s"] = stats.rate(received, elapsed)
     _figure(result, "consume msgs/s (each acked)", stats.rate(received, elapsed), "rate")
-    _figure(result, "consume MB/s", stats.rate(received * size, elapsed) / stats.MB, "mb")
+    _figure(result, "consume MB/s", stats.rate(received * size, elapsed) / stats.MB, "mbps")
+    _generators(details, [r] if r else [])
+    _busiest_figure(result)
     result["check"] = _check_text(received, total, "consumed")
     result["complete"] = received == total and not result["errors"]
 

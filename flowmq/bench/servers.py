@@ -2,13 +2,16 @@
 
 ``start_flowmq`` runs ``twistd -n --pidfile= flowmq --nats-host 127.0.0.1
 --nats-port 0 --mqtt-host 127.0.0.1 --mqtt-port 0 --broker-data-dir
-<tmp>/data`` with the tool's own interpreter in a temporary directory <tmp>
-and reads the ports from the log lines ``NATS listening on
-127.0.0.1:<port>`` and ``MQTT listening on ...``; ``start_nats_server`` runs
-``nats-server -a 127.0.0.1 -p <free port>``, with ``-js -sd <tmp>/jetstream``
-for the JetStream scenarios; ``start_mosquitto`` runs ``mosquitto -c
-<tmp>/mosquitto.conf`` with a config of two lines, ``listener <free port>
-127.0.0.1`` and ``allow_anonymous true``: its defaults otherwise. The
+<tmp>/data`` with the tool's own interpreter (or --flowmq-python) in a
+temporary directory <tmp> and reads the ports from the log lines ``NATS
+listening on 127.0.0.1:<port>`` and ``MQTT listening on ...``;
+``start_nats_server`` runs ``nats-server -a 127.0.0.1 -p <free port>``, with
+``-js -sd <tmp>/jetstream`` for the JetStream scenarios; ``start_mosquitto``
+runs ``mosquitto -c <tmp>/mosquitto.conf`` with a config of two lines,
+``listener <free port> 127.0.0.1`` and ``allow_anonymous true``: its
+defaults otherwise (its packets have no size limit but MQTT's). Payloads
+above the default max_payload of FlowMQ and nats-server (1 MiB, inclusive)
+raise their limits (``raised_limits``), and their server lines say so. The
 temporary directory, stores included, goes when the server is stopped.
 ``Server.stop`` sends SIGTERM and kills after a timeout. ``external`` wraps a
 server given with ``--url`` (and ``--mqtt-url``).
@@ -17,7 +20,6 @@ server given with ``--url`` (and ``--mqtt-url``).
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import signal
@@ -36,6 +38,19 @@ _NATS_LISTENING = re.compile(r"Listening for client connections on ([\d.]+):(\d+
 _MOSQUITTO_RUNNING = re.compile(r"mosquitto version (\S+) running")
 # Seconds FlowMQ's MQTT listening line may come after its NATS one.
 _MQTT_LISTENER_WAIT = 5.0
+#: max_payload of FlowMQ (NATS and MQTT, limits.max_payload) and of nats-server
+#: by default: a payload of this size still fits (FlowMQ's MQTT max_packet_size
+#: is 64 KiB above it, room for the topic and the packet's header).
+DEFAULT_MAX_PAYLOAD = 1048576
+#: max_pending of both by default: the bytes that may wait for one client
+#: before it is cut off as a slow consumer.
+DEFAULT_MAX_PENDING = 64 * 1024 * 1024
+#: Bytes above the largest payload when the tool raises max_payload.
+HEADROOM = 65536
+#: Largest payloads that may wait for one subscriber when the tool raises max_pending.
+PENDING_PAYLOADS = 4
+# What an interpreter says it is: "CPython 3.11.7".
+_ASK_INTERPRETER = "import platform; print(platform.python_implementation(), platform.python_version())"
 
 
 class Server:
@@ -106,12 +121,58 @@ class ServerError(Exception):
     """A server could not be started or found."""
 
 
-def twistd_command() -> list:
-    """``twistd`` of the interpreter that runs the tool."""
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+def twistd_command(python: str) -> list:
+    """``twistd`` of interpreter ``python``: the script beside it, else run through it."""
+    script = os.path.join(os.path.dirname(python), "twistd")
     if os.path.exists(script):
         return [script]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    return [python, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def interpreter(python: str, env: dict) -> str:
+    """What ``python`` is, asked with the environment it will run FlowMQ in:
+    "CPython 3.11.7", "PyPy 3.9.16, PYPY_GC_NURSERY=8M" (PyPy's nursery size,
+    when that variable sets it)."""
+    try:
+        done = subprocess.run([python, "-c", _ASK_INTERPRETER], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ServerError("cannot run %s: %s" % (python, e))
+    if done.returncode:
+        raise ServerError("%s failed: %s" % (python, done.stderr.decode(errors="replace").strip()))
+    implementation, version = done.stdout.decode().split()[:2]
+    text = "%s %s" % (implementation, version)
+    if implementation == "PyPy" and env.get("PYPY_GC_NURSERY"):
+        text += ", PYPY_GC_NURSERY=%s" % env["PYPY_GC_NURSERY"]
+    return text
+
+
+def raised_limits(payload: int) -> dict:
+    """The limits of FlowMQ and nats-server to raise for payloads of
+    ``payload`` bytes: none while their defaults will do; else max_payload,
+    to the payload plus HEADROOM, and max_pending when PENDING_PAYLOADS of
+    those do not fit its default (a subscriber would be cut off for a few
+    messages on their way to it)."""
+    if payload <= DEFAULT_MAX_PAYLOAD:
+        return {}
+    limits = {"max_payload": payload + HEADROOM}
+    if PENDING_PAYLOADS * limits["max_payload"] > DEFAULT_MAX_PENDING:
+        limits["max_pending"] = PENDING_PAYLOADS * limits["max_payload"]
+    return limits
+
+
+def _describe(name: str, notes) -> str:
+    """A server line: ``name`` and its notes that are not empty, in parentheses."""
+    notes = [note for note in notes if note]
+    return "%s (%s)" % (name, "; ".join(notes)) if notes else name
+
+
+def _raised(limits: dict) -> str:
+    """The note on the limits the tool raised (empty if none)."""
+    if not limits:
+        return ""
+    return "raised for the largest payload: " + ", ".join("%s %s" % (name, format(value, ","))
+                                                         for name, value in limits.items())
 
 
 def find_nats_server() -> str:
@@ -171,18 +232,28 @@ def _start(kind: str, workdir, command: list, env: dict, pattern, timeout: float
     return server, found
 
 
-def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
+def start_flowmq(extra_args=(), python=None, payload: int = 0, timeout: float = 60.0) -> Server:
+    """FlowMQ run by interpreter ``python`` (default: the tool's), its
+    limits raised for payloads of ``payload`` bytes if need be."""
     import flowmq
+    python = (shutil.which(python) or python) if python else sys.executable
     root = os.path.dirname(os.path.dirname(os.path.abspath(flowmq.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    running = interpreter(python, env)
+    settings = {"limits." + name: value for name, value in raised_limits(payload).items()}
+    if settings:
+        settings["mqtt.max_packet_size"] = settings["limits.max_payload"] + HEADROOM
+    # FlowMQ's option of setting a.b_c is --a-b-c.
+    limits = [arg for name, value in settings.items()
+              for arg in ("--" + name.replace(".", "-").replace("_", "-"), str(value))]
     workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
     # A data directory of its own (JetStream's file streams); extra_args come
-    # after it, so that a --broker-data-dir given there wins.
-    command = twistd_command() + ["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1",
-                                  "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
-                                  "--broker-data-dir",
-                                  os.path.join(workdir.name, "data")] + list(extra_args)
+    # after it and the limits, so that a --broker-data-dir given there wins.
+    command = twistd_command(python) + ["-n", "--pidfile=", "flowmq", "--nats-host", "127.0.0.1",
+                                        "--nats-port", "0", "--mqtt-host", "127.0.0.1", "--mqtt-port", "0",
+                                        "--broker-data-dir",
+                                        os.path.join(workdir.name, "data")] + limits + list(extra_args)
     server, found = _start("FlowMQ", workdir, command, env, _FLOWMQ_LISTENING, timeout)
     server.port = int(found.group(2))
     # The MQTT listener starts with the NATS one; none with --flowmq-arg=--mqtt-enabled=false
@@ -190,8 +261,7 @@ def start_flowmq(extra_args=(), timeout: float = 60.0) -> Server:
     found = _wait_for_line(server.process, server.log_path, _FLOWMQ_MQTT_LISTENING, _MQTT_LISTENER_WAIT)
     server.mqtt_port = int(found.group(2)) if found else None
     server.version = getattr(flowmq, "__version__", "")
-    server.description = "FlowMQ %s (twistd, %s %s)" % (
-        server.version, platform.python_implementation(), platform.python_version())
+    server.description = _describe("FlowMQ %s" % server.version, ["twistd, " + running, _raised(settings)])
     return server
 
 
@@ -204,11 +274,19 @@ def free_port() -> int:
         sock.close()
 
 
-def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = False) -> Server:
+def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = False, payload: int = 0) -> Server:
+    """nats-server on a free loopback port; its max_payload (only settable
+    in a config file) raised for payloads of ``payload`` bytes if need be."""
     binary = find_nats_server()
     port = free_port()
     workdir = tempfile.TemporaryDirectory(prefix="flowmq-bench-")
     command = [binary, "-a", "127.0.0.1", "-p", str(port)]
+    limits = raised_limits(payload)
+    if limits:
+        config = os.path.join(workdir.name, "nats-server.conf")
+        with open(config, "w") as f:
+            f.write("".join("%s: %d\n" % item for item in limits.items()))
+        command += ["-c", config]
     if jetstream:
         command += ["-js", "-sd", os.path.join(workdir.name, "jetstream")]
     server, found = _start("nats-server", workdir, command + list(extra_args), dict(os.environ), _NATS_LISTENING,
@@ -220,8 +298,8 @@ def start_nats_server(extra_args=(), timeout: float = 30.0, jetstream: bool = Fa
         server.stop()
         raise ServerError("nats-server does not answer on %s: %s" % (server.url, e))
     server.version = str(info.get("version", ""))
-    server.description = "nats-server %s%s" % (server.version, " (-js, store in a temporary directory)"
-                                                if jetstream else "")
+    server.description = _describe("nats-server %s" % server.version,
+                                   ["-js, store in a temporary directory" if jetstream else "", _raised(limits)])
     return server
 
 

@@ -38,15 +38,15 @@ def server_factories(cfg, steps) -> list:
     if cfg.url:
         factories = [(lambda: servers.external(cfg.url, cfg.server_pid, cfg.mqtt_url), steps)]
     else:
-        factories = [(lambda: servers.start_flowmq(cfg.flowmq_args), steps)]
+        factories = [(lambda: servers.start_flowmq(cfg.flowmq_args, cfg.flowmq_python, max(cfg.sizes)), steps)]
     if cfg.compare:
         nats = [step for step in steps if scenarios.needs(step[0]) == {"nats"}]
         mqtt = [step for step in steps if scenarios.needs(step[0]) == {"mqtt"}]
         # Fail before any run if one is missing.
         if nats:
             servers.find_nats_server()
-            factories.append((lambda: servers.start_nats_server(cfg.nats_server_args, jetstream=cfg.jetstream),
-                              nats))
+            factories.append((lambda: servers.start_nats_server(cfg.nats_server_args, jetstream=cfg.jetstream,
+                                                                payload=max(cfg.sizes)), nats))
         if mqtt:
             servers.find_mosquitto()
             factories.append((servers.start_mosquitto, mqtt))

@@ -4,14 +4,16 @@ itself, on tiny counts: every message sent must be counted."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-from flowmq.bench import jetstream, protocol, stats
+from flowmq.bench import cli, jetstream, protocol, scenarios, servers, stats
 from flowmq.bench.counter import FrameCounter
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
@@ -32,6 +34,40 @@ def test_counter_counts_frames_split_anywhere(piece):
     counter = FrameCounter(header, 16, bufsize=4096)
     _feed_in_pieces(counter, _frames(1000), piece)
     assert (counter.count, counter.other, counter.errors) == (1000, 0, [])
+
+
+@pytest.mark.parametrize("piece", [65536, 99991, 3 << 20])
+def test_counter_counts_1mb_frames_split_over_many_reads(piece):
+    size = 1 << 20
+    header = protocol.msg_header(b"bench.1to1", b"1", size)
+    counter = FrameCounter(header, size)
+    _feed_in_pieces(counter, _frames(3, size=size) + b"PING\r\n" + _frames(2, size=size), piece)
+    assert (counter.count, counter.other, counter.pings, counter.errors) == (5, 0, 1, [])
+
+
+def test_size_parser_takes_k_and_m_suffixes():
+    assert cli._sizes("16,1k,64k,1m") == [16, 1024, 65536, 1048576]
+    assert [cli._size(text) for text in ("1kb", "2MB", "512b", "1,024")] == [1024, 2 * 1048576, 512, 1024]
+    assert cli.parse(["--sizes", "16,1k,64k,1m"]).sizes == [16, 1024, 65536, 1048576]
+    assert cli.parse(["--max-bytes", "24m"]).max_bytes == 24 * 1048576
+    for bad in ("1x", "k", "65m"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._size(bad)
+
+
+def test_limits_are_raised_only_above_the_default_max_payload():
+    assert servers.raised_limits(1048576) == {}  # exactly 1 MiB fits (the limit is inclusive)
+    assert servers.raised_limits(2 * 1048576) == {"max_payload": 2 * 1048576 + servers.HEADROOM}
+    big = servers.raised_limits(64 * 1048576)
+    assert big["max_pending"] == servers.PENDING_PAYLOADS * big["max_payload"] > servers.DEFAULT_MAX_PENDING
+
+
+def test_interpreter_is_asked_what_it_is():
+    """The server line names the interpreter FlowMQ runs on; PyPy's with its nursery size."""
+    text = servers.interpreter(sys.executable, dict(os.environ, PYPY_GC_NURSERY="8M"))
+    pypy = platform.python_implementation() == "PyPy"
+    assert text == "%s %s%s" % (platform.python_implementation(), platform.python_version(),
+                                ", PYPY_GC_NURSERY=8M" if pypy else "")
 
 
 def test_counter_answers_ping_and_counts_odd_frames_apart():
@@ -142,20 +178,23 @@ def test_percentiles():
     assert stats.spread([10, 10, 10])["spread_pct"] == 0
 
 
-def test_tool_counts_every_message_against_flowmq(tmp_path):
+def _run_tool(tmp_path, *args):
+    """``python -m flowmq.bench ARGS --json FILE --quiet``, which must exit 0; returns (stdout, JSON)."""
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "flowmq.bench", "--msgs", "2000", "--requests", "200",
-               "--idle-connections", "100", "--many-subscriptions", "1000", "--sizes", "16,1024",
-               "--timeout", "5", "--json", str(out), "--quiet"]
-    for name in ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs"):
-        command += ["--scenario", name]
-    proc = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "flowmq.bench"] + list(args) + ["--json", str(out), "--quiet"],
+                          cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
     text = proc.stdout.decode()
     assert proc.returncode == 0, text + proc.stderr.decode()
+    return text, json.loads(out.read_text())
 
-    data = json.loads(out.read_text())
+
+def test_tool_counts_every_message_against_flowmq(tmp_path):
+    args = ["--msgs", "2000", "--requests", "200", "--idle-connections", "100", "--many-subscriptions", "1000",
+            "--sizes", "16,1024", "--timeout", "5"]
+    for name in ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs"):
+        args += ["--scenario", name]
+    text, data = _run_tool(tmp_path, *args)
     [server] = data["servers"]
     assert server["kind"] == "FlowMQ" and server["pid"]
     results = {(r["scenario"], r["size"]): r for r in server["results"]}
@@ -194,18 +233,50 @@ def test_tool_counts_every_message_against_flowmq(tmp_path):
         assert figure in text, figure
 
 
-def test_tool_runs_the_jetstream_scenarios_against_flowmq(tmp_path):
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "flowmq.bench", "--scenario", "js-pub-sync,js-pub-async,js-pull",
-               "--js-msgs", "3000", "--js-sync-msgs", "300", "--js-window", "500", "--js-batch", "200",
-               "--sizes", "16,1024", "--timeout", "5", "--json", str(out), "--quiet"]
-    proc = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120)
-    text = proc.stdout.decode()
-    assert proc.returncode == 0, text + proc.stderr.decode()
+def test_tool_counts_large_messages_and_measures_memory_and_generators(tmp_path):
+    """--sizes 64k,1m on a FlowMQ run by the interpreter given with
+    --flowmq-python: --max-bytes cuts each run's count, every 1 MB frame
+    (many reads each) is counted, the server's RSS is read beside the
+    messages in flight, and each worker says how busy it was."""
+    text, data = _run_tool(tmp_path, "--flowmq-python", sys.executable, "--scenario", "1to1,fanout",
+                           "--sizes", "64k,1m", "--msgs", "400", "--max-bytes", "24m", "--timeout", "10")
+    [server] = data["servers"]
+    assert "(twistd, %s %s)" % (platform.python_implementation(), platform.python_version()) in server["description"]
+    results = {(r["scenario"], r["size"]): r for r in server["results"]}
+    assert sorted(results) == [("1to1", 65536), ("1to1", 1048576), ("fanout", 65536), ("fanout", 1048576)]
+    growths = []
+    for (_, size), r in results.items():
+        assert r["complete"] and not r["errors"], r
+        details = r["details"]
+        count = {65536: 384, 1048576: 24}[size]  # min(--msgs, --max-bytes // size)
+        assert details["messages"] == details["published"] == count
+        assert details["received_per_subscriber"] == [count] * details["subscribers"]
+        # Memory: the RSS at the start, the most in flight (1 MB frames fill the
+        # socket buffers), a growth that memory left by an earlier run may keep at 0.
+        assert details["server_rss_start"] > 0 and details["peak_in_flight"] > 0
+        assert details["server_rss_peak_growth"] >= 0
+        assert details["rss_per_in_flight"] == details["server_rss_peak_growth"] / details["peak_in_flight"]
+        growths.append(details["server_rss_peak_growth"])
+        figures = {f["name"]: f["value"] for f in r["figures"]}
+        assert figures["server RSS growth MB (peak)"] == details["server_rss_peak_growth"] / stats.MB
+        assert figures["RSS per in-flight msg KiB"] == details["rss_per_in_flight"] / 1024.0
+        busy = details["worker_busy"]["pub"] + details["worker_busy"]["sub"]
+        assert len(busy) == 1 + details["subscribers"]
+        assert all(0 < fraction <= 1.5 for fraction in busy), busy
+        assert details["generator_bound"] == (max(busy) >= scenarios.GENERATOR_BOUND)
+        assert figures["busiest generator CPU"] == pytest.approx(100 * max(busy))
+    assert max(growths) > 0  # the first 1 MB messages this server ever held
+    assert "400 (384 at 64 KB, 24 at 1024 KB) messages per throughput run" in text
+    for figure in ("--max-bytes", "server RSS growth MB (peak)", "RSS per in-flight msg KiB", "busiest generator CPU",
+                   "120/120 received ok", "check: all 4 runs complete"):
+        assert figure in text, figure
+    assert ("generator-bound" in text) == any(r["details"]["generator_bound"] for r in results.values())
 
-    data = json.loads(out.read_text())
+
+def test_tool_runs_the_jetstream_scenarios_against_flowmq(tmp_path):
+    text, data = _run_tool(tmp_path, "--scenario", "js-pub-sync,js-pub-async,js-pull", "--js-msgs", "3000",
+                           "--js-sync-msgs", "300", "--js-window", "500", "--js-batch", "200", "--sizes", "16,1024",
+                           "--timeout", "5")
     [server] = data["servers"]
     assert server["kind"] == "FlowMQ"
     results = {(r["scenario"], r["size"]): r for r in server["results"]}
@@ -240,15 +311,8 @@ def test_tool_runs_the_jetstream_scenarios_against_flowmq(tmp_path):
 def test_tool_times_stream_creates_with_deep_subjects(tmp_path):
     """js-create: three STREAM.CREATEs (one per subject shape) answered with
     every subject, each timed, and the stream deleted after each."""
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "flowmq.bench", "--scenario", "js-create", "--js-create-subjects", "50",
-               "--json", str(out), "--quiet"]
-    proc = subprocess.run(command, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120)
-    text = proc.stdout.decode()
-    assert proc.returncode == 0, text + proc.stderr.decode()
-    [result] = json.loads(out.read_text())["servers"][0]["results"]
+    text, data = _run_tool(tmp_path, "--scenario", "js-create", "--js-create-subjects", "50")
+    [result] = data["servers"][0]["results"]
     assert result["complete"] and not result["errors"], result
     assert result["details"]["subjects"] == 50
     for shape in ("distinct", "shared prefix", "wildcards"):

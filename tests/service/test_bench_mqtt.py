@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from flowmq.bench import mqttwire, report, servers
+from flowmq.bench import mqttwire, report, scenarios, servers
 from flowmq.bench.mqttcounter import AckCounter, PublishCounter, puback
 from flowmq.mqtt import codec
 from flowmq.mqtt.codec import packets as P
@@ -50,6 +50,16 @@ def test_publish_counter_counts_publishes_split_anywhere(level, qos, piece):
     owed = _feed_in_pieces(counter, _publishes(ids, level, qos), piece)
     assert (counter.count, counter.other, counter.errors) == (1000, 0, [])
     assert owed == (b"".join(puback(i) for i in ids) if qos else b"")
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("piece", [65536, 99991])
+def test_publish_counter_counts_1mb_publishes_split_over_many_reads(qos, piece):
+    size = 1 << 20
+    counter = PublishCounter(TOPIC, size, qos, _reader(5))
+    owed = _feed_in_pieces(counter, _publishes(range(1, 4), 5, qos, size), piece)
+    assert (counter.count, counter.other, counter.errors) == (3, 0, [])
+    assert owed == (b"".join(puback(i) for i in range(1, 4)) if qos else b"")
 
 
 def test_publish_counter_counts_odd_publishes_apart_and_reports_disconnect():
@@ -91,10 +101,12 @@ class _Server:
         self.protocols = servers.Server(kind, "127.0.0.1", port, mqtt_port=mqtt_port).protocols
 
 
-def _result(name, size, server, rate):
+def _result(name, size, server, rate, generator_bound=False):
     return {"scenario": name, "label": name, "size": size, "server": server,
-            "figures": [{"name": "receive msgs/s", "value": rate, "kind": "rate"}],
-            "check": "1/1 received ok", "complete": True, "errors": []}
+            "figures": [{"name": "receive msgs/s", "value": rate, "kind": "rate"},
+                        {"name": "latency p50 (us)", "value": 50.0, "kind": "us"}],
+            "check": "1/1 received ok", "complete": True, "errors": [],
+            "details": {"generator_bound": generator_bound}}
 
 
 def test_compare_tables_pair_each_protocol_with_its_reference_server():
@@ -113,6 +125,24 @@ def test_compare_tables_pair_each_protocol_with_its_reference_server():
     assert "1to1" not in second and "3.00" in second
     [n2m] = [line for line in second.splitlines() if line.startswith("nats-to-mqtt")]
     assert n2m.split()[-2:] == ["50", "n/a"]
+
+
+def test_tables_mark_the_rates_of_generator_bound_runs():
+    """A generator-bound run's rates end in " *", as does their ratio with
+    either side bound; a footnote says why. Other figures are not marked."""
+    flowmq, mosquitto = _Server("FlowMQ", None, 1883), _Server("mosquitto", None, 1884)
+    runs = [(flowmq, [_result("mqtt-qos0", 16, "FlowMQ", 300.0), _result("mqtt-qos1", 16, "FlowMQ", 30.0)]),
+            (mosquitto, [_result("mqtt-qos0", 16, "mosquitto", 100.0, generator_bound=True),
+                         _result("mqtt-qos1", 16, "mosquitto", 10.0)])]
+    text = report.table(runs)
+    qos0, qos1 = [line.split() for line in text.splitlines() if "receive msgs/s" in line]
+    assert qos0[-5:] == ["300", "100", "*", "3.00", "*"]
+    assert qos1[-3:] == ["30", "10", "3.00"]
+    for latency in (line.split() for line in text.splitlines() if "latency" in line):
+        assert latency[-3:] == ["50", "50", "1.00"]  # not a rate
+    assert text.splitlines()[-1] == report.FOOTNOTE
+    assert "generator-bound" in report.FOOTNOTE and "90%" in report.FOOTNOTE
+    assert report.FOOTNOTE not in report.table([runs[0], (mosquitto, [_result("mqtt-qos0", 16, "mosquitto", 1.0)])])
 
 
 def _run_tool(tmp_path, *args, timeout=180):
@@ -156,6 +186,28 @@ def test_tool_counts_every_mqtt_message_against_flowmq(tmp_path):
     for figure in ("publish msgs/s (PUBACK received)", "per subscriber msgs/s", "15,000/15,000 received ok",
                    "700/700 received ok", "check: all 8 runs complete"):
         assert figure in text, figure
+
+
+def test_tool_raises_flowmq_limits_for_2mb_mqtt_payloads(tmp_path):
+    """1 MiB fits FlowMQ's MQTT defaults, 2 MiB does not: the tool raises them
+    and says so; --max-bytes cuts the counts; every PUBLISH is counted and
+    each MQTT worker says how busy it was."""
+    text, data = _run_tool(tmp_path, "--scenario", "mqtt-qos0,mqtt-qos1", "--sizes", "1m,2m", "--mqtt-msgs", "100",
+                           "--mqtt-qos1-msgs", "50", "--max-bytes", "20m")
+    [server] = data["servers"]
+    assert "raised for the largest payload: limits.max_payload 2,162,688" in server["description"]
+    results = _by_key(server)
+    for (name, size), r in results.items():
+        details = r["details"]
+        count = {1048576: 20, 2097152: 10}[size]  # min(--mqtt-msgs or --mqtt-qos1-msgs, --max-bytes // size)
+        assert details["messages"] == details["published"] == details["received"] == count
+        busy = details["worker_busy"]["pub"] + details["worker_busy"]["sub"]
+        assert len(busy) == 2 and all(0 < fraction <= 1.5 for fraction in busy), busy
+        assert details["generator_bound"] == (max(busy) >= scenarios.GENERATOR_BOUND)
+        assert details["peak_in_flight"] is not None and details["server_rss_start"] > 0
+    assert results[("mqtt-qos1", 2097152)]["details"]["acked"] == 10
+    assert "mqtt-qos0 100 (20 at 1024 KB, 10 at 2048 KB), mqtt-qos1 50 (20 at 1024 KB, 10 at 2048 KB)" in text
+    assert "raised for the largest payload" in text and "check: all 4 runs complete" in text
 
 
 def test_tool_speaks_mqtt_3_1_1_too(tmp_path):

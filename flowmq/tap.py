@@ -38,7 +38,7 @@ log = logger("flowmq")
 #: reference machine): payload bytes waiting in output queues then outlive
 #: the frequent minor collections, and each costs a copy and major
 #: collection work.
-RECOMMENDED_NURSERY = "8M"
+RECOMMENDED_NURSERY = "32M"
 
 
 def _log_pypy_nursery() -> None:

@@ -8,12 +8,15 @@
   cancelling of all of them when the client goes;
 - the output queue: frames are queued with ``send()`` and written in one
   ``transport.write`` per batch (the broker's WriteBatcher decides when).
-  A frame around a large payload is queued with ``send_payload()``: its
-  payload is not copied into the frame but queued as a piece of its own
-  (the message's bytes object, shared by every delivery of it), and the
-  batch goes out as a sequence with one gathered write
-  (``flowmq.transport``), so a payload is copied once between the socket
-  it came from and the kernel: out of the read buffer;
+  A frame around a payload of PAYLOAD_PIECE_AT bytes or more is queued
+  with ``send_payload()``: its payload is not copied into the frame but
+  queued as a piece of its own (the message's bytes object, shared by
+  every delivery of it). A batch that holds one of GATHER_WRITE_AT bytes
+  or more goes out as a sequence with one gathered write
+  (``flowmq.transport``), so such a payload is copied once between the
+  socket it came from and the kernel: out of the read buffer. Smaller
+  batches are joined (cheaper than a gathered write of small pieces), and
+  a TLS connection joins what it encrypts;
 - the slow-consumer rules: the connection is a streaming producer of its
   transport, so Twisted pauses it when the socket cannot take more (its
   output is *backed up*); output then waits in the queue, and while it

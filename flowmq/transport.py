@@ -8,22 +8,22 @@ that detour was about a fifth of a request-reply round trip.
 
 ``ImmediateWriteServer`` sends straight away with Twisted's own
 ``writeSomeData`` when its buffers are empty, which keeps the byte order,
-and hands whatever the socket did not take to the normal buffered write, so
-flow control, producers, TLS (whose writes go through the TLS layer
-unchanged) and closing all work as in Twisted. ``ImmediateWriteEndpoint``
-is a TCP server endpoint that listens with it, optionally with TLS from the
-first byte (Twisted's TLSMemoryBIOFactory around the protocol factory).
+and buffers whatever the socket did not take, so flow control, producers,
+TLS (whose writes go through the TLS layer unchanged) and closing all work
+as in Twisted. ``ImmediateWriteEndpoint`` is a TCP server endpoint that
+listens with it, optionally with TLS from the first byte (Twisted's
+TLSMemoryBIOFactory around the protocol factory).
 
 Frames that carry a large payload are queued as a sequence (header,
 payload, trailer: the payload is the message's own bytes object, shared by
 every subscriber), and the server sends a sequence with one ``sendmsg``
 (scatter/gather I/O, as writev in a C broker): the kernel copies each piece
 straight from where it lies, and nothing joins them first. What the socket
-does not take waits as pieces too: ``doWrite`` sends what is buffered with
-``sendmsg`` as well, instead of Twisted's join of its buffer, and hands over
-to Twisted's own ``doWrite`` once it is drained (its rules for producers
-and for closing apply unchanged). A piece that went out in part is resumed
-at its offset, never copied.
+does not take waits as pieces (bytes objects, as Twisted's buffers hold):
+``doWrite`` sends them with ``sendmsg`` too, instead of Twisted's join of
+its buffer, the partly sent one from its offset, never copied; once all is
+sent it hands over to Twisted's own ``doWrite``, whose rules for an emptied
+buffer (resume the producer, finish a close) apply unchanged.
 
 The server also tells how far its peer is: ``peer_progress()`` gives the
 bytes the peer's TCP has acknowledged and those still on their way to it,
@@ -115,12 +115,13 @@ class ImmediateWriteServer(tcp.Server):
             self.startWriting()
 
     def doWrite(self):
-        """The socket can take more: send what is buffered, gathered, while
-        there are several pieces; Twisted's own doWrite when there is one."""
+        """The socket can take more: send what is buffered, gathered, from
+        the offset of the partly sent piece; Twisted's own doWrite once
+        everything is sent (with nothing to send, it applies its rules for
+        an emptied buffer: resume the producer, finish a close)."""
+        head, offset = self.dataBuffer, self.offset
         pieces = self._tempDataBuffer
-        if _GATHER and pieces:
-            head = self.dataBuffer
-            offset = self.offset
+        if _GATHER and (pieces or offset < len(head)):
             batch = ([memoryview(head)[offset:]] if offset < len(head) else []) + pieces[:IOV_MAX - 1]
             sent = self._send_gathered(batch)
             if not isinstance(sent, int):
@@ -128,9 +129,12 @@ class ImmediateWriteServer(tcp.Server):
             self._consume(sent)
             if self._tempDataBuffer or self.offset < len(self.dataBuffer):
                 return None  # more than the socket took: the reactor calls again when it can take more
-        # One piece left, or none: Twisted sends it and applies its rules for an
-        # emptied buffer (resume the producer, finish a close).
         return tcp.Server.doWrite(self)
+
+    def _isSendBufferFull(self):
+        # Twisted counts all of dataBuffer; a partly sent piece is kept
+        # whole there, so count only what is still to be sent.
+        return len(self.dataBuffer) - self.offset + self._tempDataLen > self.bufferSize
 
     def _consume(self, sent: int) -> None:
         """Drop ``sent`` bytes from the front of the buffers."""

@@ -6,8 +6,9 @@ payload) and only splits bytes. A payload is copied once: sliced out of the
 read that holds it, or, when it spans reads, kept as a list of chunks (the
 first a memoryview of the tail of its read) and joined once when it is
 complete; the reads after it are parsed where they lie. Only a control
-line cut off by the end of a read is put together with the next read. It it checks sizes and syntax, and hands complete
-operations to the protocol, which decides what they mean. Once it meets an
+line cut off by the end of a read is put together with the next read. The
+parser checks sizes and syntax, and hands complete operations to the
+protocol, which decides what they mean. Once it meets an
 error it reports it after the operations before it and then stops for good,
 because the server closes such a connection (nats-server does the same).
 

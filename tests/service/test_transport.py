@@ -1,11 +1,13 @@
 """flowmq.transport over real sockets: whatever mix of write() and
 writeSequence() a protocol makes, and however little of it the socket
 takes at a time, the peer reads exactly those bytes in that order, and a
-close waits until they are all sent.
+close waits until they are all sent; a streaming producer is paused while
+more than the transport's buffer size waits and resumed when it is sent.
 
-The server's send buffer is made small and the client reads nothing until
-everything is written, so that the sends stop part-way through pieces and
-the rest waits in the transport's buffers (the partial-write paths)."""
+The protocol writes everything at once into a server socket with a small
+send buffer, towards a client with a small receive buffer, so that the
+sends stop part-way through pieces and the rest waits in the transport's
+buffers (the partial-write paths)."""
 
 from __future__ import annotations
 
@@ -15,33 +17,51 @@ import socket
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zope.interface import implementer
 from twisted.internet import protocol, reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import blockingCallFromThread
 
 from conftest import _ensure_reactor
-from flowmq.transport import ImmediateWriteEndpoint
+from flowmq.transport import IOV_MAX, ImmediateWriteEndpoint
 
 #: One write of the protocol: ("write", size) or ("sequence", [sizes]).
 writes = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.integers(1, 300000)),
-        st.tuples(st.just("sequence"), st.lists(st.integers(1, 200000), min_size=1, max_size=40)),
+        st.tuples(st.just("sequence"), st.lists(st.integers(0, 200000), min_size=1, max_size=40)),
     ),
     min_size=1, max_size=8,
 )
 
 
+@implementer(IPushProducer)
 class _Writer(protocol.Protocol):
-    """Writes the factory's plan as soon as it is connected, then closes."""
+    """Writes the factory's plan as soon as it is connected, as a streaming
+    producer of its transport, and closes once the transport has resumed it
+    (everything sent); the factory's ``calls`` records the pauses and resumes."""
 
     def connectionMade(self):
         self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        self.transport.registerProducer(self, True)
         for kind, data in self.factory.plan:
             if kind == "write":
                 self.transport.write(data)
             else:
                 self.transport.writeSequence(data)
+        if not self.factory.calls:  # the socket took it all
+            self.resumeProducing()
+
+    def pauseProducing(self):
+        self.factory.calls.append("pause")
+
+    def resumeProducing(self):
+        self.factory.calls.append("resume")
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    def stopProducing(self):
+        pass
 
 
 @pytest.fixture
@@ -53,10 +73,11 @@ def listen():
     def start(plan):
         factory = protocol.Factory.forProtocol(_Writer)
         factory.plan = plan
+        factory.calls = []
         endpoint = ImmediateWriteEndpoint(reactor, 0, "127.0.0.1")
         port = blockingCallFromThread(reactor, endpoint.listen, factory)
         ports.append(port)
-        return port.getHost().port
+        return port.getHost().port, factory.calls
 
     yield start
     for port in ports:
@@ -79,6 +100,17 @@ def _read_all(port: int) -> bytes:
         sock.close()
 
 
+def _check(listen, plan) -> None:
+    expected = b"".join(data if kind == "write" else b"".join(data) for kind, data in plan)
+    port, calls = listen(plan)
+    assert _read_all(port) == expected
+    # Resumed once, when everything was sent; paused before (by each write
+    # while full) when much more than the buffer size (64 KiB) had to wait.
+    assert calls[-1:] == ["resume"] and calls.count("resume") == 1
+    if len(expected) > 300000:
+        assert "pause" in calls
+
+
 def test_the_peer_reads_every_byte_in_order_however_the_sends_are_cut(listen):
     @settings(max_examples=30)
     @given(shape=writes, seed=st.integers(0, 1 << 30))
@@ -90,7 +122,11 @@ def test_the_peer_reads_every_byte_in_order_however_the_sends_are_cut(listen):
                 plan.append((kind, rng.randbytes(sizes)))
             else:
                 plan.append((kind, [rng.randbytes(size) for size in sizes]))
-        expected = b"".join(data if kind == "write" else b"".join(data) for kind, data in plan)
-        assert _read_all(listen(plan)) == expected
+        _check(listen, plan)
 
     check()
+
+
+def test_a_sequence_of_more_pieces_than_one_sendmsg_takes(listen):
+    pieces = [b"%d," % index for index in range(3 * IOV_MAX)] + [bytes(200000)] + [b"end"]
+    _check(listen, [("sequence", pieces), ("write", b"after")])

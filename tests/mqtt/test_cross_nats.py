@@ -18,6 +18,10 @@ from conftest import run
 from pahoclient import V5, V311, Paho, properties
 
 
+# Bodies below and above the size from which a payload travels as a piece of its own (flowmq.connection).
+BODIES = pytest.mark.parametrize("body", [b'{"order_id": "12345"}', bytes(range(256)) * 280],
+                                 ids=["small", "70KB"])
+
 # The page's `mqtt.Client()` is paho's callback API version 1, which paho 2 warns about.
 SPEC_CLIENT = pytest.mark.filterwarnings("ignore:Callback API version 1 is deprecated:DeprecationWarning")
 
@@ -104,7 +108,8 @@ def test_wildcards_across_protocols(broker):
     mqtt_sub.disconnect()
 
 
-def test_nats_headers_are_mqtt5_user_properties_and_back(broker):
+@BODIES
+def test_nats_headers_are_mqtt5_user_properties_and_back(broker, body):
     mqtt_sub = Paho(broker.mqtt_port, V5)
     mqtt_sub.subscribe("orders/new", 1)
 
@@ -112,20 +117,22 @@ def test_nats_headers_are_mqtt5_user_properties_and_back(broker):
         nc = await nats.connect(broker.url)
         sub = await nc.subscribe("orders.back")
         await nc.flush()
-        await nc.publish("orders.new", b'{"order_id": "12345"}',
+        await nc.publish("orders.new", body,
                          headers={"source": "order-service", "version": "1.0", "priority": "high"})
         await nc.flush()
         got = mqtt_sub.next()
         publisher = Paho(broker.mqtt_port, V5)
-        publisher.publish("orders/back", b"ok", 1, props=properties(UserProperty=[("trace", "abc"), ("n", "1")]))
+        publisher.publish("orders/back", body[::-1], 1,
+                          props=properties(UserProperty=[("trace", "abc"), ("n", "1")]))
         back = await sub.next_msg(timeout=10)
         publisher.disconnect()
         await nc.close()
         return got, back
 
     got, back = run(scenario())
-    assert got.payload == b'{"order_id": "12345"}'
+    assert got.payload == body
     assert got.properties.UserProperty == [("source", "order-service"), ("version", "1.0"), ("priority", "high")]
+    assert back.data == body[::-1]
     assert back.headers["trace"] == "abc" and back.headers["n"] == "1"
     mqtt_sub.disconnect()
 
@@ -149,7 +156,8 @@ def test_nats_property_headers_reach_mqtt5_as_its_fields(broker):
     mqtt_sub.disconnect()
 
 
-def test_a_nats_request_is_answered_by_an_mqtt5_client(broker):
+@BODIES
+def test_a_nats_request_is_answered_by_an_mqtt5_client(broker, body):
     responder = Paho(broker.mqtt_port, V5)
     responder.subscribe("service/echo", 1)
 
@@ -162,16 +170,17 @@ def test_a_nats_request_is_answered_by_an_mqtt5_client(broker):
 
     async def scenario():
         nc = await nats.connect(broker.url)
-        reply = await nc.request("service.echo", b"hi", timeout=10)
+        reply = await nc.request("service.echo", body, timeout=10)
         await nc.close()
         return reply.data
 
-    assert run(scenario()) == b"echo: hi"
+    assert run(scenario()) == b"echo: " + body
     thread.join(10)
     responder.disconnect()
 
 
-def test_an_mqtt5_request_is_answered_by_a_nats_responder_with_its_correlation_data(broker):
+@BODIES
+def test_an_mqtt5_request_is_answered_by_a_nats_responder_with_its_correlation_data(broker, body):
     async def scenario():
         nc = await nats.connect(broker.url)
 
@@ -182,7 +191,7 @@ def test_an_mqtt5_request_is_answered_by_a_nats_responder_with_its_correlation_d
         await nc.flush()
         requester = Paho(broker.mqtt_port, V5)
         requester.subscribe("my/replies", 1)
-        requester.publish("service/ask", b"question", 1,
+        requester.publish("service/ask", body, 1,
                           props=properties(ResponseTopic="my/replies", CorrelationData=b"42"))
         reply = await asyncio.get_running_loop().run_in_executor(None, requester.next)
         requester.disconnect()
@@ -190,7 +199,7 @@ def test_an_mqtt5_request_is_answered_by_a_nats_responder_with_its_correlation_d
         return reply
 
     reply = run(scenario())
-    assert reply.payload == b"answer to question"
+    assert reply.payload == b"answer to " + body
     assert reply.properties.CorrelationData == b"42"  # kept for the requester (README, "MQTT")
 
 

@@ -328,6 +328,17 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self._gathered = True
         self._queued(len(head) + len(payload) + len(tail))
 
+    def send_frames(self, pieces: list, size: int, gathered: bool) -> None:
+        """Queue many frames at once, as ``send`` and ``send_payload`` queue
+        them: ``pieces`` of ``size`` bytes in all; ``gathered`` when one of
+        them is a payload of GATHER_WRITE_AT bytes or more."""
+        if self._closing or not pieces:
+            return
+        self._out += pieces
+        if gathered:
+            self._gathered = True
+        self._queued(size)
+
     def _queued(self, size: int) -> None:
         """``size`` more bytes wait: the slow-consumer limit, and a mark for the batch's flush."""
         self._pending += size
@@ -473,8 +484,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         ``holdable()`` is the connection to hold) until this connection
         releases its publishers; False if there is none to hold, it is us,
         or we are closing (nobody would release it)."""
-        holdable = getattr(publisher, "holdable", None)
-        connection = holdable() if holdable is not None else None
+        connection = _connection_of(publisher)
         if connection is None or connection is self or self._closing:
             return False
         if self._holding is None:
@@ -484,6 +494,10 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._holding.add(connection)
         connection.hold_input(self)
         return True
+
+    def holds(self, publisher) -> bool:
+        """Is this connection holding back ``publisher`` (a message's origin)?"""
+        return self._holding is not None and _connection_of(publisher) in self._holding
 
     def holdable(self):
         """The connection to hold back for a message this one published: itself."""
@@ -515,3 +529,10 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
     def input_released(self) -> None:
         """The last holder let go, before reading resumes: a protocol that
         stops handling mid-read while held goes on with what it kept."""
+
+
+def _connection_of(publisher):
+    """The connection to hold back for a message from ``publisher`` (its
+    origin), None when there is none."""
+    holdable = getattr(publisher, "holdable", None)
+    return holdable() if holdable is not None else None

@@ -221,11 +221,19 @@ class Broker(service.Service):
         Consumers whose permissions deny them the topic are passed over, and
         those that may answer requests learn the reply topic (allow_responses).
         """
-        topic = message.topic
-        origin = message.origin
-        if origin is not None and origin.permissions is not None and not origin.permissions.may_publish(topic):
-            raise PermissionDenied(topic)
-        return self.deliver_to(topic, message)
+        return self.publish_run((message,))
+
+    def publish_run(self, messages) -> int:
+        """``publish`` for a run of messages that one publisher published in
+        a row to one topic and that differ only in their payloads (NATS:
+        PUBs with the same control line in one read). One permission check
+        and one route lookup serve the whole run; returns how many
+        consumers each message was handed to."""
+        first = messages[0]
+        origin = first.origin
+        if origin is not None and origin.permissions is not None and not origin.permissions.may_publish(first.topic):
+            raise PermissionDenied(first.topic)
+        return self.deliver_run(first.topic, messages)
 
     def deliver_to(self, topic: str, message) -> int:
         """Deliver ``message`` to the subscriptions of ``topic``, which need not
@@ -240,7 +248,17 @@ class Broker(service.Service):
         it still counts in the number returned (how many were attempted: a
         request is answered "no responders" only when there were none).
         """
-        origin = message.origin
+        return self.deliver_run(topic, (message,))
+
+    def deliver_run(self, topic: str, messages) -> int:
+        """``deliver_to`` for a run of messages (see ``publish_run``): each
+        consumer takes the run with one ``deliver_run(messages,
+        subscriptions)`` (a single message with ``deliver``), and each
+        queue group picks a member per message. The run is matched once,
+        as though its messages had arrived at the same moment."""
+        first = messages[0]
+        single = len(messages) == 1
+        origin = first.origin
         router = self.router
         deliveries, groups = router.cached(topic) or router.lookup(topic)
         delivered = 0
@@ -249,26 +267,60 @@ class Broker(service.Service):
                 if not consumer.echo or not local:
                     continue
                 subscriptions = local  # without the no-local ones
-            if consumer.permissions is not None and not self._may_receive(consumer, message):
+            if consumer.permissions is not None and not self._may_receive(consumer, first):
                 continue
             delivered += 1  # attempted: a failing target still counts as a responder
             try:
-                consumer.deliver(message, subscriptions)
+                if single:
+                    consumer.deliver(first, subscriptions)
+                else:
+                    consumer.deliver_run(messages, subscriptions)
             except Exception:
-                _delivery_failed(consumer, message)
+                _delivery_failed(consumer, first)
         for group in groups:
-            member = group.pick(origin, topic, message.topic)
-            if member is None:
-                continue
-            consumer = member.consumer
-            if consumer.permissions is not None:
-                self._note_reply(consumer, message)
-            delivered += 1
-            try:
-                consumer.deliver(message, member.alone)
-            except Exception:
-                _delivery_failed(consumer, message)
+            if self._deliver_run_to_group(group, topic, messages):
+                delivered += 1
         return delivered
+
+    def _deliver_run_to_group(self, group, topic: str, messages) -> bool:
+        """Each message to the group member picked for it; False if there
+        was none. A run goes to each member as one run of its share, unless
+        a member ends after a number of messages (``limited``): then one
+        message at a time, so that the messages after its last go to the
+        others, each member's in order."""
+        origin = messages[0].origin
+        if len(messages) == 1 or any(member.limited for member in group.members):
+            picked = False
+            for message in messages:
+                member = group.pick(origin, topic, message.topic)
+                if member is not None:
+                    picked = True
+                    self._hand_to_member(member, (message,))
+            return picked
+        shares: dict = {}
+        for message in messages:
+            member = group.pick(origin, topic, message.topic)
+            if member is not None:
+                share = shares.get(member)
+                if share is None:
+                    shares[member] = [message]
+                else:
+                    share.append(message)
+        for member, share in shares.items():
+            self._hand_to_member(member, share)
+        return bool(shares)
+
+    def _hand_to_member(self, member, messages) -> None:
+        consumer = member.consumer
+        if consumer.permissions is not None:
+            self._note_reply(consumer, messages[0])
+        try:
+            if len(messages) == 1:
+                consumer.deliver(messages[0], member.alone)
+            else:
+                consumer.deliver_run(messages, member.alone)
+        except Exception:
+            _delivery_failed(consumer, messages[0])
 
     @classmethod
     def _may_receive(cls, consumer, message) -> bool:

@@ -7,7 +7,8 @@ checks each one with ``zope.interface.verify.verifyObject``.
 - ``IDeliveryTarget``: anything a ``Subscription`` names as its consumer (a
   client connection, a stream, an internal listener). The broker reads
   ``echo`` and ``permissions`` and calls ``deliver(message, subscriptions)``
-  once per message, with every subscription of that target that matches.
+  once per message, with every subscription of that target that matches
+  (``deliver_run`` once for a run of messages, ``Broker.publish_run``).
 - ``IDestination``: a delivery target that keeps what it takes (a stream, a
   log): it holds the publisher's receipt until the message is stored.
 - ``ISubscription``: one target's interest in a topic filter, with the
@@ -47,6 +48,16 @@ class IDeliveryTarget(Interface):
         raised here is logged by the broker and costs only this delivery.
         """
 
+    def deliver_run(messages, subscriptions):
+        """Take a run of messages (a list of two or more), in order: what
+        one publisher published in a row to one topic, alike but for their
+        payloads (``Broker.publish_run``). The same as ``deliver`` for each
+        in turn, with ``subscriptions`` matched once for the run; an
+        exception costs the rest of the run. ``InternalTarget`` does it
+        with ``deliver``, a protocol connection faster (NATS: one queueing
+        of all its frames).
+        """
+
 
 class IDestination(IDeliveryTarget):
     """A delivery target that keeps what it takes (a stream, a log).
@@ -68,6 +79,10 @@ class ISubscription(Interface):
     no_local = Attribute(
         "True: messages published by the subscription's own consumer are not "
         "delivered through it (MQTT 5 No Local), whatever ``echo`` says.")
+    limited = Attribute(
+        "True: the subscription ends after a number of messages (NATS UNSUB "
+        "with a maximum); its queue group then hands out runs of messages one "
+        "at a time (Broker.publish_run).")
     wildcard_dollar = Attribute(
         "False: a filter whose first level is a wildcard does not match a "
         "topic whose first level begins with '$' (MQTT-4.7.2: '#' does not "
@@ -82,3 +97,7 @@ class InternalTarget:
 
     echo = True
     permissions = None
+
+    def deliver_run(self, messages, subscriptions):
+        for message in messages:
+            self.deliver(message, subscriptions)

@@ -61,13 +61,14 @@ class Subscription:
 
     ``consumer`` is the delivery target (flowmq.core.interfaces.IDeliveryTarget).
     The options are the protocol's to set (see ISubscription): ``no_local``
-    (MQTT 5 No Local) and ``wildcard_dollar`` (True by default, as NATS,
-    AMQP and the streams match; MQTT subscriptions set False). Protocols
+    (MQTT 5 No Local), ``wildcard_dollar`` (True by default, as NATS,
+    AMQP and the streams match; MQTT subscriptions set False) and
+    ``limited`` (NATS UNSUB with a maximum). Protocols
     subclass this to carry their own per-subscription state (a NATS sid, an
     MQTT QoS ...).
     """
 
-    __slots__ = ("consumer", "filter", "group", "no_local", "wildcard_dollar", "alone")
+    __slots__ = ("consumer", "filter", "group", "no_local", "wildcard_dollar", "limited", "alone")
 
     def __init__(self, consumer, topic_filter: str, group: str | None = None,
                  no_local: bool = False, wildcard_dollar: bool = True):
@@ -76,6 +77,7 @@ class Subscription:
         self.group = group
         self.no_local = no_local
         self.wildcard_dollar = wildcard_dollar
+        self.limited = False
         #: ``(self,)`` while in a queue group: what a pick delivers with, made
         #: once, not per message (set by QueueGroup, which breaks the cycle
         #: when the member leaves, so a subscription is freed at once).

@@ -147,6 +147,10 @@ class Session:
         published = publish_qos(message)
         self.send(message, top if published is None or published > top else published, retain, identifiers)
 
+    def deliver_run(self, messages, subscriptions) -> None:
+        for message in messages:
+            self.deliver(message, subscriptions)
+
     def send(self, message, qos: int, retain: bool = False, identifiers=None) -> None:
         """Send, keep in flight, queue or drop one message for the client."""
         connection = self.connection
@@ -158,7 +162,9 @@ class Session:
         if connection is not None and not self.queue and len(self.inflight) < self.max_inflight:
             self._keep(outgoing)
             self._send_new(outgoing)
-        elif len(self.queue) < self.max_queued:
+        elif len(self.queue) < self.max_queued or (connection is not None and connection.holds(message.origin)):
+            # Kept past max_queued for a publisher held back already: the
+            # rest of a run it sent before the hold (Broker.publish_run).
             self._keep(outgoing)
             self.queue.append(outgoing)
             if connection is not None and len(self.queue) >= self.max_queued // 2:

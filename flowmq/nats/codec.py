@@ -14,7 +14,9 @@ because the server closes such a connection (nats-server does the same).
 
 Operations are tuples whose first item is one of the ``OP_*`` codes:
 
-- ``(OP_PUB, subject, reply|None, payload)``
+- ``(OP_PUB, subject, reply|None, payloads)``: one PUB, or a run of PUBs
+  in a row with the same control line (same subject, reply and size), as
+  publishers send them: ``payloads`` is the list of their payloads, in order
 - ``(OP_HPUB, subject, reply|None, header_block, payload)``; the header
   block is empty for ``HPUB <subject> [reply] 0 <size>``
 - ``(OP_SUB, subject, queue|None, sid)``
@@ -61,6 +63,9 @@ class NatsParser:
         self._held = 0
         self._needed = 0
         self._failed = False
+        # The last PUB control line (with its LF) and its subject, reply and
+        # size: a PUB with the same line is taken without splitting it again.
+        self._last_pub = (None, None, None, 0)
 
     def feed(self, data: bytes) -> list:
         """Take the next bytes from the wire; return the operations they complete."""
@@ -80,10 +85,12 @@ class NatsParser:
             if op[0] == OP_ERROR:
                 return self._fail(ops, op[1])
             ops.append(op)
+            if op[0] == OP_PUB:  # PUBs with its line go on its run
+                return self._parse(data, pos, ops, op[3])
         elif self._line:
             data = self._line + data
             self._line = b""
-        return self._parse(data, pos, ops)
+        return self._parse(data, pos, ops, None)
 
     def _complete(self) -> tuple:
         """The operation of the PUB/HPUB whose chunks are all here."""
@@ -91,20 +98,40 @@ class NatsParser:
         chunks = self._chunks
         self._cut_pub, self._chunks = None, []
         if header_size < 0:
-            op = (OP_PUB, subject, reply, _cut(chunks, total))
+            op = (OP_PUB, subject, reply, [_cut(chunks, total)])
         else:
             op = (OP_HPUB, subject, reply, _cut(chunks, header_size), _cut(chunks, total - header_size))
         if _cut(chunks, 2) != CRLF:
             return (OP_ERROR, ERR_UNKNOWN_OP)
         return op
 
-    def _parse(self, buf: bytes, pos: int, ops: list) -> list:
+    def _parse(self, buf: bytes, pos: int, ops: list, run) -> list:
+        """The operations of ``buf`` from ``pos`` on, after ``ops``; ``run``:
+        the payloads of the last of ``ops`` when it is a PUB with the line
+        ``_last_pub``, else None."""
         append = ops.append
         end = len(buf)
         find = buf.find
+        starts = buf.startswith
         max_line = self.max_control_line
         max_payload = self.max_payload
+        last_pub, last_subject, last_reply, last_total = self._last_pub
+        line_size = len(last_pub) if last_pub is not None else 0
         while pos < end:
+            if last_pub is not None and starts(last_pub, pos):
+                # PUBs with the same line as the last PUB: their arguments are known.
+                stop = pos + line_size + last_total
+                if stop + 2 <= end and buf[stop] == 13 and buf[stop + 1] == 10:
+                    if run is None:
+                        run = []
+                        append((OP_PUB, last_subject, last_reply, run))
+                    while True:
+                        run.append(buf[stop - last_total:stop])
+                        pos = stop + 2
+                        stop = pos + line_size + last_total
+                        if stop + 2 > end or not starts(last_pub, pos) or buf[stop] != 13 or buf[stop + 1] != 10:
+                            break
+                    continue
             eol = find(b"\n", pos)
             if eol < 0:
                 # The limit is on the line without its CR LF ending.
@@ -130,6 +157,9 @@ class NatsParser:
                     if total > max_payload:
                         return self._fail(ops, ERR_MAX_PAYLOAD)
                     subject, reply, header_size = args[1], (args[2] if count == 4 else None), -1
+                    last_pub, last_subject, last_reply, last_total = buf[pos:eol + 1], subject, reply, total
+                    line_size = eol + 1 - pos
+                    self._last_pub = (last_pub, subject, reply, total)
                 else:
                     op = self._pub(args, True)
                     if isinstance(op, str):
@@ -146,13 +176,15 @@ class NatsParser:
                 if buf[stop:stop + 2] != CRLF:
                     return self._fail(ops, ERR_UNKNOWN_OP)
                 if header_size < 0:
-                    append((OP_PUB, subject, reply, buf[start:stop]))
+                    run = [buf[start:stop]]
+                    append((OP_PUB, subject, reply, run))
                 else:
+                    run = None
                     split = start + header_size
                     append((OP_HPUB, subject, reply, buf[start:split], buf[split:stop]))
                 pos = stop + 2
                 continue
-            line_start, pos = pos, eol + 1
+            line_start, pos, run = pos, eol + 1, None
             if verb == b"PING":
                 append(_PING_OP)
             elif verb == b"PONG":

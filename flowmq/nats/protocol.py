@@ -24,7 +24,7 @@ from flowmq import __version__
 from flowmq.auth.credentials import TokenCredentials
 from flowmq.connection import (
     CLOSE_AUTH_TIMEOUT, CLOSE_LOGIN_REFUSED, CLOSE_SLOW_CONSUMER, CLOSE_STALE, CLOSE_TOO_MANY_CONNECTIONS,
-    PAYLOAD_PIECE_AT, BrokerConnection,
+    GATHER_WRITE_AT, PAYLOAD_PIECE_AT, BrokerConnection,
 )
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
@@ -117,6 +117,7 @@ class NatsConnection(BrokerConnection):
         BrokerConnection.__init__(self, factory)
         self.settings = settings
         self._broker_publish = self.broker.publish
+        self._broker_publish_run = self.broker.publish_run
         self.parser = codec.NatsParser(settings.max_control_line, settings.max_payload)
         self.subscriptions: dict = {}  # sid bytes -> NatsSubscription
         # CONNECT options, with nats-server's defaults: a client that sends
@@ -195,11 +196,11 @@ class NatsConnection(BrokerConnection):
 
     def _run(self, ops):
         handlers = _HANDLERS
-        publish = self._publish
+        publish_run = self._publish_run
         pub = OP_PUB
         for index, op in enumerate(ops):
             if op[0] == pub:  # the hot path: straight to publish
-                publish(op[1], op[2], op[3], None)
+                publish_run(op[1], op[2], op[3])
             else:
                 handlers[op[0]](self, op)
             if self._closing:
@@ -317,6 +318,35 @@ class NatsConnection(BrokerConnection):
             self.send(codec.encode_err(ERR_BAD_HEADER))
             return
         self._publish(op[1], op[2], op[4], (pairs, block))
+
+    def _publish_run(self, subject: bytes, reply, payloads: list) -> None:
+        """The payloads of a run of PUBs with the same subject and reply
+        (the parser's OP_PUB). Published as one run (``Broker.publish_run``:
+        one route lookup, one queueing per subscriber) when nothing needs
+        an answer per message; one by one otherwise: a verbose client's
+        +OK, pedantic mode's -ERR, a subject or reply subject without a
+        topic."""
+        try:
+            topic = _cached_topic(subject) or subject_to_topic(subject)
+            reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
+        except InvalidTopic:
+            topic = None
+        if len(payloads) == 1 or topic is None or self.verbose or (self.pedantic and not is_literal_subject(subject)):
+            for payload in payloads:
+                self._publish(subject, reply, payload, None)
+                if self._closing:
+                    return
+            return
+        messages = [Message(topic, payload, None, reply_to, self) for payload in payloads]
+        try:
+            delivered = self._broker_publish_run(messages)
+        except PermissionDenied:
+            for _ in payloads:
+                self._publish_denied(subject)
+            return
+        if not delivered and reply_to is not None and self.no_responders:
+            for _ in payloads:
+                self._answer_no_responders(reply)
 
     def _publish(self, subject: bytes, reply: bytes, payload: bytes, headers) -> None:
         try:
@@ -443,6 +473,7 @@ class NatsConnection(BrokerConnection):
         if subscription is not None:
             if max_msgs and subscription.delivered < max_msgs:
                 subscription.max_msgs = max_msgs
+                subscription.limited = True
             else:
                 self._remove(subscription)
         self._ok()
@@ -459,38 +490,69 @@ class NatsConnection(BrokerConnection):
 
     def deliver(self, message, subscriptions) -> None:
         """IDeliveryTarget: a message that matches ``subscriptions`` (a closing
-        connection has none left, and send() drops what comes meanwhile).
+        connection has none left, and nothing is queued while it closes).
         One MSG per subscription, each with its sid, as nats-server sends
         when several subscriptions of a client match one message."""
-        topic = message.topic
-        reply = message.reply_to
+        self.deliver_run((message,), subscriptions)
+
+    def deliver_run(self, messages, subscriptions):
+        """IDeliveryTarget: ``deliver`` for each of a run of messages, which
+        share topic, reply and headers; their frames are queued at once."""
+        if self._closing:
+            return
+        first = messages[0]
+        topic = first.topic
+        reply = first.reply_to
         subject = _cached_subject(topic) or topic_to_subject(topic)
         if reply is not None:
             reply = _cached_subject(reply) or topic_to_subject(reply)
-        elif message.wire_cache is not None:
-            reply = message.wire_cache.get(_REPLY_KEY)
-        payload = message.payload
+        elif first.wire_cache is not None:
+            reply = first.wire_cache.get(_REPLY_KEY)
         block = None
-        if (message.headers is not None or message.properties is not None) and self.headers:
-            block = message.cached(_HEADERS_KEY, convert.header_block)
-        send = self.send
-        size = len(payload)
-        for subscription in subscriptions:  # almost always one: the branch costs less than a call
-            if size >= PAYLOAD_PIECE_AT:  # the payload goes as it is, shared by every subscriber
-                if block is None:
-                    self.send_payload(msg_head(subject, subscription.sid, reply, size), payload, CRLF)
-                else:
-                    self.send_payload(codec.hmsg_head(subject, subscription.sid, reply, block, size), payload, CRLF)
-            elif block is None:
-                send(encode_msg(subject, subscription.sid, reply, payload))
-            else:
-                send(codec.encode_hmsg(subject, subscription.sid, reply, block, payload))
-            # One more message for the subscription: the last one its UNSUB limit allows ends it.
-            subscription.delivered += 1
-            if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
-                self._remove(subscription)
+        if (first.headers is not None or first.properties is not None) and self.headers:
+            block = first.cached(_HEADERS_KEY, convert.header_block)
+        frames = []
+        queued = 0
+        gathered = False
+        head_of = head_size = None  # the subscription and payload size of the last frame head made
+        limited = False  # a subscription with an UNSUB limit: messages are counted one by one
+        for subscription in subscriptions:
+            limited = limited or subscription.limited
+        for message in messages:
+            payload = message.payload
+            size = len(payload)
+            for subscription in subscriptions:  # almost always one
+                if limited and subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+                    continue  # it reached its UNSUB limit earlier in this run
+                if size < PAYLOAD_PIECE_AT:
+                    if block is None:
+                        frame = encode_msg(subject, subscription.sid, reply, payload)
+                    else:
+                        frame = codec.encode_hmsg(subject, subscription.sid, reply, block, payload)
+                    frames.append(frame)
+                    queued += len(frame)
+                else:  # the payload goes as it is, shared by every subscriber
+                    if subscription is not head_of or size != head_size:
+                        head_of, head_size = subscription, size
+                        if block is None:
+                            head = msg_head(subject, subscription.sid, reply, size)
+                        else:
+                            head = codec.hmsg_head(subject, subscription.sid, reply, block, size)
+                    frames += (head, payload, CRLF)
+                    queued += len(head) + size + 2
+                    if size >= GATHER_WRITE_AT:
+                        gathered = True
+                if limited:
+                    # One more message for the subscription: the last one its UNSUB limit allows ends it.
+                    subscription.delivered += 1
+                    if subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
+                        self._remove(subscription)
+        if not limited:  # counted for a later UNSUB with a limit
+            for subscription in subscriptions:
+                subscription.delivered += len(messages)
+        self.send_frames(frames, queued, gathered)
         if self._paused:
-            self.hold_publisher(message.origin)
+            self.hold_publisher(first.origin)
 
 
 # The handler of each parser operation, by its OP_* code.

@@ -28,7 +28,6 @@ from flowmq.nats.codec import (
     OP_SUB,
     OP_UNSUB,
     BadHeader,
-    NatsParser,
     encode_err,
     encode_headers,
     encode_hmsg,
@@ -36,6 +35,8 @@ from flowmq.nats.codec import (
     encode_msg,
     parse_headers,
 )
+from flowmq.nats.codec import NatsParser as RunParser
+
 
 # --------------------------------------------------------------------------
 # Helpers: wire bytes a client would send, and ways of feeding them.
@@ -67,6 +68,26 @@ def unsub(sid, max_msgs=None, verb=b"UNSUB", sep=b" ", eol=b"\r\n"):
 
 def connect(options, verb=b"CONNECT", sep=b" ", eol=b"\r\n"):
     return verb + sep + options + eol
+
+
+class NatsParser(RunParser):
+    """The parser, with each run of PUBs it hands out spread into one
+    ``(OP_PUB, subject, reply, payload)`` per PUB: what most tests compare.
+    The runs themselves are tested apart (section 5)."""
+
+    def feed(self, data):
+        return one_per_pub(RunParser.feed(self, data))
+
+
+def one_per_pub(ops):
+    spread = []
+    for op in ops:
+        if op[0] == OP_PUB:
+            assert isinstance(op[3], list) and op[3], op
+            spread.extend((OP_PUB, op[1], op[2], payload) for payload in op[3])
+        else:
+            spread.append(op)
+    return spread
 
 
 def feed_all(chunks, **limits):
@@ -573,3 +594,66 @@ def test_headers_round_trip(pairs, status):
     # and the block travels intact through HPUB
     wire = hpub(b"subj", block, b"payload")
     assert NatsParser().feed(wire) == [(OP_HPUB, b"subj", None, block, b"payload")]
+
+
+# --------------------------------------------------------------------------
+# 5. Runs: PUBs in a row with the same control line come as one operation.
+# --------------------------------------------------------------------------
+
+def test_pubs_with_the_same_line_come_as_one_run():
+    ops = RunParser().feed(pub(b"a", b"one") + pub(b"a", b"two") + pub(b"a", b"six") + b"PING\r\n")
+    assert ops == [(OP_PUB, b"a", None, [b"one", b"two", b"six"]), (OP_PING,)]
+
+
+def test_a_run_ends_where_the_line_changes():
+    wire = (pub(b"a", b"one") + pub(b"a", b"two")  # a run
+            + pub(b"a", b"three")  # another size
+            + pub(b"a", b"four", reply=b"r") + pub(b"a", b"five", reply=b"r")  # a reply subject
+            + pub(b"b", b"six")  # another subject
+            + b"PING\r\n" + pub(b"b", b"sev")  # the same line after another operation
+            + pub(b"b", b"eig", eol=b"\n"))  # the same arguments, another line end
+    assert RunParser().feed(wire) == [
+        (OP_PUB, b"a", None, [b"one", b"two"]),
+        (OP_PUB, b"a", None, [b"three"]),
+        (OP_PUB, b"a", b"r", [b"four", b"five"]),
+        (OP_PUB, b"b", None, [b"six"]),
+        (OP_PING,),
+        (OP_PUB, b"b", None, [b"sev"]),
+        (OP_PUB, b"b", None, [b"eig"]),
+    ]
+
+
+def test_a_run_goes_on_after_a_payload_that_a_read_cut_off():
+    parser = RunParser()
+    assert parser.feed(pub(b"a", b"one") + pub(b"a", b"two")[:9]) == [(OP_PUB, b"a", None, [b"one"])]
+    assert parser.feed(pub(b"a", b"two")[9:] + pub(b"a", b"six")) == [(OP_PUB, b"a", None, [b"two", b"six"])]
+    assert parser.feed(pub(b"a", b"ten")) == [(OP_PUB, b"a", None, [b"ten"])]  # a new read, a new run
+    # The same line with a payload that does not end in CR LF is an error, as it is the first time.
+    assert parser.feed(b"PUB a 3\r\nxyzPUB a 3\r\n") == [(OP_ERROR, ERR_UNKNOWN_OP)]
+
+
+repeated_pubs = st.lists(
+    st.tuples(st.sampled_from([b"a", b"b.c"]), st.sampled_from([None, b"_INBOX.1"]),
+              st.sampled_from([b"", b"xy", b"\r\n", b"PUB a 2\r\nxy\r\n"])),
+    max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pubs=repeated_pubs, eol=eols, pings=st.lists(st.integers(0, 20), max_size=3), data=st.data())
+def test_runs_hold_every_pub_in_order_however_cut(pubs, eol, pings, data):
+    frames = [pub(subject, payload, reply, eol=eol) for subject, reply, payload in pubs]
+    expected = [(OP_PUB, subject, reply, payload) for subject, reply, payload in pubs]
+    for at in sorted(set(pings), reverse=True):
+        at = min(at, len(frames))
+        frames.insert(at, b"PING\r\n")
+        expected.insert(at, (OP_PING,))
+    wire = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=6), label="cuts")
+    parser = RunParser()
+    ops = []
+    for chunk in split_at(wire, cuts):
+        ops.extend(parser.feed(chunk))
+    assert one_per_pub(ops) == expected
+    # Uncut, every run is as long as it can be: no two PUB operations in a row have the same line.
+    lines = [(op[1], op[2], len(op[3][0])) if op[0] == OP_PUB else op for op in RunParser().feed(wire)]
+    assert all(a != b for a, b in zip(lines, lines[1:]) if a[0] != OP_PING)

@@ -297,15 +297,7 @@ class Broker(service.Service):
                     picked = True
                     self._hand_to_member(member, (message,))
             return picked
-        shares: dict = {}
-        for message in messages:
-            member = group.pick(origin, topic, message.topic)
-            if member is not None:
-                share = shares.get(member)
-                if share is None:
-                    shares[member] = [message]
-                else:
-                    share.append(message)
+        shares = group.deal(messages, origin, topic)
         for member, share in shares.items():
             self._hand_to_member(member, share)
         return bool(shares)

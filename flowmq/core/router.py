@@ -145,20 +145,56 @@ class QueueGroup:
         members = self.members
         count = len(members)
         guard = self.dollar_guard and topic[:1] == DOLLAR
+        received = topic if received is None else received
         for _ in range(count):
             index = self._next % count
             self._next = index + 1
             member = members[index]
-            consumer = member.consumer
-            if consumer is origin and (member.no_local or not consumer.echo):
-                continue
-            if guard and not member.wildcard_dollar:
-                continue
-            permissions = consumer.permissions
-            if permissions is not None and not permissions.may_receive(topic if received is None else received):
-                continue
-            return member
+            if _may_take(member, origin, guard, received):
+                return member
         return None
+
+    def deal(self, messages, origin=None, topic: str = "") -> dict:
+        """A run of messages from ``origin`` with one topic (``topic`` to
+        match, the messages' own to receive) dealt out as ``pick`` picks,
+        one message at a time: ``{member: its messages, in order}``, empty
+        when no member may take them. Who may take them is the same for
+        every message of the run, so it is decided once per member."""
+        members = self.members
+        count = len(members)
+        guard = self.dollar_guard and topic[:1] == DOLLAR
+        received = messages[0].topic
+        takes = [_may_take(member, origin, guard, received) for member in members]
+        shares: dict = {}
+        if not any(takes):
+            return shares
+        index = self._next
+        for message in messages:
+            index %= count
+            while not takes[index]:
+                index = (index + 1) % count
+            member = members[index]
+            index += 1
+            share = shares.get(member)
+            if share is None:
+                shares[member] = [message]
+            else:
+                share.append(message)
+        self._next = index
+        return shares
+
+
+def _may_take(member, origin, guard: bool, received: str) -> bool:
+    """May a queue group ``member`` take a message from ``origin`` that
+    carries the topic ``received`` (``guard``: a '$' topic matched by a
+    wildcard filter)? See QueueGroup.pick."""
+    consumer = member.consumer
+    if consumer is origin and (member.no_local or not consumer.echo):
+        return False
+    if guard and not member.wildcard_dollar:
+        return False
+    permissions = consumer.permissions
+    return permissions is None or permissions.may_receive(received)
 
 
 class TrieNode:

@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from zope.interface import implementer
 
 from flowmq.core.interfaces import IDeliveryTarget
+from flowmq.core.message import Message
 from flowmq.core.router import QueueGroup, Router, Subscription, filter_matches
 from flowmq.core.topics import InvalidTopic
 
@@ -401,6 +402,51 @@ def test_pick_through_router_skips_origin():
     router.subscribe(theirs)
     (group,) = router.match("x")[1]
     assert {group.pick(origin) for _ in range(5)} == {theirs}
+
+
+class Refusing:
+    """Permissions that refuse every topic."""
+
+    @staticmethod
+    def may_receive(topic):
+        return False
+
+
+members_spec = st.lists(st.fixed_dictionaries({
+    "origin": st.booleans(), "echo": st.booleans(), "no_local": st.booleans(),
+    "wildcard_dollar": st.booleans(), "refused": st.booleans()}), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=members_spec, runs=st.lists(st.integers(1, 12), max_size=5), dollar=st.booleans(),
+       start=st.integers(0, 20))
+def test_deal_gives_each_message_of_a_run_to_the_member_pick_would(spec, runs, dollar, start):
+    """``deal`` (a run at once) and ``pick`` (one message at a time) agree,
+    member by member, and leave the round-robin at the same place."""
+    origin = Consumer("origin", echo=True)
+    topic = "$SYS/x" if dollar else "x"
+    groups = []
+    for _ in range(2):
+        group = QueueGroup("g", "#")
+        for index, member in enumerate(spec):
+            consumer = origin if member["origin"] else Consumer("c%d" % index, echo=member["echo"])
+            if member["refused"] and not member["origin"]:
+                consumer.permissions = Refusing()
+            group.add(Subscription(consumer, "#", "g", no_local=member["no_local"],
+                                   wildcard_dollar=member["wildcard_dollar"]))
+        group._next = start
+        groups.append(group)
+    origin.echo = not spec or spec[0]["echo"]
+    dealt, picked = groups
+    for size in runs:
+        messages = [Message(topic, b"%d" % n) for n in range(size)]
+        expected: dict = {}
+        for message in messages:
+            member = picked.pick(origin, topic, topic)
+            if member is not None:
+                expected.setdefault(dealt.members[picked.members.index(member)], []).append(message)
+        assert dealt.deal(messages, origin, topic) == expected
+        assert dealt._next % max(1, len(spec)) == picked._next % max(1, len(spec))
 
 
 # --- the cache ------------------------------------------------------------------

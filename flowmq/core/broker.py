@@ -15,6 +15,7 @@ from twisted.application import service
 from twisted.internet.defer import fail
 
 from flowmq.core.errors import PermissionDenied
+from flowmq.core.message import MessageRun
 from flowmq.core.router import Router
 from flowmq.core.store import StorageEngine
 from flowmq.core.streams.registry import LogRegistry
@@ -224,11 +225,9 @@ class Broker(service.Service):
         return self.publish_run((message,))
 
     def publish_run(self, messages) -> int:
-        """``publish`` for a run of messages that one publisher published in
-        a row to one topic and that differ only in their payloads (NATS:
-        PUBs with the same control line in one read). One permission check
-        and one route lookup serve the whole run; returns how many
-        consumers each message was handed to."""
+        """``publish`` for a run of messages (a MessageRun, or a 1-tuple for
+        one message): one permission check and one route lookup serve the
+        whole run; returns how many consumers each message was handed to."""
         first = messages[0]
         origin = first.origin
         if origin is not None and origin.permissions is not None and not origin.permissions.may_publish(first.topic):
@@ -299,7 +298,7 @@ class Broker(service.Service):
             return picked
         shares = group.deal(messages, origin, topic)
         for member, share in shares.items():
-            self._hand_to_member(member, share)
+            self._hand_to_member(member, MessageRun.of(share) if len(share) > 1 else share)
         return bool(shares)
 
     def _hand_to_member(self, member, messages) -> None:

@@ -48,14 +48,14 @@ class IDeliveryTarget(Interface):
         raised here is logged by the broker and costs only this delivery.
         """
 
-    def deliver_run(messages, subscriptions):
-        """Take a run of messages (a list of two or more), in order: what
-        one publisher published in a row to one topic, alike but for their
-        payloads (``Broker.publish_run``). The same as ``deliver`` for each
-        in turn, with ``subscriptions`` matched once for the run; an
-        exception costs the rest of the run. ``InternalTarget`` does it
-        with ``deliver``, a protocol connection faster (NATS: one queueing
-        of all its frames).
+    def deliver_run(run, subscriptions):
+        """Take a run of two or more messages, in order: what one publisher
+        published in a row to one topic, alike but for their payloads (a
+        ``flowmq.core.message.MessageRun``, ``Broker.publish_run``). The
+        same as ``deliver`` for each in turn, with ``subscriptions``
+        matched once for the run; an exception costs the rest of the run.
+        ``InternalTarget`` does it with ``deliver``, a protocol connection
+        faster (NATS: from the payloads, with one queueing of all frames).
         """
 
 
@@ -98,6 +98,6 @@ class InternalTarget:
     echo = True
     permissions = None
 
-    def deliver_run(self, messages, subscriptions):
-        for message in messages:
+    def deliver_run(self, run, subscriptions):
+        for message in run:
             self.deliver(message, subscriptions)

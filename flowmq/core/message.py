@@ -61,6 +61,50 @@ class Message:
         return "<Message %r %d bytes>" % (self.topic, len(self.payload))
 
 
+class MessageRun:
+    """A run of messages that one publisher published in a row to one
+    topic, alike but for their payloads (``Broker.publish_run``; NATS: PUBs
+    with the same control line in one read): the ``first`` Message and
+    every message's payload, in order.
+
+    It reads as a sequence of Messages. Those after the first are made the
+    first time they are needed, once: a consumer that takes the payloads
+    only, as a NATS connection does, costs no Message per payload. Each
+    has the first's fields but its own payload (none of them has a receipt
+    or a wire cache to start with).
+    """
+
+    __slots__ = ("first", "payloads", "_messages")
+
+    def __init__(self, first: Message, payloads: list, messages=None):
+        self.first = first
+        self.payloads = payloads
+        self._messages = messages
+
+    @classmethod
+    def of(cls, messages: list) -> "MessageRun":
+        """The run of ``messages`` (two or more, alike but for their payloads)."""
+        return cls(messages[0], [message.payload for message in messages], messages)
+
+    def messages(self) -> list:
+        """The run's Messages, made once."""
+        if self._messages is None:
+            first = self.first
+            self._messages = [first] + [
+                Message(first.topic, payload, first.headers, first.reply_to, first.origin, first.properties)
+                for payload in self.payloads[1:]]
+        return self._messages
+
+    def __len__(self):
+        return len(self.payloads)
+
+    def __getitem__(self, index):
+        return self.first if index == 0 else self.messages()[index]
+
+    def __iter__(self):
+        return iter(self.messages())
+
+
 class Properties:
     """What a message carries beyond topic, payload, headers and reply topic.
 

@@ -147,8 +147,8 @@ class Session:
         published = publish_qos(message)
         self.send(message, top if published is None or published > top else published, retain, identifiers)
 
-    def deliver_run(self, messages, subscriptions) -> None:
-        for message in messages:
+    def deliver_run(self, run, subscriptions) -> None:
+        for message in run:
             self.deliver(message, subscriptions)
 
     def send(self, message, qos: int, retain: bool = False, identifiers=None) -> None:

@@ -28,7 +28,7 @@ from flowmq.connection import (
 )
 from flowmq.core.errors import PermissionDenied
 from flowmq.core.interfaces import IDeliveryTarget
-from flowmq.core.message import Message
+from flowmq.core.message import Message, MessageRun
 from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
 from flowmq.listener import ConnectionRegistry
@@ -337,9 +337,8 @@ class NatsConnection(BrokerConnection):
                 if self._closing:
                     return
             return
-        messages = [Message(topic, payload, None, reply_to, self) for payload in payloads]
         try:
-            delivered = self._broker_publish_run(messages)
+            delivered = self._broker_publish_run(MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads))
         except PermissionDenied:
             for _ in payloads:
                 self._publish_denied(subject)
@@ -493,14 +492,18 @@ class NatsConnection(BrokerConnection):
         connection has none left, and nothing is queued while it closes).
         One MSG per subscription, each with its sid, as nats-server sends
         when several subscriptions of a client match one message."""
-        self.deliver_run((message,), subscriptions)
+        self._deliver(message, (message.payload,), subscriptions)
 
-    def deliver_run(self, messages, subscriptions):
-        """IDeliveryTarget: ``deliver`` for each of a run of messages, which
-        share topic, reply and headers; their frames are queued at once."""
+    def deliver_run(self, run, subscriptions) -> None:
+        """IDeliveryTarget: ``deliver`` for each message of a MessageRun,
+        from its payloads; their frames are queued at once."""
+        self._deliver(run.first, run.payloads, subscriptions)
+
+    def _deliver(self, first, payloads, subscriptions) -> None:
+        """The frames of ``payloads``, with the topic, reply and headers of
+        the message ``first``, for ``subscriptions``."""
         if self._closing:
             return
-        first = messages[0]
         topic = first.topic
         reply = first.reply_to
         subject = _cached_subject(topic) or topic_to_subject(topic)
@@ -518,8 +521,7 @@ class NatsConnection(BrokerConnection):
         limited = False  # a subscription with an UNSUB limit: messages are counted one by one
         for subscription in subscriptions:
             limited = limited or subscription.limited
-        for message in messages:
-            payload = message.payload
+        for payload in payloads:
             size = len(payload)
             for subscription in subscriptions:  # almost always one
                 if limited and subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
@@ -549,7 +551,7 @@ class NatsConnection(BrokerConnection):
                         self._remove(subscription)
         if not limited:  # counted for a later UNSUB with a limit
             for subscription in subscriptions:
-                subscription.delivered += len(messages)
+                subscription.delivered += len(payloads)
         self.send_frames(frames, queued, gathered)
         if self._paused:
             self.hold_publisher(first.origin)

@@ -79,6 +79,10 @@ PAYLOAD_PIECE_AT = 256
 #: and written as one buffer, which costs less than a sendmsg of many
 #: small pieces. Both measured in docs/PERFORMANCE.md ("Payload bytes").
 GATHER_WRITE_AT = 8192
+#: While no connection in a batch has this much output waiting, a socket
+#: that has more input is read on in the same batch (flowmq.transport):
+#: small writes (a queue group's shares of a read) then become larger ones.
+READ_ON_BELOW = 32768
 #: Output above which a backed-up connection starts holding its publishers.
 HOLD_PUBLISHERS_AT = 1 << 20
 #: Seconds between two looks at what a backed-up client took.
@@ -347,6 +351,26 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         elif not self._marked:
             self._marked = True
             self._batcher.mark(self)
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued and not yet handed to the transport."""
+        return self._pending
+
+    # -- reading: the reads of one readable event as one batch (flowmq.transport) --
+
+    def reads_begin(self) -> None:
+        self._batcher.begin()
+
+    def reads_end(self) -> None:
+        self._batcher.end()
+
+    def read_more(self) -> bool:
+        """After a read that filled the buffer: read on in the same batch,
+        while every connection with output waiting has less than
+        READ_ON_BELOW of it (what a read causes is written at once when it
+        is large)."""
+        return not self._closing and self._batcher.all_below(READ_ON_BELOW)
 
     def flush_output(self) -> None:
         """Write what is queued (the WriteBatcher calls this when a batch ends)."""

@@ -25,6 +25,14 @@ its buffer, the partly sent one from its offset, never copied; once all is
 sent it hands over to Twisted's own ``doWrite``, whose rules for an emptied
 buffer (resume the producer, finish a close) apply unchanged.
 
+A readable socket that has more than one read's worth gets up to
+``READS_AT_ONCE`` reads in a row, while the protocol asks for more
+(``read_more()``) and brackets them as one (``reads_begin()`` and
+``reads_end()``, ``flowmq.connection``): the deliveries of several reads
+then share their writes where each read alone makes small ones (a queue
+group deals each read out to its members). A protocol without these hooks
+(TLS wraps ours) reads once, as Twisted does.
+
 The server also tells how far its peer is: ``peer_progress()`` gives the
 bytes the peer's TCP has acknowledged and those still on their way to it,
 which the slow-consumer rules of ``flowmq.connection`` go by.
@@ -49,6 +57,9 @@ except ImportError:  # Windows
     ioctl = None
 
 _INT = struct.Struct("i")  # the C int the ioctl fills in
+
+#: The most reads one readable event takes from a socket that has more.
+READS_AT_ONCE = 4
 
 #: Scatter/gather sends where the platform has them (not Windows).
 _GATHER = hasattr(socket.socket, "sendmsg")
@@ -75,6 +86,40 @@ class ImmediateWriteServer(tcp.Server):
     socket took."""
 
     bytes_sent = 0  # bytes the socket took (the kernel's send queue), ever
+    _reading = False  # the reactor watches the socket for input
+
+    def startReading(self):
+        self._reading = True
+        tcp.Server.startReading(self)
+
+    def stopReading(self):
+        self._reading = False
+        tcp.Server.stopReading(self)
+
+    def doRead(self):
+        """Read, and read on (up to READS_AT_ONCE reads) while each read
+        filled the buffer, the connection still reads and the protocol
+        asks for more, all within the protocol's reads_begin/reads_end."""
+        protocol = self.protocol
+        read_more = getattr(protocol, "read_more", None)
+        if read_more is None:
+            return tcp.Server.doRead(self)
+        protocol.reads_begin()
+        try:
+            for _ in range(READS_AT_ONCE):
+                try:
+                    data = self.socket.recv(self.bufferSize)
+                except OSError as error:
+                    if error.args[0] == EWOULDBLOCK:
+                        return None
+                    return main.CONNECTION_LOST
+                result = self._dataReceived(data)
+                if (result is not None or len(data) < self.bufferSize or not self._reading or self.disconnecting
+                        or not read_more()):
+                    return result
+            return None
+        finally:
+            protocol.reads_end()
 
     def _idle(self) -> bool:
         """Nothing is buffered, so a send now keeps the byte order; and the

@@ -67,6 +67,14 @@ class WriteBatcher:
         self._dirty.append(connection)
         self._schedule()
 
+    def all_below(self, size: int) -> bool:
+        """Has every connection marked in this batch less than ``size``
+        bytes waiting (``pending``)?"""
+        for connection in self._dirty:
+            if connection.pending >= size:
+                return False
+        return True
+
     def need_sync(self) -> None:
         """The store has appends to write before the next output goes out."""
         self._sync_due = True

@@ -17,7 +17,7 @@ import re
 import nats
 import pytest
 
-from tests.conftest import run
+from tests.conftest import RawClient, run
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
 COUNT = 20
@@ -203,3 +203,44 @@ def test_runs_from_two_publishers_keep_each_ones_order(start_broker):
     got = run(scenario())
     for name in (b"a", b"b"):
         assert [data for data in got if data[:1] == name] == [b"%s%04d" % (name, n) for n in range(2000)]
+
+
+def test_a_burst_of_many_reads_reaches_a_queue_group_and_a_subscriber_whole(start_broker):
+    """Half a megabyte of PUBs in one write (several reads, read on in one
+    batch): the queue group's members share them, each message once and
+    each member's share in order, and a plain subscriber gets them all."""
+    broker = start_broker()
+    count = 5000
+
+    async def scenario():
+        listeners = [await nats.connect(broker.url) for _ in range(4)]
+        shares = [[] for _ in range(4)]
+        done = asyncio.Event()
+
+        def taker(index):
+            async def take(msg):
+                shares[index].append(msg.data)
+                if sum(map(len, shares)) == 2 * count:
+                    done.set()
+            return take
+
+        for index, nc in enumerate(listeners):
+            await nc.subscribe("burst.x", queue="workers" if index < 3 else "", cb=taker(index))
+            await nc.flush()
+        publisher = RawClient(broker.port)
+        publisher.read_line()  # INFO
+        body = b"".join(b"PUB burst.x 100\r\n%s\r\n" % (b"%06d" % n).ljust(100, b".") for n in range(count))
+        await asyncio.get_running_loop().run_in_executor(
+            None, publisher.send, b'CONNECT {"verbose":false}\r\n' + body + b"PING\r\n")
+        await asyncio.wait_for(done.wait(), 20)
+        publisher.sock.close()
+        for nc in listeners:
+            await nc.close()
+        return shares
+
+    shares = run(scenario())
+    expected = [(b"%06d" % n).ljust(100, b".") for n in range(count)]
+    assert shares[3] == expected
+    assert sorted(shares[0] + shares[1] + shares[2]) == expected
+    for share in shares[:3]:
+        assert share == sorted(share) and share

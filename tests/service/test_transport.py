@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +24,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import blockingCallFromThread
 
 from conftest import _ensure_reactor
-from flowmq.transport import IOV_MAX, ImmediateWriteEndpoint
+from flowmq.transport import IOV_MAX, READS_AT_ONCE, ImmediateWriteEndpoint
 
 #: One write of the protocol: ("write", size) or ("sequence", [sizes]).
 writes = st.lists(
@@ -130,3 +131,77 @@ def test_the_peer_reads_every_byte_in_order_however_the_sends_are_cut(listen):
 def test_a_sequence_of_more_pieces_than_one_sendmsg_takes(listen):
     pieces = [b"%d," % index for index in range(3 * IOV_MAX)] + [bytes(200000)] + [b"end"]
     _check(listen, [("sequence", pieces), ("write", b"after")])
+
+
+# --- reads: several in a row when the socket has more ------------------------------
+
+
+class _Reader(protocol.Protocol):
+    """Records its reads, bracket by bracket (``reads_begin``/``reads_end``);
+    ``read_more`` answers what the factory says. It starts paused, so that
+    the client's bytes wait in the socket until the test resumes it."""
+
+    def connectionMade(self):
+        self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.transport.pauseProducing()
+        self.factory.connections.append(self)
+
+    def reads_begin(self):
+        self.factory.brackets.append([])
+
+    def reads_end(self):
+        self.factory.brackets[-1].append("end")
+
+    def read_more(self):
+        return self.factory.more
+
+    def dataReceived(self, data):
+        self.factory.brackets[-1].append(len(data))
+        self.factory.received.append(data)
+        if self.factory.pause_after is not None and sum(map(len, self.factory.received)) >= self.factory.pause_after:
+            self.factory.pause_after = None
+            self.transport.pauseProducing()
+            reactor.callLater(0.2, self.transport.resumeProducing)
+
+
+def _until(condition) -> None:
+    """Wait (up to 10 s) until ``condition()``, checked in the reactor's thread."""
+    for _ in range(1000):
+        if blockingCallFromThread(reactor, condition):
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("more, pause_after", [(True, None), (False, None), (True, 65536)],
+                         ids=["read-on", "one-read", "paused-within"])
+def test_a_socket_with_more_is_read_on_while_the_protocol_asks_and_reads(more, pause_after):
+    """Six buffers' worth waits in the socket: the transport reads on
+    (within one bracket, up to READS_AT_ONCE reads) only while the protocol
+    asks for more and has not stopped reading; every byte arrives in order."""
+    _ensure_reactor()
+    factory = protocol.Factory.forProtocol(_Reader)
+    factory.connections, factory.brackets, factory.received = [], [], []
+    factory.more, factory.pause_after = more, pause_after
+    port = blockingCallFromThread(reactor, ImmediateWriteEndpoint(reactor, 0, "127.0.0.1").listen, factory)
+    sent = random.Random(7).randbytes(6 * 65536 + 100)
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=20)
+    try:
+        client.sendall(sent)  # into the server's socket, which its paused protocol does not read
+        _until(lambda: factory.connections)
+        blockingCallFromThread(reactor, factory.connections[0].transport.resumeProducing)
+        _until(lambda: sum(map(len, factory.received)) == len(sent))
+        assert b"".join(factory.received) == sent
+        assert all(bracket[-1:] == ["end"] for bracket in factory.brackets)  # each bracket closed
+        reads = [bracket[:-1] for bracket in factory.brackets]
+        assert max(map(len, reads)) <= READS_AT_ONCE
+        if not more:
+            assert all(len(bracket) == 1 for bracket in reads)
+        elif pause_after is None:
+            assert reads[0][:2] == [65536, 65536]  # read on after a full buffer
+        else:
+            assert reads[0] == [65536]  # the protocol stopped reading: no more in this bracket
+            assert max(map(len, reads)) > 1  # and it read on once resumed
+    finally:
+        client.close()
+        blockingCallFromThread(reactor, port.stopListening)

@@ -53,7 +53,7 @@ class IDeliveryTarget(Interface):
         published in a row to one topic, alike but for their payloads (a
         ``flowmq.core.message.MessageRun``, ``Broker.publish_run``). The
         same as ``deliver`` for each in turn, with ``subscriptions``
-        matched once for the run; an exception costs the rest of the run.
+        matched once for the run; an exception costs this consumer the run.
         ``InternalTarget`` does it with ``deliver``, a protocol connection
         faster (NATS: from the payloads, with one queueing of all frames).
         """

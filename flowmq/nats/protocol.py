@@ -322,30 +322,30 @@ class NatsConnection(BrokerConnection):
     def _publish_run(self, subject: bytes, reply, payloads: list) -> None:
         """The payloads of a run of PUBs with the same subject and reply
         (the parser's OP_PUB). Published as one run (``Broker.publish_run``:
-        one route lookup, one queueing per subscriber) when nothing needs
-        an answer per message; one by one otherwise: a verbose client's
-        +OK, pedantic mode's -ERR, a subject or reply subject without a
-        topic."""
+        one route lookup, one queueing per subscriber) when nothing is
+        decided or answered per message; one by one otherwise: a verbose
+        client's +OK, pedantic mode's -ERR, a subject or reply subject
+        without a topic, "no responders" for requests (an UNSUB limit may
+        end the only subscriber within the run), and a publisher with
+        allow_responses (each request it got may be answered once)."""
         try:
             topic = _cached_topic(subject) or subject_to_topic(subject)
             reply_to = None if reply is None else (_cached_topic(reply) or subject_to_topic(reply))
         except InvalidTopic:
             topic = None
-        if len(payloads) == 1 or topic is None or self.verbose or (self.pedantic and not is_literal_subject(subject)):
+        if (len(payloads) == 1 or topic is None or self.verbose or (self.pedantic and not is_literal_subject(subject))
+                or (reply is not None and self.no_responders)
+                or (self.permissions is not None and self.permissions.allow_responses)):
             for payload in payloads:
                 self._publish(subject, reply, payload, None)
                 if self._closing:
                     return
             return
         try:
-            delivered = self._broker_publish_run(MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads))
+            self._broker_publish_run(MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads))
         except PermissionDenied:
             for _ in payloads:
                 self._publish_denied(subject)
-            return
-        if not delivered and reply_to is not None and self.no_responders:
-            for _ in payloads:
-                self._answer_no_responders(reply)
 
     def _publish(self, subject: bytes, reply: bytes, payload: bytes, headers) -> None:
         try:

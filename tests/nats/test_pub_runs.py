@@ -244,3 +244,41 @@ def test_a_burst_of_many_reads_reaches_a_queue_group_and_a_subscriber_whole(star
     assert sorted(shares[0] + shares[1] + shares[2]) == expected
     for share in shares[:3]:
         assert share == sorted(share) and share
+
+
+def test_no_responders_for_the_requests_of_a_run_after_the_only_subscriber_ends(wire):
+    """The subscriber's UNSUB limit ends it at the first request: the second,
+    in the same read, is answered "no responders", as it would be alone."""
+    broker = wire()
+    service, requester = _connected(broker), _connected(broker)
+    service.send(b"SUB svc 1\r\nUNSUB 1 1\r\n")
+    requester.send(b"SUB _INBOX.me 9\r\n")
+    requester.send(_run(count=2, subject=b"svc", reply=b"_INBOX.me"))
+    assert _messages(service.take()) == {b"1": _numbers(count=1)}
+    assert requester.take() == b"HMSG _INBOX.me 9 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
+
+
+def test_a_responder_answers_a_request_once_however_many_answers_one_read_holds(start_broker):
+    """allow_responses: one request, one answer; the others of the run are refused, as they would be one by one."""
+    broker = start_broker(**{"auth.users": [
+        {"name": "svc", "password": "s", "publish": [], "subscribe": ["svc/#"], "allow_responses": True},
+        {"name": "client", "password": "c"}]})
+
+    def connected(user, password, subscription):
+        client = RawClient(broker.port)
+        client.read_line()  # INFO
+        client.send(b'CONNECT {"verbose":false,"pedantic":false,"user":"%s","pass":"%s"}\r\n%sPING\r\n'
+                    % (user, password, subscription))
+        assert client.read_line() == b"PONG"
+        return client
+
+    service = connected(b"svc", b"s", b"SUB svc.echo 1\r\n")
+    client = connected(b"client", b"c", b"SUB inbox.1 7\r\n")
+    client.send(b"PUB svc.echo inbox.1 1\r\nq\r\n")
+    assert service.read_line() == b"MSG svc.echo 1 inbox.1 1"
+    assert service.read_exact(3) == b"q\r\n"
+    service.send(b"PUB inbox.1 1\r\na\r\n" * 3 + b"PING\r\n")
+    lines = [service.read_line() for _ in range(3)]
+    assert lines == [b"-ERR 'Permissions Violation for Publish to \"inbox.1\"'"] * 2 + [b"PONG"]
+    client.send(b"PING\r\n")
+    assert [client.read_line(), client.read_exact(3), client.read_line()] == [b"MSG inbox.1 7 1", b"a\r\n", b"PONG"]

@@ -151,6 +151,12 @@ def test_a_consumer_state_save_under_always_fsyncs_on_the_worker(tmp_path, pumpe
     engine.open_stream("jetstream", "s", Limits())
     files = ConsumerFiles(str(tmp_path / "consumer"), engine)
     files.create({"config": {}}, {"next_seq": 1})
+    # The creation's own fsync job first: the worker runs one job at a time
+    # and starts the next when the reactor hears the last one finished, so
+    # the save's job must not queue behind it (it would wait for a pump).
+    idle = engine.worker.idle()
+    while not idle.called:
+        pumped.pump()
     inline = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (inline.append(threading.current_thread()), real_fsync(fd)))

@@ -72,19 +72,30 @@ class MessageRun:
     only, as a NATS connection does, costs no Message per payload. Each
     has the first's fields but its own payload (none of them has a receipt
     or a wire cache to start with).
+
+    ``size`` is the size of every payload when they all have one (NATS:
+    the size on the PUB line they share), else None: a consumer can then
+    frame them all alike.
     """
 
-    __slots__ = ("first", "payloads", "_messages")
+    __slots__ = ("first", "payloads", "size", "_messages")
 
-    def __init__(self, first: Message, payloads: list, messages=None):
+    def __init__(self, first: Message, payloads: list, size=None, messages=None):
         self.first = first
         self.payloads = payloads
+        self.size = size
         self._messages = messages
 
     @classmethod
     def of(cls, messages: list) -> "MessageRun":
         """The run of ``messages`` (two or more, alike but for their payloads)."""
-        return cls(messages[0], [message.payload for message in messages], messages)
+        payloads = [message.payload for message in messages]
+        size = len(payloads[0])
+        for payload in payloads:
+            if len(payload) != size:
+                size = None
+                break
+        return cls(messages[0], payloads, size, messages)
 
     def messages(self) -> list:
         """The run's Messages, made once."""

@@ -116,21 +116,32 @@ class NatsParser:
         max_line = self.max_control_line
         max_payload = self.max_payload
         last_pub, last_subject, last_reply, last_total = self._last_pub
-        line_size = len(last_pub) if last_pub is not None else 0
+        if last_pub is not None:
+            line_size = len(last_pub)
+            # A payload's CRLF and the next PUB's line, if that has the same.
+            between = CRLF + last_pub
+            between_size = line_size + 2
         while pos < end:
             if last_pub is not None and starts(last_pub, pos):
-                # PUBs with the same line as the last PUB: their arguments are known.
-                stop = pos + line_size + last_total
-                if stop + 2 <= end and buf[stop] == 13 and buf[stop + 1] == 10:
+                # PUBs with the same line as the last PUB: their arguments are
+                # known. Each payload is followed by its CRLF and, while the
+                # run goes on, by the same line: one comparison checks both.
+                taken = pos
+                while True:
+                    stop = pos + line_size + last_total
+                    if stop + 2 > end:
+                        break
+                    goes_on = buf[stop:stop + between_size] == between
+                    if not goes_on and (buf[stop] != 13 or buf[stop + 1] != 10):
+                        break
                     if run is None:
                         run = []
                         append((OP_PUB, last_subject, last_reply, run))
-                    while True:
-                        run.append(buf[stop - last_total:stop])
-                        pos = stop + 2
-                        stop = pos + line_size + last_total
-                        if stop + 2 > end or not starts(last_pub, pos) or buf[stop] != 13 or buf[stop + 1] != 10:
-                            break
+                    run.append(buf[stop - last_total:stop])
+                    pos = stop + 2
+                    if not goes_on:
+                        break
+                if pos > taken:
                     continue
             eol = find(b"\n", pos)
             if eol < 0:
@@ -159,6 +170,7 @@ class NatsParser:
                     subject, reply, header_size = args[1], (args[2] if count == 4 else None), -1
                     last_pub, last_subject, last_reply, last_total = buf[pos:eol + 1], subject, reply, total
                     line_size = eol + 1 - pos
+                    between, between_size = CRLF + last_pub, line_size + 2
                     self._last_pub = (last_pub, subject, reply, total)
                 else:
                     op = self._pub(args, True)

@@ -342,7 +342,9 @@ class NatsConnection(BrokerConnection):
                     return
             return
         try:
-            self._broker_publish_run(MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads))
+            # The payloads of one OP_PUB came with one control line: one size.
+            run = MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads, len(payloads[0]))
+            self._broker_publish_run(run)
         except PermissionDenied:
             for _ in payloads:
                 self._publish_denied(subject)
@@ -497,11 +499,12 @@ class NatsConnection(BrokerConnection):
     def deliver_run(self, run, subscriptions) -> None:
         """IDeliveryTarget: ``deliver`` for each message of a MessageRun,
         from its payloads; their frames are queued at once."""
-        self._deliver(run.first, run.payloads, subscriptions)
+        self._deliver(run.first, run.payloads, subscriptions, run.size)
 
-    def _deliver(self, first, payloads, subscriptions) -> None:
+    def _deliver(self, first, payloads, subscriptions, size=None) -> None:
         """The frames of ``payloads``, with the topic, reply and headers of
-        the message ``first``, for ``subscriptions``."""
+        the message ``first``, for ``subscriptions``; ``size``: the size of
+        every payload, if they all have one."""
         if self._closing:
             return
         topic = first.topic
@@ -521,6 +524,25 @@ class NatsConnection(BrokerConnection):
         limited = False  # a subscription with an UNSUB limit: messages are counted one by one
         for subscription in subscriptions:
             limited = limited or subscription.limited
+        if size is not None and size < GATHER_WRITE_AT and len(subscriptions) == 1 and not limited:
+            # A run whose frames differ only in their payloads: one head
+            # serves them all, and one join (C code) makes all the frames
+            # at once, CRLF and head between two payloads, the first head
+            # and the last CRLF put to the payloads at the ends.
+            subscription = subscriptions[0]
+            if block is None:
+                head = msg_head(subject, subscription.sid, reply, size)
+            else:
+                head = codec.hmsg_head(subject, subscription.sid, reply, block, size)
+            ends = list(payloads)
+            ends[0] = head + ends[0]
+            ends[-1] += CRLF
+            frames = (CRLF + head).join(ends)
+            subscription.delivered += len(payloads)
+            self.send_frames([frames], len(frames), False)
+            if self._paused:
+                self.hold_publisher(first.origin)
+            return
         for payload in payloads:
             size = len(payload)
             for subscription in subscriptions:  # almost always one

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowmq.core.message import Message, Properties
+from flowmq.core.message import Message, MessageRun, Properties
 from flowmq.core.values import Timestamp
 
 
@@ -28,3 +28,10 @@ def test_a_message_carries_its_properties_and_starts_without_receipt_or_cache():
     message = Message("a/b", b"x", (("n", Timestamp(3)),), "r", None, props)
     assert (message.properties, message.receipt, message.wire_cache) == (props, None, None)
     assert repr(message.headers[0][1]) == "Timestamp(3)"
+
+
+def test_a_run_of_messages_knows_their_one_payload_size_and_none_when_they_differ():
+    same = [Message("a/b", payload) for payload in (b"xy", b"zw", b"uv")]
+    mixed = [Message("a/b", payload) for payload in (b"xy", b"zw", b"u")]
+    assert (MessageRun.of(same).size, MessageRun.of(mixed).size) == (2, None)
+    assert [message.payload for message in MessageRun.of(mixed)] == [b"xy", b"zw", b"u"]

@@ -57,7 +57,7 @@ def _messages(data: bytes) -> dict:
     return by_sid
 
 
-@pytest.mark.parametrize("size", [4, 1024, 70000], ids=["4B", "1KB", "70KB"])
+@pytest.mark.parametrize("size", [4, 1024, 8191, 8192, 70000], ids=["4B", "1KB", "8KB-1", "8KB", "70KB"])
 def test_a_run_reaches_every_subscription_whole_and_in_order(wire, size):
     broker = wire(**{"nats.max_payload": 1 << 20})
     first, second, publisher = _connected(broker), _connected(broker), _connected(broker)
@@ -68,6 +68,25 @@ def test_a_run_reaches_every_subscription_whole_and_in_order(wire, size):
     assert _messages(first.take()) == {b"1": expected, b"2": expected}
     assert _messages(second.take()) == {b"7": expected}
     assert publisher.take() == b""
+
+
+@pytest.mark.parametrize("size", [4, 1024], ids=["4B", "1KB"])
+def test_a_run_with_a_reply_subject_reaches_a_subscriber_as_the_same_frames_one_by_one_would(wire, size):
+    broker = wire()
+    subscriber = _connected(broker)
+    publisher = _connected(broker, b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+    subscriber.send(b"SUB orders.new 7\r\n")
+    publisher.send(_run(size=size, reply=b"inbox.1"))
+    assert subscriber.take() == b"".join(
+        b"MSG orders.new 7 inbox.1 %d\r\n%s\r\n" % (size, payload) for payload in _numbers(size))
+
+
+def test_a_run_of_empty_payloads_reaches_a_subscriber_frame_by_frame(wire):
+    broker = wire()
+    subscriber, publisher = _connected(broker), _connected(broker)
+    subscriber.send(b"SUB orders.new 7\r\n")
+    publisher.send(b"PUB orders.new 0\r\n\r\n" * 3)
+    assert subscriber.take() == b"MSG orders.new 7 0\r\n\r\n" * 3
 
 
 def test_an_unsub_limit_ends_a_subscription_inside_a_run(wire):

@@ -183,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="scenario to run (repeatable, or comma-separated): %s, or js, mqtt for the "
                         "JetStream, MQTT ones" % ", ".join(scenarios.NAMES))
+    p.add_argument("--rounds", type=_count, default=1, metavar="N",
+                   help="run everything N times, the servers taking turns, and report each scenario's median "
+                        "round, with a row of every round's figure (default 1)")
     p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")
     p.add_argument("--requests", type=_count, default=20000, metavar="N", help="requests of the reqrep scenario (default 20,000)")
     p.add_argument("--js-msgs", type=_count, default=100000, metavar="N",

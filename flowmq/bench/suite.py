@@ -3,13 +3,14 @@ FlowMQ (started here, or the one at --url), then with --compare the
 reference servers of the protocols chosen: nats-server for the NATS
 scenarios, mosquitto for the MQTT ones (each only if a chosen scenario is
 its protocol's; nats-to-mqtt runs on FlowMQ alone). A server the tool
-starts is stopped when its scenarios are done."""
+starts is stopped when its scenarios are done. With --rounds all of it
+runs again, each round with a newly started server."""
 
 from __future__ import annotations
 
 import time
 
-from flowmq.bench import protocol, scenarios, servers
+from flowmq.bench import protocol, rounds, scenarios, servers
 
 
 def plan(cfg) -> list:
@@ -54,28 +55,46 @@ def server_factories(cfg, steps) -> list:
 
 
 def run(cfg, progress) -> list:
-    """Returns [(server, results)] in server order."""
-    runs = []
-    for factory, steps in server_factories(cfg, plan(cfg)):
-        server = factory()
-        try:
-            progress.note("flowmq-bench: %s at %s%s" % (server.description, server.url,
-                                                        " (pid %d)" % server.pid if server.pid else ""))
-            results = []
-            skip_js = _skip_jetstream(cfg, server, steps, progress)
-            skip_mqtt = _skip_mqtt(cfg, server, steps, progress)
-            for name, size in steps:
-                if (skip_js and name in scenarios.JS_NAMES) or (skip_mqtt and "mqtt" in scenarios.needs(name)):
-                    continue
-                results.append(scenarios.run(name, server, cfg, size, progress))
-                time.sleep(cfg.pause)
-            if not server.alive():
-                progress.note("flowmq-bench: %s exited during the run; log tail:\n%s"
-                              % (server.kind, server.log_tail()))
-        finally:
-            server.stop()
-        runs.append((server, results))
-    return runs
+    """Returns [(server, results)] in server order; with ``--rounds`` N each
+    server's results are the median of N rounds (``flowmq.bench.rounds``),
+    the servers taking turns, every other round in the reverse order."""
+    factories = server_factories(cfg, plan(cfg))
+    done = [[] for _ in factories]  # per server: the results of each round
+    servers_run = [None] * len(factories)
+    for number in range(cfg.rounds):
+        order = list(range(len(factories)))
+        if number % 2:
+            order.reverse()
+        for index in order:
+            factory, steps = factories[index]
+            if cfg.rounds > 1:
+                progress.note("flowmq-bench: round %d of %d" % (number + 1, cfg.rounds))
+            servers_run[index], results = _run_server(cfg, progress, factory, steps)
+            done[index].append(results)
+    return [(server, [rounds.merge(list(step)) for step in zip(*per_round)])
+            for server, per_round in zip(servers_run, done)]
+
+
+def _run_server(cfg, progress, factory, steps) -> tuple:
+    """(server, results): ``steps`` run against the server that ``factory`` starts."""
+    server = factory()
+    try:
+        progress.note("flowmq-bench: %s at %s%s" % (server.description, server.url,
+                                                    " (pid %d)" % server.pid if server.pid else ""))
+        results = []
+        skip_js = _skip_jetstream(cfg, server, steps, progress)
+        skip_mqtt = _skip_mqtt(cfg, server, steps, progress)
+        for name, size in steps:
+            if (skip_js and name in scenarios.JS_NAMES) or (skip_mqtt and "mqtt" in scenarios.needs(name)):
+                continue
+            results.append(scenarios.run(name, server, cfg, size, progress))
+            time.sleep(cfg.pause)
+        if not server.alive():
+            progress.note("flowmq-bench: %s exited during the run; log tail:\n%s"
+                          % (server.kind, server.log_tail()))
+    finally:
+        server.stop()
+    return server, results
 
 
 def _skip_jetstream(cfg, server, steps, progress) -> bool:

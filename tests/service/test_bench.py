@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from flowmq.bench import cli, jetstream, protocol, scenarios, servers, stats
+from flowmq.bench import cli, jetstream, protocol, rounds, scenarios, servers, stats
 from flowmq.bench.counter import FrameCounter
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
@@ -178,6 +178,29 @@ def test_percentiles():
     assert stats.spread([10, 10, 10])["spread_pct"] == 0
 
 
+def _round(rate, complete=True, errors=()):
+    """A throughput result as scenarios.run makes it, with receive rate ``rate``."""
+    return {"scenario": "1to1", "label": "1to1", "size": 16, "server": "FlowMQ", "complete": complete,
+            "check": "%s received" % ("10/10" if complete else "9/10"), "errors": list(errors),
+            "details": {"received": 10 if complete else 9},
+            "figures": [{"name": "publish msgs/s", "value": rate + 1, "kind": "rate"},
+                        {"name": "receive msgs/s", "value": rate, "kind": "rate"}]}
+
+
+def test_rounds_report_the_median_round_whole_and_every_rounds_rate():
+    merged = rounds.merge([_round(500000), _round(1500000), _round(900)])
+    assert [f["value"] for f in merged["figures"]] == [500001, 500000, "500k 1.5M 900"]
+    assert merged["details"] == {"received": 10, "rounds": [500000, 1500000, 900]}
+    assert merged["complete"] and merged["check"] == "10/10 received"
+
+
+def test_rounds_count_as_complete_only_if_every_round_was():
+    merged = rounds.merge([_round(3), _round(2, complete=False, errors=["lost one"]), _round(1)])
+    assert merged["figures"][1]["value"] == 1  # ranked among the complete rounds
+    assert not merged["complete"]
+    assert (merged["check"], merged["errors"]) == ("9/10 received (round 2 of 3)", ["round 2: lost one"])
+
+
 def _run_tool(tmp_path, *args):
     """``python -m flowmq.bench ARGS --json FILE --quiet``, which must exit 0; returns (stdout, JSON)."""
     out = tmp_path / "bench.json"
@@ -231,6 +254,18 @@ def test_tool_counts_every_message_against_flowmq(tmp_path):
                    "rate ratio", "10,000/10,000 received ok", "2,000/2,000 received ok",
                    "200/200 answered ok", "100/100 connected ok", "check: all 12 runs complete"):
         assert figure in text, figure
+
+
+def test_tool_runs_every_round_and_reports_the_median_one(tmp_path):
+    text, data = _run_tool(tmp_path, "--rounds", "3", "--scenario", "1to1", "--sizes", "16", "--msgs", "2000")
+    [server] = data["servers"]
+    [result] = server["results"]
+    assert result["complete"] and result["details"]["received"] == 2000
+    each = result["details"]["rounds"]
+    assert len(each) == 3 and all(rate > 0 for rate in each)
+    receive = next(f["value"] for f in result["figures"] if f["name"] == "receive msgs/s")
+    assert receive == sorted(each)[1]
+    assert "receive msgs/s, each round" in text
 
 
 def test_tool_counts_large_messages_and_measures_memory_and_generators(tmp_path):

@@ -53,9 +53,9 @@ def merge(rounds: list) -> dict:
 
 
 def _short(value) -> str:
-    """A figure in three digits or so: 612k, 1.94M, 8,570."""
-    if value >= 1e6:
+    """A figure in three significant digits: 612k, 17.3k, 1.94M, 8,570, 0.5."""
+    if value >= 999500:  # "1e+03k" else
         return "%.3gM" % (value / 1e6)
     if value >= 1e4:
-        return "%.0fk" % (value / 1e3)
+        return "%.3gk" % (value / 1e3)
     return "{:,.0f}".format(value) if value >= 100 else "%.3g" % value

@@ -4,8 +4,9 @@ for what the server sends. Sans-IO: no Twisted, no broker.
 The parser works on whole buffers (``bytes.find`` for line ends, one slice per
 payload) and only splits bytes. A payload is copied once: sliced out of the
 read that holds it, or, when it spans reads, kept as a list of chunks (the
-first a memoryview of the tail of its read) and joined once when it is
-complete; the reads after it are parsed where they lie. Only a control
+first the read it began in, from where it began) and joined once when it
+is complete (``_spliced`` puts the two pieces of a payload that spans two
+reads together); the reads after it are parsed where they lie. Only a control
 line cut off by the end of a read is put together with the next read. The
 parser checks sizes and syntax, and hands complete operations to the
 protocol, which decides what they mean. Once it meets an
@@ -30,6 +31,7 @@ Subjects, queues and sids are bytes, as they arrived.
 from __future__ import annotations
 
 import json
+import platform
 
 OP_PUB, OP_HPUB, OP_SUB, OP_UNSUB, OP_CONNECT, OP_PING, OP_PONG, OP_ERROR = range(8)
 
@@ -62,6 +64,7 @@ class NatsParser:
         self._chunks: list = []
         self._held = 0
         self._needed = 0
+        self._skip = 0  # where the payload begins in the first chunk
         self._failed = False
         # The last PUB control line (with its LF) and its subject, reply and
         # size: a PUB with the same line is taken without splitting it again.
@@ -80,8 +83,10 @@ class NatsParser:
                 self._held = held
                 return ops
             pos = self._needed - self._held
-            self._chunks.append(memoryview(data)[:pos] if pos < len(data) else data)
-            op = self._complete()
+            op = self._complete_in_two(data, pos)
+            if op is None:
+                self._chunks.append(memoryview(data)[:pos] if pos < len(data) else data)
+                op = self._complete()
             if op[0] == OP_ERROR:
                 return self._fail(ops, op[1])
             ops.append(op)
@@ -92,10 +97,29 @@ class NatsParser:
             self._line = b""
         return self._parse(data, pos, ops, None)
 
+    def _complete_in_two(self, data: bytes, pos: int):
+        """The operation of a PUB whose payload began in one read (the only
+        chunk, from ``_skip`` on) and ends in ``data``, its CRLF just before
+        ``pos``: the payload put together with one copy. None for any other
+        cut PUB or HPUB."""
+        subject, reply, header_size, total = self._cut_pub
+        if header_size >= 0 or len(self._chunks) != 1:
+            return None
+        first, skip = self._chunks[0], self._skip
+        rest = total - (len(first) - skip)  # the payload's bytes in ``data``
+        if rest < 0:  # the first read holds all of it and part of its CRLF
+            return None
+        self._cut_pub, self._chunks = None, []
+        if data[rest:pos] != CRLF:
+            return (OP_ERROR, ERR_UNKNOWN_OP)
+        return (OP_PUB, subject, reply, [_spliced(first, skip, data, rest)])
+
     def _complete(self) -> tuple:
         """The operation of the PUB/HPUB whose chunks are all here."""
         subject, reply, header_size, total = self._cut_pub
         chunks = self._chunks
+        if self._skip:
+            chunks[0] = memoryview(chunks[0])[self._skip:]
         self._cut_pub, self._chunks = None, []
         if header_size < 0:
             op = (OP_PUB, subject, reply, [_cut(chunks, total)])
@@ -181,7 +205,7 @@ class NatsParser:
                 stop = start + total
                 if stop + 2 > end:  # the payload goes on in the next reads
                     self._cut_pub = (subject, reply, header_size, total)
-                    self._chunks = [memoryview(buf)[start:]] if start < end else []
+                    self._chunks, self._skip = ([buf], start) if start < end else ([], 0)
                     self._held = end - start
                     self._needed = total + 2
                     return ops
@@ -251,6 +275,20 @@ class NatsParser:
         self._cut_pub, self._chunks = None, []
         ops.append((OP_ERROR, text))
         return ops
+
+
+if platform.python_implementation() == "PyPy":
+    def _spliced(first: bytes, skip: int, second: bytes, stop: int) -> bytes:
+        """``first[skip:] + second[:stop]``, copied once: PyPy's JIT makes
+        the two slices and their sum one copy, where a join copies each
+        memoryview into a bytes object first (two copies; 15% of the
+        server's time with 64 KB payloads)."""
+        return first[skip:] + second[:stop]
+else:
+    def _spliced(first: bytes, skip: int, second: bytes, stop: int) -> bytes:
+        """``first[skip:] + second[:stop]``, copied once: CPython copies a
+        slice when it makes it, and joins memoryviews with one copy."""
+        return b"".join((memoryview(first)[skip:], memoryview(second)[:stop]))
 
 
 def _cut(chunks: list, size: int) -> bytes:

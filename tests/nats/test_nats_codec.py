@@ -632,6 +632,24 @@ def test_a_run_goes_on_after_a_payload_that_a_read_cut_off():
     assert parser.feed(b"PUB a 3\r\nxyzPUB a 3\r\n") == [(OP_ERROR, ERR_UNKNOWN_OP)]
 
 
+@pytest.mark.parametrize("at", range(len(b"PUB a 10\r\n"), len(b"PUB a 10\r\n0123456789\r\n")))
+def test_a_payload_in_two_reads_is_whole_wherever_the_second_begins(at):
+    """Cut anywhere from the payload's first byte to its CRLF's last."""
+    wire = pub(b"a", b"0123456789") + pub(b"a", b"abcdefghij")
+    parser = RunParser()
+    ops = parser.feed(wire[:at]) + parser.feed(wire[at:])
+    assert one_per_pub(ops) == [(OP_PUB, b"a", None, b"0123456789"), (OP_PUB, b"a", None, b"abcdefghij")]
+    for payload in (op[3][0] for op in ops):
+        assert type(payload) is bytes
+
+
+@pytest.mark.parametrize("trailer", [b"\rx", b"xx", b"x\n"])
+def test_a_payload_in_two_reads_needs_its_crlf_too(trailer):
+    parser = RunParser()
+    assert parser.feed(b"PUB a 10\r\n01234") == []
+    assert parser.feed(b"56789" + trailer + b"PING\r\n") == [(OP_ERROR, ERR_UNKNOWN_OP)]
+
+
 repeated_pubs = st.lists(
     st.tuples(st.sampled_from([b"a", b"b.c"]), st.sampled_from([None, b"_INBOX.1"]),
               st.sampled_from([b"", b"xy", b"\r\n", b"PUB a 2\r\nxy\r\n"])),

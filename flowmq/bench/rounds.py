@@ -26,8 +26,22 @@ def headline(result):
     return figures[0] if figures else None
 
 
+def merge_all(per_round: list) -> list:
+    """One result per scenario and size for a server's rounds (a list of
+    result lists, one per round), in the order they first ran. A scenario
+    that a round left out (a server's JetStream found in one round and not
+    another) is the median of the rounds that ran it."""
+    by_run: dict = {}
+    for results in per_round:
+        for result in results:
+            by_run.setdefault((result["scenario"], result["size"]), []).append(result)
+    return [merge(rounds) for rounds in by_run.values()]
+
+
 def merge(rounds: list) -> dict:
-    """One result for the results of one scenario's rounds, in round order."""
+    """One result for the results of one scenario's rounds, in round order:
+    the median round among the complete ones (of an even number, the lower
+    of the two in the middle), else the first that has figures."""
     if len(rounds) == 1:
         return rounds[0]
     values = []
@@ -36,7 +50,10 @@ def merge(rounds: list) -> dict:
         values.append(figure["value"] if figure is not None else None)
     ranked = [i for i in range(len(rounds)) if values[i] is not None and rounds[i]["complete"]]
     ranked.sort(key=lambda i: values[i])
-    median = rounds[ranked[(len(ranked) - 1) // 2]] if ranked else rounds[0]
+    if ranked:
+        median = rounds[ranked[(len(ranked) - 1) // 2]]
+    else:
+        median = next((result for result in rounds if result["figures"]), rounds[0])
     merged = dict(median, figures=list(median["figures"]), details=dict(median["details"]))
     merged["details"]["rounds"] = values
     figure = headline(median)
@@ -53,8 +70,8 @@ def merge(rounds: list) -> dict:
 
 
 def _short(value) -> str:
-    """A figure in three significant digits: 612k, 17.3k, 1.94M, 8,570, 0.5."""
-    if value >= 999500:  # "1e+03k" else
+    """A figure, short: 612k, 17.3k, 1.94M, 8,570, 0.5."""
+    if value >= 999500:  # in k, %.3g would print 1e+03k
         return "%.3gM" % (value / 1e6)
     if value >= 1e4:
         return "%.3gk" % (value / 1e3)

@@ -62,17 +62,16 @@ def run(cfg, progress) -> list:
     done = [[] for _ in factories]  # per server: the results of each round
     servers_run = [None] * len(factories)
     for number in range(cfg.rounds):
+        if cfg.rounds > 1:
+            progress.note("flowmq-bench: round %d of %d" % (number + 1, cfg.rounds))
         order = list(range(len(factories)))
         if number % 2:
             order.reverse()
         for index in order:
             factory, steps = factories[index]
-            if cfg.rounds > 1:
-                progress.note("flowmq-bench: round %d of %d" % (number + 1, cfg.rounds))
             servers_run[index], results = _run_server(cfg, progress, factory, steps)
             done[index].append(results)
-    return [(server, [rounds.merge(list(step)) for step in zip(*per_round)])
-            for server, per_round in zip(servers_run, done)]
+    return [(server, rounds.merge_all(per_round)) for server, per_round in zip(servers_run, done)]
 
 
 def _run_server(cfg, progress, factory, steps) -> tuple:

@@ -100,8 +100,8 @@ class NatsParser:
     def _complete_in_two(self, data: bytes, pos: int):
         """The operation of a PUB whose payload began in one read (the only
         chunk, from ``_skip`` on) and ends in ``data``, its CRLF just before
-        ``pos``: the payload put together with one copy. None for any other
-        cut PUB or HPUB."""
+        ``pos``: the payload put together with one copy (an OP_ERROR if
+        that CRLF is not one). None for any other cut PUB or HPUB."""
         subject, reply, header_size, total = self._cut_pub
         if header_size >= 0 or len(self._chunks) != 1:
             return None

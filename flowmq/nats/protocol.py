@@ -524,16 +524,14 @@ class NatsConnection(BrokerConnection):
         limited = False  # a subscription with an UNSUB limit: messages are counted one by one
         for subscription in subscriptions:
             limited = limited or subscription.limited
-        if size is not None and size < GATHER_WRITE_AT and len(subscriptions) == 1 and not limited:
-            # A run whose frames differ only in their payloads: one head
-            # serves them all, and one join (C code) makes all the frames
-            # at once, CRLF and head between two payloads, the first head
-            # and the last CRLF put to the payloads at the ends.
+        if size is not None and size < GATHER_WRITE_AT and block is None and len(subscriptions) == 1 and not limited:
+            # A run whose frames differ only in their payloads (a run of
+            # PUBs: no headers): one head serves them all, and one join (C
+            # code) makes all the frames at once, CRLF and head between two
+            # payloads, the first head and the last CRLF put to the
+            # payloads at the ends.
             subscription = subscriptions[0]
-            if block is None:
-                head = msg_head(subject, subscription.sid, reply, size)
-            else:
-                head = codec.hmsg_head(subject, subscription.sid, reply, block, size)
+            head = msg_head(subject, subscription.sid, reply, size)
             ends = list(payloads)
             ends[0] = head + ends[0]
             ends[-1] += CRLF
@@ -544,11 +542,11 @@ class NatsConnection(BrokerConnection):
                 self.hold_publisher(first.origin)
             return
         for payload in payloads:
-            size = len(payload)
+            length = len(payload)
             for subscription in subscriptions:  # almost always one
                 if limited and subscription.max_msgs and subscription.delivered >= subscription.max_msgs:
                     continue  # it reached its UNSUB limit earlier in this run
-                if size < PAYLOAD_PIECE_AT:
+                if length < PAYLOAD_PIECE_AT:
                     if block is None:
                         frame = encode_msg(subject, subscription.sid, reply, payload)
                     else:
@@ -556,15 +554,15 @@ class NatsConnection(BrokerConnection):
                     frames.append(frame)
                     queued += len(frame)
                 else:  # the payload goes as it is, shared by every subscriber
-                    if subscription is not head_of or size != head_size:
-                        head_of, head_size = subscription, size
+                    if subscription is not head_of or length != head_size:
+                        head_of, head_size = subscription, length
                         if block is None:
-                            head = msg_head(subject, subscription.sid, reply, size)
+                            head = msg_head(subject, subscription.sid, reply, length)
                         else:
-                            head = codec.hmsg_head(subject, subscription.sid, reply, block, size)
+                            head = codec.hmsg_head(subject, subscription.sid, reply, block, length)
                     frames += (head, payload, CRLF)
-                    queued += len(head) + size + 2
-                    if size >= GATHER_WRITE_AT:
+                    queued += len(head) + length + 2
+                    if length >= GATHER_WRITE_AT:
                         gathered = True
                 if limited:
                     # One more message for the subscription: the last one its UNSUB limit allows ends it.

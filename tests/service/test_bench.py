@@ -178,9 +178,9 @@ def test_percentiles():
     assert stats.spread([10, 10, 10])["spread_pct"] == 0
 
 
-def _round(rate, complete=True, errors=()):
+def _round(rate, complete=True, errors=(), scenario="1to1"):
     """A throughput result as scenarios.run makes it, with receive rate ``rate``."""
-    return {"scenario": "1to1", "label": "1to1", "size": 16, "server": "FlowMQ", "complete": complete,
+    return {"scenario": scenario, "label": scenario, "size": 16, "server": "FlowMQ", "complete": complete,
             "check": "%s received" % ("10/10" if complete else "9/10"), "errors": list(errors),
             "details": {"received": 10 if complete else 9},
             "figures": [{"name": "publish msgs/s", "value": rate + 1, "kind": "rate"},
@@ -199,6 +199,16 @@ def test_rounds_count_as_complete_only_if_every_round_was():
     assert merged["figures"][1]["value"] == 1  # ranked among the complete rounds
     assert not merged["complete"]
     assert (merged["check"], merged["errors"]) == ("9/10 received (round 2 of 3)", ["round 2: lost one"])
+
+
+def test_rounds_are_matched_by_scenario_when_a_round_left_one_out():
+    """A --url server whose JetStream one round found and another did not."""
+    per_round = [[_round(100, scenario="js-pub-sync"), _round(200)], [_round(300)],
+                 [_round(400, scenario="js-pub-sync"), _round(500)]]
+    merged = rounds.merge_all(per_round)
+    assert [(r["scenario"], r["details"]["rounds"]) for r in merged] == [
+        ("js-pub-sync", [100, 400]), ("1to1", [200, 300, 500])]
+    assert merged[1]["figures"][1]["value"] == 300
 
 
 def _run_tool(tmp_path, *args):

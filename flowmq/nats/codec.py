@@ -5,11 +5,11 @@ The parser works on whole buffers (``bytes.find`` for line ends, one slice per
 payload) and only splits bytes. A payload is copied once: sliced out of the
 read that holds it, or, when it spans reads, kept as a list of chunks (the
 first the read it began in, from where it began) and joined once when it
-is complete (``_spliced`` puts the two pieces of a payload that spans two
-reads together); the reads after it are parsed where they lie. Only a control
-line cut off by the end of a read is put together with the next read. The
-parser checks sizes and syntax, and hands complete operations to the
-protocol, which decides what they mean. Once it meets an
+is complete (``flowmq.buffers.spliced`` puts the two pieces of a payload
+that spans two reads together); the reads after it are parsed where they
+lie. Only a control line cut off by the end of a read is put together with
+the next read. The parser checks sizes and syntax, and hands complete
+operations to the protocol, which decides what they mean. Once it meets an
 error it reports it after the operations before it and then stops for good,
 because the server closes such a connection (nats-server does the same).
 
@@ -31,7 +31,8 @@ Subjects, queues and sids are bytes, as they arrived.
 from __future__ import annotations
 
 import json
-import platform
+
+from flowmq.buffers import spliced
 
 OP_PUB, OP_HPUB, OP_SUB, OP_UNSUB, OP_CONNECT, OP_PING, OP_PONG, OP_ERROR = range(8)
 
@@ -112,7 +113,7 @@ class NatsParser:
         self._cut_pub, self._chunks = None, []
         if data[rest:pos] != CRLF:
             return (OP_ERROR, ERR_UNKNOWN_OP)
-        return (OP_PUB, subject, reply, [_spliced(first, skip, data, rest)])
+        return (OP_PUB, subject, reply, [spliced(first, skip, data, rest)])
 
     def _complete(self) -> tuple:
         """The operation of the PUB/HPUB whose chunks are all here."""
@@ -275,20 +276,6 @@ class NatsParser:
         self._cut_pub, self._chunks = None, []
         ops.append((OP_ERROR, text))
         return ops
-
-
-if platform.python_implementation() == "PyPy":
-    def _spliced(first: bytes, skip: int, second: bytes, stop: int) -> bytes:
-        """``first[skip:] + second[:stop]``, copied once: PyPy's JIT makes
-        the two slices and their sum one copy, where a join copies each
-        memoryview into a bytes object first (two copies; 15% of the
-        server's time with 64 KB payloads)."""
-        return first[skip:] + second[:stop]
-else:
-    def _spliced(first: bytes, skip: int, second: bytes, stop: int) -> bytes:
-        """``first[skip:] + second[:stop]``, copied once: CPython copies a
-        slice when it makes it, and joins memoryviews with one copy."""
-        return b"".join((memoryview(first)[skip:], memoryview(second)[:stop]))
 
 
 def _cut(chunks: list, size: int) -> bytes:

@@ -81,6 +81,22 @@ def test_a_publish_that_starts_mid_read_and_spans_reads():
     assert out[1].payload == b"z" * 100000
 
 
+@pytest.mark.parametrize("level", [4, 5])
+def test_a_publish_that_starts_mid_read_is_whole_wherever_the_next_read_begins(level):
+    props = {"user_property": [("k", "v")]} if level == 5 else {}
+    packet = Publish("a/b", bytes(range(256)) + b"tail", 1, packet_id=7, properties=props)
+    before, after = Publish("s", b"1"), Publish("t", b"2")
+    data = encode(before, level) + encode(packet, level) + encode(after, level)
+    start = len(encode(before, level))
+    for cut in range(start + 1, start + len(encode(packet, level))):
+        for second_cut in (None, cut + 1):
+            decoder = server_decoder(level)
+            pieces = [data[:cut], data[cut:second_cut], data[second_cut:]] if second_cut else [data[:cut], data[cut:]]
+            out = [got for piece in pieces for got in decoder.feed(piece)]
+            assert out == [before, packet, after], (cut, second_cut)
+            assert type(out[1].payload) is bytes
+
+
 def test_partial_fixed_header_waits():
     decoder = server_decoder(4)
     data = encode(Publish("a", b"x" * 300), 4)  # two-byte Remaining Length

@@ -31,11 +31,11 @@ DUP/QoS/RETAIN bits (a 3.1 client may retry a SUBSCRIBE with DUP set), so
 at level 3 they are not checked outside CONNECT and PUBLISH.
 
 Buffers and copies: the decoder scans each ``data`` in place; a payload is
-sliced once out of it. A packet that spans calls is kept as a list of
-chunks (the first one a memoryview of the tail of its ``data``) and joined
-once when complete; for a PUBLISH whose header lies in the first 4 KiB of
-its first chunk the join builds the payload itself, so even a payload
-spread over many reads is copied once. Empty property blocks decode to the
+sliced once out of it. A packet that spans calls is kept as the ``data``
+objects that hold it (the first with the offset where the packet starts)
+and put together once when complete (``flowmq.buffers.joined``); for a
+PUBLISH whose header lies in the first 4 KiB of its first read that builds
+the payload itself, so a payload spread over reads is copied once. Empty property blocks decode to the
 shared ``NO_PROPERTIES``.
 
 Errors: one ``CodecError`` subclass per reason (``errors.py``), raised from
@@ -45,6 +45,8 @@ error again, as the connection is to be closed.
 """
 
 from __future__ import annotations
+
+from flowmq.buffers import joined
 
 from .bodies import DECODERS, decode_connect
 from .errors import CodecError, MalformedPacket, PacketTooLarge, ProtocolError
@@ -96,8 +98,9 @@ class Decoder:
         self.level = None
         self._server_side = client_level is None  # it reads what a client sends
         self._table = [None] * 16  # type -> body reader; None: not accepted now
-        self._parts = []  # the chunks of an unfinished packet
-        self._held = 0  # their total length
+        self._parts = []  # the reads that hold an unfinished packet
+        self._start_at = 0  # where in the first of them it starts
+        self._held = 0  # its bytes in them
         self._need = 0  # the unfinished packet's whole size, 0 while its header is incomplete
         self._body = 0  # where its body starts (its header's length)
         self._error = None
@@ -177,7 +180,7 @@ class Decoder:
             if stop - pos > self._limit:
                 raise self._too_large(stop - pos)
             if stop > end:
-                self._parts = [memoryview(buf)[pos:] if pos else buf]
+                self._parts, self._start_at = [buf], pos
                 self._held = end - pos
                 self._need = stop - pos
                 self._body = body - pos
@@ -185,7 +188,7 @@ class Decoder:
             append(decode(first, buf, body, stop))
             pos = stop
         if pos < end:  # a fixed header cut short: at most four bytes
-            self._parts = [buf[pos:]]
+            self._parts, self._start_at = [buf[pos:]], 0
             self._held = end - pos
             self._need = 0
 
@@ -211,29 +214,30 @@ class Decoder:
             return -1
         take = self._need - self._held
         parts = self._parts
-        parts.append(memoryview(data)[:take] if take < len(data) else data)
+        parts.append(data)
         self._parts = []
-        packets.append(self._decode_parts(parts))
+        packets.append(self._decode_parts(parts, self._start_at, take))
         return take
 
-    def _decode_parts(self, parts: list):
-        """Decode a packet held in chunks, joining them once."""
+    def _decode_parts(self, parts: list, start: int, stop: int):
+        """Decode a packet held in reads, from ``start`` in the first to
+        ``stop`` in the last, copying its bytes once."""
         body = self._body
-        first = parts[0][0]
-        if first >> 4 == PUBLISH and len(parts[0]) > body:
-            # Read the header from a short copy of the first chunk's start;
-            # the payload is then one join of the rest. A header longer than
-            # that fails here and is read again from the whole packet below.
-            head = bytes(parts[0][:body + _HEADER_PREFIX])
+        first = parts[0][start]
+        if first >> 4 == PUBLISH and len(parts[0]) - start > body:
+            # Read the header from a short copy of the first read's part;
+            # the payload is then put together from the reads. A header
+            # longer than that fails here and is read again from the whole
+            # packet below.
+            head = parts[0][start:start + body + _HEADER_PREFIX]
             try:
                 packet = self._decode(first, head, body, len(head))
             except CodecError:
                 packet = None
             if packet is not None:
-                parts[0] = memoryview(parts[0])[len(head) - len(packet.payload):]
-                packet.payload = b"".join(parts)
+                packet.payload = joined(parts, start + len(head) - len(packet.payload), stop)
                 return packet
-        whole = b"".join(parts)
+        whole = joined(parts, start, stop)
         return self._decode(first, whole, body, len(whole))
 
     def _decode(self, first: int, buf, pos: int, end: int):

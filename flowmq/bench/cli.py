@@ -76,6 +76,13 @@ MQTT topics are <--subject>/<scenario>. Throughput runs use every size of
 with Clean Start and no keep alive; mosquitto runs with a config file of
 two lines (listener, allow_anonymous true), its defaults otherwise.
 
+Warm-up: before each measured run of a traffic scenario (1to1, fanout,
+fanin, queue, the js-* ones but js-create, the MQTT ones) the same scenario
+runs once unreported with a --warmup share (0.25) of its messages (and of
+--max-bytes), against every server alike: PyPy's JIT compiles the paths a scenario takes during its
+first second, which a run of a few seconds would otherwise measure.
+--warmup 0 measures servers cold.
+
 Large payloads (--sizes 16,1k,64k,1m): a run publishes at most --max-bytes
 payload bytes, so fewer messages of a large payload; the header says how
 many. Above 1 MiB (the default max_payload of FlowMQ and nats-server, which
@@ -96,7 +103,8 @@ That is an estimate: a message fanned out to five subscribers counts once
 (one payload shared by its deliveries), messages in flight may sit in
 socket buffers rather than in the server, and memory an earlier run left
 to the server is used again without growth (the first run of a size on a
-fresh server shows the most).
+fresh server shows the most; with a warm-up, the warm-up is that run:
+--warmup 0 for the memory of cold servers).
 
 Generator-bound runs: each worker (publisher, subscriber, requester,
 responder, JetStream client) measures its CPU and wall seconds from the
@@ -172,6 +180,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be from 0 to 1: %r" % text)
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowmq-bench", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +204,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_count, default=1, metavar="N",
                    help="run everything N times, the servers taking turns, and report each scenario's median "
                         "round, with a row of every round's figure (default 1)")
+    p.add_argument("--warmup", type=_share, default=0.25, metavar="SHARE",
+                   help="before each measured run of a traffic scenario, run it unreported with this share of "
+                        "its messages, so that PyPy's JIT has compiled the paths it measures (default 0.25; "
+                        "0: measure cold servers)")
     p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")
     p.add_argument("--requests", type=_count, default=20000, metavar="N", help="requests of the reqrep scenario (default 20,000)")
     p.add_argument("--js-msgs", type=_count, default=100000, metavar="N",

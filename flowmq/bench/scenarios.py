@@ -23,6 +23,11 @@ JS_NAMES = JS_TRAFFIC + ("js-create",)
 MQTT_NAMES = ("mqtt-qos0", "mqtt-qos1", "mqtt-fanout", "nats-to-mqtt")
 NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES + MQTT_NAMES
 SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_TRAFFIC + MQTT_NAMES  # once per payload size
+# The scenarios that measure a flow of messages, each warmed up before it is measured (suite.py).
+TRAFFIC = ("1to1", "fanout", "fanin", "queue") + JS_TRAFFIC + MQTT_NAMES
+# The options that set how long a TRAFFIC run is, in messages and in payload bytes at most
+# (a warm-up run is a share of each).
+RUN_LENGTHS = ("msgs", "js_msgs", "js_sync_msgs", "mqtt_msgs", "mqtt_qos1_msgs", "max_bytes")
 GROUPS = {"js": JS_NAMES, "mqtt": MQTT_NAMES}  # --scenario js, --scenario mqtt: all of them
 DEFAULT = NAMES  # what runs without --scenario (the JetStream set takes about 20 s per server, MQTT 25 s)
 BASE_EXTRA_SUBSCRIPTIONS = 10

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 
@@ -278,13 +279,42 @@ def test_tool_runs_every_round_and_reports_the_median_one(tmp_path):
     assert "receive msgs/s, each round" in text
 
 
+def _read_until_pong(sock, data=b"") -> bytes:
+    """What ``sock`` gets up to and with the PONG that answers our PING."""
+    sock.sendall(b"PING\r\n")
+    while not data.endswith(b"PONG\r\n"):
+        more = sock.recv(1 << 20)
+        assert more, "the server closed the connection"
+        data += more
+    return data
+
+
+def test_tool_warms_each_traffic_scenario_up_before_it_measures(tmp_path, twistd):
+    """A witness subscriber of the scenario's subject sees the warm-up run
+    (--warmup's share of the messages) before the measured run, which alone
+    is reported; with --warmup 0, only the measured run."""
+    broker = twistd(tmp_path / "data", "warm")
+    header = protocol.msg_header(b"bench.1to1", b"1", 16)
+    for share, seen in (("0.5", 3000), ("0", 2000)):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as witness:
+            witness.sendall(b'CONNECT {"verbose":false}\r\nSUB bench.1to1 1\r\n')
+            _read_until_pong(witness)
+            text, data = _run_tool(tmp_path, "--url", broker.url, "--scenario", "1to1", "--sizes", "16",
+                                   "--msgs", "2000", "--warmup", share)
+            [result] = data["servers"][0]["results"]
+            assert result["complete"] and result["details"]["received"] == 2000
+            counter = FrameCounter(header, 16)
+            counter.feed(_read_until_pong(witness))
+            assert (counter.count, counter.other) == (seen, 0), share
+
+
 def test_tool_counts_large_messages_and_measures_memory_and_generators(tmp_path):
     """--sizes 64k,1m on a FlowMQ run by the interpreter given with
     --flowmq-python: --max-bytes cuts each run's count, every 1 MB frame
     (many reads each) is counted, the server's RSS is read beside the
     messages in flight, and each worker says how busy it was."""
     text, data = _run_tool(tmp_path, "--flowmq-python", sys.executable, "--scenario", "1to1,fanout",
-                           "--sizes", "64k,1m", "--msgs", "400", "--max-bytes", "24m", "--timeout", "10")
+                           "--warmup", "0", "--sizes", "64k,1m", "--msgs", "400", "--max-bytes", "24m", "--timeout", "10")
     [server] = data["servers"]
     assert "(twistd, %s %s)" % (platform.python_implementation(), platform.python_version()) in server["description"]
     results = {(r["scenario"], r["size"]): r for r in server["results"]}

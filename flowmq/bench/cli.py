@@ -76,12 +76,13 @@ MQTT topics are <--subject>/<scenario>. Throughput runs use every size of
 with Clean Start and no keep alive; mosquitto runs with a config file of
 two lines (listener, allow_anonymous true), its defaults otherwise.
 
-Warm-up: before each measured run of a traffic scenario (1to1, fanout,
-fanin, queue, the js-* ones but js-create, the MQTT ones) the same scenario
-runs once unreported with a --warmup share (0.25) of its messages (and of
---max-bytes), against every server alike: PyPy's JIT compiles the paths a scenario takes during its
-first second, which a run of a few seconds would otherwise measure.
---warmup 0 measures servers cold.
+Warm-up: before each measured run of a throughput scenario (1to1, fanout,
+fanin, queue, the js-* ones but js-create, the MQTT ones) the same
+scenario runs once unreported with a share (--warmup, default 0.25) of
+its messages and of --max-bytes, against every server alike: PyPy's JIT
+compiles the paths a scenario takes during its first second, which a run
+of a few seconds would otherwise measure. --warmup 0 measures servers
+cold.
 
 Large payloads (--sizes 16,1k,64k,1m): a run publishes at most --max-bytes
 payload bytes, so fewer messages of a large payload; the header says how
@@ -205,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
                    help="run everything N times, the servers taking turns, and report each scenario's median "
                         "round, with a row of every round's figure (default 1)")
     p.add_argument("--warmup", type=_share, default=0.25, metavar="SHARE",
-                   help="before each measured run of a traffic scenario, run it unreported with this share of "
+                   help="before each measured run of a throughput scenario, run it unreported with this share of "
                         "its messages, so that PyPy's JIT has compiled the paths it measures (default 0.25; "
                         "0: measure cold servers)")
     p.add_argument("--msgs", type=_count, default=1000000, metavar="N", help="messages per throughput run (default 1,000,000)")

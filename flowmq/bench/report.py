@@ -197,6 +197,10 @@ def header(cfg, runs) -> str:
     if cut:
         lines.append("counts in parentheses: fewer messages of a large payload, at most %s payload bytes per run "
                      "(--max-bytes)" % format(cfg.max_bytes, ","))
+    if ran & set(scenarios.TRAFFIC):
+        lines.append("each throughput run measured after an unreported warm-up run of the same scenario with %s"
+                     % ("%g%% of its messages (--warmup)" % (100 * cfg.warmup) if cfg.warmup else
+                        "no warm-up run: servers measured cold (--warmup 0)"))
     for server, _ in runs:
         pid = " pid %d" % server.pid if server.pid else ""
         lines.append("  %s at %s%s" % (server.description or server.kind, server.url, pid))

@@ -23,7 +23,8 @@ JS_NAMES = JS_TRAFFIC + ("js-create",)
 MQTT_NAMES = ("mqtt-qos0", "mqtt-qos1", "mqtt-fanout", "nats-to-mqtt")
 NAMES = ("1to1", "fanout", "fanin", "queue", "reqrep", "idle", "manysubs") + JS_NAMES + MQTT_NAMES
 SIZED = ("1to1", "fanout", "fanin", "queue", "manysubs") + JS_TRAFFIC + MQTT_NAMES  # once per payload size
-# The scenarios that measure a flow of messages, each warmed up before it is measured (suite.py).
+# The throughput scenarios, each warmed up before it is measured (suite.py); reqrep, idle,
+# manysubs and js-create are measured as they come.
 TRAFFIC = ("1to1", "fanout", "fanin", "queue") + JS_TRAFFIC + MQTT_NAMES
 # The options that set how long a TRAFFIC run is, in messages and in payload bytes at most
 # (a warm-up run is a share of each).

@@ -6,7 +6,7 @@ its protocol's; nats-to-mqtt runs on FlowMQ alone). A server the tool
 starts is stopped when its scenarios are done. With --rounds all of it
 runs again, each round with a newly started server.
 
-Before each measured run of a traffic scenario, the same scenario runs once
+Before each measured run of a throughput scenario, the same scenario runs once
 unreported with a --warmup share of its messages (a quarter by default): a
 JIT (PyPy's, FlowMQ's production runtime) compiles the paths a scenario
 takes during its first second, which in a run of two seconds would be
@@ -96,8 +96,7 @@ def _run_server(cfg, progress, factory, steps) -> tuple:
             if (skip_js and name in scenarios.JS_NAMES) or (skip_mqtt and "mqtt" in scenarios.needs(name)):
                 continue
             if warm is not None and name in scenarios.TRAFFIC:
-                scenarios.run(name, server, warm, size, progress)  # unreported
-                time.sleep(cfg.pause)
+                _warm_up(name, server, warm, size, progress)
             results.append(scenarios.run(name, server, cfg, size, progress))
             time.sleep(cfg.pause)
         if not server.alive():
@@ -117,6 +116,33 @@ def _warm_up_config(cfg):
     for length in scenarios.RUN_LENGTHS:
         setattr(warm, length, max(1, int(getattr(cfg, length) * cfg.warmup)))
     return warm
+
+
+def _warm_up(name, server, warm, size, progress) -> None:
+    """The unreported warm-up run of a scenario; said on its own line only
+    when it failed (the measured run after it may then fail too)."""
+    result = scenarios.run(name, server, warm, size, _WarmUpProgress(progress))
+    if not result["complete"] or result["errors"]:
+        progress.note("flowmq-bench: the warm-up run of %s %s on %s failed: %s" % (
+            result["label"], scenarios.size_text(size), server.kind,
+            "; ".join(result["errors"]) or result["check"]))
+    time.sleep(warm.pause)
+
+
+class _WarmUpProgress:
+    """The progress line of a warm-up run, marked as one."""
+
+    def __init__(self, progress):
+        self._progress = progress
+
+    def update(self, text: str, force: bool = False) -> None:
+        self._progress.update("warm-up " + text, force)
+
+    def clear(self) -> None:
+        self._progress.clear()
+
+    def note(self, text: str) -> None:
+        self._progress.note(text)
 
 
 def _skip_jetstream(cfg, server, steps, progress) -> bool:

@@ -88,12 +88,11 @@ def test_a_publish_that_starts_mid_read_is_whole_wherever_the_next_read_begins(l
     before, after = Publish("s", b"1"), Publish("t", b"2")
     data = encode(before, level) + encode(packet, level) + encode(after, level)
     start = len(encode(before, level))
+    in_after_header = len(data) - len(encode(after, level)) + 1  # the next packet's fixed header cut short too
     for cut in range(start + 1, start + len(encode(packet, level))):
-        for second_cut in (None, cut + 1):
-            decoder = server_decoder(level)
-            pieces = [data[:cut], data[cut:second_cut], data[second_cut:]] if second_cut else [data[:cut], data[cut:]]
-            out = [got for piece in pieces for got in decoder.feed(piece)]
-            assert out == [before, packet, after], (cut, second_cut)
+        for cuts in ([cut], [cut, cut + 1], [cut, in_after_header]):
+            out = _feed_pieces(server_decoder(level), data, cuts)
+            assert out == [before, packet, after], cuts
             assert type(out[1].payload) is bytes
 
 

@@ -303,6 +303,7 @@ def test_tool_warms_each_traffic_scenario_up_before_it_measures(tmp_path, twistd
                                    "--msgs", "2000", "--warmup", share)
             [result] = data["servers"][0]["results"]
             assert result["complete"] and result["details"]["received"] == 2000
+            assert ("50% of its messages (--warmup)" if seen > 2000 else "measured cold (--warmup 0)") in text
             counter = FrameCounter(header, 16)
             counter.feed(_read_until_pong(witness))
             assert (counter.count, counter.other) == (seen, 0), share

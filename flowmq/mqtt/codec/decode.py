@@ -33,10 +33,10 @@ at level 3 they are not checked outside CONNECT and PUBLISH.
 Buffers and copies: the decoder scans each ``data`` in place; a payload is
 sliced once out of it. A packet that spans calls is kept as the ``data``
 objects that hold it (the first with the offset where the packet starts)
-and put together once when complete (``flowmq.buffers.joined``); for a
-PUBLISH whose header lies in the first 4 KiB of its first read that builds
-the payload itself, so a payload spread over reads is copied once. Empty property blocks decode to the
-shared ``NO_PROPERTIES``.
+and put together when complete (``flowmq.buffers.joined``: one copy on
+CPython, and on PyPy for two reads); for a PUBLISH whose header lies in
+the first 4 KiB of its first read, that builds the payload itself. Empty
+property blocks decode to the shared ``NO_PROPERTIES``.
 
 Errors: one ``CodecError`` subclass per reason (``errors.py``), raised from
 ``feed()`` with ``packets`` holding the packets decoded before it in that
@@ -136,7 +136,8 @@ class Decoder:
         return packet
 
     def feed(self, data: bytes) -> list:
-        """Take the next bytes from the wire; return the packets they complete."""
+        """Take the next bytes from the wire (a bytes object); return the
+        packets they complete."""
         if self._error is not None:
             self._error.packets = []
             raise self._error

@@ -305,8 +305,9 @@ class Broker(service.Service):
                     self._hand_to_member(member, (message,))
             return picked
         shares = group.deal(messages, origin, topic)
-        for member, share in shares.items():
-            self._hand_to_member(member, MessageRun.of(share) if len(share) > 1 else share)
+        for member, positions in shares.items():  # ``messages`` is a MessageRun here
+            share = messages.share(positions) if len(positions) > 1 else (messages.at(positions[0]),)
+            self._hand_to_member(member, share)
         return bool(shares)
 
     def _hand_to_member(self, member, messages) -> None:

@@ -76,26 +76,23 @@ class MessageRun:
     ``size`` is the size of every payload when they all have one (NATS:
     the size on the PUB line they share), else None: a consumer can then
     frame them all alike.
+
+    ``framed`` is None, or ``(key, frames)``: the wire bytes of the whole
+    run that the last consumer made, and what they depend on besides the
+    payloads (a key the protocol defines), so that the next consumer
+    that would make the same bytes sends those (NATS subscribers of a
+    fan-out whose MSG lines are alike). It lives as long as the run: the
+    deliveries of one publish.
     """
 
-    __slots__ = ("first", "payloads", "size", "_messages")
+    __slots__ = ("first", "payloads", "size", "framed", "_messages")
 
-    def __init__(self, first: Message, payloads: list, size=None, messages=None):
+    def __init__(self, first: Message, payloads: list, size=None):
         self.first = first
         self.payloads = payloads
         self.size = size
-        self._messages = messages
-
-    @classmethod
-    def of(cls, messages: list) -> "MessageRun":
-        """The run of ``messages`` (two or more, alike but for their payloads)."""
-        payloads = [message.payload for message in messages]
-        size = len(payloads[0])
-        for payload in payloads:
-            if len(payload) != size:
-                size = None
-                break
-        return cls(messages[0], payloads, size, messages)
+        self.framed = None
+        self._messages = None
 
     def messages(self) -> list:
         """The run's Messages, made once."""
@@ -105,6 +102,24 @@ class MessageRun:
                 Message(first.topic, payload, first.headers, first.reply_to, first.origin, first.properties)
                 for payload in self.payloads[1:]]
         return self._messages
+
+    def at(self, position: int) -> Message:
+        """The Message at ``position``, made alone if the run's Messages
+        have not been made."""
+        if position == 0:
+            return self.first
+        if self._messages is not None:
+            return self._messages[position]
+        first = self.first
+        return Message(first.topic, self.payloads[position], first.headers, first.reply_to, first.origin,
+                       first.properties)
+
+    def share(self, positions: list) -> "MessageRun":
+        """The run of the messages at ``positions`` (two or more, in order),
+        a queue group member's share: of its Messages only the first is
+        made, and only if it is not the run's own first."""
+        payloads = self.payloads
+        return MessageRun(self.at(positions[0]), [payloads[position] for position in positions], self.size)
 
     def __len__(self):
         return len(self.payloads)

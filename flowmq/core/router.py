@@ -157,9 +157,11 @@ class QueueGroup:
     def deal(self, messages, origin=None, topic: str = "") -> dict:
         """A run of messages from ``origin`` with one topic (``topic`` to
         match, the messages' own to receive) dealt out as ``pick`` picks,
-        one message at a time: ``{member: its messages, in order}``, empty
-        when no member may take them. Who may take them is the same for
-        every message of the run, so it is decided once per member."""
+        one message at a time: ``{member: the positions of its messages in
+        the run, in order}``, empty when no member may take them. Who may
+        take them is the same for every message of the run, so it is
+        decided once per member; the messages themselves are not looked
+        at (a MessageRun need not make them)."""
         members = self.members
         count = len(members)
         guard = self.dollar_guard and topic[:1] == DOLLAR
@@ -169,7 +171,7 @@ class QueueGroup:
         if not any(takes):
             return shares
         index = self._next
-        for message in messages:
+        for position in range(len(messages)):
             index %= count
             while not takes[index]:
                 index = (index + 1) % count
@@ -177,9 +179,9 @@ class QueueGroup:
             index += 1
             share = shares.get(member)
             if share is None:
-                shares[member] = [message]
+                shares[member] = [position]
             else:
-                share.append(message)
+                share.append(position)
         self._next = index
         return shares
 

@@ -499,12 +499,13 @@ class NatsConnection(BrokerConnection):
     def deliver_run(self, run, subscriptions) -> None:
         """IDeliveryTarget: ``deliver`` for each message of a MessageRun,
         from its payloads; their frames are queued at once."""
-        self._deliver(run.first, run.payloads, subscriptions, run.size)
+        self._deliver(run.first, run.payloads, subscriptions, run.size, run)
 
-    def _deliver(self, first, payloads, subscriptions, size=None) -> None:
+    def _deliver(self, first, payloads, subscriptions, size=None, run=None) -> None:
         """The frames of ``payloads``, with the topic, reply and headers of
         the message ``first``, for ``subscriptions``; ``size``: the size of
-        every payload, if they all have one."""
+        every payload, if they all have one; ``run``: the MessageRun they
+        come from, whose frames another connection may have made."""
         if self._closing:
             return
         topic = first.topic
@@ -529,13 +530,22 @@ class NatsConnection(BrokerConnection):
             # PUBs: no headers): one head serves them all, and one join (C
             # code) makes all the frames at once, CRLF and head between two
             # payloads, the first head and the last CRLF put to the
-            # payloads at the ends.
+            # payloads at the ends. The frames depend on the payloads and
+            # the head alone: a fan-out's subscribers with the same head
+            # (same sid: clients number their subscriptions from 1) share
+            # one bytes object, made by the first of them.
             subscription = subscriptions[0]
             head = msg_head(subject, subscription.sid, reply, size)
-            ends = list(payloads)
-            ends[0] = head + ends[0]
-            ends[-1] += CRLF
-            frames = (CRLF + head).join(ends)
+            framed = run.framed if run is not None else None
+            if framed is not None and framed[0] == head:
+                frames = framed[1]
+            else:
+                ends = list(payloads)
+                ends[0] = head + ends[0]
+                ends[-1] += CRLF
+                frames = (CRLF + head).join(ends)
+                if run is not None:
+                    run.framed = (head, frames)
             subscription.delivered += len(payloads)
             self.send_frames([frames], len(frames), False)
             if self._paused:

@@ -30,8 +30,14 @@ def test_a_message_carries_its_properties_and_starts_without_receipt_or_cache():
     assert repr(message.headers[0][1]) == "Timestamp(3)"
 
 
-def test_a_run_of_messages_knows_their_one_payload_size_and_none_when_they_differ():
-    same = [Message("a/b", payload) for payload in (b"xy", b"zw", b"uv")]
-    mixed = [Message("a/b", payload) for payload in (b"xy", b"zw", b"u")]
-    assert (MessageRun.of(same).size, MessageRun.of(mixed).size) == (2, None)
-    assert [message.payload for message in MessageRun.of(mixed)] == [b"xy", b"zw", b"u"]
+def test_a_share_of_a_run_has_its_payloads_and_size_and_makes_only_its_first_message():
+    first = Message("a/b", b"p0", None, "r")
+    run = MessageRun(first, [b"p0", b"p1", b"p2", b"p3"], 2)
+    share = run.share([1, 3])
+    assert (share.payloads, share.size) == ([b"p1", b"p3"], 2)
+    assert (share.first.topic, share.first.payload, share.first.reply_to) == ("a/b", b"p1", "r")
+    assert run._messages is None  # the run made no Message for it
+    assert [message.payload for message in share] == [b"p1", b"p3"]
+    assert run.share([0, 2]).first is first
+    made = run.messages()
+    assert run.share([1, 2]).first is made[1] and run.at(3) is made[3]  # once made, each Message is made once

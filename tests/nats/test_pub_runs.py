@@ -81,6 +81,32 @@ def test_a_run_with_a_reply_subject_reaches_a_subscriber_as_the_same_frames_one_
         b"MSG orders.new 7 inbox.1 %d\r\n%s\r\n" % (size, payload) for payload in _numbers(size))
 
 
+@pytest.mark.parametrize("size", [4, 1024], ids=["4B", "1KB"])
+def test_a_fan_out_of_a_run_gives_each_subscriber_its_own_sid_and_a_queue_member_its_share_only(wire, size):
+    """Subscribers with the same MSG line share one framing of a run: each
+    gets exactly the frames one-by-one delivery makes, one with another
+    sid its own, and queue members (a share of the run each, after a plain
+    subscriber with the same line) only their share."""
+    broker = wire()
+    alike = [_connected(broker) for _ in range(3)]
+    other = _connected(broker)
+    members = [_connected(broker) for _ in range(2)]
+    for subscriber in alike:
+        subscriber.send(b"SUB orders.new 1\r\n")
+    other.send(b"SUB orders.new 9\r\n")
+    for member in members:
+        member.send(b"SUB orders.new workers 1\r\n")
+    publisher = _connected(broker, b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+    publisher.send(_run(size=size, reply=b"inbox.1"))
+    frames = [b"MSG orders.new %%s inbox.1 %d\r\n%s\r\n" % (size, payload) for payload in _numbers(size)]
+    for subscriber in alike:
+        assert subscriber.take() == b"".join(frame % b"1" for frame in frames)
+    assert other.take() == b"".join(frame % b"9" for frame in frames)
+    shares = [_messages(member.take()).get(b"1", []) for member in members]
+    assert sorted(shares[0] + shares[1]) == _numbers(size)
+    assert all(share == sorted(share) for share in shares)
+
+
 def test_a_run_of_empty_payloads_reaches_a_subscriber_frame_by_frame(wire):
     broker = wire()
     subscriber, publisher = _connected(broker), _connected(broker)

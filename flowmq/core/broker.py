@@ -284,6 +284,8 @@ class Broker(service.Service):
                     consumer.deliver_run(messages, subscriptions)
             except Exception:
                 _delivery_failed(consumer, first)
+        if len(groups) > 1 and not single:
+            messages.messages()  # each group's shares then take these: one Message per message
         for group in groups:
             if self._deliver_run_to_group(group, topic, messages):
                 delivered += 1

@@ -104,8 +104,9 @@ class MessageRun:
         return self._messages
 
     def at(self, position: int) -> Message:
-        """The Message at ``position``, made alone if the run's Messages
-        have not been made."""
+        """The Message at ``position``: the run's own if its Messages have
+        been made, else made alone (the broker asks once per position:
+        ``Broker.deliver_run``)."""
         if position == 0:
             return self.first
         if self._messages is not None:
@@ -116,10 +117,15 @@ class MessageRun:
 
     def share(self, positions: list) -> "MessageRun":
         """The run of the messages at ``positions`` (two or more, in order),
-        a queue group member's share: of its Messages only the first is
-        made, and only if it is not the run's own first."""
+        a queue group member's share, with the run's Messages where they
+        have been made; else only its first is made (unless it is the
+        run's own first), the others when the share's consumer needs
+        them."""
         payloads = self.payloads
-        return MessageRun(self.at(positions[0]), [payloads[position] for position in positions], self.size)
+        share = MessageRun(self.at(positions[0]), [payloads[position] for position in positions], self.size)
+        if self._messages is not None:
+            share._messages = [self._messages[position] for position in positions]
+        return share
 
     def __len__(self):
         return len(self.payloads)

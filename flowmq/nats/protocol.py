@@ -343,6 +343,8 @@ class NatsConnection(BrokerConnection):
             return
         try:
             # The payloads of one OP_PUB came with one control line: one size.
+            # No headers and a reply that has a topic: the run's Messages,
+            # made from the first, need nothing from its wire cache.
             run = MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads, len(payloads[0]))
             self._broker_publish_run(run)
         except PermissionDenied:

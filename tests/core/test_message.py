@@ -40,4 +40,5 @@ def test_a_share_of_a_run_has_its_payloads_and_size_and_makes_only_its_first_mes
     assert [message.payload for message in share] == [b"p1", b"p3"]
     assert run.share([0, 2]).first is first
     made = run.messages()
-    assert run.share([1, 2]).first is made[1] and run.at(3) is made[3]  # once made, each Message is made once
+    share = run.share([1, 2])
+    assert share.first is made[1] and list(share) == made[1:3] and run.at(3) is made[3]  # made once, then shared

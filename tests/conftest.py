@@ -118,6 +118,22 @@ def run(coroutine, timeout=30):
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
+async def flushed(nc):
+    """Return once the server has everything the nats-py client ``nc`` sent
+    before: a SUB just made is in place, publishes have been routed.
+
+    One ``flush()`` does not promise that: nats-py (2.16) writes flush's
+    PING to the socket at once, ahead of the commands still waiting for
+    its flusher task, so the PONG can come back before the server has read
+    a SUB made just before (seen as a message published from elsewhere
+    right after, and lost, once in a few hundred runs). The flusher writes
+    everything waiting before that PONG is read, so the PING of a second
+    ``flush()`` goes after it.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 class RawClient:
     """A NATS client made of a plain socket, for byte-exact scenarios."""
 

@@ -28,7 +28,7 @@ from flowmq.core.interfaces import IDeliveryTarget, IDestination, ISubscription
 from flowmq.core.message import Message
 from flowmq.core.router import Subscription
 
-from tests.conftest import run
+from tests.conftest import flushed, run
 
 
 @implementer(IDeliveryTarget)
@@ -100,7 +100,7 @@ def test_every_implementation_verifies(start_broker):
         nc = await nats.connect(broker.url)
         await nc.subscribe("orders.>")
         await nc.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
-        await nc.flush()
+        await flushed(nc)
         try:
             return broker.call(live_objects)
         finally:
@@ -175,7 +175,7 @@ def test_two_nats_subscriptions_that_match_get_one_msg_each(broker):
 
             await nc.subscribe(subject, cb=received)
         await nc.publish("a.b", b"one")
-        await nc.flush()
+        await flushed(nc)
         for _ in range(100):
             if all(got.values()):
                 break
@@ -259,7 +259,7 @@ def test_nats_wildcards_receive_dollar_subjects_as_nats_server_does(broker):
         await nc.subscribe("*.API.>", cb=api)
         for subject in ("$JS.API.INFO", "$foo.bar"):
             await nc.publish(subject, b"x")
-        await nc.flush()
+        await flushed(nc)
         for _ in range(100):
             if len(got) >= 3:
                 break
@@ -353,15 +353,15 @@ def test_a_nats_queue_group_member_denied_the_subject_passes_it_on(start_broker)
 
         await alice.subscribe("p.*", queue="g", cb=to_alice)
         await bob.subscribe("p.*", queue="g", cb=to_bob)
-        await alice.flush()
+        await flushed(alice)
         for n in range(6):
             await bob.publish("p.secret", b"%d" % n)
-        await bob.flush()
+        await flushed(bob)
         for _ in range(100):
             if len(got["bob"]) >= 6:
                 break
             await asyncio.sleep(0.05)
-        await alice.flush()
+        await flushed(alice)
         await alice.close()
         await bob.close()
         return got
@@ -383,10 +383,10 @@ def test_a_failing_consumer_keeps_the_nats_publisher_and_the_other_subscribers(b
             got.append(msg.data)
 
         await subscriber.subscribe("iso.x", cb=received)
-        await subscriber.flush()
+        await flushed(subscriber)
         for n in range(3):
             await publisher.publish("iso.x", b"%d" % n)
-        await publisher.flush()  # the publisher's connection still answers
+        await flushed(publisher)  # the publisher's connection still answers
         for _ in range(100):
             if len(got) >= 3:
                 break

@@ -17,7 +17,7 @@ from nats.js.api import (
     AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType,
 )
 
-from tests.conftest import run
+from tests.conftest import flushed, run
 
 
 async def _connect(broker):
@@ -306,7 +306,7 @@ def test_core_publishers_are_stored_too(broker):
         live = await nc.subscribe("core.>")
         await nc.publish("core.one", b"1")
         await nc.publish("core.two", b"2")
-        await nc.flush()
+        await flushed(nc)
         first = await live.next_msg(timeout=2)
         info = await js.stream_info("CORE")
         await nc.close()
@@ -618,7 +618,7 @@ def test_a_stream_on_everything_must_not_acknowledge(broker):
             await js.add_stream(name="ALL", subjects=[">"])
         await js.add_stream(name="ALL", subjects=[">"], no_ack=True)
         await nc.publish("anything.at.all", b"x")
-        await nc.flush()
+        await flushed(nc)
         info = await js.stream_info("ALL")
         await nc.close()
         return refused.value, info

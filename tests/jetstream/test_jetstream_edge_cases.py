@@ -14,7 +14,7 @@ import nats.js.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from tests.conftest import run
+from tests.conftest import flushed, run
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_acknowledged_deliveries_leave_no_deadline_entries(broker):
             for msg in await sub.fetch(500, timeout=2):
                 await msg.ack()
                 done += 1
-        await nc.flush()
+        await flushed(nc)
         info = await js.consumer_info("H", "c")
         await nc.close()
         return info
@@ -415,7 +415,7 @@ def test_filtered_consumer_delivery_is_not_quadratic_in_subjects(broker):
         await js.add_stream(name="K", subjects=["k.>"], storage="memory")
         for i in range(count):
             await nc.publish("k.%d" % i, b"v")
-        await nc.flush()
+        await flushed(nc)
         sub = await js.pull_subscribe("k.*", durable="all-keys", stream="K",
                                      config=ConsumerConfig(ack_policy=AckPolicy.NONE))
         started = time.monotonic()

@@ -10,7 +10,7 @@ import json
 import nats
 
 from flowmq.core.message import Message
-from tests.conftest import run
+from tests.conftest import flushed, run
 
 
 class OtherProtocolConnection:
@@ -35,7 +35,7 @@ def test_a_stream_answers_only_nats_publishers(broker):
         js = nc.jetstream()
         await js.add_stream(name="ORDERS", subjects=["orders.>"])
         answers = await nc.subscribe("answers.>")
-        await nc.flush()
+        await flushed(nc)
         broker.call(publish_from_other_protocol, "orders/other", "answers/other")
         broker.call(publish_from_other_protocol, "orders/refused", "answers/refused",
                     (("Nats-Expected-Stream", "ELSEWHERE"),))

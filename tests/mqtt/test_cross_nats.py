@@ -14,7 +14,7 @@ import nats
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import run
+from conftest import flushed, run
 from pahoclient import V5, V311, Paho, properties
 
 
@@ -46,7 +46,7 @@ def test_spec_nats_to_mqtt(broker):
         # The subscription is in place once the broker has answered it; publish until it is.
         for _ in range(100):
             await nc.publish("sensors.temperature", b'{"value": 22.5}')
-            await nc.flush()
+            await flushed(nc)
             if not received.empty():
                 break
             await asyncio.sleep(0.05)
@@ -68,7 +68,7 @@ def test_spec_mqtt_to_nats(broker):
             await got.put(f"Received: {msg.data.decode()}")
 
         await nc.subscribe("sensors.temperature", cb=message_handler)
-        await nc.flush()
+        await flushed(nc)
         # MQTT Publisher, as the spec page writes it.
         client = mqtt.Client()
         client.connect("127.0.0.1", broker.mqtt_port)
@@ -92,12 +92,12 @@ def test_wildcards_across_protocols(broker):
         star = await nc.subscribe("sensors.*.temperature")
         plus = await nc.subscribe("sensors.+.temperature")
         tail = await nc.subscribe("sensors.>")
-        await nc.flush()
+        await flushed(nc)
         publisher = Paho(broker.mqtt_port, V311)
         publisher.publish("sensors/room1/temperature", b"21", 1)
         got = [await sub.next_msg(timeout=10) for sub in (star, plus, tail)]
         await nc.publish("devices.iot.d1.status", b"up")
-        await nc.flush()
+        await flushed(nc)
         publisher.disconnect()
         await nc.close()
         return [(msg.subject, msg.data) for msg in got]
@@ -116,10 +116,10 @@ def test_nats_headers_are_mqtt5_user_properties_and_back(broker, body):
     async def scenario():
         nc = await nats.connect(broker.url)
         sub = await nc.subscribe("orders.back")
-        await nc.flush()
+        await flushed(nc)
         await nc.publish("orders.new", body,
                          headers={"source": "order-service", "version": "1.0", "priority": "high"})
-        await nc.flush()
+        await flushed(nc)
         got = mqtt_sub.next()
         publisher = Paho(broker.mqtt_port, V5)
         publisher.publish("orders/back", body[::-1], 1,
@@ -145,7 +145,7 @@ def test_nats_property_headers_reach_mqtt5_as_its_fields(broker):
         nc = await nats.connect(broker.url)
         await nc.publish("typed.json", b"{}", headers={"Content-Type": "application/json", "Nats-Msg-Id": "m-1",
                                                         "FlowMQ-Correlation": "abc%00"})
-        await nc.flush()
+        await flushed(nc)
         await nc.close()
 
     run(scenario())
@@ -188,7 +188,7 @@ def test_an_mqtt5_request_is_answered_by_a_nats_responder_with_its_correlation_d
             await msg.respond(b"answer to " + msg.data)
 
         await nc.subscribe("service.ask", cb=respond)
-        await nc.flush()
+        await flushed(nc)
         requester = Paho(broker.mqtt_port, V5)
         requester.subscribe("my/replies", 1)
         requester.publish("service/ask", body, 1,
@@ -211,10 +211,10 @@ def test_share_groups_and_nats_queue_groups_are_one_group(broker):
     async def scenario():
         nc = await nats.connect(broker.url)
         nats_member = await nc.subscribe("tasks.*", queue="workers")
-        await nc.flush()
+        await flushed(nc)
         for n in range(30):
             await nc.publish("tasks.t%d" % n, b"%d" % n)
-        await nc.flush()
+        await flushed(nc)
         got = []
         try:
             while True:
@@ -240,14 +240,14 @@ def test_levels_nats_cannot_write_travel_escaped(broker):
     async def scenario():
         nc = await nats.connect(broker.url)
         sub = await nc.subscribe("fw.>")
-        await nc.flush()
+        await flushed(nc)
         publisher = Paho(broker.mqtt_port, V311)
         publisher.publish("fw/v1.2/a b", b"x", 1)
         got = await sub.next_msg(timeout=10)
         mqtt_sub = Paho(broker.mqtt_port, V311)
         mqtt_sub.subscribe("fw/#", 0)
         await nc.publish(got.subject, b"back")
-        await nc.flush()
+        await flushed(nc)
         back = mqtt_sub.next()
         publisher.disconnect()
         mqtt_sub.disconnect()
@@ -286,7 +286,7 @@ def test_nats_messages_go_to_mqtt_at_the_granted_qos(broker):
     async def scenario():
         nc = await nats.connect(broker.url)
         await nc.publish("plain.topic", json.dumps({"n": 1}).encode())
-        await nc.flush()
+        await flushed(nc)
         await nc.close()
 
     run(scenario())

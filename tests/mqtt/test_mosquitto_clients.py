@@ -23,7 +23,7 @@ import threading
 import nats
 import pytest
 
-from conftest import made_by, run
+from conftest import flushed, made_by, run
 
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
@@ -170,7 +170,7 @@ def test_nats_publish_reaches_mosquitto_sub(broker, mosquitto_sub, version):
     async def publish():
         client = await nats.connect(broker.url)
         await client.publish("nats.a.b", b"from nats", headers={"origin": "nats-py"})
-        await client.flush()
+        await flushed(client)
         await client.close()
 
     run(publish())
@@ -183,7 +183,7 @@ def test_mosquitto_pub_reaches_nats(broker, mosquitto_pub):
     async def scenario():
         client = await nats.connect(broker.url)
         subscription = await client.subscribe("m.q")
-        await client.flush()
+        await flushed(client)
         await asyncio.to_thread(mosquitto_pub, "m/q", "from mosquitto", "-q", "1", "-V", "mqttv5",
                                 "-D", "publish", "user-property", "k", "v")
         message = await subscription.next_msg(timeout=TIMEOUT)

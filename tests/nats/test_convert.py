@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from flowmq.core.message import PROPERTY_HEADERS, Message, Properties
 from flowmq.core.values import Timestamp
 from flowmq.nats import codec, convert
-from tests.conftest import run
+from tests.conftest import flushed, run
 from tests.store.test_store_records import _same, properties, typed_values
 
 
@@ -189,7 +189,7 @@ def test_a_message_from_another_protocol_reaches_a_nats_subscriber_with_the_docu
     async def main():
         nc = await nats.connect(broker.url)
         sub = await nc.subscribe("orders.new")
-        await nc.flush()
+        await flushed(nc)
         await asyncio.get_running_loop().run_in_executor(None, _publish_in_process, broker, "orders/new")
         msg = await sub.next_msg(timeout=10)
         await nc.close()

@@ -12,7 +12,7 @@ import ssl
 import nats
 import pytest
 
-from conftest import RawClient, run
+from conftest import RawClient, flushed, run
 from flowmq import config
 from flowmq.security import Security
 from tlscerts import make_pki
@@ -53,7 +53,7 @@ def test_a_plain_and_a_tls_port_at_once(start_broker, pki):
             received.set_result(msg.data)
 
         await secure.subscribe("across", cb=handler)
-        await secure.flush()
+        await flushed(secure)
         await plain.publish("across", b"plain to tls")
         data = await asyncio.wait_for(received, 10)
         await plain.close()
@@ -74,7 +74,7 @@ def test_an_extra_plain_port_beside_a_tls_first_port(start_broker, pki):
     async def scenario():
         secure = await nats.connect("tls://localhost:%d" % broker.port, allow_reconnect=False,
                                     tls=ssl.create_default_context(cafile=pki.ca), tls_handshake_first=True)
-        await secure.flush()
+        await flushed(secure)
         await secure.close()
         return True
 

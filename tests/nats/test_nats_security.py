@@ -13,7 +13,7 @@ import nats.errors
 import pytest
 from twisted.logger import globalLogPublisher
 
-from conftest import RawClient, run
+from conftest import RawClient, flushed, run
 from flowmq.auth.passwords import hash_password
 from tlscerts import make_pki
 
@@ -227,7 +227,7 @@ def test_nats_py_gets_permission_errors_and_stays_connected(start_broker):
                                 allow_reconnect=False)
         await nc.publish("forbidden", b"x")
         await nc.subscribe("secret.>")
-        await nc.flush()
+        await flushed(nc)
         sub = await nc.subscribe("orders.ok")
         await nc.publish("orders.ok", b"still here")
         data = (await sub.next_msg(timeout=5)).data
@@ -256,10 +256,10 @@ def test_allow_responses_lets_a_service_answer_requests(start_broker):
             await service.publish("svc.elsewhere", b"not allowed")
 
         await service.subscribe("svc.echo", cb=handler)
-        await service.flush()
+        await flushed(service)
         client = await nats.connect(broker.url, user="client", password="c", allow_reconnect=False)
         response = await client.request("svc.echo", b"question", timeout=5)
-        await service.flush()
+        await flushed(service)
         await client.close()
         await service.close()
         return response.data, errors
@@ -338,7 +338,7 @@ def test_client_certificate_mapped_to_a_user(start_broker, pki):
         nc = await nats.connect(url, tls=context(pki.client_cert("alice")), error_cb=on_error,
                                 allow_reconnect=False)
         await nc.publish("forbidden", b"x")
-        await nc.flush()
+        await flushed(nc)
         await asyncio.sleep(0.1)
         await nc.close()
         return errors

@@ -16,7 +16,7 @@ import nats
 import nats.errors
 import pytest
 
-from conftest import RawClient, run
+from conftest import RawClient, flushed, run
 
 
 def _msg_frames(data: bytes) -> list:
@@ -61,12 +61,12 @@ def test_no_echo_keeps_own_messages_away(broker):
 
         await quiet.subscribe("chat", cb=on_own)
         await other.subscribe("chat", cb=on_other)
-        await quiet.flush()
-        await other.flush()
+        await flushed(quiet)
+        await flushed(other)
         await quiet.publish("chat", b"from quiet")
         await other.publish("chat", b"from other")
         for nc in (quiet, other, quiet):
-            await nc.flush()
+            await flushed(nc)
         await quiet.close()
         await other.close()
         return own, sorted(others)
@@ -88,8 +88,8 @@ def test_unsubscribe_after_n_messages(broker):
         await sub.unsubscribe(limit=3)
         for i in range(10):
             await nc.publish("limited", b"%d" % i)
-        await nc.flush()
-        await nc.flush()
+        await flushed(nc)
+        await flushed(nc)
         await nc.close()
         return got
 
@@ -339,15 +339,15 @@ def test_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(start_broker)
             received.append(len(msg.data))
 
         await fast.subscribe("feed", cb=handler)
-        await fast.flush()
+        await flushed(fast)
         publisher = await nats.connect(broker.url)
         # Paced in batches well under max_pending, so that a reader that
         # keeps up is never behind by more than one batch.
         for batch in range(count // 20):
             for _ in range(20):
                 await publisher.publish("feed", b"x" * size)
-            await publisher.flush()
-            await fast.flush()
+            await flushed(publisher)
+            await flushed(fast)
         # The callbacks run in their own task: let them catch up before closing.
         for _ in range(200):
             if len(received) == count:

@@ -14,13 +14,7 @@ import re
 import nats
 import pytest
 
-from conftest import run
-
-
-async def _settle(nc):
-    """Round trip to the server twice: everything published before has been delivered."""
-    await nc.flush()
-    await nc.flush()
+from conftest import flushed, run
 
 
 def test_connect_and_publish(broker, capsys):
@@ -32,7 +26,7 @@ def test_connect_and_publish(broker, capsys):
             seen.append((msg.subject, msg.data))
 
         await watcher.subscribe("sensors.>", cb=record)
-        await watcher.flush()
+        await flushed(watcher)
 
         # --- the page's example ---
         nc = await nats.connect(broker.url)
@@ -44,8 +38,8 @@ def test_connect_and_publish(broker, capsys):
         }
         await nc.publish("sensors.room1", json.dumps(payload).encode())
         # ---
-        await _settle(nc)
-        await _settle(watcher)
+        await flushed(nc)
+        await flushed(watcher)
         await nc.close()
         await watcher.close()
         return seen
@@ -86,12 +80,12 @@ def _subscription_scenario(broker, subject, published, **subscribe_kwargs):
             print(f"Received: {msg.subject} -> {msg.data.decode()}")
 
         await nc.subscribe(subject, cb=message_handler, **subscribe_kwargs)
-        await nc.flush()
+        await flushed(nc)
         publisher = await nats.connect(broker.url)
         for name in published:
             await publisher.publish(name, ("payload of " + name).encode())
-        await _settle(publisher)
-        await _settle(nc)
+        await flushed(publisher)
+        await flushed(nc)
         await publisher.close()
         await nc.close()
 
@@ -137,12 +131,12 @@ def test_queue_group_delivers_each_message_to_exactly_one_member(broker):
         await nc.subscribe("orders.process", queue="order-processors", cb=handler_for(1))
         await nc.subscribe("orders.process", queue="order-processors", cb=handler_for(2))
         # ---
-        await nc.flush()
+        await flushed(nc)
         publisher = await nats.connect(broker.url)
         for i in range(100):
             await publisher.publish("orders.process", b"%d" % i)
-        await _settle(publisher)
-        await _settle(nc)
+        await flushed(publisher)
+        await flushed(nc)
         await publisher.close()
         await nc.close()
         return received
@@ -164,7 +158,7 @@ def test_headers_both_ways(broker):
                 await nc.publish(msg.reply, b"ack", headers={"reply-header": "yes"})
 
         await nc.subscribe("orders.new", cb=handler)
-        await nc.flush()
+        await flushed(nc)
 
         # --- the page's example ---
         headers = {
@@ -179,7 +173,7 @@ def test_headers_both_ways(broker):
         )
         # ---
         response = await nc.request("orders.new", b"ping", timeout=5, headers={"x-request": "1"})
-        await _settle(nc)
+        await flushed(nc)
         await nc.close()
         return got, response
 
@@ -212,10 +206,10 @@ def test_error_handling_example(broker, capsys):
 
             # The page keeps the connection for an hour; this test publishes meanwhile.
             publisher = await nats.connect(broker.url)
-            await nc.flush()
+            await flushed(nc)
             await publisher.publish("sensors.good", b'{"value": 1}')
             await publisher.publish("sensors.bad", b"{not json")
-            await _settle(publisher)
+            await flushed(publisher)
             await publisher.close()
             await asyncio.sleep(0.2)
         except nats.errors.ConnectionError as e:

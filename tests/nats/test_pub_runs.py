@@ -17,7 +17,7 @@ import re
 import nats
 import pytest
 
-from tests.conftest import RawClient, run
+from tests.conftest import RawClient, flushed, run
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
 COUNT = 20
@@ -202,7 +202,7 @@ def test_a_stream_stores_every_message_of_runs_in_order(start_broker):
         await js.add_stream(name="RUNS", subjects=["runs.>"])
         for n in range(500):
             await nc.publish("runs.a", b"%04d" % n)
-        await nc.flush()
+        await flushed(nc)
         info = await js.stream_info("RUNS")
         subscription = await js.pull_subscribe("runs.a", durable="reader")
         got = []
@@ -231,13 +231,13 @@ def test_runs_from_two_publishers_keep_each_ones_order(start_broker):
                 done.set()
 
         await sub_nc.subscribe("fan.in", cb=take)
-        await sub_nc.flush()
+        await flushed(sub_nc)
         publishers = [await nats.connect(broker.url) for _ in range(2)]
 
         async def blast(nc, name):
             for n in range(2000):
                 await nc.publish("fan.in", b"%s%04d" % (name, n))
-            await nc.flush()
+            await flushed(nc)
 
         await asyncio.gather(blast(publishers[0], b"a"), blast(publishers[1], b"b"))
         await asyncio.wait_for(done.wait(), 10)
@@ -271,7 +271,7 @@ def test_a_burst_of_many_reads_reaches_a_queue_group_and_a_subscriber_whole(star
 
         for index, nc in enumerate(listeners):
             await nc.subscribe("burst.x", queue="workers" if index < 3 else "", cb=taker(index))
-            await nc.flush()
+            await flushed(nc)
         publisher = RawClient(broker.port)
         publisher.read_line()  # INFO
         body = b"".join(b"PUB burst.x 100\r\n%s\r\n" % (b"%06d" % n).ljust(100, b".") for n in range(count))

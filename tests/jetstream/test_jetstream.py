@@ -239,11 +239,15 @@ def test_limits_discard_old_and_new_and_message_size(broker):
 def test_max_age_expires_messages(broker):
     async def main():
         nc, js = await _connect(broker)
-        await js.add_stream(name="AGE", subjects=["age"], max_age=0.3)
+        # 1 s, not less: the message must still be there when "before" looks (a loaded machine stalls).
+        await js.add_stream(name="AGE", subjects=["age"], max_age=1.0)
         await js.publish("age", b"x")
         before = (await js.stream_info("AGE")).state.messages
-        await asyncio.sleep(1.6)
         after = await js.stream_info("AGE")
+        deadline = asyncio.get_running_loop().time() + 10
+        while after.state.messages and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            after = await js.stream_info("AGE")
         await nc.close()
         return before, after
 
@@ -584,9 +588,10 @@ def test_ephemeral_consumer_goes_after_its_subscriber(start_broker):
         sub = await js.subscribe("eph", inactive_threshold=0.3)
         name = (await sub.consumer_info()).name
         await sub.unsubscribe()
-        await asyncio.sleep(1.5)
         with pytest.raises(nats.js.errors.NotFoundError):
-            await js.consumer_info("EPH", name)
+            for _ in range(200):  # 10 s at most
+                await js.consumer_info("EPH", name)
+                await asyncio.sleep(0.05)
         await nc.close()
 
     run(main())

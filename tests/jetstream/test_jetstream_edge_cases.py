@@ -320,8 +320,11 @@ def test_ephemeral_pull_consumer_goes_when_its_waiting_request_has_no_interest(b
     other.send(b"PUB $JS.API.CONSUMER.MSG.NEXT.S.%s _GONE.inbox 12\r\n{\"batch\": 1}\r\nPING\r\n" % name.encode())
     assert other.read_line() == b"PONG"
     other.close()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 10
     info = api.request("$JS.API.CONSUMER.INFO.S." + name)
+    while "error" not in info and time.monotonic() < deadline:  # INFO requests are no activity
+        time.sleep(0.05)
+        info = api.request("$JS.API.CONSUMER.INFO.S." + name)
     assert info.get("error", {}).get("code") == 404, info
 
 

@@ -119,17 +119,12 @@ def run(coroutine, timeout=30):
 
 
 async def flushed(nc):
-    """Return once the server has everything the nats-py client ``nc`` sent
-    before: a SUB just made is in place, publishes have been routed.
-
-    One ``flush()`` does not promise that: nats-py (2.16) writes flush's
-    PING to the socket at once, ahead of the commands still waiting for
-    its flusher task, so the PONG can come back before the server has read
-    a SUB made just before (seen as a message published from elsewhere
-    right after, and lost, once in a few hundred runs). The flusher writes
-    everything waiting before that PONG is read, so the PING of a second
-    ``flush()`` goes after it.
-    """
+    """Return once the server has all that the nats-py client ``nc`` sent before this call."""
+    # One flush() does not: nats-py 2.16's _send_ping writes the PING to the
+    # socket at once, ahead of commands still queued for its flusher task
+    # (a SUB just made), so the PONG may come before the server has the SUB.
+    # That flush wakes the flusher, which writes them before the PONG is
+    # read: the second PING goes after them.
     await nc.flush()
     await nc.flush()
 

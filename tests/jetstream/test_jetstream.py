@@ -239,12 +239,13 @@ def test_limits_discard_old_and_new_and_message_size(broker):
 def test_max_age_expires_messages(broker):
     async def main():
         nc, js = await _connect(broker)
-        # 1 s, not less: the message must still be there when "before" looks (a loaded machine stalls).
-        await js.add_stream(name="AGE", subjects=["age"], max_age=1.0)
+        # Half a second: long enough for "before" to see the message on a loaded machine,
+        # short enough that the stream's expiry timer runs at that period (min(1 s, max_age)).
+        await js.add_stream(name="AGE", subjects=["age"], max_age=0.5)
         await js.publish("age", b"x")
+        deadline = asyncio.get_running_loop().time() + 3  # max_age + one timer period, and slack
         before = (await js.stream_info("AGE")).state.messages
         after = await js.stream_info("AGE")
-        deadline = asyncio.get_running_loop().time() + 10
         while after.state.messages and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
             after = await js.stream_info("AGE")
@@ -589,7 +590,7 @@ def test_ephemeral_consumer_goes_after_its_subscriber(start_broker):
         name = (await sub.consumer_info()).name
         await sub.unsubscribe()
         with pytest.raises(nats.js.errors.NotFoundError):
-            for _ in range(200):  # 10 s at most
+            for _ in range(80):  # 4 s at most: under the 5 s default threshold, so the 0.3 s given is what counts
                 await js.consumer_info("EPH", name)
                 await asyncio.sleep(0.05)
         await nc.close()

@@ -232,6 +232,7 @@ def test_share_groups_and_nats_queue_groups_are_one_group(broker):
     everything = sorted(via_nats + via_mqtt, key=int)
     assert everything == [b"%d" % n for n in range(30)]  # each task once
     assert via_nats and via_mqtt  # shared between the two protocols
+    assert all(member.nothing_more(0.3) for member in members)  # and no task twice, even late
     for member in members:
         member.disconnect()
 

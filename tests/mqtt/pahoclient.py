@@ -20,6 +20,17 @@ VERSIONS = (V311, V5)
 TIMEOUT = 10.0
 
 
+def stop_loop(client) -> None:
+    """``client.loop_stop()`` where paho's network thread may end by itself
+    meanwhile (after a DISCONNECT): paho 2.2's loop_stop reads the thread
+    attribute three times and the ending thread sets it to None in between
+    (AttributeError from ``None.join()``). A thread that ended is stopped."""
+    try:
+        client.loop_stop()
+    except AttributeError:
+        pass
+
+
 def properties(packet_type=PacketTypes.PUBLISH, **values) -> Properties:
     """paho Properties of ``packet_type`` with ``values`` (paho's names: UserProperty=[(k, v)], ...)."""
     props = Properties(packet_type)
@@ -112,7 +123,7 @@ class Paho:
 
     def disconnect(self, props=None):
         self.client.disconnect(properties=props)
-        self.client.loop_stop()
+        stop_loop(self.client)
         sock = self.client.socket()
         if sock is not None:  # paho's loop may stop before it closes the socket: a TLS close would wait for it
             sock.close()
@@ -122,7 +133,7 @@ class Paho:
         sock = self.client.socket()
         if sock is not None:  # paho closed it already after a refused CONNACK
             sock.close()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 def wait_until(predicate, timeout=TIMEOUT, step=0.02):

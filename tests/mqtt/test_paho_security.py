@@ -8,7 +8,7 @@ import ssl
 import pytest
 
 from flowmq.mqtt.codec import packets as P
-from pahoclient import V5, V311, VERSIONS, Paho
+from pahoclient import V5, V311, VERSIONS, Paho, stop_loop
 from raw_mqtt import MqttClient
 from tlscerts import make_pki
 
@@ -30,7 +30,7 @@ def _connack_reason(port, version, **kwargs):
     client.client.connect("127.0.0.1", port)
     client.client.loop_start()
     _flags, reason, _props = client.connack.get(timeout=10)
-    client.client.loop_stop()
+    stop_loop(client.client)
     return reason.value
 
 

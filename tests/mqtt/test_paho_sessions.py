@@ -10,7 +10,7 @@ import time
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from pahoclient import V5, V311, Paho, properties
+from pahoclient import V5, V311, Paho, properties, stop_loop
 
 
 def _expiry(seconds):
@@ -88,7 +88,7 @@ def test_a_second_connection_with_the_same_client_id_takes_over(broker, version)
     reason = first.disconnects.get(timeout=10)
     if version == V5:
         assert reason.value == 0x8E  # Session taken over (MQTT-3.1.4-3)
-    first.client.loop_stop()
+    stop_loop(first.client)
     publisher = Paho(broker.mqtt_port, version)
     publisher.publish("twin/topic", b"to the new one", 1)
     assert second.next().payload == b"to the new one"
@@ -108,7 +108,7 @@ def test_a_taken_over_connections_will_goes_unless_the_session_is_resumed(broker
         assert watcher.nothing_more(1.0)
     else:
         assert watcher.next().payload == b"first is gone"
-    first.client.loop_stop()
+    stop_loop(first.client)
     second.disconnect()
     watcher.disconnect()
 
@@ -194,7 +194,7 @@ def test_a_client_silent_for_one_and_a_half_keep_alives_is_closed_and_its_will_s
     watcher = Paho(broker.mqtt_port, version)
     watcher.subscribe("wills/#", 1)
     silent = Paho(broker.mqtt_port, version, "silent", keepalive=1, will=_will("wills/silent", b"timed out"))
-    silent.client.loop_stop()  # no more PINGREQs
+    stop_loop(silent.client)  # no more PINGREQs
     started = time.monotonic()
     assert watcher.next(timeout=15).payload == b"timed out"
     assert time.monotonic() - started >= 1.0
@@ -208,5 +208,5 @@ def test_a_v5_client_is_told_when_the_broker_shuts_down(start_broker):
     broker.stop()
     assert client.disconnects.get(timeout=10).value == 0x8B  # Server shutting down
     assert old.disconnects.get(timeout=10) is not None  # 3.1.1: the connection closes
-    client.client.loop_stop()
-    old.client.loop_stop()
+    stop_loop(client.client)
+    stop_loop(old.client)

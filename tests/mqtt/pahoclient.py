@@ -24,7 +24,8 @@ def stop_loop(client) -> None:
     """``client.loop_stop()`` where paho's network thread may end by itself
     meanwhile (after a DISCONNECT): paho 2.2's loop_stop reads the thread
     attribute three times and the ending thread sets it to None in between
-    (AttributeError from ``None.join()``). A thread that ended is stopped."""
+    (AttributeError from ``None.join()``; paho issue 872). A thread that
+    ended is stopped."""
     try:
         client.loop_stop()
     except AttributeError:

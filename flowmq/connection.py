@@ -16,7 +16,10 @@
   (``flowmq.transport``), so such a payload is copied once between the
   socket it came from and the kernel: out of the read buffer. Smaller
   batches are joined (cheaper than a gathered write of small pieces), and
-  a TLS connection joins what it encrypts;
+  a TLS connection joins what it encrypts. On PyPy the frames of a run
+  of PUBs for one subscriber are made in a reused output buffer instead
+  (``add_run_frames``, flowmq.rawbytes), written before the frames
+  queued after them;
 - the slow-consumer rules: the connection is a streaming producer of its
   transport, so Twisted pauses it when the socket cannot take more (its
   output is *backed up*); output then waits in the queue, and while it
@@ -64,6 +67,7 @@ from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from flowmq import rawbytes
 from flowmq.auth.credentials import CertificateCredentials, presented_by
 from flowmq.auth.permissions import UNRESTRICTED
 from flowmq.auth.realm import IFlowMQSession
@@ -128,6 +132,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         # for a while (a loaded machine) must not blame its clients for it.
         self._stall_ticks = max(1, round(limits.stall_deadline / TICK))
         self._out: list = []
+        self._out_buffer = None  # a flowmq.rawbytes.OutputBuffer with frames that go before _out
         self._gathered = False  # _out holds a payload of GATHER_WRITE_AT bytes or more: write a sequence
         self._pending = 0
         self._marked = False
@@ -193,8 +198,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self._logout()
         try:
             self._closing = True
-            self._out = []
-            self._pending = 0
+            self._drop_output()
             self._stop_watching()
             if self._abort_call is not None and self._abort_call.active():
                 self._abort_call.cancel()
@@ -343,6 +347,40 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
             self._gathered = True
         self._queued(size)
 
+    def add_run_frames(self, line: bytes, run) -> bool:
+        """Queue a frame per payload of ``run``, a flowmq.rawbytes.PayloadRun
+        (``line``, the payload, CRLF), made in an OutputBuffer straight
+        from the read buffer, and written from there when the batch ends.
+        False, with nothing queued, where that does not apply: frames of
+        other kinds wait already (they would be overtaken), the transport
+        cannot send at once (TLS, or output waiting in it: what a write
+        does not send is copied, which would undo the saving), or the
+        frames do not fit."""
+        if self._closing or self._out:
+            return False
+        buffer = self._out_buffer
+        if buffer is None:
+            sends_now = getattr(self.transport, "sends_now", None)
+            if sends_now is None or not sends_now():
+                return False
+            buffer = rawbytes.borrow()
+        before = buffer.filled
+        if not buffer.add_run(line, run):
+            if not before:
+                buffer.release()
+            return False
+        self._out_buffer = buffer
+        self._queued(buffer.filled - before)
+        return True
+
+    def _drop_output(self) -> None:
+        """Forget the output that waits (the connection is cut off or gone)."""
+        self._out = []
+        self._pending = 0
+        if self._out_buffer is not None:
+            self._out_buffer.release()
+            self._out_buffer = None
+
     def _queued(self, size: int) -> None:
         """``size`` more bytes wait: the slow-consumer limit, and a mark for the batch's flush."""
         self._pending += size
@@ -377,15 +415,22 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         if self._paused or self._closing:
             return  # resumeProducing writes it; stays marked so it is not re-queued
         self._marked = False
-        if self._out:
+        if self._out or self._out_buffer is not None:
             self._write_out()
 
     def _write_out(self) -> None:
         """Hand the queue to the transport: joined, or as a sequence when
-        it holds a large payload."""
+        it holds a large payload; the frames of an OutputBuffer first."""
+        buffer = self._out_buffer
+        if buffer is not None:
+            self._out_buffer = None
+            self.transport.write_buffer(buffer.view())
+            buffer.release()
         out = self._out
         self._out = []
         self._pending = 0
+        if not out:
+            return
         if self._gathered:
             self._gathered = False
             self.transport.writeSequence(out)
@@ -414,7 +459,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         self._stop_watching()  # closing already: the abort below is the deadline now
         self.stop_consuming()
         self._release_publishers()
-        if self._out:
+        if self._out or self._out_buffer is not None:
             self._write_out()
         # A registered producer holds the close back until it is resumed.
         self.transport.unregisterProducer()
@@ -428,8 +473,7 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
     def _cut_off(self, why: str) -> None:
         self.log.warn("[cid {cid}] slow consumer {peer}: {why}; closing",
                       cid=self.client_id, peer=self.peer, why=why)
-        self._out = []
-        self._pending = 0
+        self._drop_output()
         self.transport.write(self.farewell(CLOSE_SLOW_CONSUMER))
         self.close_gracefully()
 

@@ -33,6 +33,11 @@ then share their writes where each read alone makes small ones (a queue
 group deals each read out to its members). A protocol without these hooks
 (TLS wraps ours) reads once, as Twisted does.
 
+On PyPy a protocol that has ``read_buffer_received`` (NATS) is read into
+the process's reused read buffer (``recv_into``, flowmq.rawbytes) and told
+the size, and ``write_buffer`` sends from a reused output buffer, copying
+only what the socket does not take.
+
 The server also tells how far its peer is: ``peer_progress()`` gives the
 bytes the peer's TCP has acknowledged and those still on their way to it,
 which the slow-consumer rules of ``flowmq.connection`` go by.
@@ -49,6 +54,8 @@ from twisted.internet import defer, main, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
+
+from flowmq import rawbytes
 
 try:  # Linux: SIOCOUTQ (= TIOCOUTQ), a TCP socket's bytes not yet acknowledged by the peer
     from fcntl import ioctl
@@ -104,17 +111,29 @@ class ImmediateWriteServer(tcp.Server):
         read_more = getattr(protocol, "read_more", None)
         if read_more is None:
             return tcp.Server.doRead(self)
+        into_buffer = getattr(protocol, "read_buffer_received", None) if rawbytes.ENABLED else None
         protocol.reads_begin()
         try:
             for _ in range(READS_AT_ONCE):
+                if into_buffer is not None and self.protocol is not protocol:
+                    into_buffer = None  # a TLS layer came in between (startTLS): it takes the bytes
                 try:
-                    data = self.socket.recv(self.bufferSize)
+                    if into_buffer is not None:
+                        size = self.socket.recv_into(rawbytes.READ_VIEW)
+                    else:
+                        data = self.socket.recv(self.bufferSize)
+                        size = len(data)
                 except OSError as error:
                     if error.args[0] == EWOULDBLOCK:
                         return None
                     return main.CONNECTION_LOST
-                result = self._dataReceived(data)
-                if (result is not None or len(data) < self.bufferSize or not self._reading or self.disconnecting
+                if into_buffer is None:
+                    result = self._dataReceived(data)
+                elif size:
+                    result = into_buffer(size)
+                else:
+                    return main.CONNECTION_DONE  # what Twisted's _dataReceived answers to an empty read
+                if (result is not None or size < self.bufferSize or not self._reading or self.disconnecting
                         or not read_more()):
                     return result
             return None
@@ -136,6 +155,22 @@ class ImmediateWriteServer(tcp.Server):
                     self._keep(data, sent, ())
                 return
         tcp.Server.write(self, data)
+
+    def sends_now(self) -> bool:
+        """A write now goes straight to the socket (see ``write``)."""
+        return self._idle()
+
+    def write_buffer(self, view) -> None:
+        """``write`` for a view of memory that its owner reuses once this
+        returns (a flowmq.rawbytes.OutputBuffer): what the socket does not
+        take at once is copied."""
+        if self._idle():
+            sent = self.writeSomeData(view)
+            if isinstance(sent, int):
+                if sent < len(view):
+                    self._keep(view[sent:], 0, ())
+                return
+        tcp.Server.write(self, view[:])
 
     def writeSequence(self, pieces):
         """Send ``pieces`` (bytes) in order, with one sendmsg when nothing waits."""

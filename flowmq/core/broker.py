@@ -269,6 +269,8 @@ class Broker(service.Service):
         router = self.router
         deliveries, groups = router.cached(topic) or router.lookup(topic)
         delivered = 0
+        if not single and len(deliveries) > 1:
+            messages.fanout = True  # a MessageRun here
         for consumer, subscriptions, local in deliveries:
             if consumer is origin:
                 if not consumer.echo or not local:

@@ -83,15 +83,20 @@ class MessageRun:
     that would make the same bytes sends those (NATS subscribers of a
     fan-out whose MSG lines are alike). It lives as long as the run: the
     deliveries of one publish.
+
+    ``fanout`` is True when the broker hands the run to more than one
+    consumer (it says so before the first): frames that the consumers can
+    share (``framed``) are then worth more than each one's own.
     """
 
-    __slots__ = ("first", "payloads", "size", "framed", "_messages")
+    __slots__ = ("first", "payloads", "size", "framed", "fanout", "_messages")
 
     def __init__(self, first: Message, payloads: list, size=None):
         self.first = first
         self.payloads = payloads
         self.size = size
         self.framed = None
+        self.fanout = False
         self._messages = None
 
     def messages(self) -> list:

@@ -8,7 +8,9 @@ first the read it began in, from where it began) and joined once when it
 is complete (``flowmq.buffers.spliced`` puts the two pieces of a payload
 that spans two reads together); the reads after it are parsed where they
 lie. Only a control line cut off by the end of a read is put together with
-the next read. The parser checks sizes and syntax, and hands complete
+the next read. ``feed_read_buffer`` takes a read in flowmq.rawbytes' reused
+read buffer instead (PyPy) and hands a run's payloads out where they lie
+there. The parser checks sizes and syntax, and hands complete
 operations to the protocol, which decides what they mean. Once it meets an
 error it reports it after the operations before it and then stops for good,
 because the server closes such a connection (nats-server does the same).
@@ -18,6 +20,7 @@ Operations are tuples whose first item is one of the ``OP_*`` codes:
 - ``(OP_PUB, subject, reply|None, payloads)``: one PUB, or a run of PUBs
   in a row with the same control line (same subject, reply and size), as
   publishers send them: ``payloads`` is the list of their payloads, in order
+  (from ``feed_read_buffer``: a list or a ``flowmq.rawbytes.PayloadRun``)
 - ``(OP_HPUB, subject, reply|None, header_block, payload)``; the header
   block is empty for ``HPUB <subject> [reply] 0 <size>``
 - ``(OP_SUB, subject, queue|None, sid)``
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 
+from flowmq import rawbytes
 from flowmq.buffers import spliced
 
 OP_PUB, OP_HPUB, OP_SUB, OP_UNSUB, OP_CONNECT, OP_PING, OP_PONG, OP_ERROR = range(8)
@@ -97,6 +101,59 @@ class NatsParser:
             data = self._line + data
             self._line = b""
         return self._parse(data, pos, ops, None)
+
+    def feed_read_buffer(self, size: int) -> list:
+        """``feed`` for the ``size`` bytes read into flowmq.rawbytes'
+        READ_BUFFER. A run of PUBs with the last PUB's line (the payload
+        the read before cut off included) becomes one OP_PUB whose
+        payloads are a PayloadRun: where they lie in the buffer, not
+        copied. Everything else is copied out and parsed by ``feed``: the
+        rest of the read after the run (usually a PUB that the read cuts
+        off), and the whole read when it does not go on from the last PUB
+        (a control line cut off, a last PUB that was an HPUB) or when the
+        last PUB's payload is smaller than ``rawbytes.OUTPUT_FROM`` (for
+        small payloads a comparison through cffi per PUB costs more than
+        the copy of the read it saves)."""
+        last_pub, subject, reply, total = self._last_pub
+        cut = self._cut_pub
+        if (self._failed or self._line or last_pub is None or total < rawbytes.OUTPUT_FROM
+                or (cut is not None and (cut[2] >= 0 or self._needed - self._held > size))):
+            return self.feed(rawbytes.read_bytes(0, size))
+        ops = []
+        pos = 0
+        head = []
+        if cut is not None:  # the PUB the last read cut off: the rest of its payload, copied
+            pos = self._needed - self._held
+            ops = self.feed(rawbytes.read_bytes(0, pos))
+            if self._failed:
+                return ops
+            head = ops.pop()[3]  # its OP_PUB: the run's first payload
+        memcmp = rawbytes.memcmp
+        buffer = rawbytes.READ_BUFFER
+        line_size = len(last_pub)
+        between = CRLF + last_pub  # a payload's CRLF and the next PUB's line
+        between_size = line_size + 2
+        stride = line_size + total + 2
+        start = pos + line_size
+        count = 0
+        if pos + stride <= size and memcmp(buffer + pos, last_pub, line_size) == 0:
+            while True:  # pos: at a PUB line like the last, whose payload and CRLF are in the read
+                stop = pos + line_size + total
+                if stop + between_size <= size and memcmp(buffer + stop, between, between_size) == 0:
+                    count += 1
+                    pos = stop + 2
+                    if pos + stride <= size:
+                        continue
+                    break
+                if memcmp(buffer + stop, CRLF, 2) == 0:
+                    count += 1
+                    pos = stop + 2
+                break
+        if count or head:
+            ops.append((OP_PUB, subject, reply, rawbytes.PayloadRun(head, start, count, stride, total)))
+        if pos < size:
+            return self._parse(rawbytes.read_bytes(pos, size), 0, ops, None)
+        return ops
 
     def _complete_in_two(self, data: bytes, pos: int):
         """The operation of a PUB whose payload began in one read (the only

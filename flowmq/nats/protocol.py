@@ -33,6 +33,7 @@ from flowmq.core.router import Subscription, filter_matches
 from flowmq.core.topics import SEPARATOR, InvalidTopic
 from flowmq.listener import ConnectionRegistry
 from flowmq.logs import logger
+from flowmq import rawbytes
 from flowmq.nats import codec, convert
 from flowmq.nats.codec import (
     CRLF, OP_CONNECT, OP_ERROR, OP_HPUB, OP_PING, OP_PONG, OP_PUB, OP_SUB, OP_UNSUB, encode_msg, msg_head,
@@ -193,6 +194,26 @@ class NatsConnection(BrokerConnection):
                 self._run(ops)
         finally:
             batcher.end()
+
+    def read_buffer_received(self, size: int):
+        """``dataReceived`` for the ``size`` bytes that flowmq.transport read
+        into flowmq.rawbytes' READ_BUFFER (PyPy, plain TCP). Operations held
+        back for later keep their payloads as bytes: the buffer is reused
+        by the next read."""
+        if self._closing:
+            return
+        if (self.session is None and self.factory.security.portal is not None) or self._held_ops is not None:
+            return self.dataReceived(rawbytes.read_bytes(0, size))
+        batcher = self._batcher
+        batcher.begin()
+        try:
+            self._run(self.parser.feed_read_buffer(size))
+            for op in self._held_ops or ():
+                if op[0] == OP_PUB and type(op[3]) is rawbytes.PayloadRun:
+                    op[3].payloads()
+        finally:
+            batcher.end()
+            rawbytes.end_read()
 
     def _run(self, ops):
         handlers = _HANDLERS
@@ -538,6 +559,12 @@ class NatsConnection(BrokerConnection):
             # one bytes object, made by the first of them.
             subscription = subscriptions[0]
             head = msg_head(subject, subscription.sid, reply, size)
+            if type(payloads) is rawbytes.PayloadRun and not run.fanout and self.add_run_frames(head, payloads):
+                # One subscriber: its frames made straight from the read buffer (flowmq.rawbytes).
+                subscription.delivered += len(payloads)
+                if self._paused:
+                    self.hold_publisher(first.origin)
+                return
             framed = run.framed if run is not None else None
             if framed is not None and framed[0] == head:
                 frames = framed[1]

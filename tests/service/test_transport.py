@@ -15,6 +15,7 @@ import random
 import socket
 import time
 
+import cffi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,10 +27,14 @@ from twisted.internet.threads import blockingCallFromThread
 from conftest import _ensure_reactor
 from flowmq.transport import IOV_MAX, READS_AT_ONCE, ImmediateWriteEndpoint
 
-#: One write of the protocol: ("write", size) or ("sequence", [sizes]).
+ffi = cffi.FFI()
+
+#: One write of the protocol: ("write", size), ("buffer", size) (write_buffer
+#: of memory the protocol reuses at once) or ("sequence", [sizes]).
 writes = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.integers(1, 300000)),
+        st.tuples(st.just("buffer"), st.integers(1, 300000)),
         st.tuples(st.just("sequence"), st.lists(st.integers(0, 200000), min_size=1, max_size=40)),
     ),
     min_size=1, max_size=8,
@@ -48,6 +53,10 @@ class _Writer(protocol.Protocol):
         for kind, data in self.factory.plan:
             if kind == "write":
                 self.transport.write(data)
+            elif kind == "buffer":
+                memory = ffi.new("char[]", data)
+                self.transport.write_buffer(ffi.buffer(memory, len(data)))
+                ffi.memmove(memory, bytes(len(data)), len(data))  # reused: what waits must be a copy
             else:
                 self.transport.writeSequence(data)
         if not self.factory.calls:  # the socket took it all
@@ -102,7 +111,7 @@ def _read_all(port: int) -> bytes:
 
 
 def _check(listen, plan) -> None:
-    expected = b"".join(data if kind == "write" else b"".join(data) for kind, data in plan)
+    expected = b"".join(b"".join(data) if kind == "sequence" else data for kind, data in plan)
     port, calls = listen(plan)
     assert _read_all(port) == expected
     # Resumed once, when everything was sent; paused before (by each write
@@ -119,7 +128,7 @@ def test_the_peer_reads_every_byte_in_order_however_the_sends_are_cut(listen):
         rng = random.Random(seed)
         plan = []
         for kind, sizes in shape:
-            if kind == "write":
+            if kind != "sequence":
                 plan.append((kind, rng.randbytes(sizes)))
             else:
                 plan.append((kind, [rng.randbytes(size) for size in sizes]))

@@ -353,20 +353,25 @@ class BrokerConnection(Protocol, metaclass=ABCMeta):
         from the read buffer, and written from there when the batch ends.
         False, with nothing queued, where that does not apply: frames of
         other kinds wait already (they would be overtaken), the transport
-        cannot send at once (TLS, or output waiting in it: what a write
-        does not send is copied, which would undo the saving), or the
-        frames do not fit."""
-        if self._closing or self._out:
+        cannot send at once (TLS, output waiting in it or a paused
+        connection: what a write does not send is copied, which would undo
+        the saving, and a buffer would stay lent), or the frames do not
+        fit."""
+        if self._closing or self._out or self._paused:
             return False
         buffer = self._out_buffer
-        if buffer is None:
-            sends_now = getattr(self.transport, "sends_now", None)
-            if sends_now is None or not sends_now():
+        borrowed = buffer is None
+        if borrowed:
+            # Looked up on the transport's class: a TLS layer (a Twisted
+            # protocol wrapper) hands attribute lookups down to the TCP
+            # transport below it, which would send the frames unencrypted.
+            sends_now = getattr(type(self.transport), "sends_now", None)
+            if sends_now is None or not sends_now(self.transport):
                 return False
             buffer = rawbytes.borrow()
         before = buffer.filled
         if not buffer.add_run(line, run):
-            if not before:
+            if borrowed:
                 buffer.release()
             return False
         self._out_buffer = buffer

@@ -107,9 +107,10 @@ class NatsParser:
         READ_BUFFER. A run of PUBs with the last PUB's line (the payload
         the read before cut off included) becomes one OP_PUB whose
         payloads are a PayloadRun: where they lie in the buffer, not
-        copied. Everything else is copied out and parsed by ``feed``: the
-        rest of the read after the run (usually a PUB that the read cuts
-        off), and the whole read when it does not go on from the last PUB
+        copied; it is always the first operation returned. Everything else
+        is copied out and parsed as bytes: the rest of the read after the
+        run (usually a PUB that the read cuts off), and the whole read
+        (``feed``) when it does not go on from the last PUB
         (a control line cut off, a last PUB that was an HPUB) or when the
         last PUB's payload is smaller than ``rawbytes.OUTPUT_FROM`` (for
         small payloads a comparison through cffi per PUB costs more than

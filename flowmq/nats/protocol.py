@@ -197,9 +197,12 @@ class NatsConnection(BrokerConnection):
 
     def read_buffer_received(self, size: int):
         """``dataReceived`` for the ``size`` bytes that flowmq.transport read
-        into flowmq.rawbytes' READ_BUFFER (PyPy, plain TCP). Operations held
-        back for later keep their payloads as bytes: the buffer is reused
-        by the next read."""
+        into flowmq.rawbytes' READ_BUFFER (PyPy, plain TCP). Before the
+        login, and while operations of earlier reads wait, the read is
+        taken as bytes. Otherwise a PayloadRun can only be the first
+        operation (``feed_read_buffer``), which ``_run`` handles before
+        anything can hold the rest back: no operation that waits for a
+        later turn refers to the buffer, which the next read reuses."""
         if self._closing:
             return
         if (self.session is None and self.factory.security.portal is not None) or self._held_ops is not None:
@@ -208,9 +211,6 @@ class NatsConnection(BrokerConnection):
         batcher.begin()
         try:
             self._run(self.parser.feed_read_buffer(size))
-            for op in self._held_ops or ():
-                if op[0] == OP_PUB and type(op[3]) is rawbytes.PayloadRun:
-                    op[3].payloads()
         finally:
             batcher.end()
             rawbytes.end_read()
@@ -366,7 +366,8 @@ class NatsConnection(BrokerConnection):
             # The payloads of one OP_PUB came with one control line: one size.
             # No headers and a reply that has a topic: the run's Messages,
             # made from the first, need nothing from its wire cache.
-            run = MessageRun(Message(topic, payloads[0], None, reply_to, self), payloads, len(payloads[0]))
+            first = payloads[0]
+            run = MessageRun(Message(topic, first, None, reply_to, self), payloads, len(first))
             self._broker_publish_run(run)
         except PermissionDenied:
             for _ in payloads:

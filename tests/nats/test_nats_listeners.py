@@ -113,3 +113,40 @@ def test_listener_tls_errors_name_the_entry_and_the_file(tmp_path, entry, messag
         Security(config.load(str(path), {}))
     assert str(caught.value).startswith(str(path) + ": ")
     assert message in str(caught.value)
+
+
+def test_a_run_from_a_plain_port_reaches_a_tls_first_subscriber_through_tls(start_broker, pki):
+    """Kilobyte PUBs in a row from the plain port (on PyPy the reused
+    buffers of flowmq/rawbytes.py, which a TLS connection must not take)
+    reach a subscriber on the TLS-first port whole and in order."""
+    broker = start_broker(**{"tls.cert": pki.server_cert, "tls.key": pki.server_key,
+                             "tls.handshake_first": True, "nats.listeners": "tcp://127.0.0.1:0"})
+    payloads = [(b"%04d" % n) * 256 for n in range(200)]
+    pubs = [b"PUB secret.x 1024\r\n%s\r\n" % payload for payload in payloads]
+
+    async def scenario():
+        secure = await nats.connect("tls://localhost:%d" % broker.port, allow_reconnect=False,
+                                    tls=ssl.create_default_context(cafile=pki.ca), tls_handshake_first=True)
+        got = []
+        done = asyncio.Event()
+
+        async def take(msg):
+            got.append(msg.data)
+            if len(got) == len(payloads):
+                done.set()
+
+        await secure.subscribe("secret.x", cb=take)
+        await flushed(secure)
+        plain = RawClient(_port(broker, "NATS 2"))
+        _info(plain)
+        loop = asyncio.get_running_loop()
+        # One PUB first, so that the reads of the rest go on from a known line.
+        plain.send(b'CONNECT {"verbose":false}\r\n' + pubs[0] + b"PING\r\n")
+        assert await loop.run_in_executor(None, plain.read_line) == b"PONG"
+        await loop.run_in_executor(None, plain.send, b"".join(pubs[1:]))
+        await asyncio.wait_for(done.wait(), 10)
+        plain.close()
+        await secure.close()
+        return got
+
+    assert run(scenario()) == payloads

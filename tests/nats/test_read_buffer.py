@@ -27,7 +27,7 @@ from tests.conftest import RawClient
 
 #: PUB lines: payloads from rawbytes.OUTPUT_FROM up stay in the buffer, smaller ones are copied out.
 LINES = [b"PUB a.b 5\r\n", b"PUB a.c 0\r\n", b"PUB a.c 1000\r\n", b"PUB a.c r.1 1000\r\n",
-         b"PUB a.d %d\r\n" % rawbytes.OUTPUT_FROM, b"PUB a.e 3000\r\n"]
+         b"PUB a.d %d\r\n" % rawbytes.OUTPUT_FROM, b"PUB a.e 3000\r\n", b"pub a.f 700\r\n"]
 
 
 def _op_stream(ops: list) -> list:
@@ -44,22 +44,28 @@ def _op_stream(ops: list) -> list:
 @st.composite
 def streams(draw):
     """A client's bytes: runs of PUBs on a few lines (maybe ending in one
-    whose payload is longer than its line says, where the parser stops),
-    pings, an HPUB; cut into reads of up to a read buffer's size."""
+    whose payload is longer than its line says, or in one over the largest
+    payload, where the parser stops), pings, HPUBs; cut into reads of up to
+    a read buffer's size."""
     rng = random.Random(draw(st.integers(0, 1 << 30)))
     pieces = []
     for _ in range(draw(st.integers(1, 12))):
-        kind = draw(st.sampled_from(["run", "run", "run", "ping", "hpub"]))
+        kind = draw(st.sampled_from(["run", "run", "run", "ping", "hpub", "large hpub"]))
         if kind == "run":
             line = draw(st.sampled_from(LINES))
             size = int(line.split()[-1])
             pieces += [line + rng.randbytes(size) + b"\r\n" for _ in range(draw(st.integers(1, 150)))]
-            if draw(st.integers(0, 9)) == 0:
+            end = draw(st.integers(0, 19))
+            if end == 0:
                 pieces.append(line + bytes(size + 1) + b"\r\n")
+            elif end == 1:
+                pieces.append(b"PUB a.c 2000000\r\n")
         elif kind == "ping":
             pieces.append(b"PING\r\n")
-        else:
+        elif kind == "hpub":
             pieces.append(b"HPUB a.h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n")
+        else:
+            pieces.append(b"HPUB a.h 12 612\r\nNATS/1.0\r\n\r\n%s\r\n" % rng.randbytes(600))
     data = b"".join(pieces)
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
     reads, start = [], 0
@@ -78,9 +84,12 @@ def streams(draw):
 def test_the_read_buffer_parses_any_stream_as_feed_does(reads):
     plain, buffered = NatsParser(), NatsParser()
     expected, got = [], []
-    for read in reads:
+    for index, read in enumerate(reads):
         expected += _op_stream(plain.feed(read))
-        rawbytes.READ_VIEW[:len(read)] = read
+        # The buffer holds the read and, after it, the bytes that follow
+        # it on the wire: a parser that looked past the read would find them.
+        beyond = b"".join(reads[index + 1:])[:rawbytes.READ_SIZE - len(read)]
+        rawbytes.READ_VIEW[:len(read) + len(beyond)] = read + beyond
         got += _op_stream(buffered.feed_read_buffer(len(read)))  # payloads taken before the next read
         rawbytes.end_read()
     assert got == expected

@@ -33,10 +33,11 @@ then share their writes where each read alone makes small ones (a queue
 group deals each read out to its members). A protocol without these hooks
 (TLS wraps ours) reads once, as Twisted does.
 
-On PyPy a protocol that has ``read_buffer_received`` (NATS) is read into
-the process's reused read buffer (``recv_into``, flowmq.rawbytes) and told
-the size, and ``write_buffer`` sends from a reused output buffer, copying
-only what the socket does not take.
+On PyPy a protocol that has ``wants_read_buffer`` (NATS) is read into the
+process's reused read buffer (``recv_into``, flowmq.rawbytes) and told the
+size (``read_buffer_received``) whenever it wants it, and ``write_buffer``
+sends from a reused output buffer, copying only what the socket does not
+take.
 
 The server also tells how far its peer is: ``peer_progress()`` gives the
 bytes the peer's TCP has acknowledged and those still on their way to it,
@@ -111,14 +112,14 @@ class ImmediateWriteServer(tcp.Server):
         read_more = getattr(protocol, "read_more", None)
         if read_more is None:
             return tcp.Server.doRead(self)
-        into_buffer = getattr(protocol, "read_buffer_received", None) if rawbytes.ENABLED else None
+        wants_buffer = getattr(protocol, "wants_read_buffer", None) if rawbytes.ENABLED else None
         protocol.reads_begin()
         try:
             for _ in range(READS_AT_ONCE):
-                if into_buffer is not None and self.protocol is not protocol:
-                    into_buffer = None  # a TLS layer came in between (startTLS): it takes the bytes
+                # A TLS layer that came in between (startTLS) takes the bytes.
+                into_buffer = wants_buffer is not None and self.protocol is protocol and wants_buffer()
                 try:
-                    if into_buffer is not None:
+                    if into_buffer:
                         size = self.socket.recv_into(rawbytes.READ_VIEW)
                     else:
                         data = self.socket.recv(self.bufferSize)
@@ -127,10 +128,10 @@ class ImmediateWriteServer(tcp.Server):
                     if error.args[0] == EWOULDBLOCK:
                         return None
                     return main.CONNECTION_LOST
-                if into_buffer is None:
+                if not into_buffer:
                     result = self._dataReceived(data)
                 elif size:
-                    result = into_buffer(size)
+                    result = protocol.read_buffer_received(size)
                 else:
                     return main.CONNECTION_DONE  # what Twisted's _dataReceived answers to an empty read
                 if (result is not None or size < self.bufferSize or not self._reading or self.disconnecting

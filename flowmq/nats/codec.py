@@ -102,23 +102,29 @@ class NatsParser:
             self._line = b""
         return self._parse(data, pos, ops, None)
 
+    def takes_read_buffer(self) -> bool:
+        """The next read may go to ``feed_read_buffer``: it goes on from a
+        PUB whose payload is ``rawbytes.OUTPUT_FROM`` bytes or more (with
+        no control line cut off, and the last PUB not an HPUB). Smaller
+        payloads take ``feed``: for them a comparison through cffi per PUB
+        costs more than the copy of the read it saves."""
+        cut = self._cut_pub
+        return (not self._failed and not self._line and self._last_pub[3] >= rawbytes.OUTPUT_FROM
+                and (cut is None or cut[2] < 0))
+
     def feed_read_buffer(self, size: int) -> list:
         """``feed`` for the ``size`` bytes read into flowmq.rawbytes'
-        READ_BUFFER. A run of PUBs with the last PUB's line (the payload
-        the read before cut off included) becomes one OP_PUB whose
-        payloads are a PayloadRun: where they lie in the buffer, not
-        copied; it is always the first operation returned. Everything else
-        is copied out and parsed as bytes: the rest of the read after the
-        run (usually a PUB that the read cuts off), and the whole read
-        (``feed``) when it does not go on from the last PUB
-        (a control line cut off, a last PUB that was an HPUB) or when the
-        last PUB's payload is smaller than ``rawbytes.OUTPUT_FROM`` (for
-        small payloads a comparison through cffi per PUB costs more than
-        the copy of the read it saves)."""
+        READ_BUFFER, when ``takes_read_buffer()``. A run of PUBs with the
+        last PUB's line (the payload the read before cut off included)
+        becomes one OP_PUB whose payloads are a PayloadRun: where they lie
+        in the buffer, not copied; it is always the first operation
+        returned. Everything else is copied out and parsed as bytes: the
+        rest of the read after the run (usually a PUB that the read cuts
+        off), and the whole read when it does not complete the payload
+        the read before cut off."""
         last_pub, subject, reply, total = self._last_pub
         cut = self._cut_pub
-        if (self._failed or self._line or last_pub is None or total < rawbytes.OUTPUT_FROM
-                or (cut is not None and (cut[2] >= 0 or self._needed - self._held > size))):
+        if cut is not None and self._needed - self._held > size:
             return self.feed(rawbytes.read_bytes(0, size))
         ops = []
         pos = 0

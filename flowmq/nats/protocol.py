@@ -195,18 +195,23 @@ class NatsConnection(BrokerConnection):
         finally:
             batcher.end()
 
+    def wants_read_buffer(self) -> bool:
+        """flowmq.transport: the next read goes to the read buffer
+        (``read_buffer_received``), not ``dataReceived``: after the login,
+        with no operations of earlier reads waiting, and when the parser
+        takes it (``NatsParser.takes_read_buffer``)."""
+        return ((self.session is not None or self.factory.security.portal is None) and self._held_ops is None
+                and self.parser.takes_read_buffer())
+
     def read_buffer_received(self, size: int):
         """``dataReceived`` for the ``size`` bytes that flowmq.transport read
-        into flowmq.rawbytes' READ_BUFFER (PyPy, plain TCP). Before the
-        login, and while operations of earlier reads wait, the read is
-        taken as bytes. Otherwise a PayloadRun can only be the first
+        into flowmq.rawbytes' READ_BUFFER (PyPy, plain TCP), when
+        ``wants_read_buffer()``. A PayloadRun can only be the first
         operation (``feed_read_buffer``), which ``_run`` handles before
         anything can hold the rest back: no operation that waits for a
         later turn refers to the buffer, which the next read reuses."""
         if self._closing:
             return
-        if (self.session is None and self.factory.security.portal is not None) or self._held_ops is not None:
-            return self.dataReceived(rawbytes.read_bytes(0, size))
         batcher = self._batcher
         batcher.begin()
         try:

@@ -27,7 +27,8 @@ from tests.conftest import RawClient
 
 #: PUB lines: payloads from rawbytes.OUTPUT_FROM up stay in the buffer, smaller ones are copied out.
 LINES = [b"PUB a.b 5\r\n", b"PUB a.c 0\r\n", b"PUB a.c 1000\r\n", b"PUB a.c r.1 1000\r\n",
-         b"PUB a.d %d\r\n" % rawbytes.OUTPUT_FROM, b"PUB a.e 3000\r\n", b"pub a.f 700\r\n"]
+         b"PUB a.d %d\r\n" % rawbytes.OUTPUT_FROM, b"PUB a.e 3000\r\n", b"pub a.f 700\r\n",
+         b"PUB a.g 1000\r\n"]  # as long as a.c's, for the same size: only the subject tells them apart
 
 
 def _op_stream(ops: list) -> list:
@@ -67,7 +68,9 @@ def streams(draw):
         else:
             pieces.append(b"HPUB a.h 12 612\r\nNATS/1.0\r\n\r\n%s\r\n" % rng.randbytes(600))
     data = b"".join(pieces)
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    ends = [sum(map(len, pieces[:index + 1])) for index in range(len(pieces))]
+    # Cuts anywhere, and between two operations (a read that begins with a new line).
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)) | st.sampled_from(ends), max_size=12)))
     reads, start = [], 0
     for cut in cuts + [len(data)]:
         while cut - start > rawbytes.READ_SIZE:
@@ -89,9 +92,12 @@ def test_the_read_buffer_parses_any_stream_as_feed_does(reads):
         # The buffer holds the read and, after it, the bytes that follow
         # it on the wire: a parser that looked past the read would find them.
         beyond = b"".join(reads[index + 1:])[:rawbytes.READ_SIZE - len(read)]
-        rawbytes.READ_VIEW[:len(read) + len(beyond)] = read + beyond
-        got += _op_stream(buffered.feed_read_buffer(len(read)))  # payloads taken before the next read
-        rawbytes.end_read()
+        if buffered.takes_read_buffer():  # as flowmq.transport reads
+            rawbytes.READ_VIEW[:len(read) + len(beyond)] = read + beyond
+            got += _op_stream(buffered.feed_read_buffer(len(read)))  # payloads taken before the next read
+            rawbytes.end_read()
+        else:
+            got += _op_stream(buffered.feed(read))
     assert got == expected
 
 
@@ -118,6 +124,17 @@ def test_a_run_of_the_read_buffer_is_payloads_in_place_until_the_read_ends():
     rest = ten[7:] + b"\r\n"
     rawbytes.READ_VIEW[:len(rest)] = rest
     assert _op_stream(parser.feed_read_buffer(len(rest))) == [(OP_PUB, b"a.b", None, ten)]
+    rawbytes.end_read()
+
+
+def test_a_read_that_begins_with_another_line_as_long_is_not_taken_for_the_run():
+    size = rawbytes.OUTPUT_FROM
+    parser = NatsParser()
+    parser.feed(b"PUB a.b %d\r\n%s\r\n" % (size, bytes(size)))
+    read = b"PUB a.c %d\r\n%s\r\n" % (size, b"c" * size)
+    assert parser.takes_read_buffer()
+    rawbytes.READ_VIEW[:len(read)] = read
+    assert _op_stream(parser.feed_read_buffer(len(read))) == [(OP_PUB, b"a.c", None, b"c" * size)]
     rawbytes.end_read()
 
 

@@ -114,13 +114,8 @@ class PayloadRun:
             self._check()
             size, stride = self.size, self.stride
             payloads = list(self.head)
-            if self.count:
-                # One copy of the run out of the buffer, then slices of
-                # bytes: a slice of a cffi buffer costs much more than one
-                # of bytes, which matters for small payloads.
-                run = READ_VIEW[self.start:self.start + stride * (self.count - 1) + size]
-                for start in range(0, stride * self.count, stride):
-                    payloads.append(run[start:start + size])
+            for start in range(self.start, self.start + stride * self.count, stride):
+                payloads.append(READ_VIEW[start:start + size])
             self._payloads = payloads
         return payloads
 

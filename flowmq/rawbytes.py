@@ -1,12 +1,12 @@
 """Bytes moved through reused buffers, the way a C broker moves them (PyPy).
 
-On PyPy a kilobyte payload on its way to one NATS subscriber was copied
-three times in user space besides the kernel's two: PyPy's ``recv``
-copies what the kernel wrote into a new bytes object, the parser sliced
-the payload out of it, and a join made the frames. Each copy wrote to
-memory that had not been touched lately (new objects in a nursery of many
-megabytes), past the CPU's caches. Here a run of PUBs to one subscriber
-takes a C broker's path:
+On PyPy a kilobyte payload on its way to one NATS subscriber was written
+four times: the kernel wrote each read into a new bytes object (PyPy's
+``recv`` receives into the object it returns), the parser sliced the
+payload out of it, a join made the frames, and the kernel copied them
+out. The first three wrote to memory that had not been touched lately
+(new objects, a nursery of many megabytes), past the CPU's caches. Here a
+run of PUBs to one subscriber takes a C broker's path:
 
 - a plain TCP connection reads into the one ``READ_BUFFER`` of the process
   (``recv_into``, flowmq.transport), reused by every read, so the kernel

@@ -24,8 +24,10 @@ asks the PayloadRun, which copies them out then, once. A PayloadRun is
 valid only during the read that made it, the read buffer being reused by
 the next: each read ends with ``end_read()``, after which a PayloadRun
 raises instead of handing out the bytes of a later read. Payloads under
-``OUTPUT_FROM`` bytes keep the bytes path: per frame, two calls through
-cffi cost more than the copies they save.
+``OUTPUT_FROM`` bytes keep the bytes path (per frame, calls through cffi
+cost more than the copies they save), and so do those of 8 KiB and more,
+which go out as pieces of their own anyway (flowmq.connection's
+GATHER_WRITE_AT).
 
 It takes cffi, which is part of PyPy. CPython keeps the bytes objects
 (``ENABLED`` is False): its cost per message is the interpreter's
@@ -42,9 +44,9 @@ READ_SIZE = 65536
 #: The size of one OutputBuffer: a read's frames and more (a MSG line is
 #: at most a little longer than the PUB line it replaces).
 OUTPUT_SIZE = 262144
-#: The smallest payload whose frames are made in an OutputBuffer: below it
-#: two copies per frame through cffi cost more than slicing and joining
-#: bytes (docs/PERFORMANCE.md, "Reused buffers").
+#: The smallest payload read into the read buffer (NatsParser.takes_read_buffer):
+#: below it a comparison and two copies per frame through cffi cost more
+#: than slicing and joining bytes (docs/PERFORMANCE.md, "Reused buffers").
 OUTPUT_FROM = 512
 #: Free OutputBuffers kept for reuse; more are made while a batch needs them.
 _POOL_SIZE = 8
@@ -148,11 +150,11 @@ class OutputBuffer:
     def add_run(self, line: bytes, run: PayloadRun) -> bool:
         """Append a frame per payload of ``run``: ``line`` (the MSG line),
         the payload, CRLF; False, with nothing appended, when they do not
-        fit or are smaller than OUTPUT_FROM."""
+        fit."""
         size = run.size
         line_size = len(line)
         filled = self.filled
-        if size < OUTPUT_FROM or filled + (line_size + size + 2) * len(run) > OUTPUT_SIZE:
+        if filled + (line_size + size + 2) * len(run) > OUTPUT_SIZE:
             return False
         run._check()
         memory = self.memory

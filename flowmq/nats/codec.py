@@ -102,19 +102,21 @@ class NatsParser:
             self._line = b""
         return self._parse(data, pos, ops, None)
 
-    def takes_read_buffer(self) -> bool:
+    def takes_read_buffer(self, below: int) -> bool:
         """The next read may go to ``feed_read_buffer``: it goes on from a
-        PUB whose payload is ``rawbytes.OUTPUT_FROM`` bytes or more (with
-        no control line cut off, and the last PUB not an HPUB). Smaller
-        payloads take ``feed``: for them a comparison through cffi per PUB
-        costs more than the copy of the read it saves."""
+        PUB whose payload has ``rawbytes.OUTPUT_FROM`` bytes or more and
+        fewer than ``below`` (with no control line cut off, and the last PUB
+        not an HPUB). Smaller payloads take ``feed``: for them a comparison
+        through cffi per PUB costs more than the copy of the read it saves;
+        larger ones too: a read rarely holds one whole, and ``feed`` takes
+        the reads of a payload as they are."""
         cut = self._cut_pub
-        return (not self._failed and not self._line and self._last_pub[3] >= rawbytes.OUTPUT_FROM
+        return (not self._failed and not self._line and rawbytes.OUTPUT_FROM <= self._last_pub[3] < below
                 and (cut is None or cut[2] < 0))
 
     def feed_read_buffer(self, size: int) -> list:
         """``feed`` for the ``size`` bytes read into flowmq.rawbytes'
-        READ_BUFFER, when ``takes_read_buffer()``. A run of PUBs with the
+        READ_BUFFER, when ``takes_read_buffer(...)``. A run of PUBs with the
         last PUB's line (the payload the read before cut off included)
         becomes one OP_PUB whose payloads are a PayloadRun: where they lie
         in the buffer, not copied; it is always the first operation

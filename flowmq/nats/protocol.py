@@ -199,9 +199,10 @@ class NatsConnection(BrokerConnection):
         """flowmq.transport: the next read goes to the read buffer
         (``read_buffer_received``), not ``dataReceived``: after the login,
         with no operations of earlier reads waiting, and when the parser
-        takes it (``NatsParser.takes_read_buffer``)."""
+        takes it (``NatsParser.takes_read_buffer``: payloads whose frames
+        are joined, not sent as pieces of their own)."""
         return ((self.session is not None or self.factory.security.portal is None) and self._held_ops is None
-                and self.parser.takes_read_buffer())
+                and self.parser.takes_read_buffer(GATHER_WRITE_AT))
 
     def read_buffer_received(self, size: int):
         """``dataReceived`` for the ``size`` bytes that flowmq.transport read

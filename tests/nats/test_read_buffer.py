@@ -22,13 +22,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowmq import rawbytes
+from flowmq.connection import GATHER_WRITE_AT
 from flowmq.nats.codec import OP_PUB, NatsParser
 from tests.conftest import RawClient
 
-#: PUB lines: payloads from rawbytes.OUTPUT_FROM up stay in the buffer, smaller ones are copied out.
+#: PUB lines: payloads from rawbytes.OUTPUT_FROM up to GATHER_WRITE_AT stay in the buffer, others are copied out.
 LINES = [b"PUB a.b 5\r\n", b"PUB a.c 0\r\n", b"PUB a.c 1000\r\n", b"PUB a.c r.1 1000\r\n",
          b"PUB a.d %d\r\n" % rawbytes.OUTPUT_FROM, b"PUB a.e 3000\r\n", b"pub a.f 700\r\n",
-         b"PUB a.g 1000\r\n"]  # as long as a.c's, for the same size: only the subject tells them apart
+         b"PUB a.g 1000\r\n",  # as long as a.c's, for the same size: only the subject tells them apart
+         b"PUB a.h %d\r\n" % GATHER_WRITE_AT]
 
 
 def _op_stream(ops: list) -> list:
@@ -92,7 +94,7 @@ def test_the_read_buffer_parses_any_stream_as_feed_does(reads):
         # The buffer holds the read and, after it, the bytes that follow
         # it on the wire: a parser that looked past the read would find them.
         beyond = b"".join(reads[index + 1:])[:rawbytes.READ_SIZE - len(read)]
-        if buffered.takes_read_buffer():  # as flowmq.transport reads
+        if buffered.takes_read_buffer(GATHER_WRITE_AT):  # as the NATS connection asks for its reads
             rawbytes.READ_VIEW[:len(read) + len(beyond)] = read + beyond
             got += _op_stream(buffered.feed_read_buffer(len(read)))  # payloads taken before the next read
             rawbytes.end_read()
@@ -132,7 +134,7 @@ def test_a_read_that_begins_with_another_line_as_long_is_not_taken_for_the_run()
     parser = NatsParser()
     parser.feed(b"PUB a.b %d\r\n%s\r\n" % (size, bytes(size)))
     read = b"PUB a.c %d\r\n%s\r\n" % (size, b"c" * size)
-    assert parser.takes_read_buffer()
+    assert parser.takes_read_buffer(GATHER_WRITE_AT)
     rawbytes.READ_VIEW[:len(read)] = read
     assert _op_stream(parser.feed_read_buffer(len(read))) == [(OP_PUB, b"a.c", None, b"c" * size)]
     rawbytes.end_read()

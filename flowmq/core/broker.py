@@ -15,7 +15,6 @@ from twisted.application import service
 from twisted.internet.defer import fail
 
 from flowmq.core.errors import PermissionDenied
-from flowmq.core.message import MessageRun
 from flowmq.core.router import Router
 from flowmq.core.store import StorageEngine
 from flowmq.core.streams.registry import LogRegistry

@@ -567,10 +567,10 @@ class NatsConnection(BrokerConnection):
             subscription = subscriptions[0]
             head = msg_head(subject, subscription.sid, reply, size)
             if type(payloads) is rawbytes.PayloadRun and not run.fanout and self.add_run_frames(head, payloads):
-                # One subscriber: its frames made straight from the read buffer (flowmq.rawbytes).
+                # One subscriber: its frames made straight from the read buffer
+                # (flowmq.rawbytes). add_run_frames refuses a paused connection,
+                # so there is no publisher to hold.
                 subscription.delivered += len(payloads)
-                if self._paused:
-                    self.hold_publisher(first.origin)
                 return
             framed = run.framed if run is not None else None
             if framed is not None and framed[0] == head:
